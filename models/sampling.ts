@@ -1,0 +1,98 @@
+/**
+ * Choosing the next token from a row of logits: greedy, temperature, top-k and top-p (nucleus),
+ * reproducible from a seed.
+ *
+ * @module
+ */
+
+/** How the next token is chosen. */
+export interface SamplingOptions {
+  /** 0 (the default) is greedy: the argmax, lowest id on ties. */
+  temperature?: number;
+  /** Keep only the k most likely tokens (0 or absent: all). */
+  topK?: number;
+  /** Keep the smallest set of most likely tokens whose probability reaches p (1: all). */
+  topP?: number;
+  /** Seed of the sampling stream. */
+  seed?: number;
+}
+
+/** Index of the largest value, the first one on ties. */
+export function argmax(values: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
+  return best;
+}
+
+/**
+ * Picks tokens from logits according to {@link SamplingOptions}, drawing from its own seeded
+ * stream so a generation is reproducible.
+ *
+ * @example Greedy and seeded sampling
+ * ```ts
+ * import { Sampler } from "./models/sampling.ts";
+ * const logits = new Float32Array([0.1, 2.0, -1.0]);
+ * new Sampler().next(logits); // 1
+ * new Sampler({ temperature: 0.8, topK: 2, seed: 7 }).next(logits); // 0 or 1
+ * ```
+ */
+export class Sampler {
+  readonly temperature: number;
+  readonly topK: number;
+  readonly topP: number;
+  #state: number;
+
+  constructor(options: SamplingOptions = {}) {
+    this.temperature = options.temperature ?? 0;
+    this.topK = options.topK ?? 0;
+    this.topP = options.topP ?? 1;
+    if (!(this.temperature >= 0)) {
+      throw new RangeError(`temperature must be >= 0, got ${options.temperature}`);
+    }
+    if (!Number.isInteger(this.topK) || this.topK < 0) {
+      throw new RangeError(`topK must be a non-negative integer, got ${options.topK}`);
+    }
+    if (!(this.topP > 0 && this.topP <= 1)) {
+      throw new RangeError(`topP must be in (0, 1], got ${options.topP}`);
+    }
+    this.#state = (options.seed ?? 0) >>> 0;
+  }
+
+  /** The next token id for one row of logits. */
+  next(logits: ArrayLike<number>): number {
+    if (this.temperature === 0) return argmax(logits);
+    const order = Array.from({ length: logits.length }, (_, i) => i)
+      .sort((a, b) => logits[b] - logits[a] || a - b);
+    const keep = this.topK > 0 ? order.slice(0, this.topK) : order;
+    const max = logits[keep[0]];
+    const weights = keep.map((i) => Math.exp((logits[i] - max) / this.temperature));
+    const total = weights.reduce((a, b) => a + b, 0);
+    let cut = keep.length;
+    if (this.topP < 1) {
+      let cumulative = 0;
+      for (let j = 0; j < keep.length; j++) {
+        cumulative += weights[j] / total;
+        if (cumulative >= this.topP) {
+          cut = j + 1;
+          break;
+        }
+      }
+    }
+    const kept = weights.slice(0, cut);
+    let u = this.#uniform() * kept.reduce((a, b) => a + b, 0);
+    for (let j = 0; j < cut; j++) {
+      u -= kept[j];
+      if (u < 0) return keep[j];
+    }
+    return keep[cut - 1];
+  }
+
+  // mulberry32: small, fast, and reproducible across platforms.
+  #uniform(): number {
+    this.#state = (this.#state + 0x6d2b79f5) >>> 0;
+    let t = this.#state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+}
