@@ -32,8 +32,11 @@ export interface BenchBasisResult {
   ms: number;
   /** `gpu` with timestamp queries, `wall` around submit-and-wait otherwise. */
   source: "gpu" | "wall";
+  /** Rows of each basis matrix. */
   rows: number;
+  /** Columns of each basis matrix. */
   cols: number;
+  /** Bases generated per run. */
   count: number;
 }
 

@@ -67,10 +67,18 @@ export class BasisKernels {
     readonly gpu: Gpu,
     readonly forward: Kernel,
     readonly sumsKernel: Kernel,
+    readonly maxWorkgroups: number,
   ) {}
 
-  /** Compiles the kernels (cached by the device). */
-  static async load(gpu: Gpu): Promise<BasisKernels> {
+  /**
+   * Compiles the kernels (cached by the device).
+   *
+   * @param gpu The device.
+   * @param options `maxWorkgroups`: a cap on workgroups per grid dimension below the adapter's,
+   *   to exercise the spill into a second dimension on small inputs.
+   * @returns The loaded kernels.
+   */
+  static async load(gpu: Gpu, options: { maxWorkgroups?: number } = {}): Promise<BasisKernels> {
     const code = `${philoxCode}\n${basisCode}`;
     const bindings = ["storage", "uniform"] as const;
     const [forward, sums] = await Promise.all([
@@ -83,7 +91,8 @@ export class BasisKernels {
       }),
       gpu.kernel({ label: "basis_sums", code, entry: "basis_sums", bindings, constants: { WG } }),
     ]);
-    return new BasisKernels(gpu, forward, sums);
+    const limit = gpu.device.limits.maxComputeWorkgroupsPerDimension;
+    return new BasisKernels(gpu, forward, sums, Math.min(limit, options.maxWorkgroups ?? limit));
   }
 
   /**
@@ -132,7 +141,7 @@ export class BasisKernels {
 
   // Workgroup counts past the per-dimension limit wrap into y; kernels skip the overhang.
   #grid(groups: number): [number, number] {
-    const max = this.gpu.device.limits.maxComputeWorkgroupsPerDimension;
+    const max = this.maxWorkgroups;
     if (groups <= max) return [groups, 1];
     return [max, Math.ceil(groups / max)];
   }

@@ -101,6 +101,35 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "grids past the workgroup limit spill into y and still cover every element",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const basis = await BasisKernels.load(gpu, { maxWorkgroups: 3 });
+    const key = moduleKey(freshSeed(), "h.1.attn.c_attn.q");
+    // 17 * 255 elements = 1084 blocks = 17 workgroups of 64 on a 3 x 6 grid, plus 20 bases on 3 x 7.
+    const options = { factor: BasisFactor.A, rows: 17, cols: 255, scale: 0.125 };
+    using out = Tensor.empty(gpu, [17, 255]);
+    out.fill(NaN);
+    basis.generate(key, { ...options, index: 4, out });
+    const got = await out.read();
+    assert.equal(firstBitMismatch(got, materializeBasis(key, { ...options, index: 4 })), -1);
+    using sums = Tensor.empty(gpu, [20, 2]);
+    sums.fill(NaN);
+    basis.sums(key, { ...options, rows: 1, cols: 5, begin: 0, end: 20, out: sums });
+    const totals = await sums.read();
+    for (let index = 0; index < 20; index++) {
+      const values = materializeBasis(key, { ...options, index, rows: 1, cols: 5 });
+      const sum = values.reduce((a, v) => a + v, 0);
+      assert(
+        Math.abs(totals[2 * index] - sum) < 1e-6,
+        `basis ${index}: ${totals[2 * index]} vs ${sum}`,
+      );
+    }
+  },
+);
+
 Deno.test("normal bases are close to the Box-Muller reference", GPU_TEST, async () => {
   const gpu = await testGpu();
   const basis = await BasisKernels.load(gpu);
