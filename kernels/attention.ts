@@ -1,0 +1,239 @@
+/**
+ * Host wrapper of `attention.wgsl`: GPT-2's causal multi-head self-attention, forward (training
+ * and KV-cached generation) and backward, without any [T, T] buffer.
+ *
+ * @module
+ */
+
+import type { BufferBinding, Gpu, Kernel } from "./gpu.ts";
+import { Tensor } from "./tensor.ts";
+import code from "./attention.wgsl" with { type: "text" };
+
+const WG = 32;
+const KB = 16;
+/** Largest head size the kernels take (`HD_MAX` in the WGSL). */
+export const ATTENTION_MAX_HEAD_SIZE = 128;
+const SIZES_BYTES = 32;
+
+/** A GPU operand: a tensor, or a byte window of a buffer. */
+export type Operand = Tensor | BufferBinding;
+
+/** Options of {@link AttentionKernels.forward}. */
+export interface AttentionForwardOptions {
+  /** Output `[B, T, C]` f32: row `t - past` holds query row `t`. */
+  out: Operand;
+  /** Output `[B, NH, T]` f32: log-sum-exp of each query row's scaled scores. */
+  lse: Operand;
+  /** Input `[B, tMax, 3C]` f32, `c_attn`'s output: q | k | v. */
+  qkv: Operand;
+  /** Batch size. */
+  B: number;
+  /** Number of query rows computed, `past .. past + T - 1`. */
+  T: number;
+  /** Number of heads; `C / NH` is the head size. */
+  NH: number;
+  /** Rows of `qkv` already holding earlier positions' k and v (KV cache); 0 in training. */
+  past?: number;
+  /** Rows per batch element of `qkv` (its batch stride is `tMax * 3C`); `past + T` by default. */
+  tMax?: number;
+}
+
+/** Options of {@link AttentionKernels.backward} (training: no past, `qkv` is `[B, T, 3C]`). */
+export interface AttentionBackwardOptions {
+  /** Gradient `[B, T, 3C]` f32 of `qkv`, accumulated into (+=). */
+  dqkv: Operand;
+  /** Gradient `[B, T, C]` f32 of the forward's `out`. */
+  dout: Operand;
+  /** The forward's input `[B, T, 3C]`. */
+  qkv: Operand;
+  /** The forward's output `[B, T, C]`. */
+  out: Operand;
+  /** The forward's `lse` `[B, NH, T]`. */
+  lse: Operand;
+  /** Batch size. */
+  B: number;
+  /** Sequence length. */
+  T: number;
+  /** Number of heads. */
+  NH: number;
+}
+
+/**
+ * The compiled attention kernels of one device. Methods only record work; the caller flushes or
+ * reads. The channel count C is taken from `out` (`B * T * C` elements).
+ *
+ * @example Attention over a batch of two 5-token sequences with 2 heads of size 4
+ * ```ts
+ * import { Gpu } from "./kernels/gpu.ts";
+ * import { Tensor } from "./kernels/tensor.ts";
+ * import { AttentionKernels } from "./kernels/attention.ts";
+ * using gpu = await Gpu.acquire();
+ * const attention = await AttentionKernels.load(gpu);
+ * using qkv = Tensor.from(gpu, new Float32Array(2 * 5 * 24).fill(0.1), [2, 5, 24]);
+ * using out = Tensor.empty(gpu, [2, 5, 8]);
+ * using lse = Tensor.empty(gpu, [2, 2, 5]);
+ * attention.forward({ out, lse, qkv, B: 2, T: 5, NH: 2 });
+ * console.log(await out.read());
+ * ```
+ */
+export class AttentionKernels {
+  private constructor(
+    readonly gpu: Gpu,
+    readonly forwardKernel: Kernel,
+    readonly dqKernel: Kernel,
+    readonly dkvKernel: Kernel,
+  ) {}
+
+  /** Compiles the kernels (cached by the device). */
+  static async load(gpu: Gpu): Promise<AttentionKernels> {
+    const kernel = (entry: string, bindings: ("storage" | "read" | "uniform")[]) =>
+      gpu.kernel({ label: entry, code, entry, bindings, constants: { WG, KB } });
+    const [forward, dq, dkv] = await Promise.all([
+      kernel("attention_forward", ["storage", "storage", "read", "uniform"]),
+      kernel("attention_backward_dq", [
+        "storage",
+        "storage",
+        "read",
+        "read",
+        "read",
+        "read",
+        "uniform",
+      ]),
+      kernel("attention_backward_dkv", ["storage", "read", "read", "read", "read", "uniform"]),
+    ]);
+    return new AttentionKernels(gpu, forward, dq, dkv);
+  }
+
+  /**
+   * Records the forward: `out = softmax(q k^T / sqrt(hd) + causal mask) v` per head, for query
+   * rows `past .. past + T - 1` over key rows `0 ..= t`, and the log-sum-exp of every row.
+   *
+   * @param options Outputs, input and sizes.
+   */
+  forward(options: AttentionForwardOptions): void {
+    const { B, T, NH } = options;
+    const past = options.past ?? 0;
+    const tMax = options.tMax ?? past + T;
+    checkCount("past", past);
+    checkCount("tMax", tMax);
+    if (past + T > tMax) {
+      throw new RangeError(`Attention rows past + T = ${past + T} exceed tMax = ${tMax}`);
+    }
+    const C = this.#channels(options.out, { B, T, NH });
+    if (B === 0 || T === 0) return;
+    checkSize("qkv", options.qkv, B * tMax * 3 * C);
+    checkSize("lse", options.lse, B * NH * T);
+    this.gpu.dispatch(this.forwardKernel, [
+      binding(options.out),
+      binding(options.lse),
+      binding(options.qkv),
+    ], {
+      uniforms: sizes({ B, T, past, tMax, C, NH }),
+      workgroups: this.#grid({ B, T, NH }),
+    });
+  }
+
+  /**
+   * Records the backward: adds the gradients of q, k and v into `dqkv`, recomputing the
+   * probabilities from `qkv` and `lse`. Two passes (dq, then dk and dv) so that each gradient
+   * element has exactly one writer.
+   *
+   * @param options Gradient output, inputs and sizes.
+   */
+  backward(options: AttentionBackwardOptions): void {
+    const { B, T, NH } = options;
+    const C = this.#channels(options.out, { B, T, NH });
+    if (B === 0 || T === 0) return;
+    checkSize("dout", options.dout, B * T * C);
+    checkSize("qkv", options.qkv, B * T * 3 * C);
+    checkSize("dqkv", options.dqkv, B * T * 3 * C);
+    checkSize("lse", options.lse, B * NH * T);
+    const uniforms = sizes({ B, T, past: 0, tMax: T, C, NH });
+    const workgroups = this.#grid({ B, T, NH });
+    const delta = this.gpu.buffer(B * NH * T * 4);
+    const dqkv = binding(options.dqkv);
+    const dout = binding(options.dout);
+    const qkv = binding(options.qkv);
+    const lse = binding(options.lse);
+    this.gpu.dispatch(this.dqKernel, [dqkv, delta, dout, qkv, binding(options.out), lse], {
+      uniforms,
+      workgroups,
+    });
+    this.gpu.dispatch(this.dkvKernel, [dqkv, dout, qkv, lse, delta], { uniforms, workgroups });
+    this.gpu.release(delta);
+  }
+
+  // C from `out`'s element count, with the checks every entry point shares.
+  #channels(out: Operand, shape: { B: number; T: number; NH: number }): number {
+    const { B, T, NH } = shape;
+    checkCount("B", B);
+    checkCount("T", T);
+    checkCount("NH", NH);
+    if (NH === 0) throw new RangeError("Attention needs at least one head, got NH = 0");
+    if (B === 0 || T === 0) return 0;
+    const n = elements(out);
+    const C = n / (B * T);
+    if (!Number.isInteger(C) || C === 0 || C % NH !== 0) {
+      throw new RangeError(
+        `Attention output of ${n} elements is not [B=${B}, T=${T}, C] with C a multiple of ` +
+          `NH = ${NH}`,
+      );
+    }
+    const hd = C / NH;
+    if (hd > ATTENTION_MAX_HEAD_SIZE) {
+      throw new RangeError(
+        `Attention head size ${hd} exceeds the kernels' maximum of ${ATTENTION_MAX_HEAD_SIZE}`,
+      );
+    }
+    return C;
+  }
+
+  #grid(shape: { B: number; T: number; NH: number }): [number, number, number] {
+    const max = this.gpu.device.limits.maxComputeWorkgroupsPerDimension;
+    const grid: [number, number, number] = [Math.ceil(shape.T / WG), shape.NH, shape.B];
+    if (grid.some((n) => n > max)) {
+      throw new RangeError(
+        `Attention grid ${grid.join("x")} (row blocks x NH x B) exceeds ${max} workgroups a ` +
+          `dimension`,
+      );
+    }
+    return grid;
+  }
+}
+
+function checkCount(name: string, n: number): void {
+  if (!Number.isSafeInteger(n) || n < 0) {
+    throw new RangeError(`Attention ${name} must be a non-negative integer, got ${n}`);
+  }
+}
+
+function elements(x: Operand): number {
+  if (x instanceof Tensor) return x.size;
+  return (x.size ?? x.buffer.size - (x.offset ?? 0)) / 4;
+}
+
+// A tensor must match exactly (its shape says what it is); a window must be large enough.
+function checkSize(name: string, x: Operand, want: number): void {
+  const n = elements(x);
+  if (x instanceof Tensor ? n !== want : n < want) {
+    throw new RangeError(
+      `Attention ${name} has ${n} elements, expected ${want}` +
+        (x instanceof Tensor ? ` (shape [${x.shape}])` : ""),
+    );
+  }
+  // Offsets inside the kernels are u32.
+  if (want >= 2 ** 32) {
+    throw new RangeError(`Attention ${name} of ${want} elements is past 2^32 elements`);
+  }
+}
+
+function binding(x: Operand): GPUBuffer | BufferBinding {
+  return x instanceof Tensor ? x.buffer : x;
+}
+
+function sizes(s: { B: number; T: number; past: number; tMax: number; C: number; NH: number }) {
+  const block = new ArrayBuffer(SIZES_BYTES);
+  new Uint32Array(block, 0, 7).set([s.B, s.T, s.past, s.tMax, s.C, s.NH, s.C / s.NH]);
+  new Float32Array(block, 28, 1)[0] = 1 / Math.sqrt(s.C / s.NH);
+  return block;
+}
