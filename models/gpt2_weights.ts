@@ -1,0 +1,228 @@
+/**
+ * Loads a Hugging Face GPT-2 folder (`config.json` plus `model.safetensors` or a sharded index)
+ * into f32 host arrays under canonical names, strictly.
+ *
+ * Canonical names are those of the published `gpt2` checkpoint: `wte.weight`, `h.0.ln_1.weight`,
+ * ..., `ln_f.bias`, with no `transformer.` prefix. A checkpoint may carry that prefix (as
+ * `GPT2LMHeadModel.save_pretrained` writes it) on all of its parameters or on none: a mix is an
+ * error, since it means two models were merged into one file. The causal-mask buffers
+ * `h.{i}.attn.bias` and `h.{i}.attn.masked_bias` are skipped whatever their dtype and shape.
+ * `lm_head.weight` is accepted only when it equals `wte.weight` exactly, since GPT-2 ties them.
+ * Every other difference from {@linkcode expectedGpt2Shapes} (a missing tensor, an extra one, a
+ * wrong shape) is an error naming the tensor, the file, and the expected shape.
+ *
+ * @module
+ */
+
+import { Checkpoint } from "../formats/safetensors.ts";
+import { readGpt2Config } from "./gpt2_config.ts";
+import type { Gpt2Config } from "./gpt2_config.ts";
+
+/** One weight on the host, row-major f32. */
+export interface HostTensor {
+  /** The dimensions. */
+  shape: number[];
+  /** The values, widened to f32 from F16/BF16 checkpoints. */
+  data: Float32Array;
+}
+
+/** A loaded GPT-2: its architecture and every parameter under its canonical name. */
+export interface Gpt2Weights {
+  /** The architecture from `config.json`. */
+  config: Gpt2Config;
+  /** Every parameter, in {@linkcode expectedGpt2Shapes} order. */
+  tensors: Map<string, HostTensor>;
+}
+
+/** A checkpoint whose tensors do not match its config. */
+export class Gpt2WeightsError extends Error {
+  /** The file the error is about: a shard, `model.safetensors`, or the index. */
+  readonly file: string;
+  /** The tensor the error is about, as the checkpoint names it. */
+  readonly tensor?: string;
+
+  /**
+   * @param message The whole message, already naming the file and tensor.
+   * @param options Where the error happened.
+   */
+  constructor(message: string, options: { file: string; tensor?: string }) {
+    super(message);
+    this.name = "Gpt2WeightsError";
+    this.file = options.file;
+    if (options.tensor !== undefined) this.tensor = options.tensor;
+  }
+}
+
+/** The prefix `GPT2LMHeadModel` puts before the transformer's parameters. */
+export const TRANSFORMER_PREFIX = "transformer.";
+
+const LM_HEAD = "lm_head.weight";
+const BUFFER = /^h\.\d+\.attn\.(bias|masked_bias)$/;
+
+/**
+ * Every parameter of a GPT-2 and its shape, in the order the published checkpoint lists them.
+ * Conv1D weights are stored [in, out], so a layer computes `x @ W + b`.
+ *
+ * @param config The architecture.
+ * @returns Canonical names and shapes.
+ *
+ * @example The attention weights of block 0
+ * ```ts
+ * import { expectedGpt2Shapes } from "./models/gpt2_weights.ts";
+ * import { readGpt2Config } from "./models/gpt2_config.ts";
+ * const shapes = expectedGpt2Shapes(await readGpt2Config("fixtures/tiny-gpt2"));
+ * shapes.find((s) => s.name === "h.0.attn.c_attn.weight"); // { shape: [C, 3C] }
+ * ```
+ */
+export function expectedGpt2Shapes(config: Gpt2Config): Array<{ name: string; shape: number[] }> {
+  const { nLayer, nEmbd: C, nInner: I, vocabSize: V, nPositions: P } = config;
+  const out = [
+    { name: "wte.weight", shape: [V, C] },
+    { name: "wpe.weight", shape: [P, C] },
+  ];
+  for (let i = 0; i < nLayer; i++) {
+    const h = `h.${i}.`;
+    out.push(
+      { name: `${h}ln_1.weight`, shape: [C] },
+      { name: `${h}ln_1.bias`, shape: [C] },
+      { name: `${h}attn.c_attn.weight`, shape: [C, 3 * C] },
+      { name: `${h}attn.c_attn.bias`, shape: [3 * C] },
+      { name: `${h}attn.c_proj.weight`, shape: [C, C] },
+      { name: `${h}attn.c_proj.bias`, shape: [C] },
+      { name: `${h}ln_2.weight`, shape: [C] },
+      { name: `${h}ln_2.bias`, shape: [C] },
+      { name: `${h}mlp.c_fc.weight`, shape: [C, I] },
+      { name: `${h}mlp.c_fc.bias`, shape: [I] },
+      { name: `${h}mlp.c_proj.weight`, shape: [I, C] },
+      { name: `${h}mlp.c_proj.bias`, shape: [C] },
+    );
+  }
+  out.push({ name: "ln_f.weight", shape: [C] }, { name: "ln_f.bias", shape: [C] });
+  return out;
+}
+
+/**
+ * Loads a Hugging Face GPT-2 folder into host memory, checking every tensor against the config.
+ *
+ * @param folder A folder with `config.json` and `model.safetensors` or
+ * `model.safetensors.index.json` plus its shards.
+ * @returns The architecture and every parameter under its canonical name, as f32.
+ * @throws {Gpt2ConfigError} If `config.json` is missing or invalid.
+ * @throws {SafetensorsError} If a weights file is missing or invalid, or a weight is not a float.
+ * @throws {Gpt2WeightsError} If a tensor is missing, unexpected or of the wrong shape, names mix
+ * prefixed and bare forms, or `lm_head.weight` differs from `wte.weight`.
+ *
+ * @example Loading the fixture
+ * ```ts
+ * import { loadGpt2Weights } from "./models/gpt2_weights.ts";
+ * const { config, tensors } = await loadGpt2Weights("fixtures/tiny-gpt2");
+ * console.log(config.nLayer, tensors.get("wte.weight")?.shape);
+ * ```
+ */
+export async function loadGpt2Weights(folder: string): Promise<Gpt2Weights> {
+  const config = await readGpt2Config(folder);
+  using ckpt = await Checkpoint.open(folder);
+  const where = await describeCheckpoint(folder);
+  const fail = (message: string, file: string, tensor?: string): never => {
+    throw new Gpt2WeightsError(`Invalid GPT-2 checkpoint "${file}": ${message}`, { file, tensor });
+  };
+
+  const names = ckpt.names();
+  const prefixed = names.find((n) => n.startsWith(TRANSFORMER_PREFIX));
+  const prefix = prefixed === undefined ? "" : TRANSFORMER_PREFIX;
+  const expected = expectedGpt2Shapes(config);
+  const expectedShape = new Map(expected.map((e) => [e.name, e.shape]));
+  const stored = new Map<string, string>(); // canonical name -> name in the checkpoint
+  let lmHead: string | undefined;
+
+  for (const name of names) {
+    if (name === LM_HEAD) {
+      lmHead = name;
+      continue;
+    }
+    if (prefix !== "" && !name.startsWith(prefix)) {
+      fail(
+        `tensor "${name}" has no "${prefix}" prefix while "${prefixed}" has one; a checkpoint ` +
+          `must use one naming for all its parameters`,
+        ckpt.fileOf(name),
+        name,
+      );
+    }
+    const canonical = name.slice(prefix.length);
+    if (BUFFER.test(canonical)) continue;
+    const shape = expectedShape.get(canonical);
+    if (shape === undefined) {
+      fail(
+        `unexpected tensor "${name}" (a GPT-2 with n_layer ${config.nLayer} has no such ` +
+          `parameter)`,
+        ckpt.fileOf(name),
+        name,
+      );
+    }
+    const actual = ckpt.info(name).shape;
+    if (!sameShape(actual, shape!)) {
+      fail(
+        `tensor "${name}" has shape ${formatShape(actual)}, expected ${formatShape(shape!)}`,
+        ckpt.fileOf(name),
+        name,
+      );
+    }
+    stored.set(canonical, name);
+  }
+
+  const missing = expected.filter((e) => !stored.has(e.name));
+  if (missing.length > 0) {
+    const first = missing[0];
+    const more = missing.length > 1 ? ` (and ${missing.length - 1} more)` : "";
+    fail(
+      `missing tensor "${prefix}${first.name}" with shape ${formatShape(first.shape)}${more}`,
+      where,
+      prefix + first.name,
+    );
+  }
+
+  const tensors = new Map<string, HostTensor>();
+  for (const { name, shape } of expected) {
+    tensors.set(name, { shape: [...shape], data: await ckpt.readFloat32(stored.get(name)!) });
+  }
+
+  if (lmHead !== undefined) {
+    const wte = tensors.get("wte.weight")!;
+    const file = ckpt.fileOf(lmHead);
+    const untied = `"${lmHead}" differs from "${prefix}wte.weight": untied heads are not supported`;
+    const shape = ckpt.info(lmHead).shape;
+    if (!sameShape(shape, wte.shape)) {
+      fail(
+        `${untied} (its shape is ${formatShape(shape)}, not ${formatShape(wte.shape)})`,
+        file,
+        lmHead,
+      );
+    }
+    const head = await ckpt.readFloat32(lmHead);
+    const a = new Uint32Array(head.buffer, head.byteOffset, head.length);
+    const b = new Uint32Array(wte.data.buffer, wte.data.byteOffset, wte.data.length);
+    const at = a.findIndex((bits, i) => bits !== b[i]);
+    if (at >= 0) fail(`${untied} (first difference at element ${at})`, file, lmHead);
+  }
+  return { config, tensors };
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+function formatShape(shape: readonly number[]): string {
+  return `[${shape.join(", ")}]`;
+}
+
+// The file a missing tensor should have been in: the index when sharded, as Checkpoint reads it.
+async function describeCheckpoint(folder: string): Promise<string> {
+  const base = folder.replace(/\/+$/, "");
+  const index = `${base}/model.safetensors.index.json`;
+  try {
+    if ((await Deno.stat(index)).isFile) return index;
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  return `${base}/model.safetensors`;
+}
