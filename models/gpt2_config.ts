@@ -81,7 +81,7 @@ const UNSUPPORTED: ReadonlyArray<[key: string, accepted: unknown, why: string]> 
  *
  * @example Parsing a config
  * ```ts
- * import { parseGpt2Config } from "./models/gpt2_config.ts";
+ * import { parseGpt2Config } from "./gpt2_config.ts";
  * const path = "fixtures/tiny-gpt2/config.json";
  * const config = parseGpt2Config(JSON.parse(await Deno.readTextFile(path)), path);
  * console.log(config.nLayer, config.nEmbd);
@@ -185,7 +185,7 @@ export function parseGpt2Config(json: unknown, source: string): Gpt2Config {
  *
  * @example Reading the fixture's config
  * ```ts
- * import { readGpt2Config } from "./models/gpt2_config.ts";
+ * import { readGpt2Config } from "./gpt2_config.ts";
  * const config = await readGpt2Config("fixtures/tiny-gpt2");
  * ```
  */
@@ -221,9 +221,9 @@ export async function readGpt2Config(folder: string): Promise<Gpt2Config> {
  * @param config An architecture.
  * @returns The canonical JSON.
  *
- * @example
+ * @example Printing the canonical text
  * ```ts
- * import { canonicalConfigJson, readGpt2Config } from "./models/gpt2_config.ts";
+ * import { canonicalConfigJson, readGpt2Config } from "./gpt2_config.ts";
  * console.log(canonicalConfigJson(await readGpt2Config("fixtures/tiny-gpt2")));
  * ```
  */
@@ -249,9 +249,9 @@ export function canonicalConfigJson(config: Gpt2Config): string {
  * @param config An architecture.
  * @returns 16 hex digits.
  *
- * @example
+ * @example Hashing the fixture's config
  * ```ts
- * import { configHash, readGpt2Config } from "./models/gpt2_config.ts";
+ * import { configHash, readGpt2Config } from "./gpt2_config.ts";
  * const hash = configHash(await readGpt2Config("fixtures/tiny-gpt2")); // 16 hex digits
  * ```
  */

@@ -68,8 +68,8 @@ const BUFFER = /^h\.\d+\.attn\.(bias|masked_bias)$/;
  *
  * @example The attention weights of block 0
  * ```ts
- * import { expectedGpt2Shapes } from "./models/gpt2_weights.ts";
- * import { readGpt2Config } from "./models/gpt2_config.ts";
+ * import { expectedGpt2Shapes } from "./gpt2_weights.ts";
+ * import { readGpt2Config } from "./gpt2_config.ts";
  * const shapes = expectedGpt2Shapes(await readGpt2Config("fixtures/tiny-gpt2"));
  * shapes.find((s) => s.name === "h.0.attn.c_attn.weight"); // { shape: [C, 3C] }
  * ```
@@ -114,7 +114,7 @@ export function expectedGpt2Shapes(config: Gpt2Config): Array<{ name: string; sh
  *
  * @example Loading the fixture
  * ```ts
- * import { loadGpt2Weights } from "./models/gpt2_weights.ts";
+ * import { loadGpt2Weights } from "./gpt2_weights.ts";
  * const { config, tensors } = await loadGpt2Weights("fixtures/tiny-gpt2");
  * console.log(config.nLayer, tensors.get("wte.weight")?.shape);
  * ```

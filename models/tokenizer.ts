@@ -33,7 +33,7 @@ const DEFAULT_EOS = "<|endoftext|>";
  *
  * @example Encoding and decoding
  * ```ts
- * import { Tokenizer } from "./models/tokenizer.ts";
+ * import { Tokenizer } from "./tokenizer.ts";
  * const tok = await Tokenizer.load("fixtures/tiny-gpt2");
  * const ids = tok.encode("The lamp is on the table.<|endoftext|>");
  * console.log(ids.at(-1) === tok.eosId, tok.decode(ids));
