@@ -9,11 +9,24 @@ import type { BufferBinding, Gpu, Kernel } from "./gpu.ts";
 import { Tensor } from "./tensor.ts";
 import code from "./attention.wgsl" with { type: "text" };
 
-const WG = 32;
+const WG = 16;
 const KB = 16;
-/** Largest head size the kernels take (`HD_MAX` in the WGSL). */
+/** Largest head size the kernels take (`4 * HD4_MAX` in the WGSL). */
 export const ATTENTION_MAX_HEAD_SIZE = 128;
-const SIZES_BYTES = 32;
+const SIZES_BYTES = 48;
+// llvmpipe ends all loops of an invocation after 65535 iterations in total: each pass streams
+// few enough rows to stay well under that, counting every loop iteration of the kernels.
+const LOOP_BUDGET = 48_000;
+
+/** Options of {@link AttentionKernels.load}. */
+export interface AttentionLoadOptions {
+  /**
+   * Rows of the streamed side (keys in the forward and dq, queries in dk/dv) per dispatch, a
+   * multiple of 16; by default as many as llvmpipe's loop limit allows for the head size.
+   * Smaller values only add dispatches (and exercise the multi-pass path in tests).
+   */
+  span?: number;
+}
 
 /** A GPU operand: a tensor, or a byte window of a buffer. */
 export type Operand = Tensor | BufferBinding;
@@ -82,10 +95,21 @@ export class AttentionKernels {
     readonly forwardKernel: Kernel,
     readonly dqKernel: Kernel,
     readonly dkvKernel: Kernel,
+    readonly span: number | undefined,
   ) {}
 
-  /** Compiles the kernels (cached by the device). */
-  static async load(gpu: Gpu): Promise<AttentionKernels> {
+  /**
+   * Compiles the kernels (cached by the device).
+   *
+   * @param gpu The device.
+   * @param options Rows streamed per dispatch.
+   * @returns The kernels.
+   */
+  static async load(gpu: Gpu, options: AttentionLoadOptions = {}): Promise<AttentionKernels> {
+    const { span } = options;
+    if (span !== undefined && (!Number.isSafeInteger(span) || span <= 0 || span % KB !== 0)) {
+      throw new RangeError(`Attention span must be a positive multiple of ${KB}, got ${span}`);
+    }
     const kernel = (entry: string, bindings: ("storage" | "read" | "uniform")[]) =>
       gpu.kernel({ label: entry, code, entry, bindings, constants: { WG, KB } });
     const [forward, dq, dkv] = await Promise.all([
@@ -101,7 +125,7 @@ export class AttentionKernels {
       ]),
       kernel("attention_backward_dkv", ["storage", "read", "read", "read", "read", "uniform"]),
     ]);
-    return new AttentionKernels(gpu, forward, dq, dkv);
+    return new AttentionKernels(gpu, forward, dq, dkv, span);
   }
 
   /**
@@ -123,14 +147,17 @@ export class AttentionKernels {
     if (B === 0 || T === 0) return;
     checkSize("qkv", options.qkv, B * tMax * 3 * C);
     checkSize("lse", options.lse, B * NH * T);
-    this.gpu.dispatch(this.forwardKernel, [
-      binding(options.out),
-      binding(options.lse),
-      binding(options.qkv),
-    ], {
-      uniforms: sizes({ B, T, past, tMax, C, NH }),
-      workgroups: this.#grid({ B, T, NH }),
-    });
+    const buffers = [binding(options.out), binding(options.lse), binding(options.qkv)];
+    const workgroups = this.#grid({ B, T, NH });
+    const span = this.#span(C / NH);
+    // Key ranges in order: each pass resumes from the out and lse of the ones before.
+    for (let lo = 0; lo < past + T; lo += span) {
+      const hi = Math.min(lo + span, past + T);
+      this.gpu.dispatch(this.forwardKernel, buffers, {
+        uniforms: sizes({ B, T, past, tMax, C, NH, lo, hi }),
+        workgroups,
+      });
+    }
   }
 
   /**
@@ -148,19 +175,36 @@ export class AttentionKernels {
     checkSize("qkv", options.qkv, B * T * 3 * C);
     checkSize("dqkv", options.dqkv, B * T * 3 * C);
     checkSize("lse", options.lse, B * NH * T);
-    const uniforms = sizes({ B, T, past: 0, tMax: T, C, NH });
     const workgroups = this.#grid({ B, T, NH });
+    const span = this.#span(C / NH);
     const delta = this.gpu.buffer(B * NH * T * 4);
     const dqkv = binding(options.dqkv);
     const dout = binding(options.dout);
     const qkv = binding(options.qkv);
     const lse = binding(options.lse);
-    this.gpu.dispatch(this.dqKernel, [dqkv, delta, dout, qkv, binding(options.out), lse], {
-      uniforms,
-      workgroups,
-    });
-    this.gpu.dispatch(this.dkvKernel, [dqkv, dout, qkv, lse, delta], { uniforms, workgroups });
+    const out = binding(options.out);
+    // The pass with lo = 0 writes delta, which every dk/dv pass reads.
+    for (let lo = 0; lo < T; lo += span) {
+      const uniforms = sizes({ B, T, past: 0, tMax: T, C, NH, lo, hi: Math.min(lo + span, T) });
+      this.gpu.dispatch(this.dqKernel, [dqkv, delta, dout, qkv, out, lse], {
+        uniforms,
+        workgroups,
+      });
+    }
+    for (let lo = 0; lo < T; lo += span) {
+      const uniforms = sizes({ B, T, past: 0, tMax: T, C, NH, lo, hi: Math.min(lo + span, T) });
+      this.gpu.dispatch(this.dkvKernel, [dqkv, dout, qkv, lse, delta], { uniforms, workgroups });
+    }
     this.gpu.release(delta);
+  }
+
+  // Rows streamed per pass: each streamed row costs about 2 * hd / 4 + 3 loop iterations
+  // (two dot-product loops and the loops over rows and blocks), each pass up to 10 * hd / 4 more.
+  #span(hd: number): number {
+    if (this.span) return this.span;
+    const h4 = Math.ceil(hd / 4);
+    const rows = Math.floor((LOOP_BUDGET - 10 * h4 - 64) / (2 * h4 + 4));
+    return Math.max(KB, Math.floor(rows / KB) * KB);
   }
 
   // C from `out`'s element count, with the checks every entry point shares.
@@ -231,9 +275,23 @@ function binding(x: Operand): GPUBuffer | BufferBinding {
   return x instanceof Tensor ? x.buffer : x;
 }
 
-function sizes(s: { B: number; T: number; past: number; tMax: number; C: number; NH: number }) {
+interface Sizes {
+  B: number;
+  T: number;
+  past: number;
+  tMax: number;
+  C: number;
+  NH: number;
+  /** The streamed rows of this pass: [lo, hi). */
+  lo: number;
+  hi: number;
+}
+
+function sizes(s: Sizes): ArrayBuffer {
   const block = new ArrayBuffer(SIZES_BYTES);
-  new Uint32Array(block, 0, 7).set([s.B, s.T, s.past, s.tMax, s.C, s.NH, s.C / s.NH]);
+  const words = new Uint32Array(block);
+  words.set([s.B, s.T, s.past, s.tMax, s.C, s.NH, s.C / s.NH]);
   new Float32Array(block, 28, 1)[0] = 1 / Math.sqrt(s.C / s.NH);
+  words.set([s.lo, s.hi], 8);
   return block;
 }
