@@ -162,8 +162,9 @@ export class AttentionKernels {
 
   /**
    * Records the backward: adds the gradients of q, k and v into `dqkv`, recomputing the
-   * probabilities from `qkv` and `lse`. Two passes (dq, then dk and dv) so that each gradient
-   * element has exactly one writer.
+   * probabilities from `qkv` and `lse`. The dq dispatches (one per key range) run before the
+   * dk/dv ones (one per query range), and within a dispatch each gradient element has exactly one
+   * writer, so the result is deterministic.
    *
    * @param options Gradient output, inputs and sizes.
    */
