@@ -67,6 +67,8 @@ export interface NolaLoadOptions {
    * split until about 65536 invocations). Fixed per shape, so results are deterministic.
    */
   chunk?: number;
+  /** A cap on workgroups per grid dimension below the adapter's, to exercise the 2-D spill. */
+  maxWorkgroups?: number;
 }
 
 /**
@@ -96,19 +98,22 @@ export class NolaKernels {
     readonly gpu: Gpu,
     readonly kernels: Record<"forward" | "reduce" | "backward", Kernel>,
     readonly chunk: number | undefined,
+    readonly maxWorkgroups: number,
   ) {}
 
   /**
    * Compiles the kernels (cached by the device).
    *
    * @param gpu The device.
-   * @param options `chunk`: a fixed number of bases per chunk, to exercise the reduction.
+   * @param options `chunk`: a fixed number of bases per chunk; `maxWorkgroups`: a grid cap.
    * @returns The loaded kernels.
    */
   static async load(gpu: Gpu, options: NolaLoadOptions = {}): Promise<NolaKernels> {
     const { chunk } = options;
-    if (chunk !== undefined && (!Number.isSafeInteger(chunk) || chunk < 1)) {
-      throw new RangeError(`Invalid NOLA chunk ${chunk}: must be a positive integer`);
+    for (const [name, v] of [["chunk", chunk], ["maxWorkgroups", options.maxWorkgroups]]) {
+      if (v !== undefined && (!Number.isSafeInteger(v) || (v as number) < 1)) {
+        throw new RangeError(`Invalid NOLA ${name} ${v}: must be a positive integer`);
+      }
     }
     const code = `${philoxCode}\n${nolaCode}`;
     const bindings = ["storage", "read", "uniform"] as const;
@@ -119,7 +124,9 @@ export class NolaKernels {
       load("nola_forward_reduce"),
       load("nola_backward"),
     ]);
-    return new NolaKernels(gpu, { forward, reduce, backward }, chunk);
+    const limit = gpu.device.limits.maxComputeWorkgroupsPerDimension;
+    const maxWorkgroups = Math.min(limit, options.maxWorkgroups ?? limit);
+    return new NolaKernels(gpu, { forward, reduce, backward }, chunk, maxWorkgroups);
   }
 
   /**
@@ -138,14 +145,13 @@ export class NolaKernels {
     checkElements(options.coeffs, options.count, "combine", "coeffs");
     checkDistinct(options.out, options.coeffs, "combine", ["out", "coeffs"]);
     const blocks = Math.ceil(n / 4);
-    const chunk = this.#chunkSize(options.count, blocks);
-    const chunks = Math.max(1, Math.ceil(options.count / chunk));
+    const { chunk, chunks } = this.chunking(options.count, n);
     const coeffs = bind(gpu, options.coeffs);
     if (chunks === 1) {
       const out = bind(gpu, options.out);
       gpu.dispatch(this.kernels.forward, [out.binding, coeffs.binding], {
         uniforms: params(options, { n, chunk, chunks, shift0: out.shift, shift1: coeffs.shift }),
-        workgroups: grid(gpu, Math.ceil(blocks / WG)),
+        workgroups: this.#grid(Math.ceil(blocks / WG)),
       });
       return;
     }
@@ -159,12 +165,12 @@ export class NolaKernels {
     const partial = gpu.buffer(bytes, { label: "nola partial sums" });
     gpu.dispatch(this.kernels.forward, [{ buffer: partial, size: bytes }, coeffs.binding], {
       uniforms: params(options, { n, chunk, chunks, shift0: 0, shift1: coeffs.shift }),
-      workgroups: grid(gpu, Math.ceil((blocks * chunks) / WG)),
+      workgroups: this.#grid(Math.ceil((blocks * chunks) / WG)),
     });
     const out = bind(gpu, options.out);
     gpu.dispatch(this.kernels.reduce, [out.binding, { buffer: partial, size: bytes }], {
       uniforms: params(options, { n, chunk, chunks, shift0: out.shift, shift1: 0 }),
-      workgroups: grid(gpu, Math.ceil(blocks / WG)),
+      workgroups: this.#grid(Math.ceil(blocks / WG)),
     });
     gpu.release(partial);
   }
@@ -191,15 +197,32 @@ export class NolaKernels {
         shift0: dcoeffs.shift,
         shift1: grad.shift,
       }),
-      workgroups: grid(gpu, options.count),
+      workgroups: this.#grid(options.count),
     });
   }
 
-  #chunkSize(count: number, blocks: number): number {
-    if (this.chunk !== undefined) return this.chunk;
-    const wanted = Math.ceil(TARGET_INVOCATIONS / Math.max(blocks, 1));
-    const chunks = Math.max(1, Math.min(wanted, Math.ceil(count / MIN_CHUNK)));
-    return Math.max(1, Math.ceil(count / chunks));
+  /**
+   * How {@link combine} splits `count` bases over a factor of `elements` elements: bases per
+   * chunk, and the number of chunks (1: one pass, no partial sums).
+   *
+   * @param count Number of bases.
+   * @param elements Elements of the factor matrix.
+   * @returns `chunk` and `chunks`.
+   */
+  chunking(count: number, elements: number): { chunk: number; chunks: number } {
+    let chunk = this.chunk;
+    if (chunk === undefined) {
+      const wanted = Math.ceil(TARGET_INVOCATIONS / Math.max(Math.ceil(elements / 4), 1));
+      const chunks = Math.max(1, Math.min(wanted, Math.ceil(count / MIN_CHUNK)));
+      chunk = Math.max(1, Math.ceil(count / chunks));
+    }
+    return { chunk, chunks: Math.max(1, Math.ceil(count / chunk)) };
+  }
+
+  // Workgroup counts past the per-dimension limit wrap into y; kernels skip the overhang.
+  #grid(groups: number): [number, number] {
+    const max = this.maxWorkgroups;
+    return groups <= max ? [groups, 1] : [max, Math.ceil(groups / max)];
   }
 }
 
@@ -269,10 +292,4 @@ function params(
   u32[7] = basis.withA0 ? 1 : 0;
   u32.set([sizes.chunk, sizes.chunks, sizes.shift0, sizes.shift1], 8);
   return block;
-}
-
-// Workgroup counts past the per-dimension limit wrap into y; kernels skip the overhang.
-function grid(gpu: Gpu, groups: number): [number, number] {
-  const max = gpu.device.limits.maxComputeWorkgroupsPerDimension;
-  return groups <= max ? [groups, 1] : [max, Math.ceil(groups / max)];
 }

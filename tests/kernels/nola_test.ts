@@ -70,6 +70,9 @@ async function combineCases(nola: NolaKernels, seed: number, cases: Case[]): Pro
 
 Deno.test("NOLA combine matches the float64 reference on odd shapes", GPU_TEST, async () => {
   const nola = await NolaKernels.load(await testGpu());
+  // Many bases take the chunked two-pass path, few the single pass.
+  assert(CASES.every((c) => (nola.chunking(c.count, c.rows * c.cols).chunks > 1) === c.count > 8));
+  assert.deepEqual(nola.chunking(1024, 8 * 768), { chunk: 24, chunks: 43 });
   await combineCases(nola, freshSeed(), CASES);
 });
 
@@ -124,11 +127,9 @@ Deno.test("NOLA combine is deterministic", GPU_TEST, async () => {
   assert.deepEqual(await run(), await run(), `seed ${seed}`);
 });
 
-Deno.test("NOLA gradient matches the float64 reference and accumulates", GPU_TEST, async () => {
-  const gpu = await testGpu();
-  const nola = await NolaKernels.load(gpu);
-  const seed = freshSeed();
-  for (const [index, c] of CASES.entries()) {
+async function gradientCases(nola: NolaKernels, seed: number, cases: Case[]): Promise<void> {
+  const gpu = nola.gpu;
+  for (const [index, c] of cases.entries()) {
     const key = moduleKey(seed + index, `h.${index}.attn.c_attn.v`);
     const n = c.rows * c.cols;
     const grad = randomArray(n, seed + 2 * index);
@@ -150,6 +151,20 @@ Deno.test("NOLA gradient matches the float64 reference and accumulates", GPU_TES
     nola.gradient({ ...basis, dcoeffs: fresh, grad: tg });
     check(await fresh.read(), once, `gradient from zero ${describe(c, seed)}`);
   }
+}
+
+Deno.test("NOLA gradient matches the float64 reference and accumulates", GPU_TEST, async () => {
+  const nola = await NolaKernels.load(await testGpu());
+  await gradientCases(nola, freshSeed(), CASES);
+});
+
+Deno.test("NOLA kernels spill big launches into a second grid dimension", GPU_TEST, async () => {
+  const nola = await NolaKernels.load(await testGpu(), { maxWorkgroups: 2 });
+  const seed = freshSeed();
+  // 255 x 3 elements make 4 workgroups of blocks; 17 bases make 17 gradient workgroups.
+  const cases = CASES.filter((c) => c.count === 17 || c.rows === 255);
+  await combineCases(nola, seed, cases);
+  await gradientCases(nola, seed, cases);
 });
 
 Deno.test("NOLA kernels work on unaligned slices of arenas", GPU_TEST, async () => {
