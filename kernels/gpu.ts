@@ -278,6 +278,11 @@ export class Gpu implements Disposable {
     );
   }
 
+  /** Records zeroing `size` bytes of `buffer` from `offset` (all of it by default). */
+  clear(buffer: GPUBuffer, options: { offset?: number; size?: number } = {}): void {
+    this.encoder().clearBuffer(buffer, options.offset ?? 0, options.size);
+  }
+
   /** Writes host data into a buffer, ordered before the next submit. */
   write(buffer: GPUBuffer, data: ArrayBufferView, byteOffset = 0): void {
     // Work already recorded must see the old contents: submit it first.
