@@ -103,7 +103,11 @@ export class EncoderKernels {
     }
   }
 
-  /** Records `dwte += ...` (per token, in position order) and `dwpe += ...` (in batch order). */
+  /**
+   * Records `dwte += ...` (per token, in position order) and `dwpe += ...` (in batch order).
+   * One invocation loops over every occurrence of its token: llvmpipe stops an invocation's loops
+   * after 65535 iterations, so there a token may occur at most 65535 times in one batch.
+   */
   backward(options: EncoderBackwardOptions): void {
     const { dwte, dwpe, dout, tokens, posOffset = 0 } = options;
     const s = this.#shape("encoder_backward", { x: dout, wte: dwte, wpe: dwpe, posOffset });
