@@ -1,0 +1,480 @@
+/**
+ * GPT-2 on WebGPU, written llm.c-style: every layer's forward in order, then the backward by hand
+ * in reverse, one kernel call a line. Frozen weights get no gradient buffers unless the whole
+ * model is trained; adapters hook into any linear layer by name.
+ *
+ * @module
+ */
+
+import type { LinearAdapter } from "../adapters/linear_adapter.ts";
+import type { Gpu } from "../kernels/gpu.ts";
+import { Tensor } from "../kernels/tensor.ts";
+import { Gpt2Activations } from "./gpt2_activations.ts";
+import type { Gpt2Config } from "./gpt2_config.ts";
+import { Gpt2Ops } from "./gpt2_ops.ts";
+import { loadGpt2Weights } from "./gpt2_weights.ts";
+
+/** The four linear layers of a block, by their Hugging Face names. */
+export const GPT2_LINEARS = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"] as const;
+
+/** Options of {@link Gpt2.load} and {@link Gpt2.fromWeights}. */
+export interface Gpt2Options {
+  /** Give every weight a gradient buffer (full fine-tuning). Default false: weights are frozen. */
+  trainAll?: boolean;
+}
+
+/** One batch of token ids, and for training what they should predict. */
+export interface Gpt2Batch {
+  B: number;
+  T: number;
+  /** `B * T` token ids. */
+  tokens: Uint32Array;
+}
+
+/** Targets of a loss over a batch. */
+export interface Gpt2Targets {
+  /** `B * T` next-token ids. */
+  targets: Uint32Array;
+  /** `B * T` per-token weights in the total loss; default `1 / (B * T)` each (a mean). */
+  weights?: Float32Array;
+  /** Label smoothing in [0, 1). */
+  labelSmoothing?: number;
+}
+
+/** A key-value cache for generation: each layer's `qkv` rows for positions `0 .. past-1`. */
+export interface KvCache {
+  /** One `[tMax, 3C]` tensor per layer. */
+  layers: Tensor[];
+  /** Positions already in the cache. */
+  past: number;
+}
+
+/**
+ * GPT-2 with its weights on the GPU.
+ *
+ * @example Logits of a prompt
+ * ```ts
+ * import { Gpu } from "../kernels/gpu.ts";
+ * import { Gpt2 } from "./gpt2.ts";
+ * using gpu = await Gpu.acquire();
+ * using model = await Gpt2.load(gpu, "fixtures/tiny-gpt2");
+ * const acts = model.forward({ B: 1, T: 3, tokens: new Uint32Array([5, 6, 7]) });
+ * console.log((await acts.logits.read()).length); // 3 * 300
+ * ```
+ */
+export class Gpt2 implements Disposable {
+  /** Weights by Hugging Face name (no `transformer.` prefix). */
+  readonly params: Map<string, Tensor>;
+  /** Gradients by the same names, present only when training all weights. */
+  readonly grads: Map<string, Tensor> | null;
+  /** Adapters by linear module name (e.g. `h.0.attn.c_attn`), applied in order. */
+  readonly adapters = new Map<string, LinearAdapter[]>();
+  #acts = new Map<string, Gpt2Activations>();
+  #last: { acts: Gpt2Activations; tokens: Uint32Array } | null = null;
+
+  private constructor(
+    readonly gpu: Gpu,
+    readonly config: Gpt2Config,
+    readonly ops: Gpt2Ops,
+    params: Map<string, Tensor>,
+    options: Gpt2Options,
+  ) {
+    this.params = params;
+    this.grads = options.trainAll
+      ? new Map([...params].map(([name, t]) => {
+        const g = Tensor.empty(gpu, t.shape, { persistent: true, label: `grad ${name}` });
+        gpu.clear(g.buffer);
+        return [name, g];
+      }))
+      : null;
+  }
+
+  /** Loads a Hugging Face GPT-2 folder (config.json, model.safetensors or shards). */
+  static async load(gpu: Gpu, folder: string, options: Gpt2Options = {}): Promise<Gpt2> {
+    return Gpt2.fromWeights(gpu, await loadGpt2Weights(folder), options);
+  }
+
+  /** Uploads host weights (canonical names, GPT-2 layout) and compiles the kernels. */
+  static async fromWeights(
+    gpu: Gpu,
+    weights: { config: Gpt2Config; tensors: Map<string, { shape: number[]; data: Float32Array }> },
+    options: Gpt2Options = {},
+  ): Promise<Gpt2> {
+    const ops = await Gpt2Ops.load(gpu);
+    const params = new Map<string, Tensor>();
+    for (const [name, { shape, data }] of weights.tensors) {
+      params.set(name, Tensor.from(gpu, data, shape, { persistent: true, label: name }));
+    }
+    return new Gpt2(gpu, weights.config, ops, params, options);
+  }
+
+  /** The weight `name` of block `layer` (e.g. `attn.c_attn.weight`). */
+  param(layer: number, name: string): Tensor {
+    return this.params.get(`h.${layer}.${name}`)!;
+  }
+
+  /** Adds an adapter to a linear module (`h.{i}.attn.c_attn`, ...). */
+  attach(module: string, adapter: LinearAdapter): void {
+    const [, layer, ...rest] = module.split(".");
+    if (
+      module.split(".")[0] !== "h" || !(Number(layer) < this.config.nLayer) ||
+      !(GPT2_LINEARS as readonly string[]).includes(rest.join("."))
+    ) {
+      throw new RangeError(`Cannot attach adapter to "${module}": module not found`);
+    }
+    const list = this.adapters.get(module) ?? [];
+    list.push(adapter);
+    this.adapters.set(module, list);
+  }
+
+  /** The activation arena for one (B, T), allocated on first use. */
+  activations(B: number, T: number): Gpt2Activations {
+    const key = `${B}x${T}`;
+    let acts = this.#acts.get(key);
+    if (!acts) this.#acts.set(key, acts = new Gpt2Activations(this.gpu, this.config, { B, T }));
+    return acts;
+  }
+
+  /** Bytes of weights, weight gradients and activation arenas on the GPU. */
+  memory(): { weights: number; gradients: number; activations: number } {
+    const sum = (ts: Iterable<Tensor>) => [...ts].reduce((s, t) => s + t.byteLength, 0);
+    return {
+      weights: sum(this.params.values()),
+      gradients: this.grads ? sum(this.grads.values()) : 0,
+      activations: [...this.#acts.values()].reduce((s, a) => s + a.bytes, 0),
+    };
+  }
+
+  /**
+   * Records the forward up to the logits (`acts.logits`, `[B*T, V]`). With a cache, the batch is
+   * the next `T` positions of one sequence (`B = 1`) and its keys and values join the cache.
+   */
+  forward(batch: Gpt2Batch, cache?: KvCache): Gpt2Activations {
+    const { B, T, tokens } = batch;
+    const { nLayer: L, nEmbd: C, nHead: NH, nInner, vocabSize: V, layerNormEpsilon: eps } =
+      this.config;
+    const past = cache?.past ?? 0;
+    if (tokens.length !== B * T) {
+      throw new RangeError(`Batch has ${tokens.length} tokens, expected B*T = ${B * T}`);
+    }
+    if (past + T > this.config.nPositions) {
+      throw new RangeError(
+        `Sequence of ${past + T} tokens is longer than the model's ${this.config.nPositions}`,
+      );
+    }
+    if (cache && B !== 1) throw new RangeError(`Generation with a cache takes B = 1, got ${B}`);
+    const bad = tokens.findIndex((t) => t >= V);
+    if (bad >= 0) throw new RangeError(`Token ${tokens[bad]} at ${bad} is not below vocab ${V}`);
+    const { ops, gpu } = this;
+    const acts = this.activations(B, T);
+    const rows = B * T;
+    gpu.write(acts.tokens.buffer, tokens);
+    ops.encoder.forward({
+      out: acts.encoded,
+      tokens: acts.tokens,
+      wte: this.params.get("wte.weight")!,
+      wpe: this.params.get("wpe.weight")!,
+      posOffset: past,
+    });
+    for (let l = 0; l < L; l++) {
+      const a = acts.layers[l];
+      const residual = l === 0 ? acts.encoded : acts.layers[l - 1].residual3;
+      const p = (name: string) => this.param(l, name);
+      ops.layernorm.forward({
+        out: a.ln1,
+        mean: a.ln1Mean,
+        rstd: a.ln1Rstd,
+        inp: residual,
+        weight: p("ln_1.weight"),
+        bias: p("ln_1.bias"),
+        eps,
+      });
+      const qkv = cache ? cache.layers[l] : a.qkv;
+      this.#linear(`h.${l}.attn.c_attn`, {
+        x: a.ln1,
+        y: qkv,
+        rows,
+        inF: C,
+        outF: 3 * C,
+        rowOffset: past,
+      });
+      ops.attention.forward({
+        out: a.atty,
+        lse: a.lse,
+        qkv,
+        B,
+        T,
+        NH,
+        past,
+        tMax: cache ? qkv.shape[0] : T,
+      });
+      this.#linear(`h.${l}.attn.c_proj`, { x: a.atty, y: a.attproj, rows, inF: C, outF: C });
+      ops.residual.forward({ out: a.residual2, a: residual, b: a.attproj });
+      ops.layernorm.forward({
+        out: a.ln2,
+        mean: a.ln2Mean,
+        rstd: a.ln2Rstd,
+        inp: a.residual2,
+        weight: p("ln_2.weight"),
+        bias: p("ln_2.bias"),
+        eps,
+      });
+      this.#linear(`h.${l}.mlp.c_fc`, { x: a.ln2, y: a.fch, rows, inF: C, outF: nInner });
+      ops.gelu.forward({ out: a.fchGelu, inp: a.fch });
+      this.#linear(`h.${l}.mlp.c_proj`, { x: a.fchGelu, y: a.fcproj, rows, inF: nInner, outF: C });
+      ops.residual.forward({ out: a.residual3, a: a.residual2, b: a.fcproj });
+    }
+    ops.layernorm.forward({
+      out: acts.lnf,
+      mean: acts.lnfMean,
+      rstd: acts.lnfRstd,
+      inp: acts.layers[L - 1].residual3,
+      weight: this.params.get("ln_f.weight")!,
+      bias: this.params.get("ln_f.bias")!,
+      eps,
+    });
+    // The LM head is tied to the token embedding: logits = lnf · wteᵀ.
+    ops.matmul.raw(
+      { out: acts.logits.buffer, a: acts.lnf.buffer, b: this.params.get("wte.weight")!.buffer },
+      { m: rows, n: V, k: C, transB: true },
+    );
+    if (cache) cache.past += T;
+    this.#last = cache ? null : { acts, tokens };
+    return acts;
+  }
+
+  /**
+   * Records the per-token losses of the last forward into `acts.losses`; with `backward`, also
+   * replaces the logits by the gradient of the weighted total loss (needed by {@link backward}).
+   */
+  loss(targets: Gpt2Targets, options: { backward?: boolean } = {}): Tensor {
+    const last = this.#requireLast("loss");
+    const { acts } = last;
+    const n = acts.shape.B * acts.shape.T;
+    if (targets.targets.length !== n) {
+      throw new RangeError(`Got ${targets.targets.length} targets for ${n} tokens`);
+    }
+    this.gpu.write(acts.targets.buffer, targets.targets);
+    const eps = targets.labelSmoothing ?? 0;
+    const common = { losses: acts.losses, logits: acts.logits, targets: acts.targets, eps };
+    if (!options.backward) {
+      this.ops.crossentropy.forward(common);
+      return acts.losses;
+    }
+    const weights = targets.weights ?? new Float32Array(n).fill(1 / n);
+    if (weights.length !== n) throw new RangeError(`Got ${weights.length} weights for ${n} tokens`);
+    this.gpu.write(acts.weights.buffer, weights);
+    this.ops.crossentropy.backward({ ...common, weights: acts.weights });
+    return acts.losses;
+  }
+
+  /**
+   * Records the backward of the last forward, whose logits {@link loss} turned into their
+   * gradient: weight gradients accumulate into {@link grads} (when training all weights) and
+   * adapters accumulate their own.
+   */
+  backward(): void {
+    const { acts, tokens } = this.#requireLast("backward");
+    this.#last = null;
+    const { B, T } = acts.shape;
+    const { nLayer: L, nEmbd: C, nHead: NH, nInner, vocabSize: V } = this.config;
+    const { ops, gpu } = this;
+    const rows = B * T;
+    const g = acts.grads();
+    const wte = this.params.get("wte.weight")!;
+    const dlogits = acts.logits; // holds d loss / d logits since loss({ backward: true })
+    ops.matmul.raw({ out: g.dln.buffer, a: dlogits.buffer, b: wte.buffer }, {
+      m: rows,
+      n: C,
+      k: V,
+    });
+    const dwte = this.grads?.get("wte.weight");
+    if (dwte) {
+      ops.matmul.raw(
+        { out: dwte.buffer, a: dlogits.buffer, b: acts.lnf.buffer },
+        { m: V, n: C, k: rows, transA: true, accumulate: true },
+      );
+    }
+    gpu.clear(g.dresidual.buffer);
+    this.#layernormBackward("ln_f", {
+      dinp: g.dresidual,
+      dout: g.dln,
+      inp: acts.layers[L - 1].residual3,
+      mean: acts.lnfMean,
+      rstd: acts.lnfRstd,
+    });
+    for (let l = L - 1; l >= 0; l--) {
+      const a = acts.layers[l];
+      const residual = l === 0 ? acts.encoded : acts.layers[l - 1].residual3;
+      // residual3 = residual2 + fcproj: dresidual is the gradient of both.
+      this.#linearBackward(`h.${l}.mlp.c_proj`, {
+        x: a.fchGelu,
+        dy: g.dresidual,
+        dx: g.dfchGelu,
+        rows,
+        inF: nInner,
+        outF: C,
+      });
+      gpu.clear(g.dfch.buffer);
+      ops.gelu.backward({ dinp: g.dfch, inp: a.fch, dout: g.dfchGelu });
+      this.#linearBackward(`h.${l}.mlp.c_fc`, {
+        x: a.ln2,
+        dy: g.dfch,
+        dx: g.dln,
+        rows,
+        inF: C,
+        outF: nInner,
+      });
+      this.#layernormBackward(`h.${l}.ln_2`, {
+        dinp: g.dresidual,
+        dout: g.dln,
+        inp: a.residual2,
+        mean: a.ln2Mean,
+        rstd: a.ln2Rstd,
+      });
+      // residual2 = residual + attproj: dresidual now is the gradient of both.
+      this.#linearBackward(`h.${l}.attn.c_proj`, {
+        x: a.atty,
+        dy: g.dresidual,
+        dx: g.datty,
+        rows,
+        inF: C,
+        outF: C,
+      });
+      gpu.clear(g.dqkv.buffer);
+      ops.attention.backward({
+        dqkv: g.dqkv,
+        dout: g.datty,
+        qkv: a.qkv,
+        out: a.atty,
+        lse: a.lse,
+        B,
+        T,
+        NH,
+      });
+      this.#linearBackward(`h.${l}.attn.c_attn`, {
+        x: a.ln1,
+        dy: g.dqkv,
+        dx: g.dln,
+        rows,
+        inF: C,
+        outF: 3 * C,
+      });
+      this.#layernormBackward(`h.${l}.ln_1`, {
+        dinp: g.dresidual,
+        dout: g.dln,
+        inp: residual,
+        mean: a.ln1Mean,
+        rstd: a.ln1Rstd,
+      });
+    }
+    if (this.grads) {
+      ops.encoder.backward({
+        dwte: this.grads.get("wte.weight")!,
+        dwpe: this.grads.get("wpe.weight")!,
+        dout: g.dresidual,
+        tokens,
+      });
+    }
+  }
+
+  /** Records zeroing every weight gradient. */
+  zeroGrads(): void {
+    for (const g of this.grads?.values() ?? []) this.gpu.clear(g.buffer);
+  }
+
+  [Symbol.dispose](): void {
+    for (const acts of this.#acts.values()) acts[Symbol.dispose]();
+    this.#acts.clear();
+    for (const t of this.params.values()) t[Symbol.dispose]();
+    for (const t of this.grads?.values() ?? []) t[Symbol.dispose]();
+    for (const t of this.#scratchTensors.values()) t[Symbol.dispose]();
+  }
+
+  // y = x W + b (+ adapters), W stored [in, out] (Conv1D). With rowOffset, y's rows start there.
+  #linear(
+    module: string,
+    o: { x: Tensor; y: Tensor; rows: number; inF: number; outF: number; rowOffset?: number },
+  ): void {
+    const offsetC = (o.rowOffset ?? 0) * o.outF;
+    this.ops.matmul.raw(
+      {
+        out: o.y.buffer,
+        a: o.x.buffer,
+        b: this.params.get(`${module}.weight`)!.buffer,
+        bias: this.params.get(`${module}.bias`)!.buffer,
+      },
+      { m: o.rows, n: o.outF, k: o.inF, offsetC },
+    );
+    for (const adapter of this.adapters.get(module) ?? []) {
+      adapter.forward(
+        { tensor: o.x, ld: o.inF },
+        { tensor: o.y, ld: o.outF, offset: offsetC },
+        o.rows,
+      );
+    }
+  }
+
+  // dx = dy Wᵀ (+ adapters); dW += xᵀ dy and db += colsum(dy) when training all weights.
+  #linearBackward(
+    module: string,
+    o: { x: Tensor; dy: Tensor; dx: Tensor; rows: number; inF: number; outF: number },
+  ): void {
+    const w = this.params.get(`${module}.weight`)!;
+    this.ops.matmul.raw(
+      { out: o.dx.buffer, a: o.dy.buffer, b: w.buffer },
+      { m: o.rows, n: o.inF, k: o.outF, transB: true },
+    );
+    for (const adapter of this.adapters.get(module) ?? []) {
+      adapter.backward(
+        { tensor: o.x, ld: o.inF },
+        { tensor: o.dy, ld: o.outF },
+        { tensor: o.dx, ld: o.inF },
+        o.rows,
+      );
+    }
+    const dw = this.grads?.get(`${module}.weight`);
+    if (!dw) return;
+    this.ops.matmul.raw(
+      { out: dw.buffer, a: o.x.buffer, b: o.dy.buffer },
+      { m: o.inF, n: o.outF, k: o.rows, transA: true, accumulate: true },
+    );
+    const db = this.grads!.get(`${module}.bias`)!;
+    this.ops.reduce.backward({ dbias: db, dout: o.dy });
+  }
+
+  // dinp += layernorm'(dout); frozen layernorm weights take their gradients in scratch buffers.
+  #layernormBackward(
+    name: string,
+    o: { dinp: Tensor; dout: Tensor; inp: Tensor; mean: Tensor; rstd: Tensor },
+  ): void {
+    const weight = this.params.get(`${name}.weight`)!;
+    this.ops.layernorm.backward({
+      dinp: o.dinp,
+      dweight: this.grads?.get(`${name}.weight`) ?? this.#scratch(`${name}.weight`, weight),
+      dbias: this.grads?.get(`${name}.bias`) ?? this.#scratch(`${name}.bias`, weight),
+      dout: o.dout,
+      inp: o.inp,
+      weight,
+      mean: o.mean,
+      rstd: o.rstd,
+    });
+  }
+
+  #scratchTensors = new Map<string, Tensor>();
+  #scratch(name: string, like: Tensor): Tensor {
+    let t = this.#scratchTensors.get(name);
+    if (!t) {
+      t = Tensor.empty(this.gpu, like.shape, { persistent: true, label: `scratch ${name}` });
+      this.#scratchTensors.set(name, t);
+    }
+    return t;
+  }
+
+  #requireLast(what: string): { acts: Gpt2Activations; tokens: Uint32Array } {
+    if (!this.#last) {
+      throw new Error(`Cannot compute the ${what}: run forward (without a cache) first`);
+    }
+    return this.#last;
+  }
+}
