@@ -17,6 +17,8 @@ import { loadGpt2Weights } from "./gpt2_weights.ts";
 /** The four linear layers of a block, by their Hugging Face names. */
 export const GPT2_LINEARS = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"] as const;
 
+const ARENAS_KEPT = 4;
+
 /** Options of {@link Gpt2.load} and {@link Gpt2.fromWeights}. */
 export interface Gpt2Options {
   /** Give every weight a gradient buffer (full fine-tuning). Default false: weights are frozen. */
@@ -127,11 +129,22 @@ export class Gpt2 implements Disposable {
     this.adapters.set(module, list);
   }
 
-  /** The activation arena for one (B, T), allocated on first use. */
+  /**
+   * The activation arena for one (B, T), allocated on first use; the few most recently used
+   * shapes are kept (training, evaluation, a prompt, single-token steps).
+   */
   activations(B: number, T: number): Gpt2Activations {
     const key = `${B}x${T}`;
     let acts = this.#acts.get(key);
-    if (!acts) this.#acts.set(key, acts = new Gpt2Activations(this.gpu, this.config, { B, T }));
+    if (acts) this.#acts.delete(key);
+    else acts = new Gpt2Activations(this.gpu, this.config, { B, T });
+    this.#acts.set(key, acts);
+    for (const [old, stale] of this.#acts) {
+      if (this.#acts.size <= ARENAS_KEPT) break;
+      if (this.#last?.acts === stale) continue;
+      stale[Symbol.dispose]();
+      this.#acts.delete(old);
+    }
     return acts;
   }
 
