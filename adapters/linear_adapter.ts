@@ -106,12 +106,8 @@ export class LowRankLinear implements LinearAdapter, Disposable {
   static create(matmul: Matmul, options: LowRankLinearOptions): LowRankLinear {
     const { gpu } = matmul;
     const { name, inFeatures, outFeatures, r, maxRows, loraAlpha } = options;
-    for (
-      const [what, v] of [["inFeatures", inFeatures], ["outFeatures", outFeatures], [
-        "r",
-        r,
-      ], ["maxRows", maxRows]] as const
-    ) {
+    const sizes = { inFeatures, outFeatures, r, maxRows };
+    for (const [what, v] of Object.entries(sizes)) {
       if (!Number.isSafeInteger(v) || v < 1) {
         throw new RangeError(`Cannot create adapter "${name}": ${what} ${v} must be >= 1`);
       }

@@ -41,6 +41,7 @@ struct Params {
   shift1: u32,
 }
 
+// A power of two: nola_backward halves it in its tree reduction.
 override WG: u32 = 64;
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;

@@ -19,17 +19,19 @@ export interface NolaRefBasis {
 }
 
 /**
- * `A0 + sum_{i<count} coeffs[i] * basis_i` in float64.
+ * `A0 + sum_{i<count} coeffs[i] * basis_i` in float64, or with `absolute` the sum of the terms'
+ * absolute values (the size float32 rounding scales with, for tests whose sums may cancel).
  *
  * @param coeffs The `count` coefficients.
- * @param options Bases, shape and the optional A0 term.
+ * @param options Bases, shape, the optional A0 term, `absolute`.
  * @returns The `rows * cols` factor, row-major.
  */
 export function nolaCombineRef(
   coeffs: ArrayLike<number>,
-  options: NolaRefBasis & { withA0?: { scale: number } },
+  options: NolaRefBasis & { withA0?: { scale: number }; absolute?: boolean },
 ): Float64Array {
   const { key, factor, count, rows, cols, scale } = options;
+  const term = options.absolute ? Math.abs : (v: number) => v;
   const out = new Float64Array(rows * cols);
   if (options.withA0) {
     const a0 = materializeBasis(key, {
@@ -39,30 +41,36 @@ export function nolaCombineRef(
       cols,
       scale: options.withA0.scale,
     });
-    for (let e = 0; e < out.length; e++) out[e] = a0[e];
+    for (let e = 0; e < out.length; e++) out[e] = term(a0[e]);
   }
   for (let i = 0; i < count; i++) {
     const basis = materializeBasis(key, { factor, index: i, rows, cols, scale });
-    for (let e = 0; e < out.length; e++) out[e] += coeffs[i] * basis[e];
+    for (let e = 0; e < out.length; e++) out[e] += term(coeffs[i] * basis[e]);
   }
   return out;
 }
 
 /**
- * Accumulates `dcoeffs[i] += <grad, basis_i>` in float64.
+ * Accumulates `dcoeffs[i] += <grad, basis_i>` in float64, or with `absolute` the sum of
+ * `|grad[e] * basis_i[e]|`: the size a float32 dot product's rounding error scales with, for
+ * tests whose inner products may cancel.
  *
  * @param dcoeffs The `count` coefficient gradients, updated in place.
- * @param options Bases, shape and `grad`, the gradient of the materialized factor.
+ * @param options Bases, shape, `grad` (the gradient of the materialized factor), `absolute`.
  */
 export function nolaGradientRef(
   dcoeffs: Float64Array,
-  options: NolaRefBasis & { grad: ArrayLike<number> },
+  options: NolaRefBasis & { grad: ArrayLike<number>; absolute?: boolean },
 ): void {
   const { key, factor, count, rows, cols, scale, grad } = options;
   for (let i = 0; i < count; i++) {
     const basis = materializeBasis(key, { factor, index: i, rows, cols, scale });
     let sum = 0;
-    for (let e = 0; e < basis.length; e++) sum += grad[e] * basis[e];
+    if (options.absolute) {
+      for (let e = 0; e < basis.length; e++) sum += Math.abs(grad[e] * basis[e]);
+    } else {
+      for (let e = 0; e < basis.length; e++) sum += grad[e] * basis[e];
+    }
     dcoeffs[i] += sum;
   }
 }

@@ -3,14 +3,7 @@ import { BasisFactor, basisScale, materializeBasis, moduleKey } from "../../adap
 import { NolaKernels } from "../../kernels/nola.ts";
 import { nolaCombineRef, nolaGradientRef } from "../../kernels/nola_ref.ts";
 import { Tensor } from "../../kernels/tensor.ts";
-import {
-  firstNonFinite,
-  freshSeed,
-  GPU_TEST,
-  randomArray,
-  relativeError,
-  testGpu,
-} from "../_util.ts";
+import { firstNonFinite, freshSeed, GPU_TEST, randomArray, testGpu } from "../_util.ts";
 
 interface Case {
   factor: 0 | 1;
@@ -40,9 +33,38 @@ function scales(c: Case): { scale: number; a0: number } {
   return { scale: basisScale(factor, sizes), a0: basisScale(BasisFactor.A0, sizes) };
 }
 
-function check(got: Float32Array, want: ArrayLike<number>, what: string): void {
+/** `||got - want|| / ||size||` below 1e-5; `size` sums absolute terms where a sum may cancel. */
+function check(
+  got: Float32Array,
+  want: ArrayLike<number>,
+  what: string,
+  size: ArrayLike<number> = want,
+): void {
+  checkAccumulated(got, new Float64Array(want.length), want, what, size);
+}
+
+/**
+ * Checks `got = start + inc` with the error measured against the operands' size: the f32 sum
+ * rounds at the scale of `start` and `inc` (or of `size`, the sum of the absolute terms of an
+ * inner product `inc`), so a cancelling sum must not count as inaccurate.
+ */
+function checkAccumulated(
+  got: ArrayLike<number>,
+  start: ArrayLike<number>,
+  inc: ArrayLike<number>,
+  what: string,
+  size: ArrayLike<number> = inc,
+): void {
   assert.equal(firstNonFinite(got), -1, `${what}: unwritten element ${firstNonFinite(got)}`);
-  const err = relativeError(got, want);
+  let num = 0;
+  let s2 = 0;
+  let i2 = 0;
+  for (let i = 0; i < got.length; i++) {
+    num += (got[i] - start[i] - inc[i]) ** 2;
+    s2 += start[i] ** 2;
+    i2 += size[i] ** 2;
+  }
+  const err = Math.sqrt(num) / (Math.sqrt(s2) + Math.sqrt(i2) || 1);
   assert(err < 1e-5, `${what}: relative error ${err}`);
 }
 
@@ -64,7 +86,9 @@ async function combineCases(nola: NolaKernels, seed: number, cases: Case[]): Pro
     const basis = { key, factor: c.factor, count: c.count, rows: c.rows, cols: c.cols, scale };
     nola.combine({ ...basis, out, coeffs: tc, withA0 });
     const want = nolaCombineRef(coeffs, { ...basis, withA0 });
-    check(await out.read(), want, `combine ${describe(c, seed)} chunk ${nola.chunk ?? "auto"}`);
+    const size = nolaCombineRef(coeffs, { ...basis, withA0, absolute: true });
+    const what = `combine ${describe(c, seed)} chunk ${nola.chunk ?? "auto"}`;
+    check(await out.read(), want, what, size);
   }
 }
 
@@ -141,15 +165,24 @@ async function gradientCases(nola: NolaKernels, seed: number, cases: Case[]): Pr
     nola.gradient({ ...basis, dcoeffs, grad: tg });
     const once = new Float64Array(c.count);
     nolaGradientRef(once, { ...basis, grad });
-    const want = Float64Array.from(start, (v, i) => v + once[i]);
-    check(await dcoeffs.read(), want, `gradient ${describe(c, seed)}`);
+    const size = new Float64Array(c.count);
+    nolaGradientRef(size, { ...basis, grad, absolute: true });
+    checkAccumulated(await dcoeffs.read(), start, once, `gradient ${describe(c, seed)}`, size);
     nola.gradient({ ...basis, dcoeffs, grad: tg });
-    for (let i = 0; i < c.count; i++) want[i] += once[i];
-    check(await dcoeffs.read(), want, `gradient twice ${describe(c, seed)}`);
+    const [twice, twiceSize] = [once, size].map((v) => v.map((e) => 2 * e));
+    const what = `gradient twice ${describe(c, seed)}`;
+    checkAccumulated(await dcoeffs.read(), start, twice, what, twiceSize);
     // The accumulated part alone, so a large start cannot hide an error in the sum.
     using fresh = Tensor.from(gpu, new Float32Array(c.count), [c.count]);
     nola.gradient({ ...basis, dcoeffs: fresh, grad: tg });
-    check(await fresh.read(), once, `gradient from zero ${describe(c, seed)}`);
+    const zeros = new Float64Array(c.count);
+    checkAccumulated(
+      await fresh.read(),
+      zeros,
+      once,
+      `gradient from zero ${describe(c, seed)}`,
+      size,
+    );
   }
 }
 
@@ -195,10 +228,14 @@ Deno.test("NOLA kernels work on unaligned slices of arenas", GPU_TEST, async () 
     dcoeffs: { buffer: coeffArena.buffer, begin: 3, size: count },
     grad: { buffer: gradArena.buffer, begin: 5, size: n },
   });
-  const dcoeffs = Float64Array.from(coeffData.subarray(3, 3 + count));
+  const dcoeffs = new Float64Array(count);
+  const size = new Float64Array(count);
   nolaGradientRef(dcoeffs, { ...basis, grad: gradData.subarray(5) });
+  nolaGradientRef(size, { ...basis, grad: gradData.subarray(5), absolute: true });
   const after = await coeffArena.read();
-  check(after.subarray(3, 3 + count), dcoeffs, `gradient slice seed ${seed}`);
+  const start = coeffData.subarray(3, 3 + count);
+  const got = after.subarray(3, 3 + count);
+  checkAccumulated(got, start, dcoeffs, `gradient slice seed ${seed}`, size);
   assert.deepEqual([...after.subarray(0, 3), ...after.subarray(3 + count)], [
     ...coeffData.subarray(0, 3),
     ...coeffData.subarray(3 + count),
