@@ -19,6 +19,12 @@ export const GPT2_LINEARS = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_pr
 
 const ARENAS_KEPT = 4;
 
+/** An adapter on a linear module, writing into a slice of its output columns. */
+export interface AttachedAdapter {
+  adapter: LinearAdapter;
+  colOffset: number;
+}
+
 /** Options of {@link Gpt2.load} and {@link Gpt2.fromWeights}. */
 export interface Gpt2Options {
   /** Give every weight a gradient buffer (full fine-tuning). Default false: weights are frozen. */
@@ -70,7 +76,7 @@ export class Gpt2 implements Disposable {
   /** Gradients by the same names, present only when training all weights. */
   readonly grads: Map<string, Tensor> | null;
   /** Adapters by linear module name (e.g. `h.0.attn.c_attn`), applied in order. */
-  readonly adapters = new Map<string, LinearAdapter[]>();
+  readonly adapters = new Map<string, AttachedAdapter[]>();
   #acts = new Map<string, Gpt2Activations>();
   #last: { acts: Gpt2Activations; tokens: Uint32Array } | null = null;
 
@@ -115,18 +121,45 @@ export class Gpt2 implements Disposable {
     return this.params.get(`h.${layer}.${name}`)!;
   }
 
-  /** Adds an adapter to a linear module (`h.{i}.attn.c_attn`, ...). */
-  attach(module: string, adapter: LinearAdapter): void {
+  /** Input and output features of a linear module, or undefined when there is none. */
+  linearShape(module: string): { inFeatures: number; outFeatures: number } | undefined {
+    const w = this.params.get(`${module}.weight`);
     const [, layer, ...rest] = module.split(".");
     if (
-      module.split(".")[0] !== "h" || !(Number(layer) < this.config.nLayer) ||
-      !(GPT2_LINEARS as readonly string[]).includes(rest.join("."))
+      !w || !(Number(layer) >= 0) || !(GPT2_LINEARS as readonly string[]).includes(rest.join("."))
     ) {
-      throw new RangeError(`Cannot attach adapter to "${module}": module not found`);
+      return undefined;
+    }
+    return { inFeatures: w.shape[0], outFeatures: w.shape[1] };
+  }
+
+  /**
+   * Adds an adapter to a linear module (`h.{i}.attn.c_attn`, ...). Its output lands in columns
+   * `colOffset .. colOffset + adapter.outFeatures` of the module's output (e.g. the q or v part
+   * of `c_attn`).
+   */
+  attach(module: string, adapter: LinearAdapter, options: { colOffset?: number } = {}): void {
+    const shape = this.linearShape(module);
+    if (!shape) throw new RangeError(`Cannot attach adapter to "${module}": module not found`);
+    const colOffset = options.colOffset ?? 0;
+    if (
+      adapter.inFeatures !== shape.inFeatures ||
+      colOffset < 0 || colOffset + adapter.outFeatures > shape.outFeatures
+    ) {
+      throw new RangeError(
+        `Cannot attach adapter "${adapter.name}" to "${module}": it maps ${adapter.inFeatures} -> ` +
+          `${adapter.outFeatures} at column ${colOffset}, the module ${shape.inFeatures} -> ` +
+          `${shape.outFeatures}`,
+      );
     }
     const list = this.adapters.get(module) ?? [];
-    list.push(adapter);
+    list.push({ adapter, colOffset });
     this.adapters.set(module, list);
+  }
+
+  /** Removes every adapter. */
+  detachAll(): void {
+    this.adapters.clear();
   }
 
   /**
@@ -419,10 +452,10 @@ export class Gpt2 implements Disposable {
       },
       { m: o.rows, n: o.outF, k: o.inF, offsetC },
     );
-    for (const adapter of this.adapters.get(module) ?? []) {
+    for (const { adapter, colOffset } of this.adapters.get(module) ?? []) {
       adapter.forward(
         { tensor: o.x, ld: o.inF },
-        { tensor: o.y, ld: o.outF, offset: offsetC },
+        { tensor: o.y, ld: o.outF, offset: offsetC + colOffset },
         o.rows,
       );
     }
@@ -438,10 +471,10 @@ export class Gpt2 implements Disposable {
       { out: o.dx.buffer, a: o.dy.buffer, b: w.buffer },
       { m: o.rows, n: o.inF, k: o.outF, transB: true },
     );
-    for (const adapter of this.adapters.get(module) ?? []) {
+    for (const { adapter, colOffset } of this.adapters.get(module) ?? []) {
       adapter.backward(
         { tensor: o.x, ld: o.inF },
-        { tensor: o.dy, ld: o.outF },
+        { tensor: o.dy, ld: o.outF, offset: colOffset },
         { tensor: o.dx, ld: o.inF },
         o.rows,
       );
