@@ -150,6 +150,19 @@ export class Gpu implements Disposable {
       "unknown adapter";
   }
 
+  /** A few lines on the adapter: name, the optional features we use, the limits we rely on. */
+  describe(): string {
+    const limits = this.device.limits;
+    const features = OPTIONAL_FEATURES.filter((f) => this.device.features.has(f));
+    const fallback = this.adapter.info.isFallbackAdapter ? " (software fallback)" : "";
+    return [
+      `WebGPU adapter: ${this.adapterName}${fallback}`,
+      `  features: ${features.join(", ") || "none of " + OPTIONAL_FEATURES.join(", ")}`,
+      `  maxStorageBufferBindingSize ${limits.maxStorageBufferBindingSize}, maxBufferSize ` +
+      `${limits.maxBufferSize}, maxComputeWorkgroupStorageSize ${limits.maxComputeWorkgroupStorageSize}`,
+    ].join("\n");
+  }
+
   /** Throws the first asynchronous device error seen (lost device, uncaptured error). */
   check(): void {
     if (this.#failure) throw this.#failure;
