@@ -1,0 +1,345 @@
+/**
+ * Folding low-rank adapters into the weights they adapt, on the GPU, and writing the merged model
+ * as a Hugging Face folder in the base checkpoint's own naming and dtypes.
+ *
+ * An adapter computes `y[:, off : off+out] += s (x Aᵀ) Bᵀ`, so merging adds `s (B A)ᵀ` to the
+ * `[in, out]` Conv1D weight (GPT-2) or `s B A` to the `[out, in]` rows of an `nn.Linear` weight.
+ * NOLA adapters merge through the same path once their A and B are materialised (after the
+ * training step's `prepareStep()`).
+ *
+ * @module
+ */
+
+import type { Matmul } from "../kernels/matmul.ts";
+import { Tensor } from "../kernels/tensor.ts";
+import type { AttachedAdapter, Gpt2 } from "../models/gpt2.ts";
+import type { LinearAdapter } from "./linear_adapter.ts";
+import { Checkpoint, writeSafetensors } from "../formats/safetensors.ts";
+import type { TensorToWrite } from "../formats/safetensors.ts";
+import { type FloatDtype, toFloatDtype } from "../formats/narrow.ts";
+
+/** How a linear layer stores its weight: `conv1d` is `[in, out]` (GPT-2), `linear` `[out, in]`. */
+export type WeightLayout = "conv1d" | "linear";
+
+/** An adapter whose factors live on the GPU: `a` is A `[r, in]`, `b` is B `[out, r]`. */
+export interface LowRankFactors extends LinearAdapter {
+  readonly a: Tensor;
+  readonly b: Tensor;
+}
+
+/** Adapters taken off a model by {@link mergeAdapters}, by module, in attachment order. */
+export type DetachedAdapters = Map<string, AttachedAdapter[]>;
+
+/**
+ * Says whether an adapter exposes its factors (as `LowRankLinear` does) and so can be merged.
+ *
+ * @param adapter Any adapter a model holds.
+ * @returns True when it has f32 tensors `a` [r, in] and `b` [out, r].
+ */
+export function isLowRank(adapter: LinearAdapter): adapter is LowRankFactors {
+  const { a, b } = adapter as Partial<LowRankFactors>;
+  return a instanceof Tensor && b instanceof Tensor && a.dtype === "f32" && b.dtype === "f32" &&
+    a.size === adapter.r * adapter.inFeatures && b.size === adapter.outFeatures * adapter.r;
+}
+
+/** Options of {@link addLowRankDelta}. */
+export interface LowRankDeltaOptions {
+  /** The weight's storage layout. */
+  layout: WeightLayout;
+  /** First output feature the adapter writes (the q/k/v slice of `c_attn`); default 0. */
+  colOffset?: number;
+  /** +1 merges, -1 takes a merged adapter back out; default +1. */
+  sign?: 1 | -1;
+}
+
+/**
+ * Records `W += sign · s · ΔW` for one adapter with one matrix multiply: with the `conv1d` layout
+ * `W[:, off : off+out] += s Aᵀ Bᵀ` (`W` is `[in, outTotal]`), with `linear`
+ * `W[off : off+out, :] += s B A` (`W` is `[outTotal, in]`). Records only.
+ *
+ * @param matmul The device's matrix multiply.
+ * @param weight The weight to update in place, f32, 2-D.
+ * @param adapter The factors, their sizes and `scale`.
+ * @param options The layout, column offset and sign.
+ * @throws {RangeError} If the shapes do not fit the layout.
+ *
+ * @example Merge and unmerge a q-slice adapter of a `c_attn` weight
+ * ```ts ignore
+ * addLowRankDelta(matmul, model.params.get("h.0.attn.c_attn.weight")!, q, { layout: "conv1d" });
+ * addLowRankDelta(matmul, weight, q, { layout: "conv1d", sign: -1 });
+ * ```
+ */
+export function addLowRankDelta(
+  matmul: Matmul,
+  weight: Tensor,
+  adapter: Pick<LowRankFactors, "name" | "a" | "b" | "r" | "inFeatures" | "outFeatures" | "scale">,
+  options: LowRankDeltaOptions,
+): void {
+  const { layout, colOffset = 0, sign = 1 } = options;
+  const { r, inFeatures: inF, outFeatures: outF, a, b } = adapter;
+  const [rows, cols] = weight.shape;
+  const total = layout === "conv1d" ? cols : rows;
+  const inW = layout === "conv1d" ? rows : cols;
+  if (
+    weight.dtype !== "f32" || weight.shape.length !== 2 || inW !== inF ||
+    !Number.isSafeInteger(colOffset) || colOffset < 0 || colOffset + outF > total ||
+    a.size !== r * inF || b.size !== outF * r
+  ) {
+    throw new RangeError(
+      `Cannot merge adapter "${adapter.name}" (${inF} -> ${outF}, rank ${r}, at output ${colOffset}) ` +
+        `into ${layout} weight "${weight.buffer.label}" of shape [${weight.shape}] ${weight.dtype}`,
+    );
+  }
+  const alpha = sign * adapter.scale;
+  const variant = matmul.variant;
+  if (layout === "conv1d") {
+    // W[in, off..] += s Aᵀ Bᵀ: op(A) = Aᵀ from A [r, in], op(B) = Bᵀ from B [out, r].
+    matmul.raw({ out: weight.buffer, a: a.buffer, b: b.buffer }, {
+      m: inF,
+      n: outF,
+      k: r,
+      transA: true,
+      transB: true,
+      ldc: total,
+      offsetC: colOffset,
+      alpha,
+      accumulate: true,
+      variant,
+    });
+  } else {
+    // W[off.., in] += s B A: B [out, r] times A [r, in], rows starting at the offset.
+    matmul.raw({ out: weight.buffer, a: b.buffer, b: a.buffer }, {
+      m: outF,
+      n: inF,
+      k: r,
+      ldc: inF,
+      offsetC: colOffset * inF,
+      alpha,
+      accumulate: true,
+      variant,
+    });
+  }
+}
+
+/**
+ * Folds every adapter of a GPT-2 into its weights (Conv1D layout) and detaches them, so the model
+ * alone computes what it computed with them. Records the updates; the next read or flush runs them.
+ *
+ * @param model The model; its weights change in place.
+ * @returns The detached adapters, to give to {@link unmergeAdapters}.
+ * @throws {TypeError} If an adapter does not expose its factors; nothing is changed then.
+ *
+ * @example Merge for fast inference, then go back to training
+ * ```ts ignore
+ * const detached = mergeAdapters(model);
+ * const logits = await model.forward(batch).logits.read();
+ * unmergeAdapters(model, detached);
+ * ```
+ */
+export function mergeAdapters(model: Gpt2): DetachedAdapters {
+  const detached: DetachedAdapters = new Map(
+    [...model.adapters].map(([module, list]) => [module, [...list]]),
+  );
+  for (const [module, list] of detached) {
+    for (const { adapter } of list) lowRankOf(module, adapter);
+  }
+  for (const [module, list] of detached) {
+    const weight = model.params.get(`${module}.weight`)!;
+    for (const { adapter, colOffset } of list) {
+      addLowRankDelta(model.ops.matmul, weight, lowRankOf(module, adapter), {
+        layout: "conv1d",
+        colOffset,
+      });
+    }
+  }
+  model.detachAll();
+  return detached;
+}
+
+/**
+ * Takes merged adapters back out of the weights (`W -= s (B A)ᵀ`) and reattaches them in their
+ * original order. The weights come back within rounding of f32 (an ulp or so), not bit for bit.
+ *
+ * @param model The model {@link mergeAdapters} was called on.
+ * @param detached What it returned; the adapters' factors must not have changed since.
+ */
+export function unmergeAdapters(model: Gpt2, detached: DetachedAdapters): void {
+  for (const [module, list] of detached) {
+    const weight = model.params.get(`${module}.weight`);
+    if (!weight) throw new RangeError(`Cannot unmerge adapters of "${module}": module not found`);
+    for (const { adapter, colOffset } of list) {
+      addLowRankDelta(model.ops.matmul, weight, lowRankOf(module, adapter), {
+        layout: "conv1d",
+        colOffset,
+        sign: -1,
+      });
+      model.attach(module, adapter, { colOffset });
+    }
+  }
+}
+
+/**
+ * The model's weights with its attached adapters folded in, on the host, under canonical names.
+ * The model itself is left exactly as it was: each adapted weight is merged in a GPU copy.
+ *
+ * @param model The model, with or without adapters.
+ * @returns Every weight, f32, by canonical name.
+ */
+export async function mergedWeights(model: Gpt2): Promise<Map<string, Float32Array>> {
+  const { gpu } = model;
+  for (const [module, list] of model.adapters) {
+    for (const { adapter } of list) lowRankOf(module, adapter);
+  }
+  const out = new Map<string, Float32Array>();
+  for (const [name, param] of model.params) {
+    const list = model.adapters.get(name.replace(/\.weight$/, ""));
+    if (!name.endsWith(".weight") || !list?.length) {
+      out.set(name, await param.read() as Float32Array);
+      continue;
+    }
+    using copy = Tensor.empty(gpu, param.shape, { label: `merged ${name}` });
+    gpu.copy(param.buffer, copy.buffer, { size: param.byteLength });
+    for (const { adapter, colOffset } of list) {
+      addLowRankDelta(model.ops.matmul, copy, adapter as LowRankFactors, {
+        layout: "conv1d",
+        colOffset,
+      });
+    }
+    out.set(name, await copy.read() as Float32Array);
+  }
+  return out;
+}
+
+// What a model folder holds besides its weights, copied as they are.
+const FOLDER_FILES = [
+  "config.json",
+  "generation_config.json",
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "special_tokens_map.json",
+  "added_tokens.json",
+  "vocab.json",
+  "merges.txt",
+];
+const PREFIX = "transformer.";
+const LM_HEAD = "lm_head.weight";
+const BUFFER = /^h\.\d+\.attn\.(bias|masked_bias)$/;
+const FLOATS: readonly string[] = ["F64", "F32", "F16", "BF16"];
+
+/**
+ * Writes a Hugging Face folder of the model with its adapters merged: `model.safetensors` with
+ * every weight under the source checkpoint's names (with or without the `transformer.` prefix) in
+ * the source's dtype (F16 and BF16 rounded to nearest even), `lm_head.weight` only where the
+ * source had it (tied to `wte`), the causal-mask buffers dropped; `config.json` and the tokenizer
+ * files copied. A sharded source is written as one file. The folder is built beside `outFolder`
+ * and renamed into place, replacing any previous one, so it never holds a partial model.
+ *
+ * @param model The model loaded from `sourceFolder`, with adapters attached (or already merged).
+ * @param sourceFolder The base model's folder.
+ * @param outFolder Where to write; must not be the source.
+ * @throws {RangeError} If the source and the model disagree on a tensor, or a source weight is
+ * not a float.
+ *
+ * @example Export a fine-tuned GPT-2
+ * ```ts ignore
+ * await writeMergedFolder(model, "models/gpt2", "out/run/merged");
+ * ```
+ */
+export async function writeMergedFolder(
+  model: Gpt2,
+  sourceFolder: string,
+  outFolder: string,
+): Promise<void> {
+  const out = outFolder.replace(/\/+$/, "");
+  if (await sameFile(sourceFolder, out)) {
+    throw new RangeError(`Cannot write the merged model over its source folder "${sourceFolder}"`);
+  }
+  const weights = await mergedWeights(model);
+  const tensors: TensorToWrite[] = [];
+  {
+    using ckpt = await Checkpoint.open(sourceFolder);
+    const names = ckpt.names();
+    const prefix = names.some((n) => n.startsWith(PREFIX)) ? PREFIX : "";
+    const written = new Set<string>();
+    for (const name of names) {
+      const canonical = name === LM_HEAD ? "wte.weight" : name.slice(prefix.length);
+      if (BUFFER.test(canonical)) continue;
+      const { dtype, shape } = ckpt.info(name);
+      const data = weights.get(canonical);
+      const where = `tensor "${name}" of "${ckpt.fileOf(name)}"`;
+      if (!data) throw new RangeError(`Cannot merge ${where}: the model has no "${canonical}"`);
+      if (!FLOATS.includes(dtype)) {
+        throw new RangeError(`Cannot write ${where} as ${dtype}: merged weights are floats`);
+      }
+      const modelShape = model.params.get(canonical)!.shape;
+      if (shape.join() !== modelShape.join()) {
+        throw new RangeError(`Cannot merge ${where}: shape [${shape}], model has [${modelShape}]`);
+      }
+      tensors.push({ name, dtype, shape, data: toFloatDtype(data, dtype as FloatDtype) });
+      written.add(canonical);
+    }
+    const missing = [...weights.keys()].find((n) => !written.has(n));
+    if (missing) {
+      throw new RangeError(`Cannot merge: "${sourceFolder}" has no tensor for "${missing}"`);
+    }
+  }
+
+  const parent = out.includes("/") ? out.slice(0, out.lastIndexOf("/")) : ".";
+  await Deno.mkdir(parent, { recursive: true });
+  const base = out.slice(out.lastIndexOf("/") + 1);
+  const tmp = await Deno.makeTempDir({ dir: parent, prefix: `.${base}.tmp-` });
+  try {
+    for (const file of FOLDER_FILES) {
+      try {
+        await Deno.copyFile(`${sourceFolder}/${file}`, `${tmp}/${file}`);
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+      }
+    }
+    // transformers refuses safetensors files without a "format" entry.
+    await writeSafetensors(`${tmp}/model.safetensors`, tensors, { format: "pt" });
+    await replaceFolder(tmp, out);
+  } catch (e) {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    throw e;
+  }
+}
+
+function lowRankOf(module: string, adapter: LinearAdapter): LowRankFactors {
+  if (!isLowRank(adapter)) {
+    throw new TypeError(
+      `Cannot merge adapter "${adapter.name}" on "${module}": it does not expose f32 factors a ` +
+        `[r, in] and b [out, r]`,
+    );
+  }
+  return adapter;
+}
+
+// Renames a finished folder over `target`; an existing target is moved aside first and removed
+// after, so at every moment `target` is either the old folder, absent, or the new one.
+async function replaceFolder(finished: string, target: string): Promise<void> {
+  let old: string | undefined;
+  try {
+    await Deno.lstat(target);
+    old = `${finished}-old`;
+    await Deno.rename(target, old);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  try {
+    await Deno.rename(finished, target);
+  } catch (e) {
+    if (old) await Deno.rename(old, target).catch(() => {});
+    throw e;
+  }
+  if (old) await Deno.remove(old, { recursive: true });
+}
+
+async function sameFile(a: string, b: string): Promise<boolean> {
+  try {
+    return await Deno.realPath(a) === await Deno.realPath(b);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
