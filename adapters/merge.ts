@@ -17,6 +17,7 @@ import type { LinearAdapter } from "./linear_adapter.ts";
 import { Checkpoint, writeSafetensors } from "../formats/safetensors.ts";
 import type { TensorToWrite } from "../formats/safetensors.ts";
 import { type FloatDtype, toFloatDtype } from "../formats/narrow.ts";
+import { sameFile, writeFolderAtomic } from "./_folder.ts";
 
 /** How a linear layer stores its weight: `conv1d` is `[in, out]` (GPT-2), `linear` `[out, in]`. */
 export type WeightLayout = "conv1d" | "linear";
@@ -284,11 +285,7 @@ export async function writeMergedFolder(
     }
   }
 
-  const parent = out.includes("/") ? out.slice(0, out.lastIndexOf("/")) : ".";
-  await Deno.mkdir(parent, { recursive: true });
-  const base = out.slice(out.lastIndexOf("/") + 1);
-  const tmp = await Deno.makeTempDir({ dir: parent, prefix: `.${base}.tmp-` });
-  try {
+  await writeFolderAtomic(out, async (tmp) => {
     for (const file of FOLDER_FILES) {
       try {
         await Deno.copyFile(`${sourceFolder}/${file}`, `${tmp}/${file}`);
@@ -298,11 +295,7 @@ export async function writeMergedFolder(
     }
     // transformers refuses safetensors files without a "format" entry.
     await writeSafetensors(`${tmp}/model.safetensors`, tensors, { format: "pt" });
-    await replaceFolder(tmp, out);
-  } catch (e) {
-    await Deno.remove(tmp, { recursive: true }).catch(() => {});
-    throw e;
-  }
+  });
 }
 
 function lowRankOf(module: string, adapter: LinearAdapter): LowRankFactors {
@@ -313,33 +306,4 @@ function lowRankOf(module: string, adapter: LinearAdapter): LowRankFactors {
     );
   }
   return adapter;
-}
-
-// Renames a finished folder over `target`; an existing target is moved aside first and removed
-// after, so at every moment `target` is either the old folder, absent, or the new one.
-async function replaceFolder(finished: string, target: string): Promise<void> {
-  let old: string | undefined;
-  try {
-    await Deno.lstat(target);
-    old = `${finished}-old`;
-    await Deno.rename(target, old);
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-  try {
-    await Deno.rename(finished, target);
-  } catch (e) {
-    if (old) await Deno.rename(old, target).catch(() => {});
-    throw e;
-  }
-  if (old) await Deno.remove(old, { recursive: true });
-}
-
-async function sameFile(a: string, b: string): Promise<boolean> {
-  try {
-    return await Deno.realPath(a) === await Deno.realPath(b);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }
