@@ -1,0 +1,503 @@
+/**
+ * Adapter files: one safetensors file per adapter set (DESIGN.md section 5).
+ *
+ * Tensors, in module order:
+ *
+ * - NOLA, unquantized: `<module>.alpha` F32 [k] and `<module>.beta` F32 [l].
+ * - NOLA, quantized to b bits: `<module>.alpha` U8 [ceil(k b / 8)] and `<module>.beta` U8
+ *   [ceil(l b / 8)], codes packed as `packBits` describes (the counts k and l come from the
+ *   metadata); then, once for the file, `quant.scale` F32 [2M] holding, for module m in `targets`
+ *   order, the scale of its alpha at 2m and of its beta at 2m + 1, and for the asymmetric scheme
+ *   `quant.zero_point` F32 [2M] laid out the same way. (One table rather than two tiny tensors
+ *   per module: each header entry costs about 90 bytes, which would make a 4-bit GPT-2 q/v
+ *   adapter a third larger.)
+ * - LoRA: `<module>.lora_A` F32 [r, in] and `<module>.lora_B` F32 [out, r].
+ *
+ * `__metadata__`: `format` (`nola-gpu-adapter/1`), `method`, `base_model`, `base_config_hash`
+ * (`configHash`), `targets` (JSON list of module names), `r`, `lora_alpha`, `k`, `l`, `seed`,
+ * `init`, `basis_spec`, `share_basis`, `quant_bits`, `quant_scheme` (`32` and `none` when stored
+ * as F32) and `modules`, a JSON object giving, for each module whose `r`, `k`, `l`,
+ * `lora_alpha`, `seed` or `init` differs from the top-level value, those fields. LoRA files carry
+ * `k` = `l` = `0` and `init` = `kaiming-uniform`. A module's input and output features and
+ * column offset are not stored: its name and the base's config hash fix them.
+ *
+ * @module
+ */
+
+import {
+  adaptableModules,
+  type AdapterMethod,
+  AdapterSet,
+  type AttachConfig,
+  type ModuleOverride,
+  type ModulePlan,
+  planAdapters,
+} from "./attach.ts";
+import { BASIS_SPEC } from "./basis_spec.ts";
+import type { NolaInit } from "./nola_factors.ts";
+import {
+  checkQuantOptions,
+  dequantize,
+  packBits,
+  quantize,
+  type QuantOptions,
+  type QuantScheme,
+  unpackBits,
+} from "./quantize.ts";
+import { writeFileAtomic } from "../formats/atomic.ts";
+import { encodeSafetensors, SafetensorsFile, type TensorToWrite } from "../formats/safetensors.ts";
+import type { Dtype } from "../formats/safetensors.ts";
+import type { Gpt2 } from "../models/gpt2.ts";
+import { configHash } from "../models/gpt2_config.ts";
+
+/** The `format` this version writes and reads. */
+export const ADAPTER_FORMAT = "nola-gpu-adapter/1";
+
+/** What an adapter file describes, without the trained values. */
+export interface AdapterDescription {
+  /** The base model's name, e.g. `gpt2`. */
+  baseModel: string;
+  /** `configHash` of the base's architecture. */
+  baseConfigHash: string;
+  /** The attach config: its top-level settings become the file's top-level metadata. */
+  config: AttachConfig;
+  /** The adapted modules, as `planAdapters` resolved them. */
+  modules: ModulePlan[];
+}
+
+/** One module's trained values: NOLA's coefficients or LoRA's factors (row-major). */
+export type ModuleValues =
+  | { alpha: Float32Array; beta: Float32Array }
+  | { loraA: Float32Array; loraB: Float32Array };
+
+/** A file in memory, and the values a loader will get back from it. */
+export interface EncodedAdapter {
+  bytes: Uint8Array;
+  /** Per module: the stored values (for NOLA quantized files, the dequantized coefficients). */
+  values: Map<string, ModuleValues>;
+}
+
+/** An adapter file that cannot be written or cannot be loaded into a model. */
+export class AdapterFileError extends Error {
+  /** The file, as the caller named it (`<memory>` when encoding). */
+  readonly file: string;
+
+  /**
+   * @param message The whole message, naming the file.
+   * @param options The file and an optional cause.
+   */
+  constructor(message: string, options: { file: string; cause?: unknown }) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "AdapterFileError";
+    this.file = options.file;
+  }
+}
+
+const PER_MODULE: ReadonlyArray<[keyof ModulePlan, string]> = [
+  ["r", "r"],
+  ["k", "k"],
+  ["l", "l"],
+  ["loraAlpha", "lora_alpha"],
+  ["seed", "seed"],
+  ["init", "init"],
+];
+
+function globals(config: AttachConfig) {
+  const nola = config.method === "nola";
+  return {
+    r: config.r,
+    k: nola ? config.k ?? 0 : 0,
+    l: nola ? config.l ?? config.k ?? 0 : 0,
+    loraAlpha: config.loraAlpha,
+    seed: config.seed,
+    init: nola ? config.init ?? "official" : "kaiming-uniform",
+  } as Record<string, number | string>;
+}
+
+function metadataOf(desc: AdapterDescription, quant?: QuantOptions): Record<string, string> {
+  const { config } = desc;
+  const top = globals(config);
+  const modules: Record<string, Record<string, number | string>> = {};
+  for (const m of desc.modules) {
+    const diff: Record<string, number | string> = {};
+    for (const [field, key] of PER_MODULE) {
+      if (m[field] !== top[field]) diff[key] = m[field] as number | string;
+    }
+    if (Object.keys(diff).length > 0) modules[m.name] = diff;
+  }
+  return {
+    format: ADAPTER_FORMAT,
+    method: config.method,
+    base_model: desc.baseModel,
+    base_config_hash: desc.baseConfigHash,
+    targets: JSON.stringify(desc.modules.map((m) => m.name)),
+    r: String(top.r),
+    lora_alpha: String(top.loraAlpha),
+    k: String(top.k),
+    l: String(top.l),
+    seed: String(top.seed),
+    init: String(top.init),
+    basis_spec: BASIS_SPEC,
+    share_basis: String(config.method === "nola" && config.shareBasis === true),
+    quant_bits: quant ? String(quant.bits) : "32",
+    quant_scheme: quant ? quant.scheme : "none",
+    modules: JSON.stringify(modules),
+  };
+}
+
+type Spec = { name: string; dtype: Dtype; shape: number[] };
+
+function specsOf(desc: AdapterDescription, quant?: QuantOptions): Spec[] {
+  const specs: Spec[] = [];
+  const coeffs = (n: number): [Dtype, number[]] =>
+    quant ? ["U8", [Math.ceil((n * quant.bits) / 8)]] : ["F32", [n]];
+  for (const m of desc.modules) {
+    if (m.method === "nola") {
+      for (const [what, n] of [["alpha", m.k], ["beta", m.l]] as const) {
+        const [dtype, shape] = coeffs(n);
+        specs.push({ name: `${m.name}.${what}`, dtype, shape });
+      }
+    } else {
+      specs.push({ name: `${m.name}.lora_A`, dtype: "F32", shape: [m.r, m.inFeatures] });
+      specs.push({ name: `${m.name}.lora_B`, dtype: "F32", shape: [m.outFeatures, m.r] });
+    }
+  }
+  if (quant) {
+    const n = 2 * desc.modules.length;
+    specs.push({ name: "quant.scale", dtype: "F32", shape: [n] });
+    if (quant.scheme === "asymmetric") {
+      specs.push({ name: "quant.zero_point", dtype: "F32", shape: [n] });
+    }
+  }
+  return specs;
+}
+
+function checkQuantFor(desc: AdapterDescription, quant: QuantOptions | undefined): void {
+  if (!quant) return;
+  checkQuantOptions(quant);
+  if (desc.config.method !== "nola") {
+    throw new RangeError(`Cannot quantize a LoRA adapter: quantization applies to NOLA only`);
+  }
+}
+
+/**
+ * The exact size in bytes of the file {@link encodeAdapter} would write, computed from the
+ * header alone (no tensor data is built, so any model size is cheap).
+ *
+ * @param desc What the file describes.
+ * @param options Optional quantization.
+ * @returns The file size.
+ */
+export function adapterFileSize(desc: AdapterDescription, options: { quant?: QuantOptions } = {}) {
+  checkQuantFor(desc, options.quant);
+  // Mirrors the safetensors writer: metadata first, then the entries, padded to 8 bytes.
+  const entries = [`"__metadata__":${JSON.stringify(metadataOf(desc, options.quant))}`];
+  let offset = 0;
+  for (const { name, dtype, shape } of specsOf(desc, options.quant)) {
+    const size = shape.reduce((a, b) => a * b, 1) * (dtype === "U8" ? 1 : 4);
+    entries.push(
+      `${JSON.stringify(name)}:${
+        JSON.stringify({ dtype, shape, data_offsets: [offset, offset + size] })
+      }`,
+    );
+    offset += size;
+  }
+  const header = new TextEncoder().encode(`{${entries.join(",")}}`).length;
+  return 8 + Math.ceil(header / 8) * 8 + offset;
+}
+
+/**
+ * Encodes an adapter file from plain data (no GPU involved).
+ *
+ * @param desc What the file describes.
+ * @param values Each module's values, by name.
+ * @param options Optional quantization of NOLA coefficients.
+ * @returns The file's bytes and the values a loader will read back.
+ * @throws {RangeError} On missing or mis-sized values, or quantization of a LoRA adapter.
+ *
+ * @example A 4-bit NOLA file from synthetic coefficients
+ * ```ts
+ * import { planAdapters } from "./adapters/attach.ts";
+ * import { encodeAdapter } from "./adapters/adapter_file.ts";
+ * import { configHash, readGpt2Config } from "./models/gpt2_config.ts";
+ * const base = await readGpt2Config("fixtures/tiny-gpt2");
+ * const config = { method: "nola" as const, targets: ["h.*.attn.c_attn.q"], r: 4, k: 8,
+ *   loraAlpha: 4, seed: 0 };
+ * const modules = planAdapters(base, config);
+ * const values = new Map(modules.map((m) => [m.name,
+ *   { alpha: new Float32Array(8).fill(0.1), beta: new Float32Array(8).fill(-0.1) }]));
+ * const { bytes } = encodeAdapter({ baseModel: "tiny", baseConfigHash: configHash(base), config,
+ *   modules }, values, { quant: { bits: 4, scheme: "symmetric" } });
+ * ```
+ */
+export function encodeAdapter(
+  desc: AdapterDescription,
+  values: Map<string, ModuleValues>,
+  options: { quant?: QuantOptions } = {},
+): EncodedAdapter {
+  const { quant } = options;
+  checkQuantFor(desc, quant);
+  const tensors: TensorToWrite[] = [];
+  const stored = new Map<string, ModuleValues>();
+  const scales: number[] = [];
+  const zeroPoints: number[] = [];
+  const specs = specsOf(desc, quant);
+  const data = (v: Float32Array | undefined, n: number, name: string): Float32Array => {
+    if (!(v instanceof Float32Array) || v.length !== n) {
+      throw new RangeError(`Cannot encode adapter: "${name}" needs ${n} values, got ${v?.length}`);
+    }
+    return v;
+  };
+  for (const m of desc.modules) {
+    const v = values.get(m.name) as Partial<
+      Record<"alpha" | "beta" | "loraA" | "loraB", Float32Array>
+    >;
+    if (!v) throw new RangeError(`Cannot encode adapter: no values for module "${m.name}"`);
+    if (m.method === "lora") {
+      const a = data(v.loraA, m.r * m.inFeatures, `${m.name}.lora_A`);
+      const b = data(v.loraB, m.outFeatures * m.r, `${m.name}.lora_B`);
+      tensors.push({ ...specs[tensors.length], data: a }, {
+        ...specs[tensors.length + 1],
+        data: b,
+      });
+      stored.set(m.name, { loraA: a, loraB: b });
+      continue;
+    }
+    const out: Float32Array[] = [];
+    for (const [what, n] of [["alpha", m.k], ["beta", m.l]] as const) {
+      const x = data(v[what], n, `${m.name}.${what}`);
+      if (!quant) {
+        tensors.push({ ...specs[tensors.length], data: x });
+        out.push(x);
+        continue;
+      }
+      const q = quantize(x, quant);
+      tensors.push({ ...specs[tensors.length], data: packBits(q.codes, quant.bits) });
+      scales.push(q.scale);
+      zeroPoints.push(q.zeroPoint ?? 0);
+      out.push(q.dequantized);
+    }
+    stored.set(m.name, { alpha: out[0], beta: out[1] });
+  }
+  if (quant) {
+    tensors.push({ ...specs[tensors.length], data: Float32Array.from(scales) });
+    if (quant.scheme === "asymmetric") {
+      tensors.push({ ...specs[tensors.length], data: Float32Array.from(zeroPoints) });
+    }
+  }
+  return { bytes: encodeSafetensors(tensors, metadataOf(desc, quant)), values: stored };
+}
+
+/**
+ * Saves an attached set's trained values to one safetensors file, atomically.
+ *
+ * @param set The adapters (their current coefficients or factors are read from the GPU).
+ * @param path The file to create or replace.
+ * @param options The base model's name and optional quantization (NOLA only).
+ * @returns The file size and the values a loader will read back.
+ */
+export async function saveAdapter(
+  set: AdapterSet,
+  path: string,
+  options: { baseModel: string; quant?: QuantOptions },
+): Promise<{ size: number; values: Map<string, ModuleValues> }> {
+  const values = new Map<string, ModuleValues>();
+  set.model.gpu.flush();
+  for (const m of set.modules) {
+    values.set(
+      m.name,
+      m.nola
+        ? { alpha: await read(m.nola.alpha), beta: await read(m.nola.beta) }
+        : { loraA: await read(m.adapter.a), loraB: await read(m.adapter.b) },
+    );
+  }
+  const modules = set.modules.map(({ adapter: _a, nola: _n, ...plan }) => plan);
+  const desc = {
+    baseModel: options.baseModel,
+    baseConfigHash: configHash(set.model.config),
+    config: set.config,
+    modules,
+  };
+  const encoded = encodeAdapter(desc, values, { quant: options.quant });
+  await writeFileAtomic(path, encoded.bytes);
+  return { size: encoded.bytes.length, values: encoded.values };
+}
+
+async function read(t: { read(): Promise<unknown> }): Promise<Float32Array> {
+  return (await t.read()) as Float32Array;
+}
+
+const fileFailure = (path: string) => (message: string): never => {
+  throw new AdapterFileError(`Cannot load adapter "${path}": ${message}`, { file: path });
+};
+
+/**
+ * Reads an adapter file and attaches it to a model: checks the format version, the method (when
+ * `options.method` is given), the basis spec, the base's config hash, the module names and every
+ * tensor's dtype and shape, then attaches the adapters and fills their coefficients (dequantized,
+ * for quantized files) or factors.
+ *
+ * @param model The base model the adapter was trained on.
+ * @param path The adapter file.
+ * @param options `maxRows` as {@link AdapterSet.attach}; `method` to refuse the other method.
+ * @returns The attached set, its NOLA factors combined.
+ * @throws {AdapterFileError} With the reason the file does not fit the model.
+ * @throws {SafetensorsError} If the file is not a valid safetensors file.
+ *
+ * @example
+ * ```ts
+ * import { loadAdapter } from "./adapters/adapter_file.ts";
+ * import { Gpu } from "./kernels/gpu.ts";
+ * import { Gpt2 } from "./models/gpt2.ts";
+ * using gpu = await Gpu.acquire();
+ * using model = await Gpt2.load(gpu, "fixtures/tiny-gpt2");
+ * using set = await loadAdapter(model, "out/run/adapter.safetensors", { maxRows: 64 });
+ * ```
+ */
+export async function loadAdapter(
+  model: Gpt2,
+  path: string,
+  options: { maxRows: number; method?: AdapterMethod },
+): Promise<AdapterSet> {
+  const fail = fileFailure(path);
+  using file = await SafetensorsFile.open(path);
+  const md = file.metadata;
+  const get = (key: string): string => md[key] ?? fail(`metadata "${key}" is missing`);
+  if (get("format") !== ADAPTER_FORMAT) {
+    fail(`format "${md.format}" is not supported (this version reads "${ADAPTER_FORMAT}")`);
+  }
+  const method = get("method") as AdapterMethod;
+  if (method !== "nola" && method !== "lora") fail(`method "${method}" is unknown`);
+  if (options.method !== undefined && method !== options.method) {
+    fail(`it is a ${method} adapter, expected ${options.method}`);
+  }
+  const nola = method === "nola";
+  if (nola && get("basis_spec") !== BASIS_SPEC) {
+    fail(`basis_spec "${md.basis_spec}" is unknown (this version generates "${BASIS_SPEC}")`);
+  }
+  const hash = configHash(model.config);
+  if (get("base_config_hash") !== hash) {
+    fail(
+      `base config hash ${md.base_config_hash} does not match the model's ${hash} ` +
+        `(trained on "${md.base_model}", another architecture)`,
+    );
+  }
+  const json = (key: string): unknown => {
+    try {
+      return JSON.parse(get(key));
+    } catch {
+      return fail(`metadata "${key}" is not JSON`);
+    }
+  };
+  const targets = json("targets");
+  if (!Array.isArray(targets) || !targets.every((t) => typeof t === "string")) {
+    return fail(`metadata "targets" is not a list of module names`);
+  }
+  const known = new Set(adaptableModules(model.config).map((m) => m.name));
+  const unknown = targets.find((t) => !known.has(t));
+  if (unknown !== undefined) fail(`module "${unknown}" is not in the model`);
+  const num = (key: string, from: Record<string, unknown> = md): number => {
+    const v = Number(from[key]);
+    return Number.isFinite(v) ? v : fail(`"${key}" is ${JSON.stringify(from[key])}, not a number`);
+  };
+  const quantBits = num("quant_bits");
+  const quantScheme = get("quant_scheme");
+  let quant: QuantOptions | undefined;
+  if (quantScheme !== "none" || quantBits !== 32) {
+    quant = { bits: quantBits, scheme: quantScheme as QuantScheme };
+    try {
+      checkQuantOptions(quant);
+    } catch (e) {
+      fail((e as Error).message);
+    }
+    if (!nola) fail(`a LoRA adapter cannot be quantized`);
+  }
+  const overrides: ModuleOverride[] = [];
+  const perModule = json("modules") as Record<string, Record<string, unknown>>;
+  for (const [name, diff] of Object.entries(perModule ?? {})) {
+    const o: ModuleOverride = { pattern: name };
+    for (const [field, key] of PER_MODULE) {
+      if (!(key in diff)) continue;
+      Object.assign(o, { [field]: key === "init" ? diff[key] : num(key, diff) });
+    }
+    overrides.push(o);
+  }
+  const config: AttachConfig = {
+    method,
+    targets,
+    r: num("r"),
+    loraAlpha: num("lora_alpha"),
+    seed: num("seed"),
+    ...(nola
+      ? {
+        k: num("k"),
+        l: num("l"),
+        init: get("init") as NolaInit,
+        shareBasis: get("share_basis") === "true",
+      }
+      : {}),
+    ...(overrides.length > 0 ? { overrides } : {}),
+  };
+  let modules: ModulePlan[];
+  try {
+    modules = planAdapters(model.config, config);
+  } catch (e) {
+    return fail((e as Error).message);
+  }
+  const desc = { baseModel: get("base_model"), baseConfigHash: hash, config, modules };
+  const specs = specsOf(desc, quant);
+  const expected = new Set(specs.map((s) => s.name));
+  const extra = file.names().find((n) => !expected.has(n));
+  if (extra !== undefined) fail(`tensor "${extra}" belongs to no module of the adapter`);
+  for (const { name, dtype, shape } of specs) {
+    const info = file.tensors.get(name) ?? fail(`tensor "${name}" is missing`);
+    if (info.dtype !== dtype || info.shape.join() !== shape.join()) {
+      fail(
+        `tensor "${name}" is ${info.dtype} [${info.shape}], the model needs ${dtype} [${shape}]`,
+      );
+    }
+  }
+  const scales = quant ? await file.readFloat32("quant.scale") : undefined;
+  const zeroPoints = quant?.scheme === "asymmetric"
+    ? await file.readFloat32("quant.zero_point")
+    : undefined;
+  const values = new Map<string, ModuleValues>();
+  for (const [i, m] of modules.entries()) {
+    if (!nola) {
+      values.set(m.name, {
+        loraA: await file.readFloat32(`${m.name}.lora_A`),
+        loraB: await file.readFloat32(`${m.name}.lora_B`),
+      });
+      continue;
+    }
+    const coeffs = async (what: "alpha" | "beta", n: number, slot: number) => {
+      const name = `${m.name}.${what}`;
+      if (!quant) return await file.readFloat32(name);
+      const codes = unpackBits(await file.readBytes(name), quant.bits, n);
+      const q = { ...quant, scale: scales![slot], zeroPoint: zeroPoints?.[slot] };
+      try {
+        return dequantize(codes, q);
+      } catch (e) {
+        return fail(`tensor "${name}": ${(e as Error).message}`);
+      }
+    };
+    values.set(m.name, {
+      alpha: await coeffs("alpha", m.k, 2 * i),
+      beta: await coeffs("beta", m.l, 2 * i + 1),
+    });
+  }
+  const set = await AdapterSet.attach(model, config, { maxRows: options.maxRows });
+  const { gpu } = model;
+  for (const m of set.modules) {
+    const v = values.get(m.name)!;
+    if ("alpha" in v) {
+      gpu.write(m.nola!.alpha.buffer, v.alpha);
+      gpu.write(m.nola!.beta.buffer, v.beta);
+    } else {
+      gpu.write(m.adapter.a.buffer, v.loraA);
+      gpu.write(m.adapter.b.buffer, v.loraB);
+    }
+  }
+  set.prepareStep();
+  return set;
+}
