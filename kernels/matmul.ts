@@ -10,11 +10,14 @@ import { align, type BufferBinding, type Gpu, type Kernel } from "./gpu.ts";
 import { Tensor, window } from "./tensor.ts";
 import MATMUL_WGSL from "./matmul.wgsl" with { type: "text" };
 
-/** The kernels of `matmul.wgsl`: registers only, registers with vec4 loads, or shared memory. */
-export type MatmulVariant = "blocked" | "vec4" | "tiled";
+/**
+ * The kernels of `matmul.wgsl`: 4x4 registers with scalar loads (any layout), 8x8 or 16x32
+ * registers with vec4 loads (aligned layouts; others fall back to `blocked`), or shared memory.
+ */
+export type MatmulVariant = "blocked" | "vec4" | "wide" | "tiled";
 
 /** Every variant, in the order "auto" measures them. */
-export const MATMUL_VARIANTS: readonly MatmulVariant[] = ["blocked", "vec4", "tiled"];
+export const MATMUL_VARIANTS: readonly MatmulVariant[] = ["blocked", "vec4", "wide", "tiled"];
 
 /** Options of {@link Matmul.run}. */
 export interface MatmulOptions {
@@ -82,11 +85,23 @@ const chosenVariants = new Map<string, MatmulVariant>();
 /** Workgroup shapes and the C tile each workgroup covers. */
 const GEOMETRY = {
   blocked: { constants: { WG_X: 8, WG_Y: 1 }, rows: 4, cols: 32 },
-  vec4: { constants: { WG_X: 8, WG_Y: 1 }, rows: 4, cols: 64 },
+  vec4: { constants: { WG_X: 8, WG_Y: 1 }, rows: 8, cols: 64 },
+  wide: { constants: { WG_X: 8, WG_Y: 1 }, rows: 16, cols: 256 },
   tiled: { constants: {}, rows: 64, cols: 64 },
 } as const;
 
-const VEC4_ENTRIES = ["matmul_vec4_nn", "matmul_vec4_nt", "matmul_vec4_tn", "matmul_vec4_tt"];
+/** Entry points by variant and layout (`nt` = A·Bᵀ); a missing layout falls back to vec4. */
+const ENTRIES: Record<MatmulVariant, Partial<Record<"nn" | "nt" | "tn" | "tt", string>>> = {
+  blocked: { nn: "matmul_blocked" },
+  vec4: {
+    nn: "matmul_vec4_nn",
+    nt: "matmul_vec4_nt",
+    tn: "matmul_vec4_tn",
+    tt: "matmul_vec4_tt",
+  },
+  wide: { nn: "matmul_wide_nn", nt: "matmul_wide_nt", tn: "matmul_wide_tn" },
+  tiled: { nn: "matmul_tiled" },
+};
 
 /** One rectangular piece of the problem: batch, rows, columns and K ranges, half open. */
 interface Chunk {
@@ -141,11 +156,9 @@ export class Matmul {
     options: { variant?: MatmulVariant | "auto" } = {},
   ): Promise<Matmul> {
     const kernels = new Map<string, Kernel>();
-    const entries: [string, MatmulVariant][] = [
-      ["matmul_blocked", "blocked"],
-      ...VEC4_ENTRIES.map((e): [string, MatmulVariant] => [e, "vec4"]),
-      ["matmul_tiled", "tiled"],
-    ];
+    const entries = MATMUL_VARIANTS.flatMap((variant) =>
+      Object.values(ENTRIES[variant]).map((entry) => [entry, variant] as const)
+    );
     await Promise.all(entries.map(async ([entry, variant]) => {
       kernels.set(
         entry,
@@ -287,8 +300,11 @@ export class Matmul {
   #dispatch(r: Resolved, spans: Span[], chunk: Chunk): void {
     const [spanA, spanB, spanC, spanBias] = spans;
     const bind = (span: Span, vec4: boolean) => bindSpan(this.gpu, span, chunk, vec4);
-    let vec4 = r.variant === "vec4" && r.lda % 4 === 0 && r.ldb % 4 === 0 &&
-      (extent(chunk.z) === 1 || (r.strideA % 4 === 0 && r.strideB % 4 === 0));
+    const layout = `${r.transA ? "t" : "n"}${r.transB ? "t" : "n"}` as const;
+    let variant: MatmulVariant = r.variant;
+    if (variant === "wide" && !ENTRIES.wide[layout]) variant = "vec4";
+    let vec4 = (variant === "vec4" || variant === "wide") && r.lda % 4 === 0 &&
+      r.ldb % 4 === 0 && (extent(chunk.z) === 1 || (r.strideA % 4 === 0 && r.strideB % 4 === 0));
     let a = vec4 ? bind(spanA, true) : null;
     let b = vec4 ? bind(spanB, true) : null;
     if (!a || !b || a.shift % 4 !== 0 || b.shift % 4 !== 0) {
@@ -296,10 +312,8 @@ export class Matmul {
       a = bind(spanA, false)!;
       b = bind(spanB, false)!;
     }
-    const variant: MatmulVariant = vec4 ? "vec4" : r.variant === "vec4" ? "blocked" : r.variant;
-    const entry = variant === "vec4"
-      ? VEC4_ENTRIES[(r.transA ? 2 : 0) + (r.transB ? 1 : 0)]
-      : `matmul_${variant}`;
+    if (!vec4 && (variant === "vec4" || variant === "wide")) variant = "blocked";
+    const entry = ENTRIES[variant][layout] ?? ENTRIES[variant].nn!;
     const c = bind(spanC, false)!;
     const bias = chunk.bias && spanBias ? bind(spanBias, false)! : a;
     const m = extent(chunk.i);
