@@ -51,7 +51,7 @@ const OPS: readonly MatmulOp[] = ["A·B", "A·Bᵀ", "Aᵀ·B"];
 
 /**
  * Times every variant on every op and shape: one run to warm up and size the repetitions, then
- * as many repetitions as fit `budgetMs`, recorded into one timed pass.
+ * as many repetitions as fit `budgetMs` (at least one), recorded into one timed pass.
  *
  * @param gpu the device to measure
  * @param options row filter and time budget
@@ -85,15 +85,12 @@ export async function benchMatmul(
       using out = Tensor.empty(gpu, [m, n]);
       for (const variant of variants) {
         const once = () => matmul.run(a, b, { transA, transB, out, variant });
+        // The first run pays one-time costs (a CPU driver compiles on first dispatch).
         const first = await gpu.time(once);
-        let reps = 1;
-        let timed = first;
-        if (first.ms < budgetMs) {
-          reps = Math.min(64, Math.max(1, Math.floor(budgetMs / first.ms)));
-          timed = await gpu.time(() => {
-            for (let r = 0; r < reps; r++) once();
-          });
-        }
+        const reps = Math.min(64, Math.max(1, Math.floor(budgetMs / first.ms)));
+        const timed = await gpu.time(() => {
+          for (let r = 0; r < reps; r++) once();
+        });
         const ms = timed.ms / reps;
         rows.push({
           variant,
