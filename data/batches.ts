@@ -1,0 +1,373 @@
+/**
+ * Micro-batches for training and evaluation, and the project's seeded shuffle.
+ *
+ * A micro-batch is `{ B, T, tokens, targets, mask }` (the training conventions): row `b` holds one
+ * {@linkcode Row} (`rows` from data/examples.ts) padded to `T` with the end-of-text id;
+ * `targets[t] = tokens[t + 1]` inside the row, the end-of-text id past its end; `mask` is the row's
+ * target mask, 0 on padding.
+ *
+ * **Shuffle.** Epoch `e` visits the rows in the order of {@linkcode permutation}`(n, seed, e)`:
+ * a Fisher-Yates shuffle (from the last index down, `j` uniform in `[0, i]`) driven by
+ * xoshiro128** seeded from the 32-bit words of `(seed, epoch)` (murmur3's `fmix32`, absorbed then
+ * squeezed, see {@linkcode Random}), with unbiased integers by rejection.
+ * Each epoch's order depends only on `(seed, epoch)`, so the state `{ epoch, position, seed, step }`
+ * is all it takes to resume: restoring it gives exactly the batches an uninterrupted run gives.
+ *
+ * **Steps.** An optimizer step is `gradAccum` consecutive micro-batches of the stream; a step may
+ * span the end of an epoch, so every step but possibly the last has the same number of
+ * micro-batches. Training ends after `steps` optimizer steps (cycling epochs) or after `epochs`
+ * epochs.
+ *
+ * **Drop-last.** With `dropLast: true` (the default) the `n mod B` rows left at the end of an
+ * epoch are skipped (they are seen in other epochs, in another order), and with `epochs`, a last
+ * step with fewer than `gradAccum` micro-batches is not returned. With `dropLast: false` the last
+ * micro-batch of an epoch is padded with empty rows (mask 0; `B` never changes, so GPU buffers sized
+ * for `(B, T)` serve every batch) and the last step may be short.
+ *
+ * @module
+ */
+
+import type { Row } from "./examples.ts";
+
+/** One micro-batch, as the model and trainer take it. */
+export interface MicroBatch {
+  /** Rows. */
+  B: number;
+  /** Positions per row. */
+  T: number;
+  /** Input token ids, `[B, T]` row-major. */
+  tokens: Uint32Array;
+  /** The next token at each position (the end-of-text id where masked). */
+  targets: Uint32Array;
+  /** 1 where the target counts towards the loss, 0 on prompts, boundaries and padding. */
+  mask: Float32Array;
+}
+
+/** Where a training stream stands; restoring it continues the exact same sequence of batches. */
+export interface BatchState {
+  /** The current epoch, from 0. */
+  epoch: number;
+  /** Rows of this epoch's order already consumed. */
+  position: number;
+  /** The shuffle seed. */
+  seed: number;
+  /** Optimizer steps already returned. */
+  step: number;
+}
+
+/** A seeded generator of 32-bit integers: xoshiro128** (Blackman and Vigna, 2018). */
+export class Random {
+  readonly #s = new Uint32Array(4);
+
+  /**
+   * @param seed Any safe integer (its low 53 bits are used).
+   * @param stream A second integer mixed in, such as the epoch.
+   */
+  constructor(seed: number, stream = 0) {
+    if (!Number.isSafeInteger(seed) || !Number.isSafeInteger(stream)) {
+      throw new RangeError(`Invalid seed ${seed}/${stream}: expected safe integers`);
+    }
+    // Absorb the four 32-bit words of (seed, stream) with murmur3's finaliser, then squeeze four
+    // state words (SplitMix32 style): nearby seeds give unrelated states.
+    const words = [
+      seed >>> 0,
+      Math.floor(seed / 2 ** 32) >>> 0,
+      stream >>> 0,
+      Math.floor(stream / 2 ** 32) >>> 0,
+    ];
+    let h = 0;
+    for (const w of words) h = fmix32((h ^ w) + 0x9e3779b9);
+    for (let i = 0; i < 4; i++) {
+      h = fmix32(h + 0x9e3779b9);
+      this.#s[i] = h;
+    }
+    if ((this.#s[0] | this.#s[1] | this.#s[2] | this.#s[3]) === 0) this.#s[0] = 1;
+  }
+
+  /** @returns The next uniform integer in `[0, 2^32)`. */
+  nextUint32(): number {
+    const s = this.#s;
+    const result = Math.imul(rotl(Math.imul(s[1], 5), 7), 9) >>> 0;
+    const t = (s[1] << 9) >>> 0;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 11);
+    return result;
+  }
+
+  /**
+   * @param n The bound, an integer in `[1, 2^32]`.
+   * @returns A uniform integer in `[0, n)`, without modulo bias (rejection).
+   */
+  below(n: number): number {
+    if (!Number.isInteger(n) || n < 1 || n > 2 ** 32) {
+      throw new RangeError(`Invalid bound ${n}: expected an integer in [1, 2^32]`);
+    }
+    const threshold = 2 ** 32 % n; // values under it would make low results more likely
+    for (;;) {
+      const x = this.nextUint32();
+      if (x >= threshold) return x % n;
+    }
+  }
+}
+
+function fmix32(x: number): number {
+  x = x >>> 0;
+  x = Math.imul(x ^ (x >>> 16), 0x85ebca6b);
+  x = Math.imul(x ^ (x >>> 13), 0xc2b2ae35);
+  return (x ^ (x >>> 16)) >>> 0;
+}
+
+function rotl(x: number, k: number): number {
+  return ((x << k) | (x >>> (32 - k))) >>> 0;
+}
+
+/**
+ * The order in which epoch `epoch` visits `n` items.
+ *
+ * @param n How many items.
+ * @param seed The shuffle seed.
+ * @param epoch The epoch (any safe integer stream; splits use their own).
+ * @returns A permutation of `0 .. n-1`.
+ *
+ * @example
+ * ```ts
+ * import { permutation } from "./batches.ts";
+ * permutation(5, 42, 0); // the same five indices in the same order on every run and machine
+ * ```
+ */
+export function permutation(n: number, seed: number, epoch: number): Uint32Array {
+  const order = new Uint32Array(n);
+  for (let i = 0; i < n; i++) order[i] = i;
+  const random = new Random(seed, epoch);
+  for (let i = n - 1; i > 0; i--) {
+    const j = random.below(i + 1);
+    const t = order[i];
+    order[i] = order[j];
+    order[j] = t;
+  }
+  return order;
+}
+
+/**
+ * Lays rows out as one micro-batch; missing rows (fewer than `B`) are padding.
+ *
+ * @param rows At most `B` rows, each at most `T` tokens.
+ * @param options `B`, `T`, and `eosId`, the id padding and masked targets take.
+ * @returns The micro-batch.
+ * @throws {RangeError} If there are more than `B` rows or a row is longer than `T`.
+ */
+export function microBatch(
+  rows: readonly Row[],
+  options: { B: number; T: number; eosId: number },
+): MicroBatch {
+  const { B, T, eosId } = options;
+  if (rows.length > B) throw new RangeError(`Cannot batch ${rows.length} rows with B = ${B}`);
+  const tokens = new Uint32Array(B * T).fill(eosId);
+  const targets = new Uint32Array(B * T).fill(eosId);
+  const mask = new Float32Array(B * T);
+  rows.forEach((row, b) => {
+    const n = row.tokens.length;
+    if (n > T) throw new RangeError(`Cannot batch a row of ${n} tokens with T = ${T}`);
+    tokens.set(row.tokens, b * T);
+    targets.set(row.tokens.subarray(1), b * T);
+    for (let t = 0; t < n; t++) mask[b * T + t] = row.mask[t];
+  });
+  return { B, T, tokens, targets, mask };
+}
+
+/** Options of {@linkcode TrainBatches}. */
+export interface TrainBatchesOptions {
+  /** Rows per micro-batch. */
+  B: number;
+  /** Positions per row. */
+  T: number;
+  /** The end-of-text id: padding and masked targets. */
+  eosId: number;
+  /** The shuffle seed (ignored when `state` is given: the state carries its seed). */
+  seed: number;
+  /** Micro-batches per optimizer step (default 1). */
+  gradAccum?: number;
+  /** Epochs to run; give this or `steps`. */
+  epochs?: number;
+  /** Optimizer steps to run, cycling through epochs; give this or `epochs`. */
+  steps?: number;
+  /** Skip an epoch's last partial micro-batch and a last short step (default true). */
+  dropLast?: boolean;
+  /** Visit rows in order instead of shuffling (default true: shuffle). */
+  shuffle?: boolean;
+  /** Resume from this state. */
+  state?: BatchState;
+}
+
+/**
+ * The training stream: shuffled micro-batches grouped into optimizer steps.
+ *
+ * @example Two epochs, two micro-batches per step, resumable
+ * ```ts
+ * import { TrainBatches } from "./batches.ts";
+ * const batches = new TrainBatches(rows, { B: 4, T: 64, eosId: 299, seed: 1, epochs: 2, gradAccum: 2 });
+ * for (let step = batches.nextStep(); step; step = batches.nextStep()) {
+ *   // train on step (an array of micro-batches); save batches.state() with the checkpoint
+ * }
+ * ```
+ */
+export class TrainBatches {
+  /** The number of optimizer steps the whole run takes. */
+  readonly totalSteps: number;
+  /** Micro-batches per epoch. */
+  readonly microBatchesPerEpoch: number;
+  readonly #rows: readonly Row[];
+  readonly #B: number;
+  readonly #T: number;
+  readonly #eosId: number;
+  readonly #gradAccum: number;
+  readonly #dropLast: boolean;
+  readonly #shuffle: boolean;
+  readonly #epochs?: number;
+  #state: BatchState;
+  #order?: { epoch: number; order: Uint32Array };
+
+  /**
+   * @param rows The training rows (from data/examples.ts).
+   * @param options Sizes, seed, length of the run, and an optional state to resume.
+   * @throws {RangeError} On empty data, sizes that are not positive integers, both or neither of
+   * `epochs` and `steps`, or a state that does not fit the data.
+   */
+  constructor(rows: readonly Row[], options: TrainBatchesOptions) {
+    const { B, T, eosId } = options;
+    const gradAccum = options.gradAccum ?? 1;
+    for (const [name, value] of [["B", B], ["T", T], ["gradAccum", gradAccum]] as const) {
+      if (!Number.isInteger(value) || value < 1) {
+        throw new RangeError(`Invalid ${name} ${value}: expected a positive integer`);
+      }
+    }
+    if ((options.epochs === undefined) === (options.steps === undefined)) {
+      throw new RangeError("Invalid batch options: give exactly one of epochs and steps");
+    }
+    const length = options.epochs ?? options.steps!;
+    if (!Number.isInteger(length) || length < 1) {
+      throw new RangeError(
+        `Invalid ${
+          options.epochs === undefined ? "steps" : "epochs"
+        } ${length}: expected a positive integer`,
+      );
+    }
+    const dropLast = options.dropLast ?? true;
+    const perEpoch = dropLast ? Math.floor(rows.length / B) : Math.ceil(rows.length / B);
+    if (perEpoch === 0) {
+      throw new RangeError(
+        `Cannot make batches: ${rows.length} rows make no full micro-batch of B = ${B}`,
+      );
+    }
+    for (const row of rows) {
+      if (row.tokens.length > T) {
+        throw new RangeError(`Cannot batch a row of ${row.tokens.length} tokens with T = ${T}`);
+      }
+    }
+    this.#rows = rows;
+    this.#B = B;
+    this.#T = T;
+    this.#eosId = eosId;
+    this.#gradAccum = gradAccum;
+    this.#dropLast = dropLast;
+    this.#shuffle = options.shuffle ?? true;
+    this.#epochs = options.epochs;
+    this.microBatchesPerEpoch = perEpoch;
+    if (options.epochs !== undefined) {
+      const micro = options.epochs * perEpoch;
+      this.totalSteps = dropLast ? Math.floor(micro / gradAccum) : Math.ceil(micro / gradAccum);
+    } else {
+      this.totalSteps = options.steps!;
+    }
+    this.#state = { epoch: 0, position: 0, seed: options.seed, step: 0 };
+    if (options.state) this.restore(options.state);
+  }
+
+  /** @returns A copy of the current state, to save with a checkpoint. */
+  state(): BatchState {
+    return { ...this.#state };
+  }
+
+  /**
+   * Continues from a saved state.
+   *
+   * @param state A state from {@linkcode TrainBatches.state} on the same rows and options.
+   * @throws {RangeError} If the state cannot belong to this data.
+   */
+  restore(state: BatchState): void {
+    const { epoch, position, seed, step } = state;
+    const ok = Number.isSafeInteger(seed) && Number.isInteger(epoch) && epoch >= 0 &&
+      Number.isInteger(step) && step >= 0 && step <= this.totalSteps &&
+      Number.isInteger(position) && position >= 0 && position < this.#rows.length;
+    if (!ok) {
+      throw new RangeError(
+        `Cannot resume batches from ${
+          JSON.stringify(state)
+        }: it does not fit ${this.#rows.length} rows and ${this.totalSteps} steps`,
+      );
+    }
+    this.#state = { epoch, position, seed, step };
+  }
+
+  /**
+   * The micro-batches of the next optimizer step.
+   *
+   * @returns `gradAccum` micro-batches (fewer only for a last step without drop-last), or `null`
+   * when the run is over.
+   */
+  nextStep(): MicroBatch[] | null {
+    if (this.#state.step >= this.totalSteps) return null;
+    const out: MicroBatch[] = [];
+    while (out.length < this.#gradAccum && !this.#epochsDone()) out.push(this.#nextMicroBatch());
+    if (out.length === 0) return null;
+    this.#state.step++;
+    return out;
+  }
+
+  #epochsDone(): boolean {
+    return this.#epochs !== undefined && this.#state.epoch >= this.#epochs;
+  }
+
+  #nextMicroBatch(): MicroBatch {
+    const n = this.#rows.length;
+    const { epoch, position, seed } = this.#state;
+    if (this.#order?.epoch !== epoch) {
+      const order = this.#shuffle
+        ? permutation(n, seed, epoch)
+        : Uint32Array.from({ length: n }, (_, i) => i);
+      this.#order = { epoch, order };
+    }
+    const end = Math.min(position + this.#B, n);
+    const rows: Row[] = [];
+    for (let i = position; i < end; i++) rows.push(this.#rows[this.#order.order[i]]);
+    const batch = microBatch(rows, { B: this.#B, T: this.#T, eosId: this.#eosId });
+    const remaining = n - end;
+    if (remaining === 0 || (this.#dropLast && remaining < this.#B)) {
+      this.#state.epoch++;
+      this.#state.position = 0;
+    } else {
+      this.#state.position = end;
+    }
+    return batch;
+  }
+}
+
+/**
+ * Validation or test micro-batches: every row once, in order, the last micro-batch padded.
+ *
+ * @param rows The rows.
+ * @param options `B`, `T`, `eosId` as for {@linkcode microBatch}.
+ * @returns Micro-batches, `ceil(rows / B)` of them.
+ */
+export function* evalBatches(
+  rows: readonly Row[],
+  options: { B: number; T: number; eosId: number },
+): Generator<MicroBatch> {
+  for (let i = 0; i < rows.length; i += options.B) {
+    yield microBatch(rows.slice(i, i + options.B), options);
+  }
+}
