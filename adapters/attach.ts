@@ -506,6 +506,11 @@ export class AdapterSet implements Disposable {
     }
   }
 
+  /** Bytes the set keeps on the GPU (factors, coefficients, gradients, saved activations). */
+  get bytes(): number {
+    return this.modules.reduce((s, m) => s + m.adapter.bytes + (m.nola?.bytes ?? 0), 0);
+  }
+
   /** Removes the set's adapters from the model (others stay); the tensors stay until disposed. */
   detach(): void {
     if (!this.#attached) return;

@@ -242,6 +242,14 @@ export class LowRankLinear implements LinearAdapter, Disposable {
   }
 
   /** Frees the adapter's GPU memory. */
+  /** Bytes of every tensor the adapter owns (factors, their gradients, saved activations). */
+  get bytes(): number {
+    return [this.a, this.b, this.da, this.db, this.t, this.dt].reduce(
+      (s, t) => s + t.byteLength,
+      0,
+    );
+  }
+
   [Symbol.dispose](): void {
     for (const t of [this.a, this.b, this.da, this.db, this.t, this.dt]) t[Symbol.dispose]();
   }

@@ -193,6 +193,11 @@ export class NolaFactors implements Disposable {
   }
 
   /** Frees the coefficient tensors (not the adapter, which has its own owner). */
+  /** Bytes of the coefficients and their gradients. */
+  get bytes(): number {
+    return [this.alpha, this.beta, this.dalpha, this.dbeta].reduce((s, t) => s + t.byteLength, 0);
+  }
+
   [Symbol.dispose](): void {
     for (const t of [this.alpha, this.beta, this.dalpha, this.dbeta]) t[Symbol.dispose]();
   }

@@ -19,6 +19,8 @@ const PARAMS_BYTES = 48;
 const TARGET_INVOCATIONS = 1 << 16;
 /** Fewest bases per chunk: below that, the partial sums cost more than they save. */
 const MIN_CHUNK = 8;
+/** Most chunks: bounds the partial sums at 16 factor-sized buffers whatever k is. */
+const MAX_CHUNKS = 16;
 
 /**
  * A run of f32 elements: a whole tensor, or `size` elements of a buffer from element `begin`
@@ -213,7 +215,7 @@ export class NolaKernels {
     let chunk = this.chunk;
     if (chunk === undefined) {
       const wanted = Math.ceil(TARGET_INVOCATIONS / Math.max(Math.ceil(elements / 4), 1));
-      const chunks = Math.max(1, Math.min(wanted, Math.ceil(count / MIN_CHUNK)));
+      const chunks = Math.max(1, Math.min(wanted, MAX_CHUNKS, Math.ceil(count / MIN_CHUNK)));
       chunk = Math.max(1, Math.ceil(count / chunks));
     }
     return { chunk, chunks: Math.max(1, Math.ceil(count / chunk)) };

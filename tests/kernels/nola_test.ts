@@ -96,7 +96,9 @@ Deno.test("NOLA combine matches the float64 reference on odd shapes", GPU_TEST, 
   const nola = await NolaKernels.load(await testGpu());
   // Many bases take the chunked two-pass path, few the single pass.
   assert(CASES.every((c) => (nola.chunking(c.count, c.rows * c.cols).chunks > 1) === c.count > 8));
-  assert.deepEqual(nola.chunking(1024, 8 * 768), { chunk: 24, chunks: 43 });
+  // The chunk count is capped, so partial sums stay within 16 factor-sized buffers for any k.
+  assert.deepEqual(nola.chunking(1024, 8 * 768), { chunk: 64, chunks: 16 });
+  assert.deepEqual(nola.chunking(4096, 8 * 768), { chunk: 256, chunks: 16 });
   await combineCases(nola, freshSeed(), CASES);
 });
 
