@@ -22,15 +22,6 @@ function matmul(): Promise<Matmul> {
   return loaded ??= testGpu().then((gpu) => Matmul.load(gpu, { variant: "blocked" }));
 }
 
-let small: Promise<{ gpu: Gpu; matmul: Matmul }> | null = null;
-/** A second device whose storage bindings hold only 64 KiB, so big operands must be split. */
-function smallBindings(): Promise<{ gpu: Gpu; matmul: Matmul }> {
-  return small ??= (async () => {
-    const gpu = await Gpu.acquire({ maxBindingBytes: 64 * 1024 });
-    return { gpu, matmul: await Matmul.load(gpu, { variant: "blocked" }) };
-  })();
-}
-
 /** A layout with its defaults filled in, as the reference and the buffer sizes need them. */
 function dense(layout: MatmulLayout & { bias?: boolean }) {
   const { m, n, k, transA = false, transB = false } = layout;
@@ -278,7 +269,9 @@ Deno.test("run rejects mismatched shapes with a message naming them", GPU_TEST, 
 });
 
 Deno.test("operands larger than one binding are split into chunks", GPU_TEST, async () => {
-  const setup = await smallBindings();
+  // A second device whose storage bindings hold only 64 KiB, so big operands must be split.
+  using gpu = await Gpu.acquire({ maxBindingBytes: 64 * 1024 });
+  const setup = { gpu, matmul: await Matmul.load(gpu, { variant: "blocked" }) };
   const seed = freshSeed();
   // 64 KiB holds 16384 floats: each case makes a different operand (or several) too big.
   const cases: (MatmulLayout & { bias?: boolean })[] = [
