@@ -303,7 +303,8 @@ export class Matmul {
     const bind = (span: Span, vec4: boolean) => bindSpan(this.gpu, span, chunk, vec4);
     const layout = `${r.transA ? "t" : "n"}${r.transB ? "t" : "n"}` as const;
     let variant: MatmulVariant = r.variant;
-    if (variant === "wide" && !ENTRIES.wide[layout]) variant = "vec4";
+    // A 16-row tile on a few rows (decoding, small batches) wastes most of its work.
+    if (variant === "wide" && (!ENTRIES.wide[layout] || extent(chunk.i) <= 8)) variant = "vec4";
     let vec4 = (variant === "vec4" || variant === "wide") && r.lda % 4 === 0 &&
       r.ldb % 4 === 0 && (extent(chunk.z) === 1 || (r.strideA % 4 === 0 && r.strideB % 4 === 0));
     let a = vec4 ? bind(spanA, true) : null;
