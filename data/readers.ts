@@ -291,9 +291,9 @@ function csvTable(text: string, file: string): { header: string[]; records: Data
       const extra = row.fields.length > header.fields.length;
       const column = extra ? row.columns[header.fields.length] : row.columns.at(-1)!;
       throw new DataError(
-        `Invalid CSV row in ${place(file, row.line, column)}: ${row.fields.length} fields ${
-          extra ? "" : "(ends early) "
-        }where the header has ${header.fields.length}`,
+        `Invalid CSV row in ${place(file, row.line, column)}: ${row.fields.length} field${
+          row.fields.length === 1 ? "" : "s"
+        } ${extra ? "" : "(ends early) "}where the header has ${header.fields.length}`,
         { file, line: row.line, column },
       );
     }

@@ -1,0 +1,129 @@
+import assert from "node:assert/strict";
+import { type Example, makeRows, splitByRatio, tokenizeExamples } from "../../data/examples.ts";
+import { Tokenizer } from "../../models/tokenizer.ts";
+
+/** One token per character (its code), end-of-text 0: positions are easy to read. */
+const chars = { eosId: 0, encode: (s: string) => [...s].map((c) => c.charCodeAt(0)) };
+
+function example(prompt: number, completion: number): Example {
+  const n = prompt + completion;
+  const tokens = Uint32Array.from({ length: n }, (_, i) => 100 + i);
+  return { tokens, mask: new Uint8Array(n).fill(1, prompt), promptLength: prompt };
+}
+
+Deno.test("tokenizeExamples masks the prompt and keeps the completion and eos", () => {
+  const { examples, report } = tokenizeExamples([{ prompt: "abc", completion: "de" }], chars);
+  assert.deepEqual([...examples[0].tokens], [97, 98, 99, 100, 101, 0]);
+  assert.deepEqual([...examples[0].mask], [0, 0, 0, 1, 1, 1]);
+  assert.equal(examples[0].promptLength, 3);
+  assert.equal(report.truncated, 0);
+  const noEos = tokenizeExamples([{ prompt: "abc", completion: "de" }], chars, { eos: false });
+  assert.deepEqual([...noEos.examples[0].mask], [0, 0, 0, 1, 1]);
+});
+
+Deno.test("tokenizeExamples encodes prompt and completion apart with the real tokenizer", async () => {
+  const tok = await Tokenizer.load("fixtures/tiny-gpt2");
+  const pair = { prompt: "name[The Mill]\n", completion: " The Mill is here." };
+  const { examples } = tokenizeExamples([pair], tok);
+  const p = tok.encode(pair.prompt);
+  const c = tok.encode(pair.completion);
+  assert.deepEqual([...examples[0].tokens], [...p, ...c, tok.eosId]);
+  assert.equal(examples[0].mask.indexOf(1), p.length);
+  assert.equal(examples[0].mask.reduce((a, b) => a + b, 0), c.length + 1);
+});
+
+Deno.test("truncation keeps the start and reports dropped tokens and examples", () => {
+  const pairs = [
+    { prompt: "ab", completion: "cdefg" }, // 8 tokens with eos: 3 dropped, all completion
+    { prompt: "abcdefg", completion: "h" }, // 9: prompt cut, no completion left: removed
+    { prompt: "a", completion: "b" }, // 3: untouched
+  ];
+  const { examples, report } = tokenizeExamples(pairs, chars, { maxLength: 5 });
+  assert.deepEqual(report, {
+    examples: 3,
+    truncated: 2,
+    droppedTokens: 3 + 4,
+    droppedCompletionTokens: 3 + 2,
+    removed: 1,
+  });
+  assert.equal(examples.length, 2);
+  assert.deepEqual([...examples[0].tokens], [97, 98, 99, 100, 101]);
+  assert.deepEqual([...examples[0].mask], [0, 0, 1, 1, 1]);
+  assert.deepEqual([...examples[1].mask], [0, 1, 1]);
+});
+
+Deno.test("unpacked rows shift the mask to target positions", () => {
+  const { rows, report } = makeRows([example(3, 2)], { T: 8 });
+  // Position p predicts token p + 1: tokens 3 and 4 are completion, so positions 2 and 3 count.
+  assert.deepEqual([...rows[0].mask], [0, 0, 1, 1, 0]);
+  assert.deepEqual(report, { rows: 1, tokens: 5, targets: 2, fill: 5 / 8, split: 0 });
+});
+
+Deno.test("packing keeps every example whole with its mask and reports the fill", () => {
+  const examples = [example(2, 3), example(4, 4), example(1, 2), example(3, 2), example(6, 3)];
+  const T = 10;
+  const { rows, report } = makeRows(examples, { T, pack: true });
+  const seen = rows.flatMap((r) => r.segments.map((s) => s.example)).sort();
+  assert.deepEqual(seen, [0, 1, 2, 3, 4]);
+  for (const row of rows) {
+    assert.ok(row.tokens.length <= T);
+    let at = 0;
+    for (const s of row.segments) {
+      const ex = examples[s.example];
+      assert.equal(s.start, 0);
+      assert.equal(s.length, ex.tokens.length);
+      assert.deepEqual([...row.tokens.subarray(at, at + s.length)], [...ex.tokens]);
+      const expected = [...ex.mask.subarray(1), 0]; // no target across the boundary
+      assert.deepEqual([...row.mask.subarray(at, at + s.length)], expected);
+      at += s.length;
+    }
+  }
+  const tokens = examples.reduce((n, e) => n + e.tokens.length, 0);
+  assert.equal(report.tokens, tokens);
+  assert.equal(report.rows, rows.length);
+  assert.equal(report.fill, tokens / (rows.length * T));
+  // Lengths 5, 8, 3, 5, 9: the 3 goes into the row with 5 free (best fit), the second 5 fits
+  // nowhere (2 and 2 free) and opens a row.
+  assert.deepEqual(rows.map((r) => r.segments.map((s) => s.example)), [[0, 2], [1], [3], [4]]);
+  assert.equal(report.targets, 3 + 4 + 2 + 2 + 3); // every completion token (prompts are non-empty)
+});
+
+Deno.test("only examples longer than T are split across rows", () => {
+  const { rows, report } = makeRows([example(2, 10), example(1, 1)], { T: 5, pack: true });
+  assert.equal(report.split, 1);
+  assert.deepEqual(
+    rows.map((r) => r.segments),
+    [
+      [{ example: 0, start: 0, length: 5 }],
+      [{ example: 0, start: 5, length: 5 }],
+      [{ example: 0, start: 10, length: 2 }, { example: 1, start: 0, length: 2 }],
+    ],
+  );
+});
+
+Deno.test("splitByRatio is deterministic, disjoint, complete and keeps groups together", () => {
+  const items = Array.from({ length: 300 }, (_, i) => ({ mr: `m${i % 100}`, ref: `r${i}` }));
+  const options = {
+    ratios: { train: 0.8, validation: 0.1, test: 0.1 },
+    seed: 11,
+    key: (r: { mr: string }) => r.mr,
+  };
+  const a = splitByRatio(items, options);
+  const b = splitByRatio(items, options);
+  assert.deepEqual(a, b);
+  const mrs = (xs: { mr: string }[]) => new Set(xs.map((x) => x.mr));
+  assert.equal(mrs(a.train).size, 80);
+  assert.equal(mrs(a.validation).size, 10);
+  assert.equal(mrs(a.test).size, 10);
+  assert.equal(a.train.length + a.validation.length + a.test.length, items.length);
+  for (const x of mrs(a.test)) assert.ok(!mrs(a.train).has(x) && !mrs(a.validation).has(x));
+  for (const x of mrs(a.validation)) assert.ok(!mrs(a.train).has(x));
+  // Input order inside each split.
+  assert.deepEqual(a.test, [...a.test].sort((x, y) => +x.ref.slice(1) - +y.ref.slice(1)));
+  const other = splitByRatio(items, { ...options, seed: 12 });
+  assert.notDeepEqual(mrs(other.test), mrs(a.test));
+  assert.throws(
+    () => splitByRatio(items, { ratios: { train: 0.8, test: 0.1 }, seed: 1 }),
+    /Invalid split ratios/,
+  );
+});
