@@ -209,6 +209,8 @@ export interface TrainBatchesOptions {
  * @example Two epochs, two micro-batches per step, resumable
  * ```ts
  * import { TrainBatches } from "./batches.ts";
+ * import type { Row } from "./examples.ts";
+ * declare const rows: Row[]; // from buildRows in data/examples.ts
  * const batches = new TrainBatches(rows, { B: 4, T: 64, eosId: 299, seed: 1, epochs: 2, gradAccum: 2 });
  * for (let step = batches.nextStep(); step; step = batches.nextStep()) {
  *   // train on step (an array of micro-batches); save batches.state() with the checkpoint

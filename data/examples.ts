@@ -31,7 +31,7 @@
 
 import { permutation } from "./batches.ts";
 import { type DataFormat, type DataRecord, readRecords } from "./readers.ts";
-import type { RenderedExample } from "./templates.ts";
+import { type RenderedExample, renderExamples, type Templates } from "./templates.ts";
 
 /** What tokenization needs of a tokenizer (models/tokenizer.ts's `Tokenizer` has it). */
 export interface TextEncoder {
@@ -219,6 +219,49 @@ export function makeRows(
   });
   const fill = rows.length === 0 ? 0 : tokens / (rows.length * T);
   return { rows, report: { rows: rows.length, tokens, targets, fill, split } };
+}
+
+/**
+ * Records to rows in one go: render, tokenize (truncated to `T` unless `truncate: false`), lay out.
+ *
+ * @param records The records of one split.
+ * @param options `templates`, `encoder`, `T`; `pack` (default false), `eos` (default true),
+ * `truncate` (default true; when false, examples longer than `T` are cut into chunks).
+ * @returns The rows and both reports.
+ * @throws {TemplateError} If a record lacks a field a template uses.
+ *
+ * @example
+ * ```ts
+ * import { Tokenizer } from "../models/tokenizer.ts";
+ * import { buildRows } from "./examples.ts";
+ * import { readRecords } from "./readers.ts";
+ * const records = await readRecords("fixtures/data-to-text/train.csv", { format: "e2e" });
+ * const { rows, truncation, packing } = buildRows(records, {
+ *   templates: { prompt: "{{ mr }}\n", completion: " {{ ref }}" },
+ *   encoder: await Tokenizer.load("fixtures/tiny-gpt2"),
+ *   T: 256,
+ *   pack: true,
+ * });
+ * ```
+ */
+export function buildRows(
+  records: readonly DataRecord[],
+  options: {
+    templates: Templates;
+    encoder: TextEncoder;
+    T: number;
+    pack?: boolean;
+    eos?: boolean;
+    truncate?: boolean;
+  },
+): { rows: Row[]; truncation: TruncationReport; packing: PackingReport } {
+  const { examples, report: truncation } = tokenizeExamples(
+    renderExamples(records, options.templates),
+    options.encoder,
+    { maxLength: options.truncate === false ? undefined : options.T, eos: options.eos },
+  );
+  const { rows, report: packing } = makeRows(examples, { T: options.T, pack: options.pack });
+  return { rows, truncation, packing };
 }
 
 /** Shares of a dataset, summing to 1. */

@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { type Example, makeRows, splitByRatio, tokenizeExamples } from "../../data/examples.ts";
+import {
+  buildRows,
+  type Example,
+  loadSplits,
+  makeRows,
+  splitByRatio,
+  tokenizeExamples,
+} from "../../data/examples.ts";
+import { groupReferences } from "../../data/readers.ts";
 import { Tokenizer } from "../../models/tokenizer.ts";
 
 /** One token per character (its code), end-of-text 0: positions are easy to read. */
@@ -126,4 +134,42 @@ Deno.test("splitByRatio is deterministic, disjoint, complete and keeps groups to
     () => splitByRatio(items, { ratios: { train: 0.8, test: 0.1 }, seed: 1 }),
     /Invalid split ratios/,
   );
+});
+
+Deno.test("loadSplits reads separate files, or splits one E2E file keeping an mr's refs together", async () => {
+  const dir = "fixtures/data-to-text";
+  const files = await loadSplits({
+    train: `${dir}/validation.csv`,
+    test: `${dir}/test.csv`,
+    format: "e2e",
+  });
+  assert.equal(files.validation.length, 0);
+  assert.equal(groupReferences(files.test).length, 80);
+  const split = await loadSplits({
+    file: `${dir}/validation.csv`,
+    ratios: { train: 0.5, validation: 0.25, test: 0.25 },
+    seed: 4,
+    format: "e2e",
+  });
+  const counts = [split.train, split.validation, split.test].map((s) => groupReferences(s).length);
+  assert.deepEqual(counts, [40, 20, 20]);
+  assert.equal(
+    split.train.length + split.validation.length + split.test.length,
+    files.train.length,
+  );
+});
+
+Deno.test("buildRows renders, truncates to T and reports", () => {
+  const records = [{ mr: "abc", ref: "defghij" }, { mr: "x", ref: "y" }];
+  const { rows, truncation, packing } = buildRows(records, {
+    templates: { prompt: "{{ mr }}:", completion: "{{ ref }}" },
+    encoder: chars,
+    T: 8,
+    pack: true,
+  });
+  assert.equal(truncation.truncated, 1);
+  assert.equal(truncation.droppedTokens, 4 + 7 + 1 - 8);
+  assert.equal(packing.rows, 2);
+  assert.deepEqual(rows.map((r) => r.tokens.length), [8, 4]);
+  assert.deepEqual([...rows[1].mask], [0, 1, 1, 0]);
 });
