@@ -1,0 +1,285 @@
+/**
+ * Beam search over GPT-2 with one key-value cache per beam, as the E2E decoding of the LoRA and
+ * NOLA papers does it (`examples/NLG/src/gpt2_beam.py` in both repositories: beam 10, length
+ * penalty 0.8, no-repeat n-gram 4):
+ *
+ * - Each step, every live beam's next-token log-probabilities are
+ *   `log_softmax(logits with banned tokens at -inf)` (the ban is applied before the softmax, so
+ *   the allowed tokens' probabilities are renormalised), added to the beam's running sum; the
+ *   `beams` best (beam, token) pairs over all live beams become the next beams (the first step
+ *   expands the prompt alone).
+ * - A beam whose new token is `eosId` ends: it becomes a finished hypothesis and keeps its slot
+ *   for this step only, so fewer beams may run on. After `maxNewTokens` steps every live beam
+ *   ends too. The search also stops when no beam is live.
+ * - A hypothesis scores `sum of log-probabilities / length ** lengthPenalty`, `length` counting
+ *   its generated tokens, the end token included: Hugging Face `generate`'s `length_penalty`
+ *   (not GNMT's `((5 + length) / 6) ** lp`). The best score wins, the earlier one on ties.
+ * - No-repeat n-gram (fairseq's rule): a beam may not produce a token that completes an n-gram
+ *   already in its generated tokens (the prompt is not included, unlike Hugging Face's processor).
+ *
+ * Unlike Hugging Face's `BeamSearchScorer`, candidates are the top `beams` (not `2 * beams`), a
+ * finished beam is not replaced in its step, and there is no early stopping. With `beams: 1` and
+ * no n-gram ban the result equals greedy decoding.
+ *
+ * @module
+ */
+
+import { Tensor } from "../kernels/tensor.ts";
+import type { Gpt2, KvCache } from "../models/gpt2.ts";
+
+/** Options of {@link beamSearch}. */
+export interface BeamSearchOptions {
+  /** Beam width. Default 4. */
+  beams?: number;
+  /** Exponent of the hypothesis length dividing its log-probability. Default 1. */
+  lengthPenalty?: number;
+  /** Forbid repeating any generated n-gram of this size (0: off). Default 0. */
+  noRepeatNgram?: number;
+  /** Most tokens to add after the prompt. Default 32. */
+  maxNewTokens?: number;
+  /** Token that ends a hypothesis (not included in the output). */
+  eosId?: number;
+}
+
+/** A finished hypothesis: its tokens (the end token included if it has one) and score. */
+export interface BeamHypothesis {
+  tokens: number[];
+  /** Sum of the log-probabilities of its tokens. */
+  logProb: number;
+  /** `logProb / tokens.length ** lengthPenalty`. */
+  score: number;
+}
+
+interface LiveBeam {
+  tokens: number[];
+  logProb: number;
+  cache: KvCache;
+}
+
+interface Candidate {
+  logProb: number;
+  beam: number;
+  token: number;
+}
+
+/**
+ * Continues `prompt` (token ids) by beam search and returns the new ids of the best hypothesis,
+ * without its end token.
+ *
+ * @param model GPT-2 (with any adapters attached).
+ * @param prompt Prompt token ids (at least one).
+ * @param options Beam width, length penalty, no-repeat n-gram size, new-token limit, end token.
+ * @returns The best hypothesis' new tokens (empty when every continuation was banned).
+ * @throws {RangeError} If the prompt is empty or longer than the model's context, or an option
+ * is out of range.
+ *
+ * @example E2E decoding settings
+ * ```ts
+ * import { Gpu } from "../kernels/gpu.ts";
+ * import { Gpt2 } from "../models/gpt2.ts";
+ * import { beamSearch } from "./beam.ts";
+ * using gpu = await Gpu.acquire();
+ * using model = await Gpt2.load(gpu, "fixtures/tiny-gpt2");
+ * const ids = await beamSearch(model, [5, 6, 7], {
+ *   beams: 10,
+ *   lengthPenalty: 0.8,
+ *   noRepeatNgram: 4,
+ *   maxNewTokens: 16,
+ *   eosId: 299,
+ * });
+ * ```
+ */
+export async function beamSearch(
+  model: Gpt2,
+  prompt: ArrayLike<number>,
+  options: BeamSearchOptions = {},
+): Promise<number[]> {
+  const best = await beamSearchHypothesis(model, prompt, options);
+  if (!best) return [];
+  // Only a hypothesis ended by the end token has it, as its last token.
+  return best.tokens.at(-1) === options.eosId ? best.tokens.slice(0, -1) : best.tokens;
+}
+
+/**
+ * Like {@link beamSearch}, but returns the best hypothesis with its end token and scores, or
+ * null when every continuation was banned (or `maxNewTokens` is 0).
+ *
+ * @param model GPT-2 (with any adapters attached).
+ * @param prompt Prompt token ids (at least one).
+ * @param options As {@link beamSearch}.
+ * @returns The best hypothesis, or null.
+ */
+export async function beamSearchHypothesis(
+  model: Gpt2,
+  prompt: ArrayLike<number>,
+  options: BeamSearchOptions = {},
+): Promise<BeamHypothesis | null> {
+  const { gpu, config } = model;
+  const width = options.beams ?? 4;
+  const lp = options.lengthPenalty ?? 1;
+  const ngram = options.noRepeatNgram ?? 0;
+  const maxNew = options.maxNewTokens ?? 32;
+  check(Number.isInteger(width) && width >= 1, `beams must be a positive integer, got ${width}`);
+  check(Number.isFinite(lp), `lengthPenalty must be a finite number, got ${lp}`);
+  check(Number.isInteger(ngram) && ngram >= 0, `noRepeatNgram must be >= 0, got ${ngram}`);
+  check(Number.isInteger(maxNew) && maxNew >= 0, `maxNewTokens must be >= 0, got ${maxNew}`);
+  if (prompt.length === 0) throw new RangeError("Cannot generate from an empty prompt");
+  if (prompt.length > config.nPositions) {
+    throw new RangeError(
+      `Prompt of ${prompt.length} tokens is longer than the model's ${config.nPositions} positions`,
+    );
+  }
+  // Step s reads the logits after prompt + s tokens; the last new token is never fed.
+  const steps = Math.min(maxNew, config.nPositions - prompt.length + 1);
+  if (steps === 0) return null;
+  const V = config.vocabSize;
+  const C = config.nEmbd;
+  const tMax = prompt.length + steps - 1;
+  const caches: KvCache[] = [];
+  const newCache = (): KvCache => {
+    const cache = {
+      layers: Array.from(
+        { length: config.nLayer },
+        () => Tensor.empty(gpu, [tMax, 3 * C], { label: "beam kv cache" }),
+      ),
+      past: 0,
+    };
+    caches.push(cache);
+    return cache;
+  };
+  const rows = Tensor.empty(gpu, [width, V], { label: "beam logits" });
+  let best: BeamHypothesis | null = null;
+  const finish = (tokens: number[], logProb: number) => {
+    const score = logProb / Math.pow(tokens.length, lp);
+    if (!best || score > best.score) best = { tokens, logProb, score };
+  };
+  try {
+    let live: LiveBeam[] = [{ tokens: [], logProb: 0, cache: newCache() }];
+    // Each live beam's last logits row lands in row b of `rows`; one readback per step.
+    forwardInto(model, rows, 0, Uint32Array.from(prompt), live[0].cache);
+    for (let step = 0; step < steps; step++) {
+      const logits = new Float32Array(
+        await gpu.read(rows.buffer, { byteLength: live.length * V * 4 }),
+      );
+      const top = selectTop(live, logits, { V, width, ngram });
+      const next: { parent: LiveBeam; tokens: number[]; logProb: number }[] = [];
+      for (const c of top) {
+        const parent = live[c.beam];
+        const tokens = [...parent.tokens, c.token];
+        if (c.token === options.eosId) finish(tokens, c.logProb);
+        else next.push({ parent, tokens, logProb: c.logProb });
+      }
+      if (step === steps - 1) {
+        for (const n of next) finish(n.tokens, n.logProb);
+        break;
+      }
+      if (next.length === 0) break;
+      live = assignCaches(model, live, next, newCache);
+      live.forEach((beam, b) => {
+        forwardInto(model, rows, b, Uint32Array.of(beam.tokens.at(-1)!), beam.cache);
+      });
+    }
+  } finally {
+    rows[Symbol.dispose]();
+    for (const cache of caches) for (const t of cache.layers) t[Symbol.dispose]();
+  }
+  return best;
+}
+
+function check(ok: boolean, message: string): void {
+  if (!ok) throw new RangeError(message);
+}
+
+// Records a cached forward of `tokens` and copies its last logits row into row `row` of `rows`.
+function forwardInto(
+  model: Gpt2,
+  rows: Tensor,
+  row: number,
+  tokens: Uint32Array,
+  cache: KvCache,
+): void {
+  const V = model.config.vocabSize;
+  const acts = model.forward({ B: 1, T: tokens.length, tokens }, cache);
+  model.gpu.copy(acts.logits.buffer, rows.buffer, {
+    size: V * 4,
+    sourceOffset: (tokens.length - 1) * V * 4,
+    targetOffset: row * V * 4,
+  });
+}
+
+// The first child of a parent takes over its cache; the others get a copy of its rows, in the
+// cache of a beam without children or a new one. All copies are recorded before any forward of
+// the step, so a parent's rows are copied before its heir extends them.
+function assignCaches(
+  model: Gpt2,
+  live: LiveBeam[],
+  next: { parent: LiveBeam; tokens: number[]; logProb: number }[],
+  newCache: () => KvCache,
+): LiveBeam[] {
+  const heirs = new Map<LiveBeam, number>();
+  next.forEach((n, i) => {
+    if (!heirs.has(n.parent)) heirs.set(n.parent, i);
+  });
+  const spare = live.filter((b) => !heirs.has(b)).map((b) => b.cache);
+  return next.map((n, i) => {
+    const { tokens, logProb, parent } = n;
+    if (heirs.get(parent) === i) return { tokens, logProb, cache: parent.cache };
+    const cache = spare.pop() ?? newCache();
+    const size = parent.cache.past * 3 * model.config.nEmbd * 4;
+    parent.cache.layers.forEach((src, l) => {
+      model.gpu.copy(src.buffer, cache.layers[l].buffer, { size });
+    });
+    cache.past = parent.cache.past;
+    return { tokens, logProb, cache };
+  });
+}
+
+// The `width` best (beam, token) candidates, best first; ties go to the lower beam, then the
+// lower token.
+function selectTop(
+  live: LiveBeam[],
+  logits: Float32Array,
+  o: { V: number; width: number; ngram: number },
+): Candidate[] {
+  const top: Candidate[] = [];
+  live.forEach((beam, b) => {
+    const row = logits.subarray(b * o.V, (b + 1) * o.V);
+    const banned = bannedTokens(beam.tokens, o.ngram);
+    let max = -Infinity;
+    for (let v = 0; v < o.V; v++) if (!banned.has(v) && row[v] > max) max = row[v];
+    if (max === -Infinity) return;
+    let sum = 0;
+    for (let v = 0; v < o.V; v++) if (!banned.has(v)) sum += Math.exp(row[v] - max);
+    const logZ = max + Math.log(sum);
+    for (let v = 0; v < o.V; v++) {
+      if (banned.has(v)) continue;
+      const logProb = beam.logProb + row[v] - logZ;
+      if (top.length === o.width && !(logProb > top[top.length - 1].logProb)) continue;
+      let at = top.length;
+      while (at > 0 && top[at - 1].logProb < logProb) at--;
+      top.splice(at, 0, { logProb, beam: b, token: v });
+      if (top.length > o.width) top.pop();
+    }
+  });
+  return top;
+}
+
+/**
+ * Tokens a beam may not produce next under a no-repeat n-gram rule: those that would complete an
+ * n-gram already present in `tokens`.
+ *
+ * @param tokens The beam's generated tokens.
+ * @param n N-gram size (0: nothing banned).
+ * @returns The banned token ids.
+ */
+export function bannedTokens(tokens: readonly number[], n: number): Set<number> {
+  const banned = new Set<number>();
+  if (n <= 0 || tokens.length < n - 1) return banned;
+  const start = tokens.length - (n - 1);
+  for (let i = 0; i + n <= tokens.length; i++) {
+    let same = true;
+    for (let j = 0; j < n - 1 && same; j++) same = tokens[i + j] === tokens[start + j];
+    if (same) banned.add(tokens[i + n - 1]);
+  }
+  return banned;
+}
