@@ -1,0 +1,248 @@
+/**
+ * Evaluation of a model (with its adapters): loss and perplexity over the completion tokens of
+ * micro-batches, text generation scored by BLEU / ROUGE-L / exact match, and classification
+ * accuracy by label-token logits. Evaluation reads back from the GPU once per batch, example or
+ * decoding step: it is not in the training loop's inner path.
+ *
+ * @module
+ */
+
+import type { MicroBatch } from "../data/batches.ts";
+import { generateText } from "../models/generate.ts";
+import type { Gpt2 } from "../models/gpt2.ts";
+import type { Tokenizer } from "../models/tokenizer.ts";
+import { beamSearch } from "./beam.ts";
+import { type GenerationScores, scoreGenerations, type ScoreOptions } from "./metrics.ts";
+
+/** Mean loss over completion tokens. */
+export interface LossResult {
+  /** `sum(mask * loss) / sum(mask)`, cross-entropy in nats without label smoothing. */
+  loss: number;
+  /** `exp(loss)`. */
+  perplexity: number;
+  /** `sum(mask)`: the completion tokens counted. */
+  tokens: number;
+}
+
+/**
+ * Cross-entropy over the completion tokens of every micro-batch: each token's loss weighs
+ * `mask / (sum of mask over all batches)`, as the trainer weighs a step, so the result is the
+ * mean over completion tokens whatever the batch sizes. Targets under a zero mask are never read.
+ *
+ * @param model GPT-2 (with any adapters attached).
+ * @param batches Micro-batches `{ B, T, tokens, targets, mask }`.
+ * @returns The mean loss, its perplexity and the number of tokens.
+ * @throws {RangeError} If a batch is malformed, a counted target is not in the vocabulary, or no
+ * token is counted.
+ */
+export async function evaluateLoss(
+  model: Gpt2,
+  batches: Iterable<MicroBatch> | AsyncIterable<MicroBatch>,
+): Promise<LossResult> {
+  const V = model.config.vocabSize;
+  let sum = 0;
+  let tokens = 0;
+  let index = 0;
+  for await (const batch of batches) {
+    const n = batch.B * batch.T;
+    if (batch.targets.length !== n || batch.mask.length !== n) {
+      throw new RangeError(
+        `Batch ${index} has ${batch.targets.length} targets and ${batch.mask.length} mask ` +
+          `values, expected B*T = ${n}`,
+      );
+    }
+    // A masked target may be any id; the loss kernel gives NaN for one out of range.
+    const targets = new Uint32Array(n);
+    for (let i = 0; i < n; i++) {
+      if (batch.mask[i] === 0) continue;
+      if (batch.targets[i] >= V) {
+        throw new RangeError(
+          `Batch ${index} target ${batch.targets[i]} at ${i} is not below vocab ${V}`,
+        );
+      }
+      targets[i] = batch.targets[i];
+    }
+    model.forward(batch);
+    const losses = await model.loss({ targets }).read();
+    for (let i = 0; i < n; i++) {
+      const m = batch.mask[i];
+      if (m === 0) continue;
+      sum += m * losses[i];
+      tokens += m;
+    }
+    index++;
+  }
+  if (!(tokens > 0)) {
+    throw new RangeError("Cannot evaluate the loss: the batches hold no completion token");
+  }
+  const loss = sum / tokens;
+  return { loss, perplexity: Math.exp(loss), tokens };
+}
+
+/** A prompt and the texts that count as correct continuations. */
+export interface GenerationExample {
+  prompt: string;
+  refs: string[];
+}
+
+/** Options of {@link evaluateGenerations}. */
+export interface EvaluateGenerationsOptions extends ScoreOptions {
+  /** `"greedy"` (default) or `"beam"`. */
+  decoding?: "greedy" | "beam";
+  /** Beam width for `"beam"`. Default 4. */
+  beams?: number;
+  /** Length penalty for `"beam"` (Hugging Face's: log-probability / length ** lp). Default 1. */
+  lengthPenalty?: number;
+  /** No-repeat n-gram size over the generated tokens (0: off); applies to both decodings. */
+  noRepeatNgram?: number;
+  /** Most tokens generated per example. Default 32. */
+  maxNewTokens?: number;
+  /** Strings that end a generation: the text is cut before the first one. */
+  stop?: string[];
+  /** Called with each generation as soon as it is done. */
+  onGeneration?: (index: number, text: string) => void;
+}
+
+/** Scores of a set of generations, with the generations. */
+export interface GenerationEvaluation extends GenerationScores {
+  /** The text generated for each example, cut at the end token or the first stop string. */
+  generations: string[];
+}
+
+/**
+ * Generates a continuation of every prompt (ending at the tokenizer's end-of-text token, a stop
+ * string or `maxNewTokens`) and scores them against the references: BLEU, ROUGE-L and exact match
+ * on a 0-100 scale (see `eval/metrics.ts`). The text is scored as decoded; tokenization makes
+ * leading and trailing spaces irrelevant.
+ *
+ * @param model GPT-2 (with any adapters attached).
+ * @param tokenizer Its tokenizer.
+ * @param examples Prompts with their references (at least one each).
+ * @param options Decoding and scoring options.
+ * @returns The scores and the generations.
+ * @throws {RangeError} If an example has no reference or its prompt does not fit the model.
+ *
+ * @example E2E-style decoding
+ * ```ts
+ * import { Gpu } from "../kernels/gpu.ts";
+ * import { Gpt2 } from "../models/gpt2.ts";
+ * import { Tokenizer } from "../models/tokenizer.ts";
+ * import { evaluateGenerations } from "./evaluate.ts";
+ * using gpu = await Gpu.acquire();
+ * using model = await Gpt2.load(gpu, "fixtures/tiny-gpt2");
+ * const tokenizer = await Tokenizer.load("fixtures/tiny-gpt2");
+ * const result = await evaluateGenerations(model, tokenizer, [
+ *   { prompt: "name : The Eagle | type : pub ||", refs: ["The Eagle is a pub."] },
+ * ], { decoding: "beam", beams: 10, lengthPenalty: 0.8, noRepeatNgram: 4, maxNewTokens: 64 });
+ * console.log(result.bleu, result.generations[0]);
+ * ```
+ */
+export async function evaluateGenerations(
+  model: Gpt2,
+  tokenizer: Tokenizer,
+  examples: readonly GenerationExample[],
+  options: EvaluateGenerationsOptions = {},
+): Promise<GenerationEvaluation> {
+  examples.forEach((e, i) => {
+    if (e.refs.length === 0) throw new RangeError(`Cannot score example ${i}: it has no reference`);
+  });
+  const stop = options.stop ?? [];
+  const maxNewTokens = options.maxNewTokens ?? 32;
+  const noRepeatNgram = options.noRepeatNgram ?? 0;
+  const generations: string[] = [];
+  for (const [i, example] of examples.entries()) {
+    let text: string;
+    if (options.decoding !== "beam" && noRepeatNgram === 0) {
+      text = await generateText(model, tokenizer, example.prompt, { maxNewTokens, stop });
+    } else {
+      // Greedy with an n-gram ban is beam search with one beam.
+      const ids = await beamSearch(model, tokenizer.encode(example.prompt), {
+        beams: options.decoding === "beam" ? options.beams ?? 4 : 1,
+        lengthPenalty: options.lengthPenalty,
+        noRepeatNgram,
+        maxNewTokens,
+        eosId: tokenizer.eosId,
+      });
+      text = cutAtStop(tokenizer.decode(ids), stop);
+    }
+    generations.push(text);
+    options.onGeneration?.(i, text);
+  }
+  const scores = scoreGenerations(generations, examples.map((e) => e.refs), options);
+  return { ...scores, generations };
+}
+
+function cutAtStop(text: string, stop: readonly string[]): string {
+  let cut = text.length;
+  for (const s of stop) {
+    const i = s ? text.indexOf(s) : -1;
+    if (i >= 0 && i < cut) cut = i;
+  }
+  return text.slice(0, cut);
+}
+
+/** A classification example: prompt token ids and the index of its gold label. */
+export interface ClassificationExample {
+  prompt: ArrayLike<number>;
+  /** Index into `labelIds` of the correct label. */
+  label: number;
+}
+
+/** Classification accuracy and what was predicted. */
+export interface AccuracyResult {
+  /** Share of correct predictions on a 0-100 scale (0 for no example). */
+  accuracy: number;
+  correct: number;
+  n: number;
+  /** Predicted label index per example. */
+  predictions: number[];
+}
+
+/**
+ * Accuracy of label-token classification: the prediction is the label whose token has the
+ * largest logit at the last prompt position (the first label on ties), which is the label with
+ * the largest next-token probability, compared with the gold label index. Labels are single
+ * tokens (for multi-token labels, score the continuations by loss instead).
+ *
+ * @param model GPT-2 (with any adapters attached).
+ * @param examples Prompt ids and gold label indices.
+ * @param options `labelIds`: one token id per label (for example the ids of " A", " B", ...).
+ * @returns Accuracy (0-100), counts and predictions.
+ * @throws {RangeError} If a label id is not in the vocabulary, a gold label is not an index of
+ * `labelIds`, or a prompt is empty or too long.
+ */
+export async function accuracy(
+  model: Gpt2,
+  examples: readonly ClassificationExample[],
+  options: { labelIds: readonly number[] },
+): Promise<AccuracyResult> {
+  const { labelIds } = options;
+  const V = model.config.vocabSize;
+  if (labelIds.length === 0) throw new RangeError("Cannot classify without label ids");
+  for (const id of labelIds) {
+    if (!Number.isInteger(id) || id < 0 || id >= V) {
+      throw new RangeError(`Label id ${id} is not a token id below vocab ${V}`);
+    }
+  }
+  const predictions: number[] = [];
+  let correct = 0;
+  for (const [i, { prompt, label }] of examples.entries()) {
+    if (!Number.isInteger(label) || label < 0 || label >= labelIds.length) {
+      throw new RangeError(
+        `Example ${i} has label ${label}, expected an index below ${labelIds.length}`,
+      );
+    }
+    const T = prompt.length;
+    if (T === 0) throw new RangeError(`Example ${i} has an empty prompt`);
+    const acts = model.forward({ B: 1, T, tokens: Uint32Array.from(prompt) });
+    const row = new Float32Array(
+      await model.gpu.read(acts.logits.buffer, { byteOffset: (T - 1) * V * 4, byteLength: V * 4 }),
+    );
+    let best = 0;
+    for (let k = 1; k < labelIds.length; k++) if (row[labelIds[k]] > row[labelIds[best]]) best = k;
+    predictions.push(best);
+    if (best === label) correct++;
+  }
+  const n = examples.length;
+  return { accuracy: n === 0 ? 0 : (100 * correct) / n, correct, n, predictions };
+}
