@@ -253,7 +253,7 @@ export class Matmul {
    * @param layout sizes, leading dimensions, batch strides, offsets, flags
    */
   raw(buffers: MatmulBuffers, layout: MatmulLayout): void {
-    const r = resolve(buffers, layout);
+    const r = resolve(buffers, { ...layout, variant: layout.variant ?? this.variant });
     const spans = spansOf(buffers, r);
     this.#split(r, spans, {
       z: [0, r.batch],
