@@ -17,13 +17,15 @@ const HELP = `nola-gpu: fine-tune transformers with NOLA adapters on WebGPU
 Commands:
   finetune            Run the main job. Until pipeline files land, this runs the built-in GPU
                       check: matmul against a float64 reference and a short benchmark.
-  bench [--filter S]  Run the benchmarks (table on stdout, JSON under out/bench/).
+  bench [SUITE...] [--filter S]
+                      Run the benchmarks (matmul, basis, gpt2, adapters; default all): a table
+                      on stdout and JSON under out/bench/. --filter keeps matching matmul rows.
   inspect FILE        List the tensors (dtype, shape, bytes) and metadata of a safetensors file.
   adapter             Print the WebGPU adapter, its features and its limits.
 
 Examples:
   deno task finetune
-  deno task bench --filter 1024
+  deno task bench matmul --filter square
   deno run --allow-read main.ts inspect model.safetensors
 `;
 
@@ -63,7 +65,7 @@ async function main(argv: string[]): Promise<void> {
     }
     case "bench": {
       const { runBench } = await import("./bench/main.ts");
-      await runBench({ filter: values.filter });
+      await runBench({ suites: rest, filter: values.filter });
       return;
     }
     case "inspect": {

@@ -1,98 +1,144 @@
 /**
- * Benchmark entry point: acquires the GPU, runs the benchmarks, prints a table and writes
- * `out/bench/matmul.json`. Run with `deno task bench` (through `main.ts bench`) or directly:
- * `deno run --allow-read=. --allow-write=out --allow-env bench/main.ts [filter]`.
+ * `deno task bench`: runs the benchmark suites on the adapter it finds, prints a table per suite
+ * and writes `out/bench/<suite>.json`. Speed targets are read here as ratios measured side by
+ * side in one run, never in timed tests.
  *
  * @module
  */
 
+import { writeTextFileAtomic } from "../formats/atomic.ts";
 import { Gpu } from "../kernels/gpu.ts";
 import { Matmul } from "../kernels/matmul.ts";
-import { benchMatmul, type BenchRow } from "./matmul.ts";
+import { benchAdapters } from "./adapters.ts";
+import { benchBasis } from "./basis.ts";
+import { benchGpt2 } from "./gpt2.ts";
+import { benchMatmul } from "./matmul.ts";
+import { formatTable } from "./table.ts";
+
+/** One suite: measures, prints its table, returns what goes into its JSON. */
+type Suite = (gpu: Gpu, options: { filter?: string }) => Promise<Record<string, unknown>>;
+
+const SUITES: Record<string, Suite> = {
+  async matmul(gpu, { filter }) {
+    const auto = (await Matmul.load(gpu, { variant: "auto" })).variant;
+    const rows = await benchMatmul(gpu, { filter });
+    console.log(`variant chosen by "auto" on this adapter: ${auto}`);
+    console.log(formatTable(
+      ["variant", "op", "shape", "M x N x K", "ms", "GFLOP/s"],
+      rows.map((r) => [
+        r.variant,
+        r.op,
+        r.shape,
+        `${r.m} x ${r.n} x ${r.k}`,
+        r.ms.toFixed(2),
+        r.gflops.toFixed(1),
+      ]),
+    ));
+    return { auto, rows };
+  },
+  async basis(gpu) {
+    const r = await benchBasis(gpu);
+    console.log(
+      `${r.count} bases of ${r.rows} x ${r.cols}: ${(r.elementsPerSecond / 1e6).toFixed(1)} M ` +
+        `elements/s (${r.ms.toFixed(1)} ms, ${r.source} time)`,
+    );
+    return { ...r };
+  },
+  async gpt2(gpu) {
+    const rows = await benchGpt2(gpu);
+    const mib = (b: number) => (b / 2 ** 20).toFixed(1);
+    console.log(formatTable(
+      [
+        "model",
+        "B x T",
+        "fwd tok/s",
+        "fwd+bwd tok/s",
+        "gen tok/s",
+        "weights MiB",
+        "grads MiB",
+        "acts MiB",
+      ],
+      rows.map((r) => [
+        r.model,
+        `${r.B} x ${r.T}`,
+        r.forwardTokensPerS.toFixed(1),
+        r.trainTokensPerS.toFixed(1),
+        r.generateTokensPerS.toFixed(1),
+        mib(r.weightBytes),
+        mib(r.gradientBytes),
+        mib(r.activationBytes),
+      ]),
+    ));
+    return { rows };
+  },
+  async adapters(gpu) {
+    const r = await benchAdapters(gpu);
+    console.log(`${r.model}, batch ${r.B} x ${r.T}, q and v adapters, r = 8:`);
+    console.log(formatTable(["method", "step ms"], [
+      ["NOLA k = l = 1024", r.nolaStepMs.toFixed(0)],
+      ["LoRA", r.loraStepMs.toFixed(0)],
+    ]));
+    console.log(
+      `NOLA / LoRA step time: ${r.ratio.toFixed(3)} (target <= 1.15); combine + coefficient ` +
+        `gradients: ${r.nolaOverheadMs.toFixed(0)} ms a step`,
+    );
+    console.log(formatTable(
+      ["k = l", "coefficients", "adapter bytes", "step temp peak bytes"],
+      r.memory.map((m) => [
+        String(m.k),
+        String(m.coefficients),
+        String(m.adapterBytes),
+        String(m.stepPeakBytes),
+      ]),
+    ));
+    return { ...r };
+  },
+};
 
 /** Options of {@link runBench}. */
 export interface RunBenchOptions {
-  /** Keeps only rows whose variant, op or shape contains this text. */
+  /** Suites to run (default all): matmul, basis, gpt2, adapters. */
+  suites?: string[];
+  /** Matmul: keeps rows whose variant, op or shape contains this text. */
   filter?: string;
-  /** Where the JSON goes (default `out/bench/matmul.json`). */
-  output?: string;
-}
-
-/** What {@link runBench} writes. */
-export interface BenchReport {
-  adapter: string;
-  date: string;
-  /** `gpu` when timestamp queries timed the kernels, `wall` otherwise. */
-  timing: "gpu" | "wall";
-  /** The variant `Matmul.load(gpu, { variant: "auto" })` chose on this adapter. */
-  auto: string;
-  rows: BenchRow[];
+  /** Folder of the JSON reports (default `out/bench`). */
+  outDir?: string;
 }
 
 /**
- * Runs the matmul benchmark, prints an aligned table and writes the report atomically.
+ * Runs the suites and writes one JSON report each.
  *
- * @param options row filter and output path
- * @returns the report written
- *
- * @example Benchmark the square shape only
+ * @example Only the adapter comparison
  * ```ts
  * import { runBench } from "./bench/main.ts";
- * await runBench({ filter: "square" });
+ * await runBench({ suites: ["adapters"] });
  * ```
  */
-export async function runBench(options: RunBenchOptions = {}): Promise<BenchReport> {
-  const output = options.output ?? "out/bench/matmul.json";
+export async function runBench(options: RunBenchOptions = {}): Promise<void> {
+  const names = options.suites?.length ? options.suites : Object.keys(SUITES);
+  for (const name of names) {
+    if (!(name in SUITES)) {
+      throw new RangeError(
+        `Unknown bench suite "${name}": expected one of ${Object.keys(SUITES).join(", ")}`,
+      );
+    }
+  }
   using gpu = await Gpu.acquire();
-  const timing = gpu.hasTimestamps ? "gpu" : "wall";
-  console.log(`adapter: ${gpu.adapterName}`);
-  console.log(`timing:  ${timing === "gpu" ? "GPU timestamp queries" : "wall clock per submit"}`);
-  const auto = (await Matmul.load(gpu, { variant: "auto" })).variant;
-  console.log(`auto:    ${auto}\n`);
-  const rows = await benchMatmul(gpu, { filter: options.filter });
-  console.log(formatTable(rows));
-  const report: BenchReport = {
-    adapter: gpu.adapterName,
-    date: new Date().toISOString(),
-    timing,
-    auto,
-    rows,
-  };
-  await writeAtomic(output, JSON.stringify(report, null, 2) + "\n");
-  console.log(`\nwrote ${output}`);
-  return report;
-}
-
-/** The rows as an aligned text table, one line per measurement. */
-export function formatTable(rows: readonly BenchRow[]): string {
-  const header = ["variant", "op", "shape", "M x N x K", "reps", "ms", "GFLOP/s"];
-  const lines = rows.map((r) => [
-    r.variant,
-    r.op,
-    r.shape,
-    `${r.m} x ${r.n} x ${r.k}`,
-    String(r.reps),
-    r.ms.toFixed(2),
-    r.gflops.toFixed(2),
-  ]);
-  const widths = header.map((h, c) => Math.max(h.length, ...lines.map((l) => l[c].length)));
-  const numeric = new Set([4, 5, 6]);
-  const format = (cells: string[]) =>
-    cells.map((cell, c) => numeric.has(c) ? cell.padStart(widths[c]) : cell.padEnd(widths[c]))
-      .join("  ").trimEnd();
-  return [format(header), widths.map((w) => "-".repeat(w)).join("  "), ...lines.map(format)]
-    .join("\n");
-}
-
-/** Writes a temporary file beside `path`, then renames it over `path`. */
-async function writeAtomic(path: string, text: string): Promise<void> {
-  const dir = path.includes("/") ? path.slice(0, path.lastIndexOf("/")) : ".";
-  await Deno.mkdir(dir, { recursive: true });
-  const temp = `${path}.${Deno.pid}.tmp`;
-  await Deno.writeTextFile(temp, text);
-  await Deno.rename(temp, path);
+  const timing = gpu.hasTimestamps ? "GPU timestamp queries" : "wall clock around submits";
+  console.log(`${gpu.describe()}\nkernel timing: ${timing}\n`);
+  const outDir = options.outDir ?? "out/bench";
+  for (const name of names) {
+    console.log(`== ${name} ==`);
+    const start = performance.now();
+    const result = await SUITES[name](gpu, { filter: options.filter });
+    const report = { adapter: gpu.adapterName, date: new Date().toISOString(), timing, ...result };
+    const path = `${outDir}/${name}.json`;
+    await Deno.mkdir(outDir, { recursive: true });
+    await writeTextFileAtomic(path, JSON.stringify(report, null, 2) + "\n");
+    console.log(`(${((performance.now() - start) / 1000).toFixed(0)} s, wrote ${path})\n`);
+  }
 }
 
 if (import.meta.main) {
-  await runBench({ filter: Deno.args[0] });
+  await runBench({ suites: Deno.args });
 }
