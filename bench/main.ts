@@ -14,6 +14,7 @@ import { benchBasis } from "./basis.ts";
 import { benchGpt2 } from "./gpt2.ts";
 import { benchMatmul } from "./matmul.ts";
 import { formatTable } from "./table.ts";
+import { benchTrain } from "./train.ts";
 
 /** One suite: measures, prints its table, returns what goes into its JSON. */
 type Suite = (gpu: Gpu, options: { filter?: string }) => Promise<Record<string, unknown>>;
@@ -93,11 +94,27 @@ const SUITES: Record<string, Suite> = {
     ));
     return { ...r };
   },
+  async train(gpu) {
+    const r = await benchTrain(gpu);
+    const torch = r.torch && "tokensPerS" in r.torch ? r.torch : undefined;
+    console.log(`${r.model}, NOLA on q and v (r = ${r.r}, k = l = ${r.k}), batch ${r.B} x ${r.T}:`);
+    console.log(formatTable(["trainer", "tokens/s"], [
+      ["nola-gpu (this adapter)", r.tokensPerS.toFixed(0)],
+      [
+        torch ? `PyTorch ${torch.version} CPU, ${torch.threads} threads` : "PyTorch",
+        torch ? torch.tokensPerS.toFixed(0) : "-",
+      ],
+    ]));
+    console.log(
+      torch ? `nola-gpu / PyTorch: ${r.ratio!.toFixed(2)}` : (r.torch as { error: string }).error,
+    );
+    return { ...r };
+  },
 };
 
 /** Options of {@link runBench}. */
 export interface RunBenchOptions {
-  /** Suites to run (default all): matmul, basis, gpt2, adapters. */
+  /** Suites to run (default all): matmul, basis, gpt2, adapters, train. */
   suites?: string[];
   /** Matmul: keeps rows whose variant, op or shape contains this text. */
   filter?: string;
