@@ -1,0 +1,1021 @@
+/**
+ * The pipeline file format: the typed pipeline the runner receives, and the one table of keys
+ * (per stage kind: key, type, default, description) that both the validation in
+ * `pipelines/parse.ts` and the generated `docs/pipelines.md` read.
+ *
+ * YAML keys are snake_case; the typed objects use the same names in camelCase (`lora_alpha` ->
+ * `loraAlpha`, `max_new_tokens` -> `maxNewTokens`). Every optional key has its default filled in,
+ * except those whose absence means something (documented as "absent: ...").
+ *
+ * The TypeScript interfaces below are written out by hand for readable types; the round-trip test
+ * of `parsePipeline` compares a full pipeline field by field, so the table and the interfaces
+ * cannot drift apart unnoticed.
+ *
+ * @module
+ */
+
+import type { NolaInit } from "../adapters/nola_factors.ts";
+import type { QuantOptions, QuantScheme } from "../adapters/quantize.ts";
+import type { DataFormat } from "../data/readers.ts";
+import type { ScheduleKind } from "../train/schedule.ts";
+
+/** The names of the three dataset splits. */
+export type SplitName = "train" | "validation" | "test";
+
+/** The scores an `evaluate` stage can compute. */
+export type MetricName = "loss" | "bleu" | "rouge_l" | "exact_match" | "accuracy";
+
+/** Keys every stage has. */
+interface StageBase {
+  /** Unique in the pipeline; addresses the stage in overrides (`stages.<id>.<key>`). */
+  id: string;
+}
+
+/** `load`: the base model. */
+export interface LoadStage extends StageBase {
+  kind: "load";
+  /** A Hugging Face folder, relative to the pipeline file's folder. */
+  model: string;
+  dtype: "f32";
+}
+
+/** Shares and seed of a split by ratio. */
+export interface SplitSpec {
+  train: number;
+  validation: number;
+  test: number;
+  seed: number;
+  /** Records with the same value of this field stay in one split; absent: `mr` for e2e, none. */
+  key?: string;
+}
+
+/** `data`: the dataset, its templates and the row layout. */
+export interface DataStage extends StageBase {
+  kind: "data";
+  /** Absent: from each file's extension. */
+  format?: DataFormat;
+  /** Split files (give `train`), or one `file` with a `split`. */
+  train?: string;
+  validation?: string;
+  test?: string;
+  file?: string;
+  split?: SplitSpec;
+  prompt: string;
+  completion: string;
+  /** Positions per row (T). */
+  seqLen: number;
+  pack: boolean;
+  eos: boolean;
+  truncate: boolean;
+}
+
+/** One `attach.overrides` entry. */
+export interface AttachOverride {
+  pattern: string;
+  r?: number;
+  k?: number;
+  l?: number;
+  loraAlpha?: number;
+  seed?: number;
+  init?: NolaInit;
+}
+
+/** `attach`: NOLA or LoRA adapters. */
+export interface AttachStage extends StageBase {
+  kind: "attach";
+  method: "nola" | "lora";
+  targets: string[];
+  r: number;
+  k: number;
+  l: number;
+  loraAlpha: number;
+  seed: number;
+  init: NolaInit;
+  shareBasis: boolean;
+  overrides: AttachOverride[];
+}
+
+/** The schedule of a `train` stage (its peak `lr` and total steps come from the stage). */
+export interface ScheduleSpec {
+  kind: ScheduleKind;
+  warmupSteps?: number;
+  warmupRatio?: number;
+  minLr: number;
+}
+
+/** `train`: the training loop. Exactly one of `epochs` and `steps` is set. */
+export interface TrainStage extends StageBase {
+  kind: "train";
+  epochs?: number;
+  steps?: number;
+  batchSize: number;
+  gradAccum: number;
+  lr: number;
+  optimizer: "adamw" | "sgd";
+  betas: [number, number];
+  eps: number;
+  momentum: number;
+  dampening: number;
+  nesterov: boolean;
+  weightDecay: number;
+  schedule: ScheduleSpec;
+  maxGradNorm: number;
+  labelSmoothing: number;
+  evalEvery: number;
+  patience: number;
+  logEvery: number;
+  checkpointEvery: number;
+  /** Absent: no quantization-aware training. */
+  qat?: QuantOptions;
+  full: boolean;
+}
+
+/** `quantize`: post-training quantization of the adapter coefficients. */
+export interface QuantizeStage extends StageBase {
+  kind: "quantize";
+  bits: number;
+  scheme: QuantScheme;
+}
+
+/** `evaluate`: loss and generation scores on one split. */
+export interface EvaluateStage extends StageBase {
+  kind: "evaluate";
+  split: SplitName;
+  metrics: MetricName[];
+  decoding: "greedy" | "beam";
+  beams: number;
+  lengthPenalty: number;
+  noRepeatNgram: number;
+  maxNewTokens: number;
+  stop: string[];
+  /** Absent: every example of the split. */
+  maxExamples?: number;
+}
+
+/** `save`: the adapter file. */
+export interface SaveStage extends StageBase {
+  kind: "save";
+  /** Relative to the run folder `out`. */
+  path: string;
+  /** Absent: as trained (or as an earlier `quantize` left it). */
+  quant?: QuantOptions;
+}
+
+/** `generate`: samples from prompts given here or taken from a split. */
+export interface GenerateStage extends StageBase {
+  kind: "generate";
+  prompts?: string[];
+  from?: SplitName;
+  n: number;
+  maxNewTokens: number;
+  temperature: number;
+  topK: number;
+  topP: number;
+  seed: number;
+  stop: string[];
+}
+
+/** `merge`: a Hugging Face folder with the adapters merged into the weights. */
+export interface MergeStage extends StageBase {
+  kind: "merge";
+  /** Relative to the run folder `out`. */
+  out: string;
+}
+
+/** `export_peft`: a PEFT LoRA folder. */
+export interface ExportPeftStage extends StageBase {
+  kind: "export_peft";
+  /** Relative to the run folder `out`. */
+  out: string;
+  /** Absent: the `load` stage's model folder name. */
+  baseModelName?: string;
+}
+
+/** One stage: a discriminated union on `kind`. */
+export type Stage =
+  | LoadStage
+  | DataStage
+  | AttachStage
+  | TrainStage
+  | QuantizeStage
+  | EvaluateStage
+  | SaveStage
+  | GenerateStage
+  | MergeStage
+  | ExportPeftStage;
+
+/** The stage kinds. */
+export type StageKind = Stage["kind"];
+
+/** A validated pipeline, every default filled in. */
+export interface Pipeline {
+  version: 1;
+  name: string;
+  seed: number;
+  /** The run folder, relative to the working directory; default `out/<name>`. */
+  out: string;
+  stages: Stage[];
+  /** The pipeline file as given (for messages); `<pipeline>` for text without a file. */
+  file: string;
+  /** The folder relative input paths resolve against: the pipeline file's folder. */
+  baseDir: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The table.
+
+/** The type of a key's value. */
+export type FieldType =
+  | { type: "string"; pattern?: RegExp; patternDoc?: string }
+  | { type: "path"; is: "file" | "folder" | "output" }
+  | {
+    type: "number";
+    integer?: boolean;
+    min?: number;
+    max?: number;
+    /** Exclusive lower bound. */
+    above?: number;
+  }
+  | { type: "boolean" }
+  | { type: "enum"; values: readonly string[] }
+  | { type: "list"; item: FieldType; minItems?: number; length?: number; unique?: boolean }
+  | { type: "mapping"; fields: readonly Field[]; rules?: readonly Rule[] }
+  | { type: "stages" };
+
+/** What the derived default of a key sees: its mapping so far and the pipeline's top level. */
+export interface DeriveContext {
+  self: Record<string, unknown>;
+  top: { name: string; seed: number };
+}
+
+/** One key of a mapping. */
+export interface Field {
+  /** The YAML key (snake_case). */
+  key: string;
+  type: FieldType;
+  doc: string;
+  required?: boolean;
+  /** The value when the key is absent. */
+  default?: unknown;
+  /** A default computed from other values, with its description for the docs. */
+  derive?: { doc: string; value: (ctx: DeriveContext) => unknown };
+  /** When absent and without default: what absence means (for the docs). */
+  absent?: string;
+  /** Names people often use for this key (other tools' spellings), for suggestions. */
+  aliases?: readonly string[];
+}
+
+/** A constraint across keys of one mapping. */
+export interface Rule {
+  doc: string;
+  /**
+   * Returns the message and the key to point at, or undefined when satisfied. `value` has the
+   * camelCase keys with defaults filled in; `given` the YAML keys the file (or an override) gave.
+   */
+  check(
+    value: Record<string, unknown>,
+    given: ReadonlySet<string>,
+  ): { key?: string; message: string } | undefined;
+}
+
+/** An earlier stage a stage needs. */
+export interface Need {
+  kind: StageKind;
+  /** Needed only when this holds of the stage (camelCase values) and the stages before it. */
+  when?: (stage: Record<string, unknown>, earlier: readonly Record<string, unknown>[]) => boolean;
+  note?: string;
+}
+
+/** One stage kind: its keys, cross-key rules and the stages it needs before it. */
+export interface StageSchema {
+  kind: StageKind;
+  doc: string;
+  fields: readonly Field[];
+  rules?: readonly Rule[];
+  needs?: readonly Need[];
+}
+
+const int = (min?: number, max?: number): FieldType => ({
+  type: "number",
+  integer: true,
+  min,
+  max,
+});
+const num = (min?: number, max?: number): FieldType => ({ type: "number", min, max });
+const positive: FieldType = { type: "number", above: 0 };
+const bool: FieldType = { type: "boolean" };
+const str: FieldType = { type: "string" };
+const strings: FieldType = { type: "list", item: str };
+const splitName: FieldType = { type: "enum", values: ["train", "validation", "test"] };
+const quant = (doc: string): Field => ({
+  key: "",
+  doc,
+  type: {
+    type: "mapping",
+    fields: [
+      { key: "bits", type: int(1, 8), required: true, doc: "Bits per coefficient." },
+      {
+        key: "scheme",
+        type: { type: "enum", values: ["symmetric", "asymmetric"] },
+        default: "symmetric",
+        doc: "Symmetric: `2^(bits-1) - 1` levels each side of 0; asymmetric: min..max.",
+      },
+    ],
+  },
+});
+const seedField = (doc: string): Field => ({
+  key: "seed",
+  type: int(0),
+  derive: { doc: "the pipeline `seed`", value: ({ top }) => top.seed },
+  doc,
+});
+
+/** At most one (or, with `required`, exactly one) of `keys` is given. */
+function oneOf(keys: readonly string[], required: boolean, fallback?: string): Rule {
+  const list = keys.map((k) => `\`${k}\``).join(" and ");
+  return {
+    doc: `${required ? "Exactly" : "At most"} one of ${list}${
+      fallback ? ` (neither: ${fallback})` : ""
+    }.`,
+    check(_, given) {
+      const present = [...given].filter((k) => keys.includes(k)); // file order
+      if (present.length > 1) {
+        return { key: present[1], message: `cannot be given with "${present[0]}"` };
+      }
+      if (required && present.length === 0) {
+        return { message: `needs one of ${keys.map((k) => `"${k}"`).join(", ")}` };
+      }
+    },
+  };
+}
+
+/** `key` may only be given when `test` holds of the mapping. */
+function onlyWith(key: string, test: (v: Record<string, unknown>) => boolean, doc: string): Rule {
+  return {
+    doc: `\`${key}\` only ${doc}.`,
+    check: (value, given) =>
+      given.has(key) && !test(value) ? { key, message: `only applies ${doc}` } : undefined,
+  };
+}
+
+/** Keys every stage has, before the kind's own. */
+export const COMMON_FIELDS: readonly Field[] = [
+  { key: "kind", type: str, required: true, doc: "The stage kind (the sections below)." },
+  {
+    key: "id",
+    type: {
+      type: "string",
+      pattern: /^[A-Za-z_][A-Za-z0-9_-]*$/,
+      patternDoc: "a letter or _, then letters, digits, _ or -",
+    },
+    derive: { doc: "the kind", value: ({ self }) => self.kind },
+    doc: "Unique name of the stage; overrides address it as `stages.<id>.<key>`.",
+  },
+];
+
+/** The top-level keys. */
+export const TOP_FIELDS: readonly Field[] = [
+  { key: "version", type: int(1, 1), required: true, doc: "Format version: 1." },
+  {
+    key: "name",
+    type: {
+      type: "string",
+      pattern: /^[A-Za-z0-9][A-Za-z0-9._-]*$/,
+      patternDoc: "a letter or digit, then letters, digits, ., _ or -",
+    },
+    required: true,
+    doc: "Run name; names the run folder.",
+  },
+  { key: "seed", type: int(0), default: 0, doc: "Default seed of every stage that takes one." },
+  {
+    key: "out",
+    type: { type: "path", is: "output" },
+    derive: { doc: "`out/<name>`", value: ({ top }) => `out/${top.name}` },
+    doc: "Run folder, relative to the working directory.",
+  },
+  { key: "stages", type: { type: "stages" }, required: true, doc: "The stages, run in order." },
+];
+
+const needsAttach: Need = {
+  kind: "attach",
+  when: (_, earlier) => !earlier.some((s) => s.kind === "train" && s.full === true),
+  note: "unless an earlier `train` has `full: true`",
+};
+
+/** Every stage kind, in the order the docs list them. */
+export const STAGES: readonly StageSchema[] = [
+  {
+    kind: "load",
+    doc: "Loads the base model (GPT-2) from a Hugging Face folder.",
+    fields: [
+      {
+        key: "model",
+        type: { type: "path", is: "folder" },
+        required: true,
+        doc: "Model folder (`config.json`, `model.safetensors`, `tokenizer.json`).",
+      },
+      {
+        key: "dtype",
+        type: { type: "enum", values: ["f32"] },
+        default: "f32",
+        doc: "Compute dtype; f16/bf16 checkpoints are widened on upload.",
+      },
+    ],
+  },
+  {
+    kind: "data",
+    doc: "Reads the dataset, renders the templates and lays out rows of `seq_len` tokens. " +
+      "The loss is taken on completion tokens only.",
+    fields: [
+      {
+        key: "format",
+        type: { type: "enum", values: ["jsonl", "csv", "e2e"] },
+        absent: "from each file's extension",
+        doc: "`jsonl`, `csv`, or `e2e` (the E2E NLG CSV: `mr`, `ref`).",
+      },
+      { key: "train", type: { type: "path", is: "file" }, doc: "Training file." },
+      {
+        key: "validation",
+        type: { type: "path", is: "file" },
+        absent: "empty",
+        doc: "Validation file.",
+      },
+      { key: "test", type: { type: "path", is: "file" }, absent: "empty", doc: "Test file." },
+      { key: "file", type: { type: "path", is: "file" }, doc: "One file to split by `split`." },
+      {
+        key: "split",
+        doc: "Shares of `file`, summing to 1.",
+        type: {
+          type: "mapping",
+          fields: [
+            { key: "train", type: num(0, 1), required: true, doc: "Training share." },
+            { key: "validation", type: num(0, 1), default: 0, doc: "Validation share." },
+            { key: "test", type: num(0, 1), default: 0, doc: "Test share." },
+            seedField("Seed of the split."),
+            {
+              key: "key",
+              type: str,
+              absent: "`mr` for `e2e`, else each record alone",
+              doc: "Records with equal values of this field stay in one split.",
+            },
+          ],
+          rules: [{
+            doc: "The shares sum to 1.",
+            check: (v) => {
+              const sum = (v.train as number) + (v.validation as number) + (v.test as number);
+              return Math.abs(sum - 1) > 1e-9
+                ? { message: `shares must sum to 1, got ${+sum.toFixed(12)}` }
+                : undefined;
+            },
+          }],
+        },
+      },
+      { key: "prompt", type: str, required: true, doc: "Jinja template of the prompt (no loss)." },
+      {
+        key: "completion",
+        type: str,
+        required: true,
+        doc: "Jinja template of the completion (the loss).",
+      },
+      {
+        key: "seq_len",
+        type: int(2),
+        default: 256,
+        aliases: ["T", "max_length", "max_seq_length", "block_size", "context_length"],
+        doc: "Tokens per row (T), at most the model's context.",
+      },
+      { key: "pack", type: bool, default: false, doc: "Pack several examples per row." },
+      {
+        key: "eos",
+        type: bool,
+        default: true,
+        doc: "End each example with the end-of-text token.",
+      },
+      {
+        key: "truncate",
+        type: bool,
+        default: true,
+        doc: "Cut examples to `seq_len` (false: split them into chunks).",
+      },
+    ],
+    rules: [
+      oneOf(["train", "file"], true),
+      {
+        doc: "`validation` and `test` go with `train`; `split` goes with `file` (and is needed).",
+        check(_, given) {
+          for (const key of ["validation", "test"]) {
+            if (given.has(key) && !given.has("train")) {
+              return { key, message: `needs "train" (with "file", use "split")` };
+            }
+          }
+          if (given.has("split") && !given.has("file")) {
+            return { key: "split", message: `needs "file"` };
+          }
+          if (given.has("file") && !given.has("split")) return { message: `"file" needs "split"` };
+        },
+      },
+    ],
+  },
+  {
+    kind: "attach",
+    doc: "Attaches NOLA or LoRA adapters to the modules the target patterns match " +
+      "(`h.<i>.attn.c_attn[.q|.k|.v]`, `h.<i>.attn.c_proj`, `h.<i>.mlp.c_fc`, `h.<i>.mlp.c_proj`; " +
+      "`*` matches within one dotted part).",
+    needs: [{ kind: "load" }],
+    fields: [
+      {
+        key: "method",
+        type: { type: "enum", values: ["nola", "lora"] },
+        default: "nola",
+        doc: "`nola` trains k + l coefficients per module; `lora` trains A and B.",
+      },
+      {
+        key: "targets",
+        type: { type: "list", item: str, minItems: 1 },
+        default: ["h.*.attn.c_attn.q", "h.*.attn.c_attn.v"],
+        aliases: ["target_modules"],
+        doc: "Module patterns.",
+      },
+      { key: "r", type: int(1), default: 8, aliases: ["rank"], doc: "Rank." },
+      { key: "k", type: int(1), default: 256, doc: "NOLA: number of A bases." },
+      {
+        key: "l",
+        type: int(1),
+        derive: { doc: "`k`", value: ({ self }) => self.k },
+        doc: "NOLA: number of B bases.",
+      },
+      {
+        key: "lora_alpha",
+        type: { type: "number" },
+        derive: { doc: "`r` (scale 1)", value: ({ self }) => self.r },
+        aliases: ["alpha"],
+        doc: "The output is scaled by `lora_alpha / r`.",
+      },
+      seedField("NOLA: basis seed; LoRA: seed of A's init."),
+      {
+        key: "init",
+        type: { type: "enum", values: ["official", "uniform-coeffs"] },
+        default: "official",
+        doc: "NOLA: `official` (A0 term, coefficients 0) or `uniform-coeffs` (1/k, 1/l, no A0).",
+      },
+      {
+        key: "share_basis",
+        type: bool,
+        default: false,
+        doc: "NOLA: the same bases in every layer.",
+      },
+      {
+        key: "overrides",
+        default: [],
+        doc: "Per-module settings, later entries win.",
+        type: {
+          type: "list",
+          item: {
+            type: "mapping",
+            fields: [
+              { key: "pattern", type: str, required: true, doc: "Pattern over the targets." },
+              { key: "r", type: int(1), absent: "the stage's", doc: "Rank." },
+              { key: "k", type: int(1), absent: "the stage's", doc: "NOLA: A bases." },
+              { key: "l", type: int(1), absent: "the stage's", doc: "NOLA: B bases." },
+              {
+                key: "lora_alpha",
+                type: { type: "number" },
+                absent: "the stage's",
+                doc: "Scale numerator.",
+              },
+              { key: "seed", type: int(0), absent: "the stage's", doc: "Seed." },
+              {
+                key: "init",
+                type: { type: "enum", values: ["official", "uniform-coeffs"] },
+                absent: "the stage's",
+                doc: "NOLA init.",
+              },
+            ],
+          },
+        },
+      },
+    ],
+  },
+  {
+    kind: "train",
+    doc: "Trains the adapters (or, with `full`, every weight) on the `train` split.",
+    needs: [
+      { kind: "load" },
+      { kind: "data" },
+      { kind: "attach", when: (s) => s.full !== true, note: "unless `full: true`" },
+    ],
+    fields: [
+      { key: "epochs", type: int(1), aliases: ["num_epochs", "num_train_epochs"], doc: "Epochs." },
+      { key: "steps", type: int(1), aliases: ["max_steps"], doc: "Optimizer steps." },
+      {
+        key: "batch_size",
+        type: int(1),
+        default: 8,
+        aliases: ["micro_batch_size", "per_device_train_batch_size"],
+        doc: "Rows per micro-batch.",
+      },
+      {
+        key: "grad_accum",
+        type: int(1),
+        default: 1,
+        aliases: ["gradient_accumulation_steps"],
+        doc: "Micro-batches per optimizer step.",
+      },
+      {
+        key: "lr",
+        type: positive,
+        required: true,
+        aliases: ["learning_rate"],
+        doc: "Peak learning rate.",
+      },
+      {
+        key: "optimizer",
+        type: { type: "enum", values: ["adamw", "sgd"] },
+        default: "adamw",
+        doc: "Optimizer (PyTorch's semantics).",
+      },
+      {
+        key: "betas",
+        type: { type: "list", item: num(0, 1), length: 2 },
+        default: [0.9, 0.999],
+        doc: "AdamW betas.",
+      },
+      { key: "eps", type: positive, default: 1e-8, doc: "AdamW epsilon." },
+      { key: "momentum", type: num(0), default: 0, doc: "SGD momentum." },
+      { key: "dampening", type: num(0), default: 0, doc: "SGD dampening." },
+      { key: "nesterov", type: bool, default: false, doc: "SGD Nesterov momentum." },
+      {
+        key: "weight_decay",
+        type: num(0),
+        default: 0,
+        doc: "AdamW: decoupled; SGD: added to the gradient.",
+      },
+      {
+        key: "schedule",
+        default: {},
+        doc: "Learning-rate schedule.",
+        type: {
+          type: "mapping",
+          fields: [
+            {
+              key: "kind",
+              type: { type: "enum", values: ["constant", "linear", "cosine"] },
+              default: "linear",
+              doc: "Shape after the warmup (Hugging Face's).",
+            },
+            { key: "warmup_steps", type: int(0), absent: "no warmup", doc: "Warmup steps." },
+            {
+              key: "warmup_ratio",
+              type: num(0, 1),
+              absent: "no warmup",
+              doc: "Warmup as a share of the steps.",
+            },
+            { key: "min_lr", type: num(0), default: 0, doc: "Rate at the end (linear, cosine)." },
+          ],
+          rules: [oneOf(["warmup_steps", "warmup_ratio"], false)],
+        },
+      },
+      {
+        key: "max_grad_norm",
+        type: num(0),
+        default: 1,
+        aliases: ["clip_grad_norm", "grad_clip"],
+        doc: "Clip the global gradient norm (0: off).",
+      },
+      {
+        key: "label_smoothing",
+        type: { type: "number", min: 0, max: 1 },
+        default: 0,
+        doc: "Label smoothing.",
+      },
+      {
+        key: "eval_every",
+        type: int(0),
+        default: 0,
+        doc: "Validation loss every this many steps (0: only at the end).",
+      },
+      {
+        key: "patience",
+        type: int(0),
+        default: 0,
+        doc: "Stop after this many evaluations without a better loss (0: never).",
+      },
+      {
+        key: "log_every",
+        type: int(1),
+        default: 10,
+        doc: "Read the loss back every this many steps.",
+      },
+      {
+        key: "checkpoint_every",
+        type: int(0),
+        default: 100,
+        doc: "Checkpoint every this many steps (0: off).",
+      },
+      { ...quant("Quantization-aware training (straight-through)."), key: "qat", absent: "off" },
+      { key: "full", type: bool, default: false, doc: "Train every weight of the model." },
+    ],
+    rules: [
+      oneOf(["epochs", "steps"], false, "`epochs: 1`"),
+      onlyWith("betas", (v) => v.optimizer === "adamw", "with `optimizer: adamw`"),
+      onlyWith("eps", (v) => v.optimizer === "adamw", "with `optimizer: adamw`"),
+      onlyWith("momentum", (v) => v.optimizer === "sgd", "with `optimizer: sgd`"),
+      onlyWith("dampening", (v) => v.optimizer === "sgd", "with `optimizer: sgd`"),
+      onlyWith("nesterov", (v) => v.optimizer === "sgd", "with `optimizer: sgd`"),
+      onlyWith("patience", (v) => (v.evalEvery as number) > 0, "with `eval_every` above 0"),
+    ],
+  },
+  {
+    kind: "quantize",
+    doc: "Quantizes the adapter coefficients in place (post-training).",
+    needs: [{ kind: "attach" }],
+    fields: [
+      { key: "bits", type: int(1, 8), default: 4, doc: "Bits per coefficient." },
+      {
+        key: "scheme",
+        type: { type: "enum", values: ["symmetric", "asymmetric"] },
+        default: "symmetric",
+        doc: "Symmetric per tensor, or asymmetric min..max.",
+      },
+    ],
+  },
+  {
+    kind: "evaluate",
+    doc: "Scores the model as it stands on one split.",
+    needs: [{ kind: "load" }, { kind: "data" }],
+    fields: [
+      { key: "split", type: splitName, default: "validation", doc: "The split." },
+      {
+        key: "metrics",
+        type: {
+          type: "list",
+          item: { type: "enum", values: ["loss", "bleu", "rouge_l", "exact_match", "accuracy"] },
+          minItems: 1,
+          unique: true,
+        },
+        default: ["loss"],
+        doc: "`loss` (and perplexity), `bleu`, `rouge_l`, `exact_match` (generations), " +
+          "`accuracy` (completion tokens).",
+      },
+      {
+        key: "decoding",
+        type: { type: "enum", values: ["greedy", "beam"] },
+        default: "greedy",
+        doc: "Decoding of generations.",
+      },
+      { key: "beams", type: int(1), default: 4, aliases: ["num_beams"], doc: "Beam width." },
+      { key: "length_penalty", type: { type: "number" }, default: 1, doc: "Beam length penalty." },
+      {
+        key: "no_repeat_ngram",
+        type: int(0),
+        default: 0,
+        aliases: ["no_repeat_ngram_size"],
+        doc: "Forbid repeating n-grams of this size (0: off).",
+      },
+      { key: "max_new_tokens", type: int(1), default: 32, doc: "Most tokens per generation." },
+      { key: "stop", type: strings, default: [], doc: "Strings that end a generation." },
+      { key: "max_examples", type: int(1), absent: "all", doc: "Score only the first examples." },
+    ],
+    rules: [
+      onlyWith("beams", (v) => v.decoding === "beam", "with `decoding: beam`"),
+      onlyWith("length_penalty", (v) => v.decoding === "beam", "with `decoding: beam`"),
+    ],
+  },
+  {
+    kind: "save",
+    doc: "Writes the adapter file (safetensors with the settings in its metadata).",
+    needs: [{ kind: "attach" }],
+    fields: [
+      {
+        key: "path",
+        type: { type: "path", is: "output" },
+        default: "adapter.safetensors",
+        doc: "File, relative to the run folder.",
+      },
+      { ...quant("Quantize the saved coefficients."), key: "quant", absent: "as they stand" },
+    ],
+  },
+  {
+    kind: "generate",
+    doc: "Generates samples, printed and written to the run folder.",
+    needs: [{ kind: "load" }, {
+      kind: "data",
+      when: (s) => s.from !== undefined,
+      note: "with `from`",
+    }],
+    fields: [
+      { key: "prompts", type: { type: "list", item: str, minItems: 1 }, doc: "Prompts as text." },
+      { key: "from", type: splitName, doc: "Take rendered prompts from this split." },
+      { key: "n", type: int(1), default: 3, doc: "With `from`: how many prompts (the first)." },
+      { key: "max_new_tokens", type: int(1), default: 32, doc: "Most tokens per sample." },
+      { key: "temperature", type: num(0), default: 0, doc: "0: greedy." },
+      { key: "top_k", type: int(0), default: 0, doc: "Keep the k most likely tokens (0: all)." },
+      {
+        key: "top_p",
+        type: { type: "number", above: 0, max: 1 },
+        default: 1,
+        doc: "Nucleus: smallest set reaching p.",
+      },
+      seedField("Sampling seed."),
+      { key: "stop", type: strings, default: [], doc: "Strings that end a sample." },
+    ],
+    rules: [
+      oneOf(["prompts", "from"], true),
+      onlyWith("n", (v) => v.from !== undefined, "with `from`"),
+    ],
+  },
+  {
+    kind: "merge",
+    doc: "Writes a Hugging Face folder with `W + dW` (or the fully trained weights).",
+    needs: [needsAttach],
+    fields: [
+      {
+        key: "out",
+        type: { type: "path", is: "output" },
+        default: "merged",
+        doc: "Folder, relative to the run folder.",
+      },
+    ],
+  },
+  {
+    kind: "export_peft",
+    doc: "Writes a PEFT LoRA folder (`adapter_config.json`, `adapter_model.safetensors`).",
+    needs: [{ kind: "attach" }],
+    fields: [
+      {
+        key: "out",
+        type: { type: "path", is: "output" },
+        default: "peft",
+        doc: "Folder, relative to the run folder.",
+      },
+      {
+        key: "base_model_name",
+        type: str,
+        absent: "the `load` model folder's name",
+        doc: "`base_model_name_or_path` in `adapter_config.json`.",
+      },
+    ],
+  },
+];
+
+/** The schema of one kind. */
+export function stageSchema(kind: string): StageSchema | undefined {
+  return STAGES.find((s) => s.kind === kind);
+}
+
+/** `lora_alpha` -> `loraAlpha`. */
+export function camelCase(key: string): string {
+  return key.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reference page, generated from the table.
+
+/** A complete pipeline, shown in the docs and parsed by the tests. */
+export const EXAMPLE_PIPELINE = `version: 1
+name: data-to-text-nola
+seed: 0
+stages:
+  - kind: load
+    model: ../fixtures/tiny-gpt2
+  - kind: data
+    format: e2e
+    train: ../fixtures/data-to-text/train.csv
+    validation: ../fixtures/data-to-text/validation.csv
+    test: ../fixtures/data-to-text/test.csv
+    prompt: "{{ mr }}\\n"
+    completion: " {{ ref }}"
+    seq_len: 128
+  - id: before
+    kind: evaluate
+    metrics: [loss, bleu]
+  - kind: attach
+    method: nola
+    targets: [h.*.attn.c_attn.q, h.*.attn.c_attn.v]
+    r: 8
+    k: 64
+  - kind: train
+    epochs: 2
+    lr: 5.0e-3
+    schedule: { kind: linear, warmup_ratio: 0.1 }
+    label_smoothing: 0.1
+  - kind: quantize
+    bits: 4
+  - id: after
+    kind: evaluate
+    metrics: [loss, bleu]
+  - kind: save
+  - kind: generate
+    from: test
+    n: 3
+`;
+
+const INTRO = `# Pipeline files
+
+<!-- Generated by schemaMarkdown() in pipelines/schema.ts from the schema table; do not edit.
+Regenerate: deno eval "import { schemaMarkdown } from './pipelines/schema.ts';
+Deno.writeTextFileSync('docs/pipelines.md', schemaMarkdown())" -->
+
+A pipeline is a YAML 1.2 file: a version, a run name, a seed, a run folder and an ordered list of
+stages, each \`{ id, kind, ...options }\`, run top to bottom. \`deno task finetune PIPELINE\` runs one;
+\`--set KEY=VALUE\` (repeatable) overrides any value before validation.
+
+\`\`\`yaml
+${EXAMPLE_PIPELINE}\`\`\`
+
+**Keys** are snake_case. Unknown keys are errors (with the closest known key suggested). Every
+optional key has the default listed; "absent: ..." says what leaving it out means.
+
+**Paths.** Input paths (\`load.model\`, the \`data\` files) that are relative resolve against the
+folder of the pipeline file, so a pipeline and its data can move together. \`out\` is relative to
+the working directory, and the outputs of \`save\`, \`merge\` and \`export_peft\` are relative to
+\`out\`.
+
+**Stage order.** A stage needs certain kinds of stage before it (listed per kind), for example
+\`attach\` needs a \`load\`, \`train\` needs a \`data\`. Stage ids must be unique; an id defaults to the
+kind, so two stages of one kind need ids.
+
+**Overrides.** \`--set KEY=VALUE\`: KEY is \`seed\`, \`name\`, \`out\`, or
+\`stages.<id>.<key>[.<key>]\` (the stage by its id, a list item by its index:
+\`stages.attach.overrides.0.r=4\`). VALUE is read as YAML: \`--set stages.train.lr=1e-3\`,
+\`--set stages.attach.targets=[h.*.attn.c_attn.q]\`, \`--set stages.train.schedule.kind=cosine\`.
+Overridden values are checked like the file's; an error names the override.
+
+**Errors** are one line: the file, what is wrong with which YAML path, and where
+(\`line:column\`, or the override), for example
+\`run.yaml: Unknown key "lerning_rate" at stages[4] (line 27:5): did you mean "lr"?\` or
+\`run.yaml: stages[4].lr must be a number, got "fast" (line 27:9)\`.
+`;
+
+function typeText(t: FieldType): string {
+  switch (t.type) {
+    case "string":
+      return "string";
+    case "path":
+      return t.is === "output" ? "path (output)" : `path (${t.is})`;
+    case "number": {
+      const what = t.integer ? "integer" : "number";
+      if (t.min !== undefined && t.min === t.max) return `${what}, ${t.min}`;
+      const low = t.above !== undefined ? `> ${t.above}` : t.min !== undefined ? `≥ ${t.min}` : "";
+      const high = t.max !== undefined ? `≤ ${t.max}` : "";
+      return [what, [low, high].filter(Boolean).join(", ")].filter(Boolean).join(" ");
+    }
+    case "boolean":
+      return "boolean";
+    case "enum":
+      return t.values.map((v) => `\`${v}\``).join(" \\| ");
+    case "list":
+      return `list${t.length !== undefined ? ` of ${t.length}` : ""} of ${typeText(t.item)}`;
+    case "mapping":
+      return "mapping";
+    case "stages":
+      return "list of stages";
+  }
+}
+
+function defaultText(f: Field): string {
+  if (f.required) return "**required**";
+  if (f.default !== undefined) {
+    return f.type.type === "mapping" ? "(its defaults)" : `\`${JSON.stringify(f.default)}\``;
+  }
+  if (f.derive) return f.derive.doc;
+  return f.absent ? `absent: ${f.absent}` : "absent";
+}
+
+function rows(fields: readonly Field[], prefix = ""): string[] {
+  return fields.flatMap((f) => {
+    const key = prefix + f.key;
+    const row = `| \`${key}\` | ${typeText(f.type)} | ${defaultText(f)} | ${f.doc} |`;
+    const inner = f.type.type === "mapping"
+      ? rows(f.type.fields, `${key}.`)
+      : f.type.type === "list" && f.type.item.type === "mapping"
+      ? rows(f.type.item.fields, `${key}[].`)
+      : [];
+    const innerRules = f.type.type === "mapping" ? f.type.rules ?? [] : [];
+    return [row, ...inner, ...innerRules.map((r) => `| | | | \`${key}\`: ${r.doc} |`)];
+  });
+}
+
+function table(fields: readonly Field[]): string {
+  return ["| Key | Type | Default | Description |", "| --- | --- | --- | --- |", ...rows(fields)]
+    .join("\n");
+}
+
+/**
+ * The reference page of the format (`docs/pipelines.md`), generated from the schema table.
+ *
+ * @returns Markdown: every key of every stage kind with its type, default and description.
+ */
+export function schemaMarkdown(): string {
+  const parts = [INTRO, "## Top level\n", table(TOP_FIELDS), ""];
+  parts.push("## Every stage\n", table(COMMON_FIELDS), "");
+  parts.push(`Kinds: ${STAGES.map((s) => `\`${s.kind}\``).join(", ")}.`, "");
+  for (const s of STAGES) {
+    parts.push(`## \`${s.kind}\`\n`, s.doc, "");
+    const needs = (s.needs ?? []).map((n) => `\`${n.kind}\`${n.note ? ` (${n.note})` : ""}`);
+    if (needs.length > 0) parts.push(`Needs an earlier ${needs.join(", ")}.`, "");
+    parts.push(table(s.fields), "");
+    if (s.rules?.length) parts.push(...s.rules.map((r) => `- ${r.doc}`), "");
+  }
+  return `<!-- deno-fmt-ignore-file -->\n\n${parts.join("\n")}`;
+}
