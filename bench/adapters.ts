@@ -12,7 +12,7 @@ import type { Gpu } from "../kernels/gpu.ts";
 import { Tensor } from "../kernels/tensor.ts";
 import { Gpt2 } from "../models/gpt2.ts";
 import type { Gpt2Config } from "../models/gpt2_config.ts";
-import { randomGpt2Weights } from "./gpt2.ts";
+import { initGpt2Weights } from "../models/gpt2_init.ts";
 
 /** GPT-2 small's width with 2 layers and a 1024-token vocabulary. */
 export const STEP_MODEL: Gpt2Config = {
@@ -82,7 +82,7 @@ export async function benchAdapters(
   const B = options.B ?? 4;
   const T = options.T ?? 128;
   const steps = options.steps ?? 3;
-  using model = await Gpt2.fromWeights(gpu, randomGpt2Weights(STEP_MODEL));
+  using model = await Gpt2.fromWeights(gpu, initGpt2Weights(STEP_MODEL, { seed: 1 }));
   const V = STEP_MODEL.vocabSize;
   const batch = {
     B,

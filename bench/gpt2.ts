@@ -9,7 +9,7 @@ import type { Gpu } from "../kernels/gpu.ts";
 import { generateTokens } from "../models/generate.ts";
 import { Gpt2 } from "../models/gpt2.ts";
 import type { Gpt2Config } from "../models/gpt2_config.ts";
-import { expectedGpt2Shapes } from "../models/gpt2_weights.ts";
+import { initGpt2Weights } from "../models/gpt2_init.ts";
 
 /** One model's figures. */
 export interface Gpt2BenchRow {
@@ -35,24 +35,6 @@ export const GPT2_SMALL: Gpt2Config = {
   layerNormEpsilon: 1e-5,
   activationFunction: "gelu_new",
 };
-
-/** Random weights in the GPT-2 layout (N(0, 0.02)-like uniform; layernorm weights 1). */
-export function randomGpt2Weights(config: Gpt2Config, seed = 1) {
-  let state = seed >>> 0;
-  const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
-  for (const { name, shape } of expectedGpt2Shapes(config)) {
-    const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
-    if (/ln_.*\.weight$/.test(name)) data.fill(1);
-    else if (!name.endsWith(".bias")) {
-      for (let i = 0; i < data.length; i++) {
-        state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
-        data[i] = (state / 2 ** 32 - 0.5) * 0.07;
-      }
-    }
-    tensors.set(name, { shape, data });
-  }
-  return { config, tensors };
-}
 
 /** Runs `record` `reps` times and returns the seconds per repetition (wall, GPU synced). */
 async function timeReps(gpu: Gpu, reps: number, record: () => void): Promise<number> {
@@ -115,7 +97,9 @@ export async function benchGpt2(
     );
   }
   if (options.small ?? true) {
-    using small = await Gpt2.fromWeights(gpu, randomGpt2Weights(GPT2_SMALL), { trainAll: true });
+    using small = await Gpt2.fromWeights(gpu, initGpt2Weights(GPT2_SMALL, { seed: 1 }), {
+      trainAll: true,
+    });
     rows.push(
       await benchGpt2Model(gpu, small, {
         name: "gpt2-small (random)",

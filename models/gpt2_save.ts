@@ -1,0 +1,73 @@
+/**
+ * Writing a GPT-2 held on the GPU as a Hugging Face folder: `config.json`, `model.safetensors`
+ * (F32, canonical names, Conv1D [in, out], tied head left out) and the tokenizer files.
+ *
+ * @module
+ */
+
+import { writeFolderAtomic } from "../adapters/_folder.ts";
+import { type TensorToWrite, writeSafetensors } from "../formats/safetensors.ts";
+import type { Gpt2 } from "./gpt2.ts";
+import type { Gpt2Config } from "./gpt2_config.ts";
+
+const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"];
+
+/** `config.json` in Hugging Face's GPT2Config keys. */
+export function hfConfigJson(config: Gpt2Config, extra: Record<string, unknown> = {}): string {
+  return JSON.stringify(
+    {
+      architectures: ["GPT2LMHeadModel"],
+      model_type: "gpt2",
+      n_layer: config.nLayer,
+      n_head: config.nHead,
+      n_embd: config.nEmbd,
+      n_positions: config.nPositions,
+      n_ctx: config.nPositions,
+      n_inner: config.nInner === 4 * config.nEmbd ? null : config.nInner,
+      vocab_size: config.vocabSize,
+      layer_norm_epsilon: config.layerNormEpsilon,
+      activation_function: config.activationFunction,
+      bos_token_id: config.bosTokenId ?? config.vocabSize - 1,
+      eos_token_id: config.eosTokenId ?? config.vocabSize - 1,
+      tie_word_embeddings: true,
+      ...extra,
+    },
+    null,
+    2,
+  ) + "\n";
+}
+
+/**
+ * Writes the model's current weights as a Hugging Face folder, atomically (a temp folder renamed
+ * into place); tokenizer files are copied from `tokenizerFrom` when present there.
+ */
+export async function saveGpt2Folder(
+  model: Gpt2,
+  outFolder: string,
+  options: { tokenizerFrom?: string; metadata?: Record<string, string> } = {},
+): Promise<void> {
+  const tensors: TensorToWrite[] = [];
+  for (const [name, t] of model.params) {
+    tensors.push({
+      name,
+      dtype: "F32" as const,
+      shape: [...t.shape],
+      data: await t.read() as Float32Array,
+    });
+  }
+  await writeFolderAtomic(outFolder, async (dir) => {
+    await Deno.writeTextFile(`${dir}/config.json`, hfConfigJson(model.config));
+    await writeSafetensors(`${dir}/model.safetensors`, tensors, {
+      format: "pt",
+      ...options.metadata,
+    });
+    for (const file of TOKENIZER_FILES) {
+      if (!options.tokenizerFrom) break;
+      try {
+        await Deno.copyFile(`${options.tokenizerFrom}/${file}`, `${dir}/${file}`);
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+      }
+    }
+  });
+}
