@@ -8,19 +8,9 @@
 import { type AttachConfig, planAdapters } from "./attach.ts";
 import { adapterFileSize } from "./adapter_file.ts";
 import type { QuantOptions } from "./quantize.ts";
-import { configHash, type Gpt2Config } from "../models/gpt2_config.ts";
+import { configHash, GPT2_SMALL, type Gpt2Config } from "../models/gpt2_config.ts";
 
-/** GPT-2 small (124M), as its Hugging Face `config.json` describes it. */
-export const GPT2_SMALL: Gpt2Config = {
-  nLayer: 12,
-  nHead: 12,
-  nEmbd: 768,
-  nPositions: 1024,
-  vocabSize: 50257,
-  nInner: 3072,
-  layerNormEpsilon: 1e-5,
-  activationFunction: "gelu_new",
-};
+export { GPT2_SMALL };
 
 /** One line of the comparison. */
 export interface AccountingRow {

@@ -8,7 +8,7 @@
 import type { Gpu } from "../kernels/gpu.ts";
 import { generateTokens } from "../models/generate.ts";
 import { Gpt2 } from "../models/gpt2.ts";
-import type { Gpt2Config } from "../models/gpt2_config.ts";
+import { GPT2_SMALL } from "../models/gpt2_config.ts";
 import { initGpt2Weights } from "../models/gpt2_init.ts";
 
 /** One model's figures. */
@@ -23,18 +23,6 @@ export interface Gpt2BenchRow {
   gradientBytes: number;
   activationBytes: number;
 }
-
-/** GPT-2 small's shape (124M parameters) with a 128-token context for the benchmark. */
-export const GPT2_SMALL: Gpt2Config = {
-  nLayer: 12,
-  nHead: 12,
-  nEmbd: 768,
-  nPositions: 1024,
-  vocabSize: 50257,
-  nInner: 3072,
-  layerNormEpsilon: 1e-5,
-  activationFunction: "gelu_new",
-};
 
 /** Runs `record` `reps` times and returns the seconds per repetition (wall, GPU synced). */
 async function timeReps(gpu: Gpu, reps: number, record: () => void): Promise<number> {

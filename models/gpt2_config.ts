@@ -272,3 +272,15 @@ function describe(value: unknown): string {
 function messageOf(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
+
+/** GPT-2 small (124M), as its Hugging Face `config.json` describes it. */
+export const GPT2_SMALL: Gpt2Config = {
+  nLayer: 12,
+  nHead: 12,
+  nEmbd: 768,
+  nPositions: 1024,
+  vocabSize: 50257,
+  nInner: 3072,
+  layerNormEpsilon: 1e-5,
+  activationFunction: "gelu_new",
+};
