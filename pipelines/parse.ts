@@ -316,9 +316,10 @@ class Validator {
         );
       } else if (field.default !== undefined || field.derive) {
         this.locations.set(fieldPath, here);
-        out[name] = field.default !== undefined
+        const value = field.default !== undefined
           ? this.value(this.doc.createNode(field.default), field.type, fieldPath)
           : field.derive!.value({ self: out, top: this.top });
+        if (value !== undefined) out[name] = value;
       }
     }
     const given = new Set(pairs.keys());

@@ -605,8 +605,17 @@ export const STAGES: readonly StageSchema[] = [
       { kind: "attach", when: (s) => s.full !== true, note: "unless `full: true`" },
     ],
     fields: [
-      { key: "epochs", type: int(1), aliases: ["num_epochs", "num_train_epochs"], doc: "Epochs." },
       { key: "steps", type: int(1), aliases: ["max_steps"], doc: "Optimizer steps." },
+      {
+        key: "epochs",
+        type: int(1),
+        derive: {
+          doc: "1 when `steps` is absent",
+          value: ({ self }) => (self.steps === undefined ? 1 : undefined),
+        },
+        aliases: ["num_epochs", "num_train_epochs"],
+        doc: "Epochs.",
+      },
       {
         key: "batch_size",
         type: int(1),
@@ -716,7 +725,7 @@ export const STAGES: readonly StageSchema[] = [
       { key: "full", type: bool, default: false, doc: "Train every weight of the model." },
     ],
     rules: [
-      oneOf(["epochs", "steps"], false, "`epochs: 1`"),
+      oneOf(["steps", "epochs"], false, "`epochs: 1`"),
       onlyWith("betas", (v) => v.optimizer === "adamw", "with `optimizer: adamw`"),
       onlyWith("eps", (v) => v.optimizer === "adamw", "with `optimizer: adamw`"),
       onlyWith("momentum", (v) => v.optimizer === "sgd", "with `optimizer: sgd`"),

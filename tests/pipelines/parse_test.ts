@@ -275,7 +275,9 @@ Deno.test("a stage without the earlier stage it needs is reported, and a later o
   const fullTraining = "version: 1\nname: p\nstages:\n  - {kind: load, model: m}\n" +
     "  - {kind: data, train: t.csv, prompt: a, completion: b}\n" +
     "  - {kind: train, lr: 1.0e-3, full: true}\n  - {kind: merge}\n";
-  assert.equal(parsePipeline(fullTraining).stages.length, 4);
+  const stages = parsePipeline(fullTraining).stages;
+  assert.equal(stages.length, 4);
+  assert.ok(stages[2].kind === "train" && stages[2].epochs === 1 && stages[2].steps === undefined);
 });
 
 Deno.test("cross-key rules point at the conflicting key", () => {
