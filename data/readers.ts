@@ -27,7 +27,7 @@ export type FieldValue = string | number | boolean | null;
 export type DataRecord = Record<string, FieldValue>;
 
 /** The formats {@linkcode readRecords} understands. */
-export type DataFormat = "jsonl" | "csv" | "e2e";
+export type DataFormat = "jsonl" | "csv" | "e2e" | "text";
 
 /** One meaning representation of an E2E file with every reference written for it. */
 export interface E2eGroup {
@@ -375,14 +375,27 @@ export function formatOf(path: string): DataFormat | undefined {
   const lower = path.toLowerCase();
   if (lower.endsWith(".jsonl") || lower.endsWith(".ndjson")) return "jsonl";
   if (lower.endsWith(".csv")) return "csv";
+  if (lower.endsWith(".txt")) return "text";
   return undefined;
+}
+
+/**
+ * Plain text, one document per line (a pretraining corpus): records `{ text }`, blank lines
+ * skipped.
+ *
+ * @param text The file's contents.
+ * @returns One record per non-blank line.
+ */
+export function parseText(text: string): DataRecord[] {
+  return text.replace(/^\uFEFF/, "").split(/\r?\n/).filter((line) => line.trim() !== "")
+    .map((line) => ({ text: line }));
 }
 
 /**
  * Reads a dataset file into records.
  *
  * @param path The file.
- * @param options `format`: `jsonl`, `csv` or `e2e`; by default from the extension.
+ * @param options `format`: `jsonl`, `csv`, `e2e` or `text`; by default from the extension.
  * @returns The records (for `e2e`, one per (mr, ref) row).
  * @throws {DataError} If the file cannot be read, its format is unknown, or it is malformed.
  *
@@ -400,7 +413,7 @@ export async function readRecords(
   const format = options.format ?? formatOf(path);
   if (format === undefined) {
     throw new DataError(
-      `Cannot read dataset "${path}": unknown format; name it (jsonl, csv or e2e) or use a .jsonl or .csv file`,
+      `Cannot read dataset "${path}": unknown format; name it (jsonl, csv, e2e or text) or use a .jsonl, .csv or .txt file`,
       { file: path },
     );
   }
@@ -414,5 +427,6 @@ export async function readRecords(
   if (format === "jsonl") return parseJsonl(text, { file: path });
   if (format === "csv") return parseCsv(text, { file: path });
   if (format === "e2e") return parseE2e(text, { file: path });
+  if (format === "text") return parseText(text);
   throw new DataError(`Cannot read dataset "${path}": unknown format "${format}"`, { file: path });
 }

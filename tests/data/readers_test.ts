@@ -134,3 +134,12 @@ Deno.test("readRecords picks the format from the extension and names unreadable 
     /Cannot read dataset "fixtures\/README\.md": unknown format/,
   );
 });
+
+Deno.test("text files give one record per non-blank line", async () => {
+  const { parseText, formatOf } = await import("../../data/readers.ts");
+  assert.deepEqual(parseText('\uFEFFone line\r\n\n  \nanother, with "quotes"\n'), [
+    { text: "one line" },
+    { text: 'another, with "quotes"' },
+  ]);
+  assert.equal(formatOf("corpus.TXT"), "text");
+});
