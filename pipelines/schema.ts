@@ -37,6 +37,8 @@ export interface LoadStage extends StageBase {
   /** A Hugging Face folder, relative to the pipeline file's folder. */
   model: string;
   dtype: "f32";
+  /** `pretrained`: the folder's weights; `random`: fresh weights for its config (pretraining). */
+  init: "pretrained" | "random";
 }
 
 /** Shares and seed of a split by ratio. */
@@ -420,6 +422,13 @@ export const STAGES: readonly StageSchema[] = [
         default: "f32",
         doc: "Compute dtype; f16/bf16 checkpoints are widened on upload.",
       },
+      {
+        key: "init",
+        type: { type: "enum", values: ["pretrained", "random"] },
+        default: "pretrained",
+        doc: "`pretrained` loads the folder's weights; `random` draws fresh GPT-2 weights for " +
+          "its `config.json` from the pipeline seed (to pretrain; no `model.safetensors` needed).",
+      },
     ],
   },
   {
@@ -429,9 +438,10 @@ export const STAGES: readonly StageSchema[] = [
     fields: [
       {
         key: "format",
-        type: { type: "enum", values: ["jsonl", "csv", "e2e"] },
+        type: { type: "enum", values: ["jsonl", "csv", "e2e", "text"] },
         absent: "from each file's extension",
-        doc: "`jsonl`, `csv`, or `e2e` (the E2E NLG CSV: `mr`, `ref`).",
+        doc: "`jsonl`, `csv`, `e2e` (the E2E NLG CSV: `mr`, `ref`) or `text` (one document " +
+          "a line, as the field `text`).",
       },
       { key: "train", type: { type: "path", is: "file" }, doc: "Training file." },
       {

@@ -54,7 +54,7 @@ const EXPECTED: Pipeline = {
   file: "tests/full.yaml",
   baseDir: "tests",
   stages: [
-    { kind: "load", id: "load", model: "fixtures/tiny-gpt2", dtype: "f32" },
+    { kind: "load", id: "load", model: "fixtures/tiny-gpt2", dtype: "f32", init: "pretrained" },
     {
       kind: "data",
       id: "data",
