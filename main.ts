@@ -1,104 +1,258 @@
 /**
  * The nola-gpu command line: a thin shell over the library's functions.
  *
- * Usage errors exit 2 with the usage line; runtime errors exit 1 with one clear line.
+ * Usage errors exit 2 with the usage line; runtime errors exit 1 with one clear line; anything
+ * unexpected is rethrown with its stack.
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
-import { Gpu, GpuError } from "./kernels/gpu.ts";
+import { AdapterFileError } from "./adapters/adapter_file.ts";
+import { DataError } from "./data/readers.ts";
+import { TemplateError } from "./data/templates.ts";
 import { SafetensorsError } from "./formats/safetensors.ts";
+import { GpuError } from "./kernels/gpu.ts";
+import { Gpt2ConfigError } from "./models/gpt2_config.ts";
+import { Gpt2WeightsError } from "./models/gpt2_weights.ts";
+import { TokenizerError } from "./models/tokenizer.ts";
+import { PipelineError } from "./pipelines/parse.ts";
+import { NonFiniteLossError } from "./train/trainer.ts";
 
-const USAGE = "usage: nola-gpu <finetune|bench|inspect|adapter> [options]  (--help for more)";
+const DEFAULT_PIPELINE = "pipelines/default.yaml";
 
-const HELP = `nola-gpu: fine-tune transformers with NOLA adapters on WebGPU
+/** Each command: its usage line, help text and options. */
+const COMMANDS = {
+  finetune: {
+    usage: "finetune [PIPELINE] [--set KEY=VALUE]... [--resume]",
+    help: `Runs a pipeline file (default ${DEFAULT_PIPELINE}: NOLA on a tiny GPT-2 and a
+data-to-text task). --set overrides a key (stages are addressed by id), --resume continues the
+train stage from the run's newest checkpoint. Ctrl-C stops at the next step with a checkpoint.
 
-Commands:
-  finetune            Run the main job. Until pipeline files land, this runs the built-in GPU
-                      check: matmul against a float64 reference and a short benchmark.
-  bench [SUITE...] [--filter S]
-                      Run the benchmarks (matmul, basis, gpt2, adapters; default all): a table
-                      on stdout and JSON under out/bench/. --filter keeps matching matmul rows.
-  inspect FILE        List the tensors (dtype, shape, bytes) and metadata of a safetensors file.
-  adapter             Print the WebGPU adapter, its features and its limits.
-
-Examples:
   deno task finetune
-  deno task bench matmul --filter square
-  deno run --allow-read main.ts inspect model.safetensors
-`;
+  deno task finetune pipelines/default.yaml --set stages.train.lr=1e-2 --set seed=3
+  deno task finetune pipelines/default.yaml --resume`,
+    options: { set: { type: "string", multiple: true }, resume: { type: "boolean" } },
+  },
+  generate: {
+    usage: "generate --model DIR [--adapter FILE] --prompt TEXT [--max-new-tokens N] " +
+      "[--temperature T] [--top-k K] [--top-p P] [--seed S]",
+    help: `Continues a prompt with a Hugging Face GPT-2 folder, optionally with an adapter file.
 
-class UsageError extends Error {}
+  deno run -A main.ts generate --model fixtures/tiny-gpt2-pretrained --prompt "The old town"
+  deno run -A main.ts generate --model fixtures/tiny-gpt2-pretrained \\
+    --adapter out/default/adapter.safetensors --prompt "name[The Mill], food[Italian]"`,
+    options: {
+      model: { type: "string" },
+      adapter: { type: "string" },
+      prompt: { type: "string" },
+      "max-new-tokens": { type: "string" },
+      temperature: { type: "string" },
+      "top-k": { type: "string" },
+      "top-p": { type: "string" },
+      seed: { type: "string" },
+    },
+  },
+  inspect: {
+    usage: "inspect FILE",
+    help: `Lists the tensors (dtype, shape, bytes) and metadata of a safetensors or adapter file.
 
-/** Errors a user can cause or fix: printed as one line, no stack. */
-function isUserFacing(error: unknown): error is Error {
-  return error instanceof GpuError || error instanceof SafetensorsError ||
-    error instanceof Deno.errors.NotFound || error instanceof Deno.errors.PermissionDenied ||
-    error instanceof Deno.errors.NotCapable;
+  deno run --allow-read main.ts inspect out/default/adapter.safetensors`,
+    options: {},
+  },
+  merge: {
+    usage: "merge --model DIR --adapter FILE --out DIR",
+    help: `Writes a Hugging Face folder with the adapter merged into the base weights (in the
+base's own layout and dtype).
+
+  deno run -A main.ts merge --model fixtures/tiny-gpt2-pretrained \\
+    --adapter out/default/adapter.safetensors --out out/merged`,
+    options: { model: { type: "string" }, adapter: { type: "string" }, out: { type: "string" } },
+  },
+  "export-peft": {
+    usage: "export-peft --model DIR --adapter FILE --out DIR [--base-model-name NAME]",
+    help:
+      `Writes the adapter as a PEFT LoRA folder (adapter_config.json, adapter_model.safetensors).
+
+  deno run -A main.ts export-peft --model fixtures/tiny-gpt2-pretrained \\
+    --adapter out/default/adapter.safetensors --out out/peft`,
+    options: {
+      model: { type: "string" },
+      adapter: { type: "string" },
+      out: { type: "string" },
+      "base-model-name": { type: "string" },
+    },
+  },
+  bench: {
+    usage: "bench [SUITE]... [--filter TEXT]",
+    help: `Runs the benchmarks (matmul, basis, gpt2, adapters, train; default all): a table each
+on stdout and JSON under out/bench/. --filter keeps matching matmul rows.
+
+  deno task bench
+  deno task bench matmul --filter square`,
+    options: { filter: { type: "string" } },
+  },
+  check: {
+    usage: "check",
+    help: `Checks the GPU: prints the adapter, compares matmul with a float64 reference and the
+fixture GPT-2 with its PyTorch dump, and times a matmul.`,
+    options: {},
+  },
+  adapter: {
+    usage: "adapter",
+    help: "Prints the WebGPU adapter, its features and the limits nola-gpu relies on.",
+    options: {},
+  },
+} as const;
+
+type Command = keyof typeof COMMANDS;
+
+const USAGE = `usage: nola-gpu <${Object.keys(COMMANDS).join("|")}> [options]  (--help for more)`;
+
+/** A mistake in the command line: exit 2 with the usage line. */
+class UsageError extends Error {
+  constructor(message: string, readonly command?: Command) {
+    super(message);
+  }
 }
 
-async function main(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      help: { type: "boolean", short: "h" },
-      filter: { type: "string" },
-    },
-  }) as { values: { help?: boolean; filter?: string }; positionals: string[] };
-  const [command, ...rest] = positionals;
-  if (values.help || command === "help") {
-    console.log(HELP);
-    return;
+const USER_ERRORS = [
+  PipelineError,
+  DataError,
+  TemplateError,
+  AdapterFileError,
+  SafetensorsError,
+  GpuError,
+  Gpt2ConfigError,
+  Gpt2WeightsError,
+  TokenizerError,
+  NonFiniteLossError,
+  Deno.errors.NotFound,
+  Deno.errors.PermissionDenied,
+  Deno.errors.NotCapable,
+];
+
+function helpText(): string {
+  return [
+    "nola-gpu: fine-tune transformers with NOLA adapters on WebGPU",
+    "",
+    ...Object.values(COMMANDS).flatMap((c) => [`  ${c.usage}`]),
+    "",
+    "`nola-gpu COMMAND --help` shows a command's help with examples.",
+  ].join("\n");
+}
+
+function number(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isFinite(n)) throw new UsageError(`--${flag} must be a number, got "${value}"`);
+  return n;
+}
+
+function required<T>(value: T | undefined, flag: string, command: Command): T {
+  if (value === undefined) throw new UsageError(`${command} needs --${flag}`, command);
+  return value;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...args] = argv;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    console.log(helpText());
+    return name === undefined ? 2 : 0;
   }
+  if (!(name in COMMANDS)) throw new UsageError(`unknown command "${name}"`);
+  const command = name as Command;
+  const spec = COMMANDS[command];
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: { ...spec.options, help: { type: "boolean", short: "h" } },
+    });
+  } catch (e) {
+    throw new UsageError((e as Error).message, command);
+  }
+  const values = parsed.values as Record<string, string | string[] | boolean | undefined>;
+  const positionals = parsed.positionals;
+  if (values.help) {
+    console.log(`usage: nola-gpu ${spec.usage}\n\n${spec.help}`);
+    return 0;
+  }
+  const str = (key: string) => values[key] as string | undefined;
   switch (command) {
     case "finetune": {
-      if (rest.length > 0) {
-        throw new UsageError(
-          `Pipeline files are not supported yet ("${rest[0]}"): run \`finetune\` with no argument`,
-        );
-      }
-      const { runGpuCheck } = await import("./pipelines/gpu_check.ts");
-      await runGpuCheck();
-      return;
+      if (positionals.length > 1) throw new UsageError("finetune takes one PIPELINE", command);
+      const path = positionals[0] ?? DEFAULT_PIPELINE;
+      const { runPipeline } = await import("./pipelines/run.ts");
+      const result = await runPipeline(path, {
+        overrides: (values.set as string[] | undefined) ?? [],
+        resume: values.resume === true,
+        command: `deno task finetune ${path}`,
+      });
+      return result.interrupted ? 130 : 0;
+    }
+    case "generate": {
+      const { generateCommand } = await import("./pipelines/commands.ts");
+      await generateCommand({
+        model: required(str("model"), "model", command),
+        adapter: str("adapter"),
+        prompt: required(str("prompt"), "prompt", command),
+        maxNewTokens: number(str("max-new-tokens"), "max-new-tokens"),
+        temperature: number(str("temperature"), "temperature"),
+        topK: number(str("top-k"), "top-k"),
+        topP: number(str("top-p"), "top-p"),
+        seed: number(str("seed"), "seed"),
+      });
+      return 0;
+    }
+    case "inspect": {
+      if (positionals.length !== 1) throw new UsageError("inspect takes one FILE", command);
+      const { inspectFile } = await import("./formats/inspect.ts");
+      console.log(await inspectFile(positionals[0]));
+      return 0;
+    }
+    case "merge":
+    case "export-peft": {
+      const { exportCommand } = await import("./pipelines/commands.ts");
+      await exportCommand(command, {
+        model: required(str("model"), "model", command),
+        adapter: required(str("adapter"), "adapter", command),
+        out: required(str("out"), "out", command),
+        baseModelName: str("base-model-name"),
+      });
+      return 0;
     }
     case "bench": {
       const { runBench } = await import("./bench/main.ts");
-      await runBench({ suites: rest, filter: values.filter });
-      return;
+      await runBench({ suites: positionals, filter: str("filter") });
+      return 0;
     }
-    case "inspect": {
-      if (rest.length !== 1) throw new UsageError("inspect takes exactly one FILE");
-      const { inspectFile } = await import("./formats/inspect.ts");
-      console.log(await inspectFile(rest[0]));
-      return;
+    case "check": {
+      const { runGpuCheck } = await import("./pipelines/gpu_check.ts");
+      await runGpuCheck();
+      return 0;
     }
     case "adapter": {
+      const { Gpu } = await import("./kernels/gpu.ts");
       using gpu = await Gpu.acquire();
       console.log(gpu.describe());
-      return;
+      return 0;
     }
-    case undefined:
-      throw new UsageError("missing command");
-    default:
-      throw new UsageError(`unknown command "${command}"`);
   }
 }
 
 if (import.meta.main) {
   try {
-    await main(Deno.args);
+    Deno.exitCode = await main(Deno.args);
   } catch (error) {
-    if (
-      error instanceof UsageError || (error as Error)?.name === "TypeError" &&
-        (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")
-    ) {
-      console.error(`error: ${(error as Error).message}\n${USAGE}`);
+    if (error instanceof UsageError) {
+      const usage = error.command ? `usage: nola-gpu ${COMMANDS[error.command].usage}` : USAGE;
+      console.error(`error: ${error.message}\n${usage}`);
       Deno.exit(2);
     }
-    if (isUserFacing(error)) {
-      console.error(`error: ${error.message}`);
+    if (USER_ERRORS.some((E) => error instanceof E)) {
+      console.error(`error: ${(error as Error).message}`);
       Deno.exit(1);
     }
     throw error;

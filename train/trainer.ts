@@ -156,7 +156,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       throw new NonFiniteLossError(bad.step, checkpoint, what);
     }
     const last = records.at(-1)!;
-    options.progress?.update(last.step, { loss: last.loss, lr: last.lr, items: 0 });
+    options.progress?.update(last.step, { loss: last.loss, lr: last.lr, items: tokens });
     options.onLog?.(records);
   };
 

@@ -1,0 +1,138 @@
+/**
+ * Stages on the model and its adapters: load, attach, save, merge, export_peft.
+ *
+ * @module
+ */
+
+import { adapterAccounting } from "../adapters/accounting.ts";
+import { saveAdapter } from "../adapters/adapter_file.ts";
+import { AdapterSet, type AttachConfig } from "../adapters/attach.ts";
+import { mergeAdapters, unmergeAdapters, writeMergedFolder } from "../adapters/merge.ts";
+import { exportPeft } from "../adapters/peft.ts";
+import { Gpt2 } from "../models/gpt2.ts";
+import { readGpt2Config } from "../models/gpt2_config.ts";
+import { initGpt2Weights } from "../models/gpt2_init.ts";
+import { saveGpt2Folder } from "../models/gpt2_save.ts";
+import { Tokenizer } from "../models/tokenizer.ts";
+import { pipelineError } from "./parse.ts";
+import type {
+  AttachStage,
+  ExportPeftStage,
+  LoadStage,
+  MergeStage,
+  SaveStage,
+  TrainStage,
+} from "./schema.ts";
+import { inputPath, need, outputPath, type RunState, type StageRunner } from "./state.ts";
+
+/** `load`: the model (pretrained, or fresh weights for its config) and its tokenizer. */
+export const load: StageRunner<LoadStage> = async (stage, state) => {
+  const folder = inputPath(state, stage.model);
+  // Full fine-tuning anywhere in the pipeline needs weight gradients from the start.
+  const trainAll = state.pipeline.stages.some((s) => s.kind === "train" && s.full);
+  state.model = stage.init === "random"
+    ? await Gpt2.fromWeights(
+      state.gpu,
+      initGpt2Weights(await readGpt2Config(folder), { seed: state.pipeline.seed }),
+      { trainAll },
+    )
+    : await Gpt2.load(state.gpu, folder, { trainAll });
+  state.tokenizer = await Tokenizer.load(folder);
+  state.modelFolder = folder;
+  state.modelName = folder.replace(/\/+$/, "").split("/").at(-1);
+  const c = state.model.config;
+  const params = [...state.model.params.values()].reduce((s, t) => s + t.size, 0);
+  state.say(
+    `${stage.init === "random" ? "initialised" : "loaded"} ${state.modelName}: ${c.nLayer} ` +
+      `layers, ${c.nEmbd} wide, ${c.nHead} heads, ${c.nPositions} positions, vocab ` +
+      `${c.vocabSize} (${params.toLocaleString("en-US")} parameters)`,
+  );
+  await state.log.recordStage(stage.id, { parameters: params, init: stage.init });
+};
+
+/** The rows one forward may need: the largest batch of any train stage at the data's length. */
+function maxRows(state: RunState): number {
+  const batches = state.pipeline.stages.filter((s): s is TrainStage => s.kind === "train")
+    .map((s) => s.batchSize);
+  return Math.max(8, ...batches) * (state.data?.T ?? state.model!.config.nPositions);
+}
+
+/** `attach`: NOLA or LoRA adapters on the modules the patterns match. */
+export const attach: StageRunner<AttachStage> = async (stage, state) => {
+  const model = need(state, "model");
+  const config: AttachConfig = {
+    method: stage.method,
+    targets: stage.targets,
+    r: stage.r,
+    k: stage.k,
+    l: stage.l,
+    loraAlpha: stage.loraAlpha,
+    seed: stage.seed,
+    init: stage.init,
+    shareBasis: stage.shareBasis,
+    overrides: stage.overrides,
+  };
+  try {
+    state.adapters = await AdapterSet.attach(model, config, { maxRows: maxRows(state) });
+  } catch (e) {
+    if (!(e instanceof RangeError)) throw e;
+    throw pipelineError(state.pipeline, `stages[${state.index}].targets`, e.message);
+  }
+  const accounting = adapterAccounting(model.config, {
+    ...config,
+    k: stage.method === "nola" ? config.k : undefined,
+  });
+  const mine = stage.method === "nola" ? accounting[0] : accounting.at(-1)!;
+  const loraR1 = accounting.find((row) => row.label === "LoRA r=1")!;
+  state.say(
+    `attached ${stage.method.toUpperCase()} to ${state.adapters.modules.length} modules: ` +
+      `${mine.params.toLocaleString("en-US")} trainable parameters (LoRA r=1 on the same ` +
+      `modules: ${loraR1.params.toLocaleString("en-US")})`,
+  );
+  await state.log.recordStage(stage.id, {
+    modules: state.adapters.modules.length,
+    trainable_parameters: mine.params,
+    lora_r1_parameters: loraR1.params,
+    lora_same_r_parameters: accounting.at(-1)!.params,
+  });
+};
+
+/** `save`: the adapter file (quantized as asked, or as training / a quantize stage left it). */
+export const save: StageRunner<SaveStage> = async (stage, state) => {
+  const set = need(state, "adapters");
+  const path = outputPath(state, stage.path);
+  const quant = stage.quant ?? state.quant;
+  const { size } = await saveAdapter(set, path, { baseModel: state.modelName!, quant });
+  state.say(
+    `saved ${path}: ${size.toLocaleString("en-US")} bytes` + (quant ? ` (${quant.bits}-bit)` : ""),
+  );
+  await state.log.recordStage(stage.id, { path, bytes: size, quant_bits: quant?.bits ?? 32 });
+};
+
+/** `merge`: a Hugging Face folder of the model with the adapters merged in (or fully trained). */
+export const merge: StageRunner<MergeStage> = async (stage, state) => {
+  const model = need(state, "model");
+  const out = outputPath(state, stage.out);
+  if (model.adapters.size === 0) {
+    await saveGpt2Folder(model, out, { tokenizerFrom: state.modelFolder });
+  } else {
+    const detached = mergeAdapters(model);
+    try {
+      await writeMergedFolder(model, state.modelFolder!, out);
+    } finally {
+      unmergeAdapters(model, detached);
+    }
+  }
+  state.say(`wrote model folder ${out}`);
+  await state.log.recordStage(stage.id, { path: out });
+};
+
+/** `export_peft`: the adapters as a PEFT LoRA folder. */
+export const exportPeftStage: StageRunner<ExportPeftStage> = async (stage, state) => {
+  const model = need(state, "model");
+  need(state, "adapters");
+  const out = outputPath(state, stage.out);
+  await exportPeft(model, out, { baseModelName: stage.baseModelName ?? state.modelName! });
+  state.say(`wrote PEFT LoRA folder ${out}`);
+  await state.log.recordStage(stage.id, { path: out });
+};

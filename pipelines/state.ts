@@ -1,0 +1,91 @@
+/**
+ * What the stages of one pipeline run share: the device, the run folder and log, and what each
+ * stage has produced so far (model, tokenizer, data, adapters, figures).
+ *
+ * @module
+ */
+
+import type { AdapterSet } from "../adapters/attach.ts";
+import type { QuantOptions } from "../adapters/quantize.ts";
+import type { Row } from "../data/examples.ts";
+import type { GenerationExample } from "../eval/evaluate.ts";
+import type { Gpu } from "../kernels/gpu.ts";
+import type { Gpt2 } from "../models/gpt2.ts";
+import type { Tokenizer } from "../models/tokenizer.ts";
+import type { RunLog } from "../train/run_log.ts";
+import { pipelineError } from "./parse.ts";
+import type { Pipeline, SplitName, Stage } from "./schema.ts";
+
+/** One split of the data stage: training rows and, for generation, prompts with references. */
+export interface SplitData {
+  rows: Row[];
+  examples: GenerationExample[];
+}
+
+/** A row of the before/after table. */
+export interface EvaluationRow {
+  stage: string;
+  split: SplitName;
+  figures: Record<string, number>;
+}
+
+/** The run's shared state; stages read what earlier stages left and add their own. */
+export interface RunState {
+  pipeline: Pipeline;
+  gpu: Gpu;
+  /** The run folder (`out`). */
+  dir: string;
+  log: RunLog;
+  /** Continue the train stage from its newest checkpoint. */
+  resume: boolean;
+  /** Raised by Ctrl-C: the train stage stops at the next step with a checkpoint. */
+  signal: AbortSignal;
+  /** Where in `pipeline.stages` the run is. */
+  index: number;
+  /** Optimizer steps trained so far (metrics are logged against it). */
+  step: number;
+  /** Prints a line for a person (stderr). */
+  say: (line: string) => void;
+  model?: Gpt2;
+  modelName?: string;
+  modelFolder?: string;
+  tokenizer?: Tokenizer;
+  data?: { T: number; splits: Record<SplitName, SplitData> };
+  adapters?: AdapterSet;
+  /** Quantization the coefficients are on (from QAT or a quantize stage), for saving. */
+  quant?: QuantOptions;
+  evaluations: EvaluationRow[];
+  /** Set when the train stage was interrupted: the remaining stages are skipped. */
+  interrupted?: { step: number; checkpoint?: string };
+}
+
+/** A stage's implementation: reads and extends the state. */
+export type StageRunner<S extends Stage = Stage> = (stage: S, state: RunState) => Promise<void>;
+
+/** The piece of state a stage needs, or a pipeline error pointing at the stage. */
+export function need<K extends "model" | "tokenizer" | "data" | "adapters">(
+  state: RunState,
+  key: K,
+): NonNullable<RunState[K]> {
+  const value = state[key];
+  if (value === undefined || value === null) {
+    const stage = state.pipeline.stages[state.index];
+    const from = { model: "load", tokenizer: "load", data: "data", adapters: "attach" }[key];
+    throw pipelineError(
+      state.pipeline,
+      `stages[${state.index}]`,
+      `Stage "${stage.id}" needs the ${key} of an earlier "${from}" stage`,
+    );
+  }
+  return value as NonNullable<RunState[K]>;
+}
+
+/** A path given in the pipeline, resolved against the pipeline file's folder. */
+export function inputPath(state: RunState, path: string): string {
+  return path.startsWith("/") ? path : `${state.pipeline.baseDir}/${path}`.replace(/^\.\//, "");
+}
+
+/** An output path of a stage, inside the run folder. */
+export function outputPath(state: RunState, path: string): string {
+  return path.startsWith("/") ? path : `${state.dir}/${path}`;
+}
