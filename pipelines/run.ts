@@ -115,6 +115,7 @@ export async function runPipeline(
   }
   const table = evaluationTable(state.evaluations);
   if (table) say(`\n${table}`);
+  for (const line of adapterLines(log.summary)) say(line);
   const written = await writeReport(dir, {
     title: pipeline.name,
     summary: log.summary,
@@ -122,6 +123,27 @@ export async function runPipeline(
   });
   say(`\nwrote ${[log.summaryPath, ...written].join(", ")}`);
   return { dir, interrupted: false, evaluations: state.evaluations };
+}
+
+/** What the adapter costs: trainable parameters against LoRA r = 1, and its file size. */
+function adapterLines(summary: Record<string, Record<string, unknown>>): string[] {
+  const lines: string[] = [];
+  const n = (x: unknown) => Number(x).toLocaleString("en-US");
+  for (const figures of Object.values(summary)) {
+    if (figures.trainable_parameters !== undefined && figures.lora_r1_parameters !== undefined) {
+      lines.push(
+        `trainable parameters: ${n(figures.trainable_parameters)} ` +
+          `(LoRA r=1 on the same modules: ${n(figures.lora_r1_parameters)})`,
+      );
+    }
+    if (figures.bytes !== undefined && figures.path !== undefined) {
+      lines.push(
+        `adapter file: ${figures.path}, ${n(figures.bytes)} bytes` +
+          (Number(figures.quant_bits) < 32 ? ` (${figures.quant_bits}-bit coefficients)` : ""),
+      );
+    }
+  }
+  return lines.length > 0 ? ["", ...lines] : [];
 }
 
 /** The evaluate stages side by side: one row each, one column per figure. */
