@@ -21,6 +21,19 @@ import { NonFiniteLossError } from "./train/trainer.ts";
 
 const DEFAULT_PIPELINE = "pipelines/default.yaml";
 
+/**
+ * The default pipeline: from the working directory when it is the project, else the copy
+ * embedded beside this module (a compiled binary carries it and its fixtures).
+ */
+async function defaultPipeline(): Promise<string> {
+  try {
+    await Deno.stat(DEFAULT_PIPELINE);
+    return DEFAULT_PIPELINE;
+  } catch {
+    return new URL(`./${DEFAULT_PIPELINE}`, import.meta.url).pathname;
+  }
+}
+
 /** Each command: its usage line, help text and options. */
 const COMMANDS = {
   finetune: {
@@ -183,7 +196,7 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case "finetune": {
       if (positionals.length > 1) throw new UsageError("finetune takes one PIPELINE", command);
-      const path = positionals[0] ?? DEFAULT_PIPELINE;
+      const path = positionals[0] ?? await defaultPipeline();
       const { runPipeline } = await import("./pipelines/run.ts");
       const result = await runPipeline(path, {
         overrides: (values.set as string[] | undefined) ?? [],

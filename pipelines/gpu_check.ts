@@ -13,7 +13,8 @@ import { matmulRef } from "../kernels/matmul_ref.ts";
 import { Tensor } from "../kernels/tensor.ts";
 import { Gpt2 } from "../models/gpt2.ts";
 
-const FIXTURE = "fixtures/tiny-gpt2";
+// Beside this module, so a compiled binary finds its embedded copy.
+const FIXTURE = new URL("../fixtures/tiny-gpt2", import.meta.url).pathname;
 
 function randoms(n: number): Float32Array {
   return Float32Array.from({ length: n }, () => Math.random() * 2 - 1);
