@@ -16,6 +16,7 @@ export { GPT2_SMALL };
 export interface AccountingRow {
   /** E.g. `NOLA r=8 k=1024 l=1024`, `LoRA r=1`. */
   label: string;
+  /** The method of the row's adapters. */
   method: "nola" | "lora";
   /** Adapted modules. */
   modules: number;

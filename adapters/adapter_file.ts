@@ -83,6 +83,8 @@ export class AdapterFileError extends Error {
   readonly file: string;
 
   /**
+   * Creates the error.
+   *
    * @param message The whole message, naming the file.
    * @param options The file and an optional cause.
    */

@@ -33,11 +33,17 @@ export type AdapterMethod = "nola" | "lora";
 export interface ModuleOverride {
   /** A target pattern (same syntax as {@link AttachConfig.targets}) over the targeted modules. */
   pattern: string;
+  /** Rank for the matching modules. */
   r?: number;
+  /** NOLA: number of A bases for the matching modules. */
   k?: number;
+  /** NOLA: number of B bases for the matching modules. */
   l?: number;
+  /** `loraAlpha` for the matching modules (output scale `loraAlpha / r`). */
   loraAlpha?: number;
+  /** Seed for the matching modules (NOLA: bases; LoRA: A's init). */
   seed?: number;
+  /** NOLA: the init of the matching modules. */
   init?: NolaInit;
 }
 
@@ -46,6 +52,7 @@ export interface ModuleOverride {
  * concern NOLA and are ignored with LoRA.
  */
 export interface AttachConfig {
+  /** `nola` trains `k + l` coefficients per module; `lora` trains A and B. */
   method: AdapterMethod;
   /** Target patterns; see the module doc. */
   targets: string[];
@@ -75,21 +82,27 @@ export interface LinearSite {
   linear: string;
   /** First output column of the linear the adapter writes. */
   colOffset: number;
+  /** Input features of the linear (columns of x). */
   inFeatures: number;
+  /** Output columns the adapter writes. */
   outFeatures: number;
 }
 
 /** What one adapted module will be: where, which method, and its resolved hyper-parameters. */
 export interface ModulePlan extends LinearSite {
+  /** NOLA or LoRA. */
   method: AdapterMethod;
+  /** Rank of A [r, in] and B [out, r], overrides applied. */
   r: number;
   /** NOLA: number of A bases; 0 for LoRA. */
   k: number;
   /** NOLA: number of B bases; 0 for LoRA. */
   l: number;
+  /** Numerator of the output scale, overrides applied. */
   loraAlpha: number;
   /** `loraAlpha / r`. */
   scale: number;
+  /** NOLA: the basis seed; LoRA: the seed of A's init. */
   seed: number;
   /** NOLA's init, or `kaiming-uniform` for LoRA. */
   init: NolaInit | "kaiming-uniform";
@@ -355,14 +368,27 @@ export function loraInitA(
 
 /** An attached module: its plan, its low-rank adapter and, for NOLA, its coefficients. */
 export interface AttachedModule extends ModulePlan {
+  /**
+   * The low-rank adapter attached to the model, holding A, B and their gradients.
+   *
+   * @internal
+   */
   adapter: LowRankLinear;
+  /**
+   * NOLA only: the coefficients, their gradients and the kernels that combine A and B.
+   *
+   * @internal
+   */
   nola?: NolaFactors;
 }
 
 /** A trainable tensor and its gradient, by name (`<module>.alpha`, `<module>.lora_A`, ...). */
 export interface AdapterParameter {
+  /** `<module>.alpha`, `<module>.beta` (NOLA) or `<module>.lora_A`, `<module>.lora_B` (LoRA). */
   name: string;
+  /** The values (f32, on the GPU). */
   param: Tensor;
+  /** The gradient, same shape as `param`. */
   grad: Tensor;
 }
 

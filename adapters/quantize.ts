@@ -31,13 +31,17 @@ export const QUANT_SCHEMES: readonly QuantScheme[] = ["symmetric", "asymmetric"]
 
 /** How to quantize: 1 to 8 bits per value, one of {@link QUANT_SCHEMES}. */
 export interface QuantOptions {
+  /** Bits per value, an integer from 1 to 8. */
   bits: number;
+  /** `symmetric` (levels around 0) or `asymmetric` (min..max with a zero point). */
   scheme: QuantScheme;
 }
 
 /** One quantized tensor: a code per value and what turns codes back into values. */
 export interface Quantized {
+  /** Bits per code, as quantized. */
   bits: number;
+  /** The scheme, as quantized. */
   scheme: QuantScheme;
   /** One code per value, each below `2^bits`. */
   codes: Uint8Array;

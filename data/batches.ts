@@ -234,6 +234,8 @@ export class TrainBatches {
   #order?: { epoch: number; order: Uint32Array };
 
   /**
+   * Makes a training stream over `rows`.
+   *
    * @param rows The training rows (from data/examples.ts).
    * @param options Sizes, seed, length of the run, and an optional state to resume.
    * @throws {RangeError} On empty data, sizes that are not positive integers, both or neither of
@@ -289,7 +291,11 @@ export class TrainBatches {
     if (options.state) this.restore(options.state);
   }
 
-  /** @returns A copy of the current state, to save with a checkpoint. */
+  /**
+   * The stream's position.
+   *
+   * @returns A copy of the current state, to save with a checkpoint.
+   */
   state(): BatchState {
     return { ...this.#state };
   }

@@ -81,7 +81,9 @@ export async function evaluateLoss(
 
 /** A prompt and the texts that count as correct continuations. */
 export interface GenerationExample {
+  /** The text the model continues. */
   prompt: string;
+  /** The references a generation is scored against (at least one). */
   refs: string[];
 }
 

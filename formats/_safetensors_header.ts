@@ -24,6 +24,8 @@ export class SafetensorsError extends Error {
   readonly tensor?: string;
 
   /**
+   * Creates the error.
+   *
    * @param message The whole message, already naming the file and tensor.
    * @param options Where the error happened.
    */

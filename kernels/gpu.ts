@@ -27,15 +27,21 @@ export interface KernelKey {
 
 /** A compiled compute pipeline with its explicit bind group layout. */
 export interface Kernel {
+  /** The key the kernel was compiled from. */
   readonly key: KernelKey;
+  /** The compiled pipeline. */
   readonly pipeline: GPUComputePipeline;
+  /** Group 0's layout, one entry per `key.bindings`. */
   readonly layout: GPUBindGroupLayout;
 }
 
 /** A buffer, or a byte window of one, bound to one binding slot. */
 export interface BufferBinding {
+  /** The buffer. */
   buffer: GPUBuffer;
+  /** Byte offset of the window; default 0. */
   offset?: number;
+  /** Byte length of the window; default to the end of the buffer. */
   size?: number;
 }
 
@@ -49,6 +55,7 @@ export interface AcquireOptions {
 
 /** Thrown for anything the GPU or its driver refuses; the message says what and where. */
 export class GpuError extends Error {
+  /** Always `"GpuError"`. */
   override name = "GpuError";
 }
 
@@ -77,8 +84,15 @@ function noAdapterMessage(): string {
  * ```
  */
 export class Gpu implements Disposable {
+  /**
+   * Storage buffers for temporaries, reused by (size, usage).
+   *
+   * @internal
+   */
   readonly pool: BufferPool;
+  /** Whether the device has `timestamp-query` (kernel timings). */
   readonly hasTimestamps: boolean;
+  /** Whether the device has `shader-f16`. */
   readonly hasF16: boolean;
   /** Largest byte window one storage binding may cover. */
   readonly maxBindingBytes: number;
@@ -386,6 +400,7 @@ export class Gpu implements Disposable {
     this.check();
   }
 
+  /** Frees the pooled buffers and destroys the device. */
   [Symbol.dispose](): void {
     this.#destroyed = true;
     this.pool.clear();

@@ -144,6 +144,11 @@ export class Matmul {
   private constructor(
     readonly gpu: Gpu,
     readonly variant: MatmulVariant,
+    /**
+     * The compiled kernels of the variant, by name.
+     *
+     * @internal
+     */
     readonly kernels: ReadonlyMap<string, Kernel>,
   ) {}
 
@@ -251,6 +256,8 @@ export class Matmul {
    *
    * @param buffers output, A, B and optional bias buffers (the output may alias none of them)
    * @param layout sizes, leading dimensions, batch strides, offsets, flags
+   *
+   * @internal
    */
   raw(buffers: MatmulBuffers, layout: MatmulLayout): void {
     const r = resolve(buffers, { ...layout, variant: layout.variant ?? this.variant });

@@ -21,7 +21,9 @@ const ARENAS_KEPT = 4;
 
 /** An adapter on a linear module, writing into a slice of its output columns. */
 export interface AttachedAdapter {
+  /** The adapter. */
   adapter: LinearAdapter;
+  /** First output column of the linear the adapter adds to. */
   colOffset: number;
 }
 
@@ -33,7 +35,9 @@ export interface Gpt2Options {
 
 /** One batch of token ids, and for training what they should predict. */
 export interface Gpt2Batch {
+  /** Rows (sequences). */
   B: number;
+  /** Positions per row. */
   T: number;
   /** `B * T` token ids. */
   tokens: Uint32Array;
@@ -83,6 +87,11 @@ export class Gpt2 implements Disposable {
   private constructor(
     readonly gpu: Gpu,
     readonly config: Gpt2Config,
+    /**
+     * The compiled kernels of every layer op, shared by all shapes.
+     *
+     * @internal
+     */
     readonly ops: Gpt2Ops,
     params: Map<string, Tensor>,
     options: Gpt2Options,
@@ -429,6 +438,7 @@ export class Gpt2 implements Disposable {
     for (const g of this.grads?.values() ?? []) this.gpu.clear(g.buffer);
   }
 
+  /** Frees the weights, their gradients, the activation arenas and scratch tensors. */
   [Symbol.dispose](): void {
     for (const acts of this.#acts.values()) acts[Symbol.dispose]();
     this.#acts.clear();

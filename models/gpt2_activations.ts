@@ -43,19 +43,41 @@ export interface ActivationGradients {
  * Gradients are allocated on first use, so inference never pays for them.
  */
 export class Gpt2Activations implements Disposable {
-  readonly encoded: Tensor; // (B,T,C)
+  /** Token plus position embeddings, the residual stream into block 0: (B,T,C). */
+  readonly encoded: Tensor;
+  /**
+   * What each block keeps from its forward for the backward.
+   *
+   * @internal
+   */
   readonly layers: LayerActivations[];
-  readonly lnf: Tensor; // (B,T,C)
-  readonly lnfMean: Tensor; // (B*T)
-  readonly lnfRstd: Tensor; // (B*T)
-  readonly logits: Tensor; // (B,T,V), overwritten in place by the loss gradient
-  readonly losses: Tensor; // (B*T) unweighted per-token loss
-  readonly tokens: Tensor<"u32">; // (B,T)
-  readonly targets: Tensor<"u32">; // (B*T)
-  readonly weights: Tensor<"f32">; // (B*T) each token's weight in the total loss
+  /** The final layer norm's output: (B,T,C). */
+  readonly lnf: Tensor;
+  /** The final layer norm's mean per position: (B*T). */
+  readonly lnfMean: Tensor;
+  /** The final layer norm's reciprocal standard deviation per position: (B*T). */
+  readonly lnfRstd: Tensor;
+  /** Logits (B,T,V); a loss with its backward overwrites them in place with their gradient. */
+  readonly logits: Tensor;
+  /** Unweighted per-token cross-entropy, in nats: (B*T). */
+  readonly losses: Tensor;
+  /** The input token ids: (B,T). */
+  readonly tokens: Tensor<"u32">;
+  /** The target ids of the last loss: (B*T). */
+  readonly targets: Tensor<"u32">;
+  /** Each token's weight in the total loss: (B*T). */
+  readonly weights: Tensor<"f32">;
   #grads: ActivationGradients | null = null;
   #all: Tensor[] = [];
 
+  /**
+   * Allocates the forward activations for `shape`; the gradients are allocated by the first
+   * {@linkcode grads} call.
+   *
+   * @param gpu The device.
+   * @param config The architecture.
+   * @param shape Batch `B` and sequence length `T`.
+   */
   constructor(
     readonly gpu: Gpu,
     readonly config: Gpt2Config,
@@ -93,7 +115,11 @@ export class Gpt2Activations implements Disposable {
     this.weights = this.#track(Tensor.empty(gpu, [BT], { dtype: "f32", persistent: true }));
   }
 
-  /** The activation gradients, allocated on first call. */
+  /**
+   * The activation gradients, allocated on first call.
+   *
+   * @internal
+   */
   grads(): ActivationGradients {
     if (this.#grads) return this.#grads;
     const { B, T } = this.shape;
@@ -114,6 +140,7 @@ export class Gpt2Activations implements Disposable {
     return this.#all.reduce((sum, t) => sum + t.byteLength, 0);
   }
 
+  /** Frees every tensor allocated, gradients included. */
   [Symbol.dispose](): void {
     for (const t of this.#all.splice(0)) t[Symbol.dispose]();
   }

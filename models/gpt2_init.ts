@@ -8,13 +8,7 @@
  */
 
 import type { Gpt2Config } from "./gpt2_config.ts";
-import { expectedGpt2Shapes } from "./gpt2_weights.ts";
-
-/** Host weights in the loader's layout (canonical names, Conv1D [in, out]). */
-export interface Gpt2Weights {
-  config: Gpt2Config;
-  tensors: Map<string, { shape: number[]; data: Float32Array }>;
-}
+import { expectedGpt2Shapes, type Gpt2Weights } from "./gpt2_weights.ts";
 
 /**
  * Initial weights for `config` from `seed`.

@@ -37,11 +37,20 @@ export function argmax(values: ArrayLike<number>): number {
  * ```
  */
 export class Sampler {
+  /** Softmax temperature; 0 picks the argmax. */
   readonly temperature: number;
+  /** Keep only the k most likely tokens; 0 keeps all. */
   readonly topK: number;
+  /** Keep the smallest set of tokens whose probabilities reach p; 1 keeps all. */
   readonly topP: number;
   #state: number;
 
+  /**
+   * Checks the options and seeds the sampler's stream.
+   *
+   * @param options Temperature, top-k, top-p and seed; default greedy.
+   * @throws {RangeError} If an option is out of range.
+   */
   constructor(options: SamplingOptions = {}) {
     this.temperature = options.temperature ?? 0;
     this.topK = options.topK ?? 0;

@@ -63,6 +63,12 @@ export class PipelineError extends SyntaxError {
   /** The override that put the offending value there. */
   readonly override: string | undefined;
 
+  /**
+   * Creates the error.
+   *
+   * @param message The whole message, naming the file and the YAML path.
+   * @param options Where the mistake is: file, path, line and column, or the override.
+   */
   constructor(message: string, options: PipelineErrorOptions) {
     super(message);
     this.name = "PipelineError";

@@ -45,8 +45,11 @@ export interface RunPipelineOptions {
 
 /** How a run ended. */
 export interface PipelineResult {
+  /** The run folder. */
   dir: string;
+  /** True when the train stage was interrupted (SIGINT) and the remaining stages were skipped. */
   interrupted: boolean;
+  /** The figures of every `evaluate` stage, in order. */
   evaluations: EvaluationRow[];
 }
 

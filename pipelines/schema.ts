@@ -26,16 +26,18 @@ export type SplitName = "train" | "validation" | "test";
 export type MetricName = "loss" | "bleu" | "rouge_l" | "exact_match" | "accuracy";
 
 /** Keys every stage has. */
-interface StageBase {
+export interface StageBase {
   /** Unique in the pipeline; addresses the stage in overrides (`stages.<id>.<key>`). */
   id: string;
 }
 
 /** `load`: the base model. */
 export interface LoadStage extends StageBase {
+  /** The stage kind. */
   kind: "load";
   /** A Hugging Face folder, relative to the pipeline file's folder. */
   model: string;
+  /** Compute dtype; f16/bf16 checkpoints are widened on upload. */
   dtype: "f32";
   /** `pretrained`: the folder's weights; `random`: fresh weights for its config (pretraining). */
   init: "pretrained" | "random";
@@ -43,9 +45,13 @@ export interface LoadStage extends StageBase {
 
 /** Shares and seed of a split by ratio. */
 export interface SplitSpec {
+  /** Training share. */
   train: number;
+  /** Validation share. */
   validation: number;
+  /** Test share. */
   test: number;
+  /** Seed of the split. */
   seed: number;
   /** Records with the same value of this field stay in one split; absent: `mr` for e2e, none. */
   key?: string;
@@ -53,102 +59,170 @@ export interface SplitSpec {
 
 /** `data`: the dataset, its templates and the row layout. */
 export interface DataStage extends StageBase {
+  /** The stage kind. */
   kind: "data";
   /** Absent: from each file's extension. */
   format?: DataFormat;
   /** Split files (give `train`), or one `file` with a `split`. */
   train?: string;
+  /** Validation file. */
   validation?: string;
+  /** Test file. */
   test?: string;
+  /** One file to split by `split`. */
   file?: string;
+  /** Shares of `file`, summing to 1. */
   split?: SplitSpec;
+  /** Jinja template of the prompt (no loss). */
   prompt: string;
+  /** Jinja template of the completion (the loss). */
   completion: string;
   /** Positions per row (T). */
   seqLen: number;
+  /** Pack several examples per row. */
   pack: boolean;
+  /** End each example with the end-of-text token. */
   eos: boolean;
+  /** Cut examples to `seq_len` (false: split them into chunks). */
   truncate: boolean;
 }
 
 /** One `attach.overrides` entry. */
 export interface AttachOverride {
+  /** Glob over the targeted module names that this entry applies to. */
   pattern: string;
+  /** Adapter rank r. */
   r?: number;
+  /** NOLA: A bases. */
   k?: number;
+  /** NOLA: B bases. */
   l?: number;
+  /** `lora_alpha` for the matching modules; the output is scaled by `lora_alpha / r`. */
   loraAlpha?: number;
+  /** Seed for the matching modules (as the stage's `seed`). */
   seed?: number;
+  /** NOLA init for the matching modules (as the stage's `init`). */
   init?: NolaInit;
 }
 
 /** `attach`: NOLA or LoRA adapters. */
 export interface AttachStage extends StageBase {
+  /** The stage kind. */
   kind: "attach";
+  /** `nola` trains k + l coefficients per module; `lora` trains A and B. */
   method: "nola" | "lora";
+  /** Module patterns. */
   targets: string[];
+  /** Adapter rank r. */
   r: number;
+  /** NOLA: number of A bases. */
   k: number;
+  /** NOLA: number of B bases. */
   l: number;
+  /** The output is scaled by `lora_alpha / r`. */
   loraAlpha: number;
+  /** NOLA: basis seed; LoRA: seed of A's init. */
   seed: number;
+  /** NOLA: `official` (A0 term, coefficients 0) or `uniform-coeffs` (1/k, 1/l, no A0). */
   init: NolaInit;
+  /** NOLA: the same bases in every layer. */
   shareBasis: boolean;
+  /** Per-module settings, later entries win. */
   overrides: AttachOverride[];
 }
 
 /** The schedule of a `train` stage (its peak `lr` and total steps come from the stage). */
 export interface ScheduleSpec {
+  /** The stage kind. */
   kind: ScheduleKind;
+  /** Warmup steps. */
   warmupSteps?: number;
+  /** Warmup as a share of the steps. */
   warmupRatio?: number;
+  /** Rate at the end (linear, cosine). */
   minLr: number;
 }
 
 /** `train`: the training loop. Exactly one of `epochs` and `steps` is set. */
 export interface TrainStage extends StageBase {
+  /** The stage kind. */
   kind: "train";
+  /** Epochs. */
   epochs?: number;
+  /** Optimizer steps. */
   steps?: number;
+  /** Rows per micro-batch. */
   batchSize: number;
+  /** Micro-batches per optimizer step. */
   gradAccum: number;
+  /** Peak learning rate. */
   lr: number;
+  /** Optimizer (PyTorch's semantics). */
   optimizer: "adamw" | "sgd";
+  /** AdamW betas. */
   betas: [number, number];
+  /** AdamW epsilon. */
   eps: number;
+  /** SGD momentum. */
   momentum: number;
+  /** SGD dampening. */
   dampening: number;
+  /** SGD Nesterov momentum. */
   nesterov: boolean;
+  /** AdamW: decoupled; SGD: added to the gradient. */
   weightDecay: number;
+  /** Learning-rate schedule. */
   schedule: ScheduleSpec;
+  /** Clip the global gradient norm (0: off). */
   maxGradNorm: number;
+  /** Label smoothing. */
   labelSmoothing: number;
+  /** Validation loss every this many steps (0: only at the end). */
   evalEvery: number;
+  /** Stop after this many evaluations without a better loss (0: never). */
   patience: number;
+  /** Read the loss back every this many steps. */
   logEvery: number;
+  /** Checkpoint every this many steps (0: off). */
   checkpointEvery: number;
   /** Absent: no quantization-aware training. */
   qat?: QuantOptions;
+  /** Train every weight of the model. */
   full: boolean;
 }
 
 /** `quantize`: post-training quantization of the adapter coefficients. */
 export interface QuantizeStage extends StageBase {
+  /** The stage kind. */
   kind: "quantize";
+  /** Bits per coefficient. */
   bits: number;
+  /** Symmetric per tensor, or asymmetric min..max. */
   scheme: QuantScheme;
 }
 
 /** `evaluate`: loss and generation scores on one split. */
 export interface EvaluateStage extends StageBase {
+  /** The stage kind. */
   kind: "evaluate";
+  /** The split. */
   split: SplitName;
+  /**
+   * `loss` (and perplexity), `bleu`, `rouge_l`, `exact_match` (generations), `accuracy`
+   * (completion tokens).
+   */
   metrics: MetricName[];
+  /** Decoding of generations. */
   decoding: "greedy" | "beam";
+  /** Beam width. */
   beams: number;
+  /** Beam length penalty. */
   lengthPenalty: number;
+  /** Forbid repeating n-grams of this size (0: off). */
   noRepeatNgram: number;
+  /** Most tokens per generation. */
   maxNewTokens: number;
+  /** Strings that end a generation. */
   stop: string[];
   /** Absent: every example of the split. */
   maxExamples?: number;
@@ -156,6 +230,7 @@ export interface EvaluateStage extends StageBase {
 
 /** `save`: the adapter file. */
 export interface SaveStage extends StageBase {
+  /** The stage kind. */
   kind: "save";
   /** Relative to the run folder `out`. */
   path: string;
@@ -165,20 +240,31 @@ export interface SaveStage extends StageBase {
 
 /** `generate`: samples from prompts given here or taken from a split. */
 export interface GenerateStage extends StageBase {
+  /** The stage kind. */
   kind: "generate";
+  /** Prompts as text. */
   prompts?: string[];
+  /** Take rendered prompts from this split. */
   from?: SplitName;
+  /** With `from`: how many prompts (the first). */
   n: number;
+  /** Most tokens per sample. */
   maxNewTokens: number;
+  /** Sampling temperature (0: greedy). */
   temperature: number;
+  /** Keep the k most likely tokens (0: all). */
   topK: number;
+  /** Nucleus: smallest set reaching p. */
   topP: number;
+  /** Sampling seed. */
   seed: number;
+  /** Strings that end a sample. */
   stop: string[];
 }
 
 /** `merge`: a Hugging Face folder with the adapters merged into the weights. */
 export interface MergeStage extends StageBase {
+  /** The stage kind. */
   kind: "merge";
   /** Relative to the run folder `out`. */
   out: string;
@@ -186,6 +272,7 @@ export interface MergeStage extends StageBase {
 
 /** `export_peft`: a PEFT LoRA folder. */
 export interface ExportPeftStage extends StageBase {
+  /** The stage kind. */
   kind: "export_peft";
   /** Relative to the run folder `out`. */
   out: string;
@@ -211,11 +298,15 @@ export type StageKind = Stage["kind"];
 
 /** A validated pipeline, every default filled in. */
 export interface Pipeline {
+  /** Format version: 1. */
   version: 1;
+  /** Run name; names the run folder. */
   name: string;
+  /** Default seed of every stage that takes one. */
   seed: number;
   /** The run folder, relative to the working directory; default `out/<name>`. */
   out: string;
+  /** The stages, run in order. */
   stages: Stage[];
   /** The pipeline file as given (for messages); `<pipeline>` for text without a file. */
   file: string;

@@ -24,8 +24,11 @@ export interface SplitData {
 
 /** A row of the before/after table. */
 export interface EvaluationRow {
+  /** The `evaluate` stage's id. */
   stage: string;
+  /** The split it evaluated. */
   split: SplitName;
+  /** Each computed metric by name (`loss`, `perplexity`, `bleu`, ...). */
   figures: Record<string, number>;
 }
 

@@ -18,7 +18,9 @@ import { Tensor } from "../kernels/tensor.ts";
 export interface OptimizerParam {
   /** Unique across all groups: names the moments in {@link OptimizerState}. */
   name: string;
+  /** The values (f32, on the GPU), updated in place. */
   param: Tensor;
+  /** The gradient, same shape as `param`. */
   grad: Tensor;
 }
 
@@ -26,7 +28,9 @@ export interface OptimizerParam {
 export interface ParamGroup {
   /** For messages; default `group <index>`. */
   name?: string;
+  /** The tensors this group updates. */
   params: readonly OptimizerParam[];
+  /** `adamw` (decoupled weight decay) or `sgd`, with PyTorch's update rules. */
   kind: "adamw" | "sgd";
   /** Peak learning rate; each step uses `lr * lrFactor`. */
   lr: number;
@@ -57,6 +61,7 @@ export interface OptimizerOptions {
 
 /** A snapshot for checkpoints: steps taken and every moment by name. */
 export interface OptimizerState {
+  /** Optimizer steps taken. */
   step: number;
   /**
    * `<param>.exp_avg` and `<param>.exp_avg_sq` (AdamW), `<param>.momentum_buffer` (SGD with
@@ -116,6 +121,11 @@ export class Optimizer implements Disposable {
     readonly gpu: Gpu,
     readonly groups: readonly ParamGroup[],
     readonly options: OptimizerOptions,
+    /**
+     * The compiled update and gradient-norm kernels.
+     *
+     * @internal
+     */
     readonly kernels: { adamw: AdamwKernels; sgd: SgdKernels; gradnorm: GradnormKernels },
   ) {
     this.#slots = groups.flatMap((group) => group.params.map((p) => ({ group, p, moments: [] })));
@@ -265,6 +275,7 @@ export class Optimizer implements Disposable {
     }
   }
 
+  /** Frees the moments and the norm tensors. */
   [Symbol.dispose](): void {
     this.#release();
     this.norm[Symbol.dispose]();

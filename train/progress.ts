@@ -70,9 +70,13 @@ const CLEAR_LINE = "\r\x1b[2K";
  * ```
  */
 export class Progress {
+  /** Steps of the whole run. */
   readonly total: number;
+  /** Unit of the throughput, shown as `<unit>/s` (`tok`, `img`). */
   readonly unit: string;
+  /** A short name in front of every line, e.g. `train`; empty for none. */
   readonly label: string;
+  /** Whether a line is redrawn in place (a terminal) rather than printed now and then. */
   readonly terminal: boolean;
   #write: (text: string) => void;
   #now: () => number;
@@ -94,6 +98,8 @@ export class Progress {
   #finished = false;
 
   /**
+   * Creates the display; nothing is written until the first update.
+   *
    * @param options Total steps, unit and the injectable writer and clock.
    */
   constructor(options: ProgressOptions) {

@@ -28,6 +28,7 @@ export type ScheduleKind = "constant" | "linear" | "cosine";
  * means no warmup.
  */
 export interface Schedule {
+  /** The shape after the warmup: constant, linear decay or cosine decay to `minLr`. */
   kind: ScheduleKind;
   /** Peak learning rate, reached at the end of the warmup. */
   lr: number;

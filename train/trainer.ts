@@ -31,13 +31,22 @@ export interface StepHooks {
 
 /** Options of {@link train}. */
 export interface TrainOptions {
+  /** The model to train (adapters, if any, already attached). */
   model: Gpt2;
   /** Parameter groups; every tensor in them is saved in checkpoints. */
   groups: ParamGroup[];
+  /** Around each step: zero the method's gradients, prepare, finish the backward. */
   hooks?: StepHooks;
+  /** The training stream; its length sets the number of steps. */
   batches: TrainBatches;
+  /**
+   * The learning-rate shape: step `s` multiplies every group's `lr` by `lrFactor(s, schedule)`
+   * (the schedule's own `lr` only sets the ratio `minLr / lr`).
+   */
   schedule: Schedule;
+  /** Clip the global gradient norm to this; 0 or absent: no clipping. */
   maxGradNorm?: number;
+  /** Label smoothing of the training loss, in [0, 1); default 0. */
   labelSmoothing?: number;
   /** The run's metrics and summary. */
   log: RunLog;
@@ -57,6 +66,7 @@ export interface TrainOptions {
   resume?: boolean;
   /** Stops the run at the next step boundary, after writing a checkpoint (SIGINT). */
   signal?: AbortSignal;
+  /** Shows steps, loss, learning rate, throughput and ETA. */
   progress?: Progress;
   /** Called after every read-back with the steps' figures. */
   onLog?: (records: MetricRecord[]) => void;
@@ -66,10 +76,13 @@ export interface TrainOptions {
 export interface TrainResult {
   /** Optimizer steps completed. */
   steps: number;
+  /** Why the run ended. */
   stoppedBy: "done" | "early-stop" | "interrupted";
   /** Mean training loss of every step of this session, by step. */
   losses: Map<number, number>;
+  /** Best validation loss seen, when `evaluate` was given. */
   bestValidationLoss?: number;
+  /** The step of `bestValidationLoss`. */
   bestStep?: number;
   /** The last checkpoint written, if any. */
   checkpoint?: string;
@@ -77,7 +90,15 @@ export interface TrainResult {
 
 /** A step whose loss or gradient norm was NaN or infinite; the run stops there. */
 export class NonFiniteLossError extends Error {
+  /** Always `"NonFiniteLossError"`. */
   override name = "NonFiniteLossError";
+  /**
+   * Creates the error.
+   *
+   * @param step The step whose loss or gradient norm was not finite.
+   * @param checkpoint The last good checkpoint, if any.
+   * @param what What was not finite, e.g. `loss is NaN`.
+   */
   constructor(readonly step: number, readonly checkpoint: string | undefined, what: string) {
     super(
       `Training stopped: ${what} at step ${step}` +
