@@ -24,8 +24,16 @@
  */
 
 // Runtime and kernels
-export { type AcquireOptions, Gpu, GpuError } from "./kernels/gpu.ts";
-export { type DType, Tensor } from "./kernels/tensor.ts";
+export {
+  type AcquireOptions,
+  type BindingKind,
+  type BufferBinding,
+  Gpu,
+  GpuError,
+  type Kernel,
+  type KernelKey,
+} from "./kernels/gpu.ts";
+export { type DType, type HostArray, Tensor } from "./kernels/tensor.ts";
 export { Matmul, type MatmulOptions, type MatmulVariant } from "./kernels/matmul.ts";
 
 // Files
@@ -38,18 +46,29 @@ export {
   type TensorToWrite,
   writeSafetensors,
 } from "./formats/safetensors.ts";
+export type { TensorData } from "./formats/_safetensors_writer.ts";
 export { writeFileAtomic, writeTextFileAtomic } from "./formats/atomic.ts";
 export { inspectFile } from "./formats/inspect.ts";
 
 // The model
-export { Gpt2, type Gpt2Batch, type Gpt2Options, type Gpt2Targets } from "./models/gpt2.ts";
+export {
+  type AttachedAdapter,
+  Gpt2,
+  type Gpt2Batch,
+  type Gpt2Options,
+  type Gpt2Targets,
+  type KvCache,
+} from "./models/gpt2.ts";
+export type { Gpt2Activations } from "./models/gpt2_activations.ts";
 export {
   configHash,
+  GPT2_ACTIVATIONS,
+  type Gpt2Activation,
   type Gpt2Config,
   parseGpt2Config,
   readGpt2Config,
 } from "./models/gpt2_config.ts";
-export { loadGpt2Weights } from "./models/gpt2_weights.ts";
+export { type Gpt2Weights, type HostTensor, loadGpt2Weights } from "./models/gpt2_weights.ts";
 export { initGpt2Weights } from "./models/gpt2_init.ts";
 export { saveGpt2Folder } from "./models/gpt2_save.ts";
 export { Tokenizer } from "./models/tokenizer.ts";
@@ -62,30 +81,131 @@ export {
 export { Sampler, type SamplingOptions } from "./models/sampling.ts";
 
 // Adapters
-export { AdapterSet, type AttachConfig } from "./adapters/attach.ts";
-export { AdapterFileError, loadAdapter, saveAdapter } from "./adapters/adapter_file.ts";
-export { QatHooks, quantizeInPlace } from "./adapters/qat.ts";
-export { dequantize, quantize, type QuantOptions } from "./adapters/quantize.ts";
-export { mergeAdapters, unmergeAdapters, writeMergedFolder } from "./adapters/merge.ts";
-export { exportPeft } from "./adapters/peft.ts";
-export { adapterAccounting, formatAccounting } from "./adapters/accounting.ts";
-export { BASIS_SPEC, basisElement, materializeBasis, moduleKey } from "./adapters/basis_spec.ts";
+export {
+  type AdapterMethod,
+  type AdapterParameter,
+  AdapterSet,
+  type AttachConfig,
+  type AttachedModule,
+  type LinearSite,
+  type ModuleOverride,
+  type ModulePlan,
+} from "./adapters/attach.ts";
+export type { LinearAdapter, MatrixView } from "./adapters/linear_adapter.ts";
+export type { NolaInit } from "./adapters/nola_factors.ts";
+export {
+  AdapterFileError,
+  loadAdapter,
+  type ModuleValues,
+  saveAdapter,
+} from "./adapters/adapter_file.ts";
+export { type PtqStats, QatHooks, quantizeInPlace } from "./adapters/qat.ts";
+export {
+  dequantize,
+  quantize,
+  type Quantized,
+  type QuantOptions,
+  type QuantScheme,
+} from "./adapters/quantize.ts";
+export {
+  type DetachedAdapters,
+  mergeAdapters,
+  unmergeAdapters,
+  writeMergedFolder,
+} from "./adapters/merge.ts";
+export { exportPeft, type PeftExportOptions } from "./adapters/peft.ts";
+export { type AccountingRow, adapterAccounting, formatAccounting } from "./adapters/accounting.ts";
+export {
+  BASIS_SPEC,
+  type BasisDistribution,
+  basisElement,
+  type BasisElementOptions,
+  BasisFactor,
+  materializeBasis,
+  type MaterializeOptions,
+  moduleKey,
+  type PhiloxKey,
+} from "./adapters/basis_spec.ts";
 
 // Data
-export { type DataRecord, readRecords } from "./data/readers.ts";
-export { buildRows, loadSplits } from "./data/examples.ts";
-export { evalBatches, type MicroBatch, TrainBatches } from "./data/batches.ts";
+export { type DataFormat, type DataRecord, type FieldValue, readRecords } from "./data/readers.ts";
+export {
+  buildRows,
+  loadSplits,
+  type PackingReport,
+  type Row,
+  type SplitRatios,
+  type Splits,
+  type SplitSource,
+  type TextEncoder,
+  type TruncationReport,
+} from "./data/examples.ts";
+export type { Templates } from "./data/templates.ts";
+export { type BatchState, evalBatches, type MicroBatch, TrainBatches } from "./data/batches.ts";
 
 // Training and evaluation
-export { NonFiniteLossError, train, type TrainOptions, type TrainResult } from "./train/trainer.ts";
-export { Optimizer, type ParamGroup } from "./train/optimizer.ts";
-export { lrAt, type Schedule } from "./train/schedule.ts";
-export { RunLog } from "./train/run_log.ts";
-export { Progress } from "./train/progress.ts";
-export { evaluateGenerations, evaluateLoss } from "./eval/evaluate.ts";
-export { corpusBleu } from "./eval/bleu.ts";
-export { rougeL } from "./eval/rouge.ts";
+export {
+  NonFiniteLossError,
+  type StepHooks,
+  train,
+  type TrainOptions,
+  type TrainResult,
+} from "./train/trainer.ts";
+export {
+  Optimizer,
+  type OptimizerOptions,
+  type OptimizerParam,
+  type OptimizerState,
+  type ParamGroup,
+} from "./train/optimizer.ts";
+export { lrAt, type Schedule, type ScheduleKind } from "./train/schedule.ts";
+export { type MetricRecord, RunLog, type Split, type Summary } from "./train/run_log.ts";
+export { Progress, type StepFigures } from "./train/progress.ts";
+export {
+  evaluateGenerations,
+  type EvaluateGenerationsOptions,
+  evaluateLoss,
+  type GenerationEvaluation,
+  type GenerationExample,
+  type LossResult,
+} from "./eval/evaluate.ts";
+export type { GenerationScores, ScoreOptions } from "./eval/metrics.ts";
+export {
+  type BleuOptions,
+  type BleuResult,
+  type BleuSmoothing,
+  type BleuStats,
+  corpusBleu,
+} from "./eval/bleu.ts";
+export { rougeL, type RougeOptions, type RougeResult } from "./eval/rouge.ts";
 
 // Pipelines
-export { loadPipeline, parsePipeline, PipelineError } from "./pipelines/parse.ts";
-export { runPipeline } from "./pipelines/run.ts";
+export {
+  loadPipeline,
+  type ParseOptions,
+  parsePipeline,
+  PipelineError,
+} from "./pipelines/parse.ts";
+export type {
+  AttachOverride,
+  AttachStage,
+  DataStage,
+  EvaluateStage,
+  ExportPeftStage,
+  GenerateStage,
+  LoadStage,
+  MergeStage,
+  MetricName,
+  Pipeline,
+  QuantizeStage,
+  SaveStage,
+  ScheduleSpec,
+  SplitName,
+  SplitSpec,
+  Stage,
+  StageBase,
+  StageKind,
+  TrainStage,
+} from "./pipelines/schema.ts";
+export { type PipelineResult, runPipeline, type RunPipelineOptions } from "./pipelines/run.ts";
+export type { EvaluationRow } from "./pipelines/state.ts";
