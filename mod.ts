@@ -99,7 +99,7 @@ export {
   type ModuleValues,
   saveAdapter,
 } from "./adapters/adapter_file.ts";
-export { type PtqStats, QatHooks, quantizeInPlace } from "./adapters/qat.ts";
+export { type PtqStats, QatHooks, type QatModule, quantizeInPlace } from "./adapters/qat.ts";
 export {
   dequantize,
   quantize,

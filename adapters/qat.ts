@@ -24,7 +24,9 @@ import type { StepHooks } from "../train/trainer.ts";
 
 /** One NOLA module under quantization-aware training: its coefficients and their masters. */
 export interface QatModule {
+  /** The adapted module. */
   name: string;
+  /** @internal The module's coefficients (what combine reads). */
   nola: NolaFactors;
   /** Float master of alpha [k], what the optimizer updates. */
   alpha: Tensor;
@@ -60,6 +62,7 @@ export class QatHooks implements StepHooks, Disposable {
   private constructor(
     readonly set: AdapterSet,
     readonly quant: QuantOptions,
+    /** @internal */
     readonly kernels: FakequantKernels,
     /** The NOLA modules, in the set's order. */
     readonly modules: readonly QatModule[],
@@ -184,12 +187,15 @@ export class QatHooks implements StepHooks, Disposable {
 
 /** What {@link quantizeInPlace} changed in one NOLA module. */
 export interface PtqStats {
+  /** The adapted module. */
   name: string;
   /** Largest `|x - x'|` over alpha. */
   alphaMaxError: number;
   /** Largest `|x - x'|` over beta. */
   betaMaxError: number;
+  /** The quantization step of alpha (symmetric: max|alpha| / (2^(bits-1) - 1)). */
   alphaScale: number;
+  /** The quantization step of beta. */
   betaScale: number;
 }
 

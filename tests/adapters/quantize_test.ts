@@ -66,9 +66,16 @@ Deno.test("quantization error is at most half a step (symmetric and asymmetric, 
     for (let i = 0; i < values.length; i++) {
       assert.equal(neg.dequantized[i], -sym.dequantized[i] + 0, `negated ${bits}-bit at ${i}`);
     }
-    // The extremes are representable: the level count per side is 2^(bits-1) - 1.
-    const top = sym.codes.reduce((m, c) => Math.max(m, c), 0);
-    assert.equal(top, 2 * (2 ** (bits - 1) - 1), `${bits}-bit top code`);
+    // The extreme is representable: the level count per side is 2^(bits-1) - 1, and the value
+    // of largest magnitude (of either sign) lands on the outermost code of its side.
+    const levels = 2 ** (bits - 1) - 1;
+    const extreme = values.reduce((e, x, i) => Math.abs(x) > Math.abs(values[e]) ? i : e, 0);
+    assert.equal(
+      sym.codes[extreme],
+      values[extreme] > 0 ? 2 * levels : 0,
+      `${bits}-bit extreme code`,
+    );
+    assert(sym.codes.every((c) => c >= 0 && c <= 2 * levels), `${bits}-bit codes in range`);
     assert.equal(Math.max(...asym.codes), 2 ** bits - 1);
     assert.equal(Math.min(...asym.codes), 0);
   }
