@@ -62,3 +62,9 @@ export function testGpu(): Promise<Gpu> {
 
 /** Test options for GPU tests: Deno's sanitizers would flag the shared device's resources. */
 export const GPU_TEST = { sanitizeResources: false, sanitizeOps: false } as const;
+
+/** A fresh folder under `out/tmp/` (tests may only write below `out/`). */
+export async function tempDir(prefix: string): Promise<string> {
+  await Deno.mkdir("out/tmp", { recursive: true });
+  return await Deno.makeTempDir({ dir: "out/tmp", prefix: `${prefix}-` });
+}

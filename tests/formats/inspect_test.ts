@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { inspectFile } from "../../formats/inspect.ts";
 import { writeSafetensors } from "../../formats/safetensors.ts";
+import { tempDir } from "../_util.ts";
 
 Deno.test("inspect lists tensors with dtype, shape and bytes, and the metadata", async () => {
-  await Deno.mkdir("out/tmp", { recursive: true });
-  const dir = await Deno.makeTempDir({ dir: "out/tmp", prefix: "inspect-" });
+  const dir = await tempDir("inspect");
   const path = `${dir}/a.safetensors`;
   await writeSafetensors(path, [
     { name: "h.0.alpha", dtype: "F32", shape: [3], data: new Float32Array([1, 2, 3]) },

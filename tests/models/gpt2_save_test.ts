@@ -4,7 +4,7 @@ import { readGpt2Config } from "../../models/gpt2_config.ts";
 import { initGpt2Weights } from "../../models/gpt2_init.ts";
 import { saveGpt2Folder } from "../../models/gpt2_save.ts";
 import { Tokenizer } from "../../models/tokenizer.ts";
-import { GPU_TEST, testGpu } from "../_util.ts";
+import { GPU_TEST, tempDir, testGpu } from "../_util.ts";
 
 Deno.test("fresh weights are seeded and follow the GPT-2 initialisation", async () => {
   const config = await readGpt2Config("fixtures/tiny-gpt2");
@@ -25,8 +25,7 @@ Deno.test("a saved folder loads back with the same logits and tokenizer", GPU_TE
   const gpu = await testGpu();
   const config = await readGpt2Config("fixtures/tiny-gpt2");
   using model = await Gpt2.fromWeights(gpu, initGpt2Weights(config, { seed: 9 }));
-  await Deno.mkdir("out/tmp", { recursive: true });
-  const dir = await Deno.makeTempDir({ dir: "out/tmp", prefix: "save-" });
+  const dir = await tempDir("save");
   await saveGpt2Folder(model, `${dir}/model`, { tokenizerFrom: "fixtures/tiny-gpt2" });
   using loaded = await Gpt2.load(gpu, `${dir}/model`);
   const batch = { B: 1, T: 5, tokens: new Uint32Array([1, 50, 7, 299, 3]) };

@@ -1,13 +1,9 @@
 import assert from "node:assert/strict";
 import { PipelineError } from "../../pipelines/parse.ts";
 import { runPipeline } from "../../pipelines/run.ts";
+import { tempDir } from "../_util.ts";
 
 const ENV = "--allow-env=XDG_RUNTIME_DIR,NOLA_TEST_SEED,LOG_TOKENS,LOG_STREAM";
-
-async function workDir(prefix: string): Promise<string> {
-  await Deno.mkdir("out/tmp", { recursive: true });
-  return await Deno.makeTempDir({ dir: "out/tmp", prefix });
-}
 
 /** A small pipeline on the fixture GPT-2 (64 positions) and a JSON Lines task written here. */
 async function smallPipeline(dir: string, stages: string): Promise<string> {
@@ -37,7 +33,7 @@ ${stages}`,
 }
 
 Deno.test("a small pipeline runs every stage kind and writes its outputs", async () => {
-  const dir = await workDir("pipe-");
+  const dir = await tempDir("pipe");
   const path = await smallPipeline(
     dir,
     `  - id: before
@@ -106,7 +102,7 @@ Deno.test("a small pipeline runs every stage kind and writes its outputs", async
 });
 
 Deno.test("a missing data file fails with the YAML path and position", async () => {
-  const dir = await workDir("pipe-missing-");
+  const dir = await tempDir("pipe-missing");
   const path = `${dir}/p.yaml`;
   await Deno.writeTextFile(
     path,
@@ -132,7 +128,7 @@ stages:
 });
 
 Deno.test("a target pattern that matches no module names the closest modules", async () => {
-  const dir = await workDir("pipe-pattern-");
+  const dir = await tempDir("pipe-pattern");
   const path = await smallPipeline(
     dir,
     `  - kind: attach
@@ -163,7 +159,7 @@ Deno.test("the CLI exits 2 on usage errors and 1 with one line on pipeline error
   const usage = await run("finetune", "--bogus");
   assert.equal(usage.code, 2);
   assert.match(usage.stderr, /usage: nola-gpu finetune/);
-  const dir = await workDir("cli-");
+  const dir = await tempDir("cli");
   await Deno.writeTextFile(`${dir}/bad.yaml`, "version: 1\nname: bad\nstages:\n  - kind: lod\n");
   const bad = await run("finetune", `${dir}/bad.yaml`);
   assert.equal(bad.code, 1);

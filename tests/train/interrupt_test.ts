@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { listCheckpoints } from "../../train/checkpoint.ts";
 import { readMetrics } from "../../train/run_log.ts";
+import { tempDir } from "../_util.ts";
 
 Deno.test("SIGINT writes a checkpoint and prints how to resume", async () => {
-  await Deno.mkdir("out/tmp", { recursive: true });
-  const dir = await Deno.makeTempDir({ dir: "out/tmp", prefix: "sigint-" });
+  const dir = await tempDir("sigint");
   const child = new Deno.Command("deno", {
     args: [
       "run",

@@ -2,18 +2,13 @@ import assert from "node:assert/strict";
 import { readMetrics, RunLog } from "../../train/run_log.ts";
 import { NonFiniteLossError, train } from "../../train/trainer.ts";
 import { listCheckpoints } from "../../train/checkpoint.ts";
-import { GPU_TEST, testGpu } from "../_util.ts";
+import { GPU_TEST, tempDir, testGpu } from "../_util.ts";
 import { nolaSetup } from "./_train_fixture.ts";
-
-async function tempRun(name: string): Promise<string> {
-  await Deno.mkdir("out/tmp", { recursive: true });
-  return await Deno.makeTempDir({ dir: "out/tmp", prefix: `${name}-` });
-}
 
 Deno.test("a resumed run's losses equal the uninterrupted run's exactly", GPU_TEST, async () => {
   const gpu = await testGpu();
   const steps = 8;
-  const dirA = await tempRun("full");
+  const dirA = await tempDir("full");
   let full: Map<number, number>;
   {
     using s = await nolaSetup(gpu, { steps });
@@ -31,7 +26,7 @@ Deno.test("a resumed run's losses equal the uninterrupted run's exactly", GPU_TE
   assert.equal(full.size, steps);
   assert(full.get(steps)! < full.get(1)!, `loss should fall: ${[...full.values()]}`);
 
-  const dirB = await tempRun("resumed");
+  const dirB = await tempDir("resumed");
   {
     using s = await nolaSetup(gpu, { steps });
     using log = await RunLog.open(dirB);
@@ -78,7 +73,7 @@ Deno.test(
   GPU_TEST,
   async () => {
     const gpu = await testGpu();
-    const dir = await tempRun("nan");
+    const dir = await tempDir("nan");
     using s = await nolaSetup(gpu, { steps: 8 });
     using log = await RunLog.open(dir);
     const alpha = s.set.parameters()[0].param;
@@ -120,7 +115,7 @@ Deno.test(
   GPU_TEST,
   async () => {
     const gpu = await testGpu();
-    const dir = await tempRun("early");
+    const dir = await tempDir("early");
     using s = await nolaSetup(gpu, { steps: 8 });
     using log = await RunLog.open(dir);
     const figures = [3, 2, 2.5, 2.6, 1];
