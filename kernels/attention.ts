@@ -5,12 +5,15 @@
  * @module
  */
 
-import type { BufferBinding, Gpu, Kernel } from "./gpu.ts";
+import type { BindingKind, BufferBinding, Gpu, Kernel } from "./gpu.ts";
 import { Tensor } from "./tensor.ts";
 import code from "./attention.wgsl" with { type: "text" };
 
 const WG = 16;
 const KB = 16;
+// The vec4 kernels: invocations a workgroup (one llvmpipe SIMD group) and rows an invocation.
+const WG4 = 8;
+const ROWS4 = 4;
 /** Largest head size the kernels take (`4 * HD4_MAX` in the WGSL). */
 export const ATTENTION_MAX_HEAD_SIZE = 128;
 const SIZES_BYTES = 48;
@@ -95,6 +98,7 @@ export class AttentionKernels {
     readonly forwardKernel: Kernel,
     readonly dqKernel: Kernel,
     readonly dkvKernel: Kernel,
+    readonly vec4: { forward: Kernel; dq: Kernel; dkv: Kernel },
     readonly span: number | undefined,
   ) {}
 
@@ -110,22 +114,21 @@ export class AttentionKernels {
     if (span !== undefined && (!Number.isSafeInteger(span) || span <= 0 || span % KB !== 0)) {
       throw new RangeError(`Attention span must be a positive multiple of ${KB}, got ${span}`);
     }
-    const kernel = (entry: string, bindings: ("storage" | "read" | "uniform")[]) =>
-      gpu.kernel({ label: entry, code, entry, bindings, constants: { WG, KB } });
-    const [forward, dq, dkv] = await Promise.all([
-      kernel("attention_forward", ["storage", "storage", "read", "uniform"]),
-      kernel("attention_backward_dq", [
-        "storage",
-        "storage",
-        "read",
-        "read",
-        "read",
-        "read",
-        "uniform",
-      ]),
-      kernel("attention_backward_dkv", ["storage", "read", "read", "read", "read", "uniform"]),
+    const forwardBindings = ["storage", "storage", "read", "uniform"] as const;
+    const dqBindings = ["storage", "storage", "read", "read", "read", "read", "uniform"] as const;
+    const dkvBindings = ["storage", "read", "read", "read", "read", "uniform"] as const;
+    const kernel = (entry: string, bindings: readonly BindingKind[], wg = WG) =>
+      gpu.kernel({ label: entry, code, entry, bindings, constants: { WG: wg, KB } });
+    const [forward, dq, dkv, forward4, dq4, dkv4] = await Promise.all([
+      kernel("attention_forward", forwardBindings),
+      kernel("attention_backward_dq", dqBindings),
+      kernel("attention_backward_dkv", dkvBindings),
+      kernel("attention_forward_vec4", forwardBindings, WG4),
+      kernel("attention_backward_dq_vec4", dqBindings, WG4),
+      kernel("attention_backward_dkv_vec4", dkvBindings, WG4),
     ]);
-    return new AttentionKernels(gpu, forward, dq, dkv, span);
+    const vec4 = { forward: forward4, dq: dq4, dkv: dkv4 };
+    return new AttentionKernels(gpu, forward, dq, dkv, vec4, span);
   }
 
   /**
@@ -148,12 +151,14 @@ export class AttentionKernels {
     checkSize("qkv", options.qkv, B * tMax * 3 * C);
     checkSize("lse", options.lse, B * NH * T);
     const buffers = [binding(options.out), binding(options.lse), binding(options.qkv)];
-    const workgroups = this.#grid({ B, T, NH });
-    const span = this.#span(C / NH);
+    const vec4 = aligned(C / NH, buffers);
+    const kernel = vec4 ? this.vec4.forward : this.forwardKernel;
+    const workgroups = this.#grid({ B, T, NH }, vec4);
+    const span = this.#span(C / NH, vec4);
     // Key ranges in order: each pass resumes from the out and lse of the ones before.
     for (let lo = 0; lo < past + T; lo += span) {
       const hi = Math.min(lo + span, past + T);
-      this.gpu.dispatch(this.forwardKernel, buffers, {
+      this.gpu.dispatch(kernel, buffers, {
         uniforms: sizes({ B, T, past, tMax, C, NH, lo, hi }),
         workgroups,
       });
@@ -176,35 +181,43 @@ export class AttentionKernels {
     checkSize("qkv", options.qkv, B * T * 3 * C);
     checkSize("dqkv", options.dqkv, B * T * 3 * C);
     checkSize("lse", options.lse, B * NH * T);
-    const workgroups = this.#grid({ B, T, NH });
-    const span = this.#span(C / NH);
     const delta = this.gpu.buffer(B * NH * T * 4);
     const dqkv = binding(options.dqkv);
     const dout = binding(options.dout);
     const qkv = binding(options.qkv);
     const lse = binding(options.lse);
     const out = binding(options.out);
+    const vec4 = aligned(C / NH, [dqkv, dout, qkv, out]);
+    const [dqKernel, dkvKernel] = vec4
+      ? [this.vec4.dq, this.vec4.dkv]
+      : [this.dqKernel, this.dkvKernel];
+    const workgroups = this.#grid({ B, T, NH }, vec4);
+    const span = this.#span(C / NH, vec4);
     // The pass with lo = 0 writes delta, which every dk/dv pass reads.
     for (let lo = 0; lo < T; lo += span) {
       const uniforms = sizes({ B, T, past: 0, tMax: T, C, NH, lo, hi: Math.min(lo + span, T) });
-      this.gpu.dispatch(this.dqKernel, [dqkv, delta, dout, qkv, out, lse], {
+      this.gpu.dispatch(dqKernel, [dqkv, delta, dout, qkv, out, lse], {
         uniforms,
         workgroups,
       });
     }
     for (let lo = 0; lo < T; lo += span) {
       const uniforms = sizes({ B, T, past: 0, tMax: T, C, NH, lo, hi: Math.min(lo + span, T) });
-      this.gpu.dispatch(this.dkvKernel, [dqkv, dout, qkv, lse, delta], { uniforms, workgroups });
+      this.gpu.dispatch(dkvKernel, [dqkv, dout, qkv, lse, delta], { uniforms, workgroups });
     }
     this.gpu.release(delta);
   }
 
-  // Rows streamed per pass: each streamed row costs about 2 * hd / 4 + 3 loop iterations
-  // (two dot-product loops and the loops over rows and blocks), each pass up to 10 * hd / 4 more.
-  #span(hd: number): number {
+  // Rows streamed per pass. Scalar kernels: each streamed row costs about 2 * hd / 4 + 3 loop
+  // iterations (two dot-product loops and the loops over rows and blocks), each pass up to
+  // 10 * hd / 4 more. vec4 kernels: each step of 4 streamed rows costs 2 * hd / 4 + 1, each
+  // pass 3 * hd / 4 more (zeroing, resuming, storing).
+  #span(hd: number, vec4: boolean): number {
     if (this.span) return this.span;
     const h4 = Math.ceil(hd / 4);
-    const rows = Math.floor((LOOP_BUDGET - 10 * h4 - 64) / (2 * h4 + 4));
+    const rows = vec4
+      ? ROWS4 * Math.floor((LOOP_BUDGET - 4 * h4 - 64) / (2 * h4 + 1))
+      : Math.floor((LOOP_BUDGET - 10 * h4 - 64) / (2 * h4 + 4));
     return Math.max(KB, Math.floor(rows / KB) * KB);
   }
 
@@ -233,9 +246,10 @@ export class AttentionKernels {
     return C;
   }
 
-  #grid(shape: { B: number; T: number; NH: number }): [number, number, number] {
+  #grid(shape: { B: number; T: number; NH: number }, vec4: boolean): [number, number, number] {
     const max = this.gpu.device.limits.maxComputeWorkgroupsPerDimension;
-    const grid: [number, number, number] = [Math.ceil(shape.T / WG), shape.NH, shape.B];
+    const rows = vec4 ? WG4 * ROWS4 : WG;
+    const grid: [number, number, number] = [Math.ceil(shape.T / rows), shape.NH, shape.B];
     if (grid.some((n) => n > max)) {
       throw new RangeError(
         `Attention grid ${grid.join("x")} (row blocks x NH x B) exceeds ${max} workgroups a ` +
@@ -270,6 +284,12 @@ function checkSize(name: string, x: Operand, want: number): void {
   if (want >= 2 ** 32) {
     throw new RangeError(`Attention ${name} of ${want} elements is past 2^32 elements`);
   }
+}
+
+// The vec4 kernels read rows of hd floats as vec4s: hd and every binding's start must allow it.
+function aligned(hd: number, buffers: readonly (GPUBuffer | BufferBinding)[]): boolean {
+  return hd % 4 === 0 &&
+    buffers.every((b) => b instanceof GPUBuffer || (b.offset ?? 0) % 16 === 0);
 }
 
 function binding(x: Operand): GPUBuffer | BufferBinding {

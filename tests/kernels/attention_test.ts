@@ -126,12 +126,12 @@ async function checkBackward(attention: AttentionKernels, shape: Shape, seed: nu
 // Rows [past, past + T) computed over a KV cache against the same rows of a full forward.
 async function checkCache(
   attention: AttentionKernels,
-  cache: { past: number; T: number },
+  cache: { past: number; T: number; NH?: number; hd?: number },
   seed: number,
 ) {
   const { gpu } = attention;
   const { past, T } = cache;
-  const [B, NH, hd] = [2, 3, 5];
+  const [B, NH, hd] = [2, cache.NH ?? 3, cache.hd ?? 5];
   const C = NH * hd;
   const rows = past + T;
   // The cache buffer is longer than what is filled: rows past `rows` must not be read.
@@ -156,7 +156,7 @@ async function checkCache(
   attention.forward({ out, lse, qkv: cacheQkv, B, T, NH, past, tMax });
   const [gotOut, gotLse] = [await out.read(), await lse.read()];
   const [allOut, allLse] = [await fullOut.read(), await fullLse.read()];
-  const what = `past ${past}, T ${T}, span ${attention.span ?? "auto"}, seed ${seed}`;
+  const what = `past ${past}, T ${T}, hd ${hd}, span ${attention.span ?? "auto"}, seed ${seed}`;
   assert.equal(firstNonFinite(gotOut), -1, `non-finite out, ${what}`);
   assert.equal(firstNonFinite(gotLse), -1, `non-finite lse, ${what}`);
   const wantOut = new Float32Array(B * T * C);
@@ -248,6 +248,36 @@ Deno.test(
     const errLse = relativeError(gotLse, ref.lse);
     assert(errOut < TOLERANCE, `out relative error ${errOut}, seed ${seed}`);
     assert(errLse < TOLERANCE, `lse relative error ${errLse}, seed ${seed}`);
+  },
+);
+
+Deno.test(
+  "the vec4 kernels (hd a multiple of 4) match with a KV cache, in one pass and in 16-row passes",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    for (const span of [undefined, 16]) {
+      const attention = await AttentionKernels.load(gpu, { span });
+      for (const past of [0, 1, 5, 15, 16, 30]) {
+        for (const T of [1, 3, 6]) await checkCache(attention, { past, T, NH: 2, hd: 8 }, seed);
+      }
+      for (const shape of [[2, 37, 2, 4], [1, 45, 1, 128], [3, 9, 2, 8]] as const) {
+        await checkForward(attention, shape, seed);
+        await checkBackward(attention, shape, seed);
+      }
+    }
+  },
+);
+
+Deno.test(
+  "1024 tokens with 128-wide heads (the largest) match the reference, forward and backward",
+  GPU_TEST,
+  async () => {
+    const attention = await AttentionKernels.load(await testGpu());
+    const seed = freshSeed();
+    await checkForward(attention, [1, 1024, 1, 128], seed);
+    await checkBackward(attention, [1, 1024, 1, 128], seed);
   },
 );
 
