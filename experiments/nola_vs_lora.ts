@@ -44,16 +44,16 @@ const STEPS = Number(Deno.env.get("NOLA_EXPERIMENT_STEPS") ?? 150);
 const EXAMPLES = 20;
 
 const VARIANTS: Variant[] = [
-  ...[1, 2, 4, 8].map((r): Variant => ({ label: `LoRA r=${r}`, method: "lora", r, lr: 2e-3 })),
+  ...[1, 2, 4, 8].map((r): Variant => ({ label: `LoRA r=${r}`, method: "lora", r, lr: 5e-3 })),
   ...[16, 64, 256, 1024].map((k): Variant => ({
     label: `NOLA k=l=${k}`,
     method: "nola",
     r: 8,
     k,
-    lr: 1e-2,
+    lr: 3e-2,
   })),
-  { label: "NOLA k=l=1024 4-bit PTQ", method: "nola", r: 8, k: 1024, lr: 1e-2, quant: "ptq" },
-  { label: "NOLA k=l=1024 4-bit QAT", method: "nola", r: 8, k: 1024, lr: 1e-2, quant: "qat" },
+  { label: "NOLA k=l=1024 4-bit PTQ", method: "nola", r: 8, k: 1024, lr: 3e-2, quant: "ptq" },
+  { label: "NOLA k=l=1024 4-bit QAT", method: "nola", r: 8, k: 1024, lr: 3e-2, quant: "qat" },
 ];
 
 /** The pipeline of one variant, as YAML. */
@@ -80,6 +80,7 @@ stages:
     prompt: "{{ mr }}\\n"
     completion: " {{ ref }}"
     seq_len: 128
+    pack: true
   - kind: attach
     method: ${v.method}
     r: ${v.r}
