@@ -72,11 +72,11 @@ seed: 0
 out: ${out}
 stages:
   - kind: load
-    model: ../../../fixtures/tiny-gpt2-pretrained
+    model: ../../../../fixtures/tiny-gpt2-pretrained
   - kind: data
     format: e2e
-    train: ../../../fixtures/data-to-text/train.csv
-    validation: ../../../fixtures/data-to-text/validation.csv
+    train: ../../../../fixtures/data-to-text/train.csv
+    validation: ../../../../fixtures/data-to-text/validation.csv
     prompt: "{{ mr }}\\n"
     completion: " {{ ref }}"
     seq_len: 128
