@@ -33,11 +33,11 @@ import {
   TrainBatches,
 } from "../mod.ts";
 
-const MODEL = "fixtures/tiny-gpt2";
+const MODEL = "fixtures/tiny-gpt2-pretrained";
 const OUT = "out/examples";
 const ADAPTER = `${OUT}/finetune_nola.safetensors`;
 /** Positions per row: the fixture model's whole context. */
-const T = 64;
+const T = 128;
 /** Rows per micro-batch. */
 const B = 4;
 const STEPS = 10;
@@ -90,7 +90,7 @@ console.log(
 // A and B from the coefficients before each forward and turns dA, dB into coefficient gradients
 // after each backward. The run log writes metrics.jsonl and summary.json into its folder.
 using log = await RunLog.open(`${OUT}/finetune_nola-run`);
-const lr = 1e-1;
+const lr = 3e-2;
 const result = await train({
   model,
   groups: [{ kind: "adamw", lr, params: set.parameters() }],
