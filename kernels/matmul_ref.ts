@@ -5,31 +5,13 @@
  * @module
  */
 
+import type { MatmulLayout } from "./matmul.ts";
+
 /** Layout and options of {@link matmulRef}; element offsets and strides as in the GPU kernel. */
-export interface MatmulRefOptions {
-  m: number;
-  n: number;
-  k: number;
-  batch?: number;
-  transA?: boolean;
-  transB?: boolean;
-  /** Leading dimensions; default the dense ones (K or M for A, N or K for B, N for C). */
-  lda?: number;
-  ldb?: number;
-  ldc?: number;
-  /** Element strides between batch items; 0 broadcasts one operand. Default dense. */
-  strideA?: number;
-  strideB?: number;
-  strideC?: number;
-  offsetA?: number;
-  offsetB?: number;
-  offsetC?: number;
-  alpha?: number;
+export type MatmulRefOptions = Omit<MatmulLayout, "variant"> & {
+  /** [N] (from `offsetBias`), added to every row. */
   bias?: ArrayLike<number>;
-  offsetBias?: number;
-  /** Adds the product to the values already in `c`. */
-  accumulate?: boolean;
-}
+};
 
 /**
  * Computes `C = alpha * op(A)·op(B) (+ bias) (+ C)` in float64 into `c` (only the elements the

@@ -14,6 +14,7 @@
  * @module
  */
 
+import type { ModuleOverride } from "../adapters/attach.ts";
 import type { NolaInit } from "../adapters/nola_factors.ts";
 import type { QuantOptions, QuantScheme } from "../adapters/quantize.ts";
 import type { DataFormat } from "../data/readers.ts";
@@ -88,22 +89,7 @@ export interface DataStage extends StageBase {
 }
 
 /** One `attach.overrides` entry. */
-export interface AttachOverride {
-  /** Glob over the targeted module names that this entry applies to. */
-  pattern: string;
-  /** Adapter rank r. */
-  r?: number;
-  /** NOLA: A bases. */
-  k?: number;
-  /** NOLA: B bases. */
-  l?: number;
-  /** `lora_alpha` for the matching modules; the output is scaled by `lora_alpha / r`. */
-  loraAlpha?: number;
-  /** Seed for the matching modules (as the stage's `seed`). */
-  seed?: number;
-  /** NOLA init for the matching modules (as the stage's `init`). */
-  init?: NolaInit;
-}
+export type AttachOverride = ModuleOverride;
 
 /** `attach`: NOLA or LoRA adapters. */
 export interface AttachStage extends StageBase {

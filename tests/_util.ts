@@ -68,3 +68,16 @@ export async function tempDir(prefix: string): Promise<string> {
   await Deno.mkdir("out/tmp", { recursive: true });
   return await Deno.makeTempDir({ dir: "out/tmp", prefix: `${prefix}-` });
 }
+
+/** Runs `fn` with a fresh folder under `out/tmp/`, removed afterwards. */
+export async function withTempDir(
+  prefix: string,
+  fn: (dir: string) => Promise<void>,
+): Promise<void> {
+  const dir = await tempDir(prefix);
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}

@@ -2,16 +2,7 @@ import assert from "node:assert/strict";
 import { lossChart, summaryTable, writeReport } from "../../train/report.ts";
 import { RunLog } from "../../train/run_log.ts";
 import { lineChart } from "../../train/svg.ts";
-
-async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  await Deno.mkdir("out/tmp", { recursive: true });
-  const dir = await Deno.makeTempDir({ dir: "out/tmp", prefix: "report-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+import { withTempDir } from "../_util.ts";
 
 async function listDir(dir: string): Promise<string[]> {
   const names: string[] = [];
@@ -32,7 +23,7 @@ async function logRun(dir: string): Promise<RunLog> {
 }
 
 Deno.test("writeReport writes report.md with the summary table and loss.svg linked beside it", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("report", async (dir) => {
     using log = await logRun(dir);
     const written = await writeReport(dir, {
       title: "GPT-2 + NOLA",
@@ -91,7 +82,7 @@ Deno.test("lossChart draws one series per split, train first, and names stages w
 });
 
 Deno.test("sections add markdown and their own charts next to the report", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("report", async (dir) => {
     const chart = lineChart([{
       name: "NOLA",
       style: "scatter",
@@ -120,7 +111,7 @@ Deno.test("sections add markdown and their own charts next to the report", async
 });
 
 Deno.test("a report without losses removes a stale loss.svg instead of linking it", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("report", async (dir) => {
     await Deno.writeTextFile(`${dir}/loss.svg`, "<svg/>");
     await Deno.writeTextFile(`${dir}/metrics.jsonl`, "");
     await writeReport(dir, { title: "t", summary: {}, metricsPath: `${dir}/metrics.jsonl` });
@@ -129,7 +120,7 @@ Deno.test("a report without losses removes a stale loss.svg instead of linking i
 });
 
 Deno.test("writeReport rejects a chart file that is not a plain .svg name, writing nothing", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("report", async (dir) => {
     for (const file of ["../x.svg", "x.png", "loss.svg", "a/b.svg"]) {
       await assert.rejects(
         writeReport(dir, {

@@ -7,16 +7,7 @@ import {
   truncateMetrics,
   writeSummary,
 } from "../../train/run_log.ts";
-
-async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  await Deno.mkdir("out/tmp", { recursive: true });
-  const dir = await Deno.makeTempDir({ dir: "out/tmp", prefix: "run-log-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+import { withTempDir } from "../_util.ts";
 
 async function listDir(dir: string): Promise<string[]> {
   const names: string[] = [];
@@ -43,7 +34,7 @@ Deno.test("runDir is out/<name> unless a root or a folder is given", () => {
 });
 
 Deno.test("append writes one JSON object a line with the fixed keys and extras", async () => {
-  await withTempDir(async (root) => {
+  await withTempDir("run-log", async (root) => {
     const dir = `${root}/run`;
     const log = await RunLog.open(dir);
     await log.append(train(1, { grad_norm: 0.5 }));
@@ -66,7 +57,7 @@ Deno.test("append writes one JSON object a line with the fixed keys and extras",
 });
 
 Deno.test("append rejects a record without an integer step or a known split", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("run-log", async (dir) => {
     using log = await RunLog.open(dir);
     await assert.rejects(log.append({ step: 1.5, split: "train", loss: 1 }), TypeError);
     // @ts-expect-error: the split is checked at run time too
@@ -76,7 +67,7 @@ Deno.test("append rejects a record without an integer step or a known split", as
 });
 
 Deno.test("a NaN loss is written as null and read back as NaN", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("run-log", async (dir) => {
     using log = await RunLog.open(dir);
     await log.append({ step: 1, split: "train", loss: NaN, lr: 1e-3 });
     const [row] = await readMetrics(log.metricsPath);
@@ -86,7 +77,7 @@ Deno.test("a NaN loss is written as null and read back as NaN", async () => {
 });
 
 Deno.test("resume drops a partial last line and every step after the checkpoint, exactly", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("run-log", async (dir) => {
     const log = await RunLog.open(dir);
     for (let step = 1; step <= 6; step++) {
       await log.append(train(step));
@@ -120,7 +111,7 @@ Deno.test("resume drops a partial last line and every step after the checkpoint,
 });
 
 Deno.test("truncateMetrics reports what it kept and dropped", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("run-log", async (dir) => {
     const path = `${dir}/metrics.jsonl`;
     await Deno.writeTextFile(
       path,
@@ -134,7 +125,7 @@ Deno.test("truncateMetrics reports what it kept and dropped", async () => {
 });
 
 Deno.test("a broken line before the end is an error naming the file and line", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("run-log", async (dir) => {
     const path = `${dir}/metrics.jsonl`;
     await Deno.writeTextFile(path, '{"step":1,"split":"train","loss":1}\n{"step":\n{"step":3}\n');
     await assert.rejects(readMetrics(path), (e: Error) => {
@@ -147,7 +138,7 @@ Deno.test("a broken line before the end is an error naming the file and line", a
 });
 
 Deno.test("a fresh run empties the metrics and forgets the old summary", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("run-log", async (dir) => {
     const first = await RunLog.open(dir);
     await first.append(train(1));
     await first.recordStage("finetune", { steps: 1 });
@@ -160,7 +151,7 @@ Deno.test("a fresh run empties the metrics and forgets the old summary", async (
 });
 
 Deno.test("recordStage rewrites summary.json whole, keyed by stage, and resume keeps it", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("run-log", async (dir) => {
     const log = await RunLog.open(dir);
     await log.recordStage("finetune", { final_train_loss: 2.5, steps: 100 });
     await log.recordStage("eval", { test_loss: 2.7, bleu: 41.2 });
@@ -178,7 +169,7 @@ Deno.test("recordStage rewrites summary.json whole, keyed by stage, and resume k
 });
 
 Deno.test("writeSummary is atomic: a failed write leaves the old summary whole", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("run-log", async (dir) => {
     const path = `${dir}/summary.json`;
     await writeSummary(path, { a: { x: 1 } });
     const cyclic: Record<string, unknown> = {};
@@ -193,7 +184,7 @@ Deno.test("writeSummary is atomic: a failed write leaves the old summary whole",
 });
 
 Deno.test("readSummary rejects a file that is not an object of stages", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("run-log", async (dir) => {
     await Deno.writeTextFile(`${dir}/s.json`, '{"finetune": 3}');
     await assert.rejects(readSummary(`${dir}/s.json`), /object of objects keyed by stage id/);
     await Deno.writeTextFile(`${dir}/t.json`, "{");
@@ -202,7 +193,7 @@ Deno.test("readSummary rejects a file that is not an object of stages", async ()
 });
 
 Deno.test("a closed log refuses appends", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("run-log", async (dir) => {
     const log = await RunLog.open(dir);
     log.close();
     await assert.rejects(log.append(train(1)), /log is closed/);
