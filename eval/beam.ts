@@ -26,6 +26,9 @@
 
 import { Tensor } from "../kernels/tensor.ts";
 import type { Gpt2, KvCache } from "../models/gpt2.ts";
+import { bannedTokens } from "../models/sampling.ts";
+
+export { bannedTokens };
 
 /** Options of {@link beamSearch}. */
 export interface BeamSearchOptions {
@@ -262,24 +265,4 @@ function selectTop(
     }
   });
   return top;
-}
-
-/**
- * Tokens a beam may not produce next under a no-repeat n-gram rule: those that would complete an
- * n-gram already present in `tokens`.
- *
- * @param tokens The beam's generated tokens.
- * @param n N-gram size (0: nothing banned).
- * @returns The banned token ids.
- */
-export function bannedTokens(tokens: readonly number[], n: number): Set<number> {
-  const banned = new Set<number>();
-  if (n <= 0 || tokens.length < n - 1) return banned;
-  const start = tokens.length - (n - 1);
-  for (let i = 0; i + n <= tokens.length; i++) {
-    let same = true;
-    for (let j = 0; j < n - 1 && same; j++) same = tokens[i + j] === tokens[start + j];
-    if (same) banned.add(tokens[i + n - 1]);
-  }
-  return banned;
 }

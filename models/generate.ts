@@ -7,7 +7,7 @@
 
 import { Tensor } from "../kernels/tensor.ts";
 import type { Gpt2, KvCache } from "./gpt2.ts";
-import { Sampler, type SamplingOptions } from "./sampling.ts";
+import { bannedTokens, Sampler, type SamplingOptions } from "./sampling.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 /** Options of {@link generateTokens} and {@link generateText}. */
@@ -16,6 +16,8 @@ export interface GenerateOptions extends SamplingOptions {
   maxNewTokens?: number;
   /** Token ids that end the generation (not included in the output). */
   stopTokens?: number[];
+  /** Never repeat an n-gram of the generated tokens (0, the default: no rule). */
+  noRepeatNgram?: number;
   /** Called with every new token as soon as it is chosen; return false to stop. */
   onToken?: (id: number) => boolean | void;
 }
@@ -58,7 +60,11 @@ export async function generateTokens(
         byteOffset: (T - 1) * V * 4,
         byteLength: V * 4,
       });
-      const id = sampler.next(new Float32Array(bytes));
+      const logits = new Float32Array(bytes);
+      for (const banned of bannedTokens(out, options.noRepeatNgram ?? 0)) {
+        logits[banned] = -Infinity;
+      }
+      const id = sampler.next(logits);
       if (stops.has(id)) break;
       out.push(id);
       if (options.onToken?.(id) === false) break;

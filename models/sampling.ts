@@ -105,3 +105,23 @@ export class Sampler {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   }
 }
+
+/**
+ * Tokens that may not come next under a no-repeat n-gram rule: those that would complete an
+ * n-gram already present in `tokens`.
+ *
+ * @param tokens The tokens generated so far.
+ * @param n N-gram size (0: nothing banned).
+ * @returns The banned token ids.
+ */
+export function bannedTokens(tokens: readonly number[], n: number): Set<number> {
+  const banned = new Set<number>();
+  if (n <= 0 || tokens.length < n - 1) return banned;
+  const start = tokens.length - (n - 1);
+  for (let i = 0; i + n <= tokens.length; i++) {
+    let same = true;
+    for (let j = 0; j < n - 1 && same; j++) same = tokens[i + j] === tokens[start + j];
+    if (same) banned.add(tokens[i + n - 1]);
+  }
+  return banned;
+}

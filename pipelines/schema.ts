@@ -246,6 +246,8 @@ export interface GenerateStage extends StageBase {
   seed: number;
   /** Strings that end a sample. */
   stop: string[];
+  /** Never repeat an n-gram of the sample (0: no rule). */
+  noRepeatNgram: number;
 }
 
 /** `merge`: a Hugging Face folder with the adapters merged into the weights. */
@@ -914,6 +916,12 @@ export const STAGES: readonly StageSchema[] = [
       },
       seedField("Sampling seed."),
       { key: "stop", type: strings, default: [], doc: "Strings that end a sample." },
+      {
+        key: "no_repeat_ngram",
+        type: int(0),
+        default: 0,
+        doc: "Never repeat an n-gram of the sample (0: no rule).",
+      },
     ],
     rules: [
       oneOf(["prompts", "from"], true),

@@ -184,6 +184,7 @@ export const generate: StageRunner<GenerateStage> = async (stage, state) => {
       topP: stage.topP,
       seed: stage.seed + i,
       stop: stage.stop,
+      noRepeatNgram: stage.noRepeatNgram,
     });
     samples.push({ prompt, text });
     state.say(`  [${i + 1}] ${JSON.stringify(prompt)}\n   -> ${JSON.stringify(text.trim())}`);

@@ -66,3 +66,19 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "no-repeat n-grams: greedy never repeats an n-gram of what it generated",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    using model = await Gpt2.load(gpu, FIXTURE);
+    const plain = await generateTokens(model, [5, 6], { maxNewTokens: 40 });
+    const banned = await generateTokens(model, [5, 6], { maxNewTokens: 40, noRepeatNgram: 2 });
+    const bigrams = (ids: number[]) => ids.slice(1).map((id, i) => `${ids[i]},${id}`);
+    const seen = bigrams(banned);
+    assert.equal(new Set(seen).size, seen.length, `repeated bigram in ${banned}`);
+    // The fixture's random weights repeat themselves, so the rule must have changed something.
+    assert(new Set(bigrams(plain)).size < bigrams(plain).length, `no repeat to ban in ${plain}`);
+  },
+);

@@ -136,6 +136,7 @@ const EXPECTED: Pipeline = {
       topP: 1,
       seed: 5,
       stop: [],
+      noRepeatNgram: 0,
     },
     { kind: "merge", id: "merge", out: "merged" },
     { kind: "export_peft", id: "export_peft", out: "peft" },
