@@ -11,9 +11,8 @@ import type { DataRecord } from "../data/readers.ts";
 import { CompiledTemplate } from "../data/templates.ts";
 import { evaluateGenerations, evaluateLoss, type GenerationExample } from "../eval/evaluate.ts";
 import { generateText } from "../models/generate.ts";
-import { pipelineError } from "./parse.ts";
 import type { DataStage, EvaluateStage, GenerateStage, SplitName } from "./schema.ts";
-import { inputPath, need, type SplitData, type StageRunner } from "./state.ts";
+import { inputPath, need, type SplitData, stageError, type StageRunner } from "./state.ts";
 
 const SPLITS: SplitName[] = ["train", "validation", "test"];
 
@@ -40,9 +39,9 @@ export const data: StageRunner<DataStage> = async (stage, state) => {
   const tokenizer = need(state, "tokenizer");
   const model = need(state, "model");
   if (stage.seqLen > model.config.nPositions) {
-    throw pipelineError(
-      state.pipeline,
-      `stages[${state.index}].seq_len`,
+    throw stageError(
+      state,
+      "seq_len",
       `seq_len ${stage.seqLen} is longer than the model's ${model.config.nPositions} positions`,
     );
   }
@@ -98,7 +97,7 @@ export const data: StageRunner<DataStage> = async (stage, state) => {
     );
   }
   if (splits.train.rows.length === 0 && state.pipeline.stages.some((s) => s.kind === "train")) {
-    throw pipelineError(state.pipeline, `stages[${state.index}]`, "The train split is empty");
+    throw stageError(state, undefined, "The train split is empty");
   }
   state.data = { T: stage.seqLen, splits };
   await state.log.recordStage(stage.id, figures);
@@ -111,9 +110,9 @@ export const evaluate: StageRunner<EvaluateStage> = async (stage, state) => {
   const { T, splits } = need(state, "data");
   const split = splits[stage.split];
   if (split.rows.length === 0) {
-    throw pipelineError(
-      state.pipeline,
-      `stages[${state.index}].split`,
+    throw stageError(
+      state,
+      "split",
       `The ${stage.split} split is empty: give the data stage a ${stage.split} file or ratio`,
     );
   }
@@ -144,9 +143,9 @@ export const evaluate: StageRunner<EvaluateStage> = async (stage, state) => {
     if (wanted.includes("exact_match")) figures.exact_match = r.exactMatch;
   }
   if (stage.metrics.includes("accuracy")) {
-    throw pipelineError(
-      state.pipeline,
-      `stages[${state.index}].metrics`,
+    throw stageError(
+      state,
+      "metrics",
       "accuracy needs a classification head and label tokens, which GPT-2 pipelines lack",
       "use loss, bleu, rouge_l or exact_match",
     );

@@ -14,7 +14,6 @@ import { readGpt2Config } from "../models/gpt2_config.ts";
 import { initGpt2Weights } from "../models/gpt2_init.ts";
 import { saveGpt2Folder } from "../models/gpt2_save.ts";
 import { Tokenizer } from "../models/tokenizer.ts";
-import { pipelineError } from "./parse.ts";
 import type {
   AttachStage,
   ExportPeftStage,
@@ -23,7 +22,14 @@ import type {
   SaveStage,
   TrainStage,
 } from "./schema.ts";
-import { inputPath, need, outputPath, type RunState, type StageRunner } from "./state.ts";
+import {
+  inputPath,
+  need,
+  outputPath,
+  type RunState,
+  stageError,
+  type StageRunner,
+} from "./state.ts";
 
 /** `load`: the model (pretrained, or fresh weights for its config) and its tokenizer. */
 export const load: StageRunner<LoadStage> = async (stage, state) => {
@@ -76,7 +82,7 @@ export const attach: StageRunner<AttachStage> = async (stage, state) => {
     state.adapters = await AdapterSet.attach(model, config, { maxRows: maxRows(state) });
   } catch (e) {
     if (!(e instanceof RangeError)) throw e;
-    throw pipelineError(state.pipeline, `stages[${state.index}].targets`, e.message);
+    throw stageError(state, "targets", e.message);
   }
   const accounting = adapterAccounting(model.config, {
     ...config,

@@ -11,9 +11,8 @@ import { evaluateLoss } from "../eval/evaluate.ts";
 import type { OptimizerParam, ParamGroup } from "../train/optimizer.ts";
 import { Progress } from "../train/progress.ts";
 import { type StepHooks, train } from "../train/trainer.ts";
-import { pipelineError } from "./parse.ts";
 import type { QuantizeStage, TrainStage } from "./schema.ts";
-import { need, outputPath, type RunState, type StageRunner } from "./state.ts";
+import { need, outputPath, type RunState, stageError, type StageRunner } from "./state.ts";
 import { saveAdapter } from "../adapters/adapter_file.ts";
 
 /** The trainable tensors and the hooks around each step, for the stage's mode. */
@@ -35,9 +34,9 @@ async function trainables(
   const set = need(state, "adapters");
   if (!stage.qat) return { params: set.parameters(), hooks: set };
   if (set.modules.some((m) => !m.nola)) {
-    throw pipelineError(
-      state.pipeline,
-      `stages[${state.index}].qat`,
+    throw stageError(
+      state,
+      "qat",
       "Quantization-aware training applies to NOLA coefficients, not LoRA factors",
     );
   }
@@ -173,9 +172,9 @@ export const trainStage: StageRunner<TrainStage> = async (stage, state) => {
 export const quantize: StageRunner<QuantizeStage> = async (stage, state) => {
   const set = need(state, "adapters");
   if (set.modules.some((m) => !m.nola)) {
-    throw pipelineError(
-      state.pipeline,
-      `stages[${state.index}]`,
+    throw stageError(
+      state,
+      undefined,
       "Quantization applies to NOLA coefficients; this pipeline attaches LoRA",
     );
   }

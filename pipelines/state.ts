@@ -74,13 +74,27 @@ export function need<K extends "model" | "tokenizer" | "data" | "adapters">(
   if (value === undefined || value === null) {
     const stage = state.pipeline.stages[state.index];
     const from = { model: "load", tokenizer: "load", data: "data", adapters: "attach" }[key];
-    throw pipelineError(
-      state.pipeline,
-      `stages[${state.index}]`,
+    throw stageError(
+      state,
+      undefined,
       `Stage "${stage.id}" needs the ${key} of an earlier "${from}" stage`,
     );
   }
   return value as NonNullable<RunState[K]>;
+}
+
+/**
+ * An error about the current stage (or one of its keys), in the parser's format: the file, the
+ * YAML path, the message and the position.
+ */
+export function stageError(
+  state: RunState,
+  key: string | undefined,
+  text: string,
+  hint?: string,
+): Error {
+  const path = `stages[${state.index}]${key ? `.${key}` : ""}`;
+  return pipelineError(state.pipeline, path, `${path}: ${text}`, hint);
 }
 
 /** A path given in the pipeline, resolved against the pipeline file's folder. */
