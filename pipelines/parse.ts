@@ -37,7 +37,7 @@ import {
   TOP_FIELDS,
 } from "./schema.ts";
 
-export { schemaMarkdown } from "./schema.ts";
+export { schemaMarkdown } from "./schema_docs.ts";
 
 /** Where a pipeline error is, and what. */
 export interface PipelineErrorOptions {

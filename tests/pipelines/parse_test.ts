@@ -6,7 +6,8 @@ import {
   PipelineError,
   pipelineError,
 } from "../../pipelines/parse.ts";
-import { EXAMPLE_PIPELINE, type Pipeline, schemaMarkdown } from "../../pipelines/schema.ts";
+import type { Pipeline } from "../../pipelines/schema.ts";
+import { EXAMPLE_PIPELINE, schemaMarkdown } from "../../pipelines/schema_docs.ts";
 
 const FULL = `version: 1
 name: full
