@@ -205,7 +205,7 @@ function forwardInto(
   const acts = model.forward({ B: 1, T: tokens.length, tokens }, cache);
   model.gpu.copy(acts.logits.buffer, rows.buffer, {
     size: V * 4,
-    sourceOffset: (tokens.length - 1) * V * 4,
+    sourceOffset: (tokens.length - 1) * acts.vocabStride * 4,
     targetOffset: row * V * 4,
   });
 }

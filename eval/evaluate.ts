@@ -238,7 +238,10 @@ export async function accuracy(
     if (T === 0) throw new RangeError(`Example ${i} has an empty prompt`);
     const acts = model.forward({ B: 1, T, tokens: Uint32Array.from(prompt) });
     const row = new Float32Array(
-      await model.gpu.read(acts.logits.buffer, { byteOffset: (T - 1) * V * 4, byteLength: V * 4 }),
+      await model.gpu.read(acts.logits.buffer, {
+        byteOffset: (T - 1) * acts.vocabStride * 4,
+        byteLength: V * 4,
+      }),
     );
     let best = 0;
     for (let k = 1; k < labelIds.length; k++) if (row[labelIds[k]] > row[labelIds[best]]) best = k;

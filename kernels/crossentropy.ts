@@ -18,10 +18,15 @@ const WG = 256;
 export interface CrossEntropyForwardOptions {
   /** Written: `[N]` f32, the unweighted loss of every row (NaN where the target is >= V). */
   losses: Tensor;
-  /** `[..., V]` f32 with N rows in all; the last dimension is the vocabulary. */
+  /**
+   * `[..., S]` f32 with N rows in all; the first `vocab` columns of each row are the vocabulary
+   * (S, the row stride, may be padded past it).
+   */
   logits: Tensor;
   /** `[N]` u32 target token ids. */
   targets: Tensor;
+  /** Vocabulary size, at most the last dimension of `logits`; default that dimension. */
+  vocab?: number;
   /** Label smoothing in [0, 1): `torch.nn.functional.cross_entropy(label_smoothing=eps)`. */
   eps?: number;
 }
@@ -90,10 +95,16 @@ export class CrossEntropyKernels {
 
   #run(kernel: Kernel, options: CrossEntropyForwardOptions, weights: Tensor): void {
     const { losses, logits, targets, eps = 0 } = options;
-    const vocab = logits.shape.at(-1) ?? 1;
+    const stride = logits.shape.at(-1) ?? 1;
+    const vocab = options.vocab ?? stride;
     const rows = losses.size;
     const label = kernel.key.label;
-    if (logits.dtype !== "f32" || vocab === 0 || logits.size !== rows * vocab) {
+    if (!(Number.isInteger(vocab) && vocab >= 1 && vocab <= stride)) {
+      throw new RangeError(
+        `Cannot run ${label}: vocab ${vocab} must be from 1 to the logits' row length ${stride}`,
+      );
+    }
+    if (logits.dtype !== "f32" || stride === 0 || logits.size !== rows * stride) {
       throw new RangeError(
         `Cannot run ${label}: "logits" [${logits.shape}] ${logits.dtype} does not hold ${rows} ` +
           `f32 rows (one per loss)`,
@@ -116,7 +127,7 @@ export class CrossEntropyKernels {
       throw new RangeError(`Cannot run ${label}: label smoothing ${eps} is outside [0, 1)`);
     }
     const { gpu } = this;
-    const windowRows = Math.floor((gpu.maxBindingBytes - gpu.bindingAlignment) / (4 * vocab));
+    const windowRows = Math.floor((gpu.maxBindingBytes - gpu.bindingAlignment) / (4 * stride));
     if (windowRows < 1) {
       throw new RangeError(
         `Cannot run ${label}: one row of ${vocab} logits is over the ${gpu.maxBindingBytes}-byte ` +
@@ -128,7 +139,7 @@ export class CrossEntropyKernels {
       const count = Math.min(windowRows, rows - begin);
       const end = begin + count;
       const lossW = window(gpu, losses.buffer, { begin, end });
-      const logitW = window(gpu, logits.buffer, { begin: begin * vocab, end: end * vocab });
+      const logitW = window(gpu, logits.buffer, { begin: begin * stride, end: end * stride });
       const targetW = window(gpu, targets.buffer, { begin, end });
       const weightW = window(gpu, weights.buffer, { begin, end });
       const windows = [lossW, logitW, targetW, weightW];
@@ -142,6 +153,7 @@ export class CrossEntropyKernels {
         weightW.shift,
       ]);
       new Float32Array(block)[6] = eps;
+      new Uint32Array(block)[7] = stride;
       gpu.dispatch(kernel, windows.map((w) => w.binding), {
         uniforms: block,
         // One workgroup a row; counts past the per-dimension limit wrap into y.

@@ -7,7 +7,8 @@
 //
 // Bindings (group 0), rows = sizes.rows of this window:
 //   0 losses  [rows] f32 (write; the unweighted loss of every row, at r + sizes.shift_losses)
-//   1 logits  [rows, V] f32 (read; crossentropy_backward overwrites them with the gradient)
+//   1 logits  [rows, stride] f32, V valid columns a row (read; crossentropy_backward overwrites
+//             them with the gradient; columns V .. stride-1 are left alone)
 //   2 targets [rows] u32 (read; a target >= V gives a NaN loss)
 //   3 weights [rows] f32 (read; crossentropy_backward only, 0 masks a row)
 //   4 sizes
@@ -21,6 +22,8 @@ struct Sizes {
   shift_targets: u32,
   shift_weights: u32,
   eps: f32,
+  // Elements from one row to the next (>= vocab: rows may be padded for aligned loads).
+  stride: u32,
 }
 
 override WG: u32 = 256;
@@ -64,7 +67,7 @@ fn reduce_sum2(lid: u32, a: f32, b: f32) -> vec2f {
 
 fn row_loss(row: u32, lid: u32, grad: bool) {
   let vocab = sizes.vocab;
-  let base = sizes.shift_logits + row * vocab;
+  let base = sizes.shift_logits + row * sizes.stride;
   let tgt = targets[row + sizes.shift_targets];
   var x_target = 0.0;
   if (tgt < vocab) { x_target = logits[base + tgt]; }

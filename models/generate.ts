@@ -57,7 +57,7 @@ export async function generateTokens(
       const T = next.length;
       const acts = model.forward({ B: 1, T, tokens: next }, cache);
       const bytes = await gpu.read(acts.logits.buffer, {
-        byteOffset: (T - 1) * V * 4,
+        byteOffset: (T - 1) * acts.vocabStride * 4,
         byteLength: V * 4,
       });
       const logits = new Float32Array(bytes);

@@ -201,7 +201,8 @@ export class Gpt2 implements Disposable {
   }
 
   /**
-   * Records the forward up to the logits (`acts.logits`, `[B*T, V]`). With a cache, the batch is
+   * Records the forward up to the logits (`acts.logits`, `[B*T, acts.vocabStride]`, V valid
+   * columns a row). With a cache, the batch is
    * the next `T` positions of one sequence (`B = 1`) and its keys and values join the cache.
    */
   forward(batch: Gpt2Batch, cache?: KvCache): Gpt2Activations {
@@ -291,7 +292,7 @@ export class Gpt2 implements Disposable {
     // The LM head is tied to the token embedding: logits = lnf · wteᵀ.
     ops.matmul.raw(
       { out: acts.logits.buffer, a: acts.lnf.buffer, b: this.params.get("wte.weight")!.buffer },
-      { m: rows, n: V, k: C, transB: true },
+      { m: rows, n: V, k: C, transB: true, ldc: acts.vocabStride },
     );
     if (cache) cache.past += T;
     this.#last = cache ? null : { acts, tokens };
@@ -311,7 +312,13 @@ export class Gpt2 implements Disposable {
     }
     this.gpu.write(acts.targets.buffer, targets.targets);
     const eps = targets.labelSmoothing ?? 0;
-    const common = { losses: acts.losses, logits: acts.logits, targets: acts.targets, eps };
+    const common = {
+      losses: acts.losses,
+      logits: acts.logits,
+      targets: acts.targets,
+      eps,
+      vocab: this.config.vocabSize,
+    };
     if (!options.backward) {
       this.ops.crossentropy.forward(common);
       return acts.losses;
@@ -338,16 +345,18 @@ export class Gpt2 implements Disposable {
     const g = acts.grads();
     const wte = this.params.get("wte.weight")!;
     const dlogits = acts.logits; // holds d loss / d logits since loss({ backward: true })
+    const lda = acts.vocabStride;
     ops.matmul.raw({ out: g.dln.buffer, a: dlogits.buffer, b: wte.buffer }, {
       m: rows,
       n: C,
       k: V,
+      lda,
     });
     const dwte = this.grads?.get("wte.weight");
     if (dwte) {
       ops.matmul.raw(
         { out: dwte.buffer, a: dlogits.buffer, b: acts.lnf.buffer },
-        { m: V, n: C, k: rows, transA: true, accumulate: true },
+        { m: V, n: C, k: rows, transA: true, lda, accumulate: true },
       );
     }
     gpu.clear(g.dresidual.buffer);

@@ -57,8 +57,14 @@ export class Gpt2Activations implements Disposable {
   readonly lnfMean: Tensor;
   /** The final layer norm's reciprocal standard deviation per position: (B*T). */
   readonly lnfRstd: Tensor;
-  /** Logits (B,T,V); a loss with its backward overwrites them in place with their gradient. */
+  /**
+   * (B*T, vocabStride) logits, overwritten in place by the loss gradient. Rows are padded to a
+   * multiple of 4 elements so the matmuls that read them can use vector loads; the padding
+   * columns are zero and never read as vocabulary.
+   */
   readonly logits: Tensor;
+  /** Elements from one row of {@link logits} to the next: the vocabulary rounded up to 4. */
+  readonly vocabStride: number;
   /** Unweighted per-token cross-entropy, in nats: (B*T). */
   readonly losses: Tensor;
   /** The input token ids: (B,T). */
@@ -108,7 +114,9 @@ export class Gpt2Activations implements Disposable {
     this.lnf = f([B, T, C]);
     this.lnfMean = f([BT]);
     this.lnfRstd = f([BT]);
-    this.logits = f([BT, V]);
+    this.vocabStride = Math.ceil(V / 4) * 4;
+    this.logits = f([BT, this.vocabStride]);
+    gpu.clear(this.logits.buffer);
     this.losses = f([BT]);
     this.tokens = this.#track(Tensor.empty(gpu, [B, T], { dtype: "u32", persistent: true }));
     this.targets = this.#track(Tensor.empty(gpu, [BT], { dtype: "u32", persistent: true }));

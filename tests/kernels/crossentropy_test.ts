@@ -159,3 +159,41 @@ Deno.test("crossentropy reference follows PyTorch's label smoothing and its grad
     assert(Math.abs(fd - grad[i]) < 1e-8, `dlogits[${i}] ${grad[i]} vs ${fd}, seed ${seed}`);
   }
 });
+
+Deno.test(
+  "crossentropy reads and writes only the first V columns of padded rows",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const ce = await CrossEntropyKernels.load(gpu);
+    const seed = freshSeed();
+    const [N, V, S] = [5, 301, 304];
+    const dense = randomArray(N * V, seed).map((x) => 4 * x);
+    const padded = new Float32Array(N * S).fill(7);
+    for (let r = 0; r < N; r++) padded.set(dense.subarray(r * V, (r + 1) * V), r * S);
+    const targets = Uint32Array.from({ length: N }, (_, r) => (r * 97) % V);
+    const weights = Float32Array.from({ length: N }, (_, r) => (r + 1) / 10);
+    using logits = Tensor.from(gpu, padded, [N, S]);
+    using t = Tensor.from(gpu, targets, [N]);
+    using w = Tensor.from(gpu, weights, [N]);
+    using losses = Tensor.empty(gpu, [N]);
+    ce.backward({ losses, logits, targets: t, weights: w, eps: 0.1, vocab: V });
+    const refLoss = crossEntropyForwardRef({ logits: dense, targets, vocab: V, eps: 0.1 });
+    const refGrad = crossEntropyBackwardRef({
+      logits: dense,
+      targets,
+      vocab: V,
+      weights,
+      eps: 0.1,
+    });
+    assert(relativeError(await losses.read(), refLoss) < 1e-5, `seed ${seed}: losses`);
+    const got = await logits.read() as Float32Array;
+    const grad = new Float32Array(N * V);
+    for (let r = 0; r < N; r++) {
+      grad.set(got.subarray(r * S, r * S + V), r * V);
+      assert.deepEqual([...got.subarray(r * S + V, (r + 1) * S)], [7, 7, 7], `padding of row ${r}`);
+    }
+    assert(relativeError(grad, refGrad) < 1e-5, `seed ${seed}: gradient`);
+    assert.throws(() => ce.forward({ losses, logits, targets: t, vocab: S + 1 }), RangeError);
+  },
+);
