@@ -4,6 +4,7 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import { Gpu } from "../kernels/gpu.ts";
 
 /** A seeded generator of uniform floats in [0, 1) (mulberry32), for reproducible inputs. */
@@ -80,4 +81,29 @@ export async function withTempDir(
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+/**
+ * Checks `got = start + inc` with the error measured against the operands' size: the f32 sum
+ * rounds at the scale of `start` and `inc` (or of `size`, the sum of the absolute terms of an
+ * inner product `inc`), so a cancelling sum must not count as inaccurate.
+ */
+export function checkAccumulated(
+  got: ArrayLike<number>,
+  start: ArrayLike<number>,
+  inc: ArrayLike<number>,
+  what: string,
+  size: ArrayLike<number> = inc,
+): void {
+  assert.equal(firstNonFinite(got), -1, `${what}: unwritten element ${firstNonFinite(got)}`);
+  let num = 0;
+  let s2 = 0;
+  let i2 = 0;
+  for (let i = 0; i < got.length; i++) {
+    num += (got[i] - start[i] - inc[i]) ** 2;
+    s2 += start[i] ** 2;
+    i2 += size[i] ** 2;
+  }
+  const err = Math.sqrt(num) / (Math.sqrt(s2) + Math.sqrt(i2) || 1);
+  assert(err < 1e-5, `${what}: relative error ${err}`);
 }
