@@ -3,14 +3,7 @@ import { BasisFactor, basisScale, materializeBasis, moduleKey } from "../../adap
 import { NolaKernels } from "../../kernels/nola.ts";
 import { nolaCombineRef, nolaGradientRef } from "../../kernels/nola_ref.ts";
 import { Tensor } from "../../kernels/tensor.ts";
-import {
-  checkAccumulated,
-  firstNonFinite,
-  freshSeed,
-  GPU_TEST,
-  randomArray,
-  testGpu,
-} from "../_util.ts";
+import { checkAccumulated, freshSeed, GPU_TEST, randomArray, testGpu } from "../_util.ts";
 
 interface Case {
   factor: 0 | 1;
