@@ -120,8 +120,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     maxGradNorm: options.maxGradNorm,
   });
   using acc = await LossAccumulator.create(gpu);
-  using lossHistory = Tensor.empty(gpu, [logEvery, LOSSACC_WORDS], { dtype: "u32" });
-  using normHistory = Tensor.empty(gpu, [logEvery]);
+  // One slot a step: the loss totals' words, then the gradient norm's bits; one read for all.
+  const SLOT = LOSSACC_WORDS + 1;
+  using history = Tensor.empty(gpu, [logEvery, SLOT], { dtype: "u32" });
   const losses = new Map<number, number>();
   const extra = { bestLoss: Infinity, bestStep: -1, badEvals: 0 };
   let checkpoint: string | undefined;
@@ -149,21 +150,23 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   // Reads the history of the pending steps, logs them, and stops on a non-finite figure.
   const readBack = async () => {
     if (pending.length === 0) return;
-    const words = new Uint32Array(await gpu.read(lossHistory.buffer));
-    const norms = new Float32Array(await gpu.read(normHistory.buffer));
+    const words = new Uint32Array(
+      await gpu.read(history.buffer, { byteLength: pending.length * SLOT * 4 }),
+    );
+    const norms = new Float32Array(words.buffer);
     const now = performance.now();
     const seconds = (now - lastRead) / 1000;
     lastRead = now;
     const tokens = pending.reduce((s, p) => s + p.tokens, 0);
     const records: MetricRecord[] = pending.map((p, i) => {
-      const totals = decodeLossTotals(words.subarray(i * LOSSACC_WORDS, (i + 1) * LOSSACC_WORDS));
+      const totals = decodeLossTotals(words.subarray(i * SLOT, i * SLOT + LOSSACC_WORDS));
       return {
         step: p.step,
         split: "train" as const,
         loss: totals.mean,
         lr: p.lr,
         tokens_per_s: tokens / seconds,
-        grad_norm: norms[i],
+        grad_norm: norms[i * SLOT + LOSSACC_WORDS],
       };
     });
     pending = [];
@@ -234,11 +237,14 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     options.hooks?.finishBackward?.();
     optimizer.step(lr);
     const slot = pending.length;
-    gpu.copy(acc.words.buffer, lossHistory.buffer, {
+    gpu.copy(acc.words.buffer, history.buffer, {
       size: LOSSACC_WORDS * 4,
-      targetOffset: slot * LOSSACC_WORDS * 4,
+      targetOffset: slot * SLOT * 4,
     });
-    gpu.copy(optimizer.norm.buffer, normHistory.buffer, { size: 4, targetOffset: slot * 4 });
+    gpu.copy(optimizer.norm.buffer, history.buffer, {
+      size: 4,
+      targetOffset: (slot * SLOT + LOSSACC_WORDS) * 4,
+    });
     gpu.flush();
     step++;
     pending.push({ step, lr: lr * (options.groups[0]?.lr ?? 1), tokens });
