@@ -7,12 +7,11 @@
  */
 
 import { AdapterSet, type AttachConfig } from "../adapters/attach.ts";
-import { AdamwKernels } from "../kernels/adamw.ts";
 import type { Gpu } from "../kernels/gpu.ts";
-import { Tensor } from "../kernels/tensor.ts";
 import { Gpt2 } from "../models/gpt2.ts";
 import type { Gpt2Config } from "../models/gpt2_config.ts";
 import { initGpt2Weights } from "../models/gpt2_init.ts";
+import { Optimizer } from "../train/optimizer.ts";
 
 /** GPT-2 small's width with 2 layers and a 1024-token vocabulary. */
 export const STEP_MODEL: Gpt2Config = {
@@ -48,9 +47,8 @@ export interface AdapterBench {
 async function step(
   model: Gpt2,
   set: AdapterSet,
-  opt: { adamw: AdamwKernels; moments: Map<string, { m: Tensor; v: Tensor }>; gradScale: Tensor },
+  optimizer: Optimizer,
   batch: { B: number; T: number; tokens: Uint32Array; targets: Uint32Array },
-  n: number,
 ): Promise<void> {
   set.zeroGrads();
   set.prepareStep();
@@ -58,17 +56,13 @@ async function step(
   model.loss({ targets: batch.targets }, { backward: true });
   model.backward();
   set.finishBackward();
-  for (const { name, param, grad } of set.parameters()) {
-    let mv = opt.moments.get(name);
-    if (!mv) {
-      mv = { m: Tensor.empty(model.gpu, param.shape), v: Tensor.empty(model.gpu, param.shape) };
-      model.gpu.clear(mv.m.buffer);
-      model.gpu.clear(mv.v.buffer);
-      opt.moments.set(name, mv);
-    }
-    opt.adamw.update({ param, grad, gradScale: opt.gradScale, ...mv }, { step: n, lr: 1e-3 });
-  }
+  optimizer.step(1);
   await model.gpu.sync();
+}
+
+/** An AdamW optimizer over the set's trainable tensors. */
+function adamw(set: AdapterSet): Promise<Optimizer> {
+  return Optimizer.create(set.model.gpu, [{ kind: "adamw", lr: 1e-3, params: set.parameters() }]);
 }
 
 /**
@@ -93,23 +87,22 @@ export async function benchAdapters(
   const base = { targets: QV, r: 8, loraAlpha: 8, seed: 0 };
   const nolaConfig: AttachConfig = { ...base, method: "nola", k: 1024, l: 1024 };
   const loraConfig: AttachConfig = { ...base, method: "lora" };
-  const adamw = await AdamwKernels.load(gpu);
-  using gradScale = Tensor.from(gpu, new Float32Array([1]), [1]);
   const runs = { nola: [] as number[], lora: [] as number[] };
   const overhead: number[] = [];
   for (const config of [nolaConfig, loraConfig]) {
     // Warm-up: pipelines, arenas, the pool.
     using set = await AdapterSet.attach(model, config, { maxRows: B * T });
-    await step(model, set, { adamw, moments: new Map(), gradScale }, batch, 1);
+    using optimizer = await adamw(set);
+    await step(model, set, optimizer, batch);
     set.detach();
   }
   for (let i = 0; i < steps; i++) {
     for (const [method, config] of [["nola", nolaConfig], ["lora", loraConfig]] as const) {
       using set = await AdapterSet.attach(model, config, { maxRows: B * T });
-      const moments = new Map<string, { m: Tensor; v: Tensor }>();
+      using optimizer = await adamw(set);
       await gpu.sync();
       const start = performance.now();
-      await step(model, set, { adamw, moments, gradScale }, batch, 1);
+      await step(model, set, optimizer, batch);
       runs[method].push(performance.now() - start);
       if (method === "nola") {
         const { ms } = await gpu.time(() => {
@@ -117,10 +110,6 @@ export async function benchAdapters(
           set.finishBackward();
         });
         overhead.push(ms);
-      }
-      for (const { m, v } of moments.values()) {
-        m[Symbol.dispose]();
-        v[Symbol.dispose]();
       }
       set.detach();
     }
