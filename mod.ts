@@ -99,14 +99,14 @@ export {
   type ModuleValues,
   saveAdapter,
 } from "./adapters/adapter_file.ts";
-export { type PtqStats, QatHooks, type QatModule, quantizeInPlace } from "./adapters/qat.ts";
+export { type PtqStats, QatHooks, type QatModule, quantizeInPlace } from "./train/qat.ts";
 export {
   dequantize,
   quantize,
   type Quantized,
   type QuantOptions,
   type QuantScheme,
-} from "./adapters/quantize.ts";
+} from "./formats/quantize.ts";
 export {
   type DetachedAdapters,
   mergeAdapters,
@@ -125,7 +125,7 @@ export {
   type MaterializeOptions,
   moduleKey,
   type PhiloxKey,
-} from "./adapters/basis_spec.ts";
+} from "./kernels/basis_spec.ts";
 
 // Data
 export { type DataFormat, type DataRecord, type FieldValue, readRecords } from "./data/readers.ts";

@@ -7,7 +7,7 @@
 
 import { type AttachConfig, planAdapters } from "./attach.ts";
 import { adapterFileSize } from "./adapter_file.ts";
-import type { QuantOptions } from "./quantize.ts";
+import type { QuantOptions } from "../formats/quantize.ts";
 import { configHash, GPT2_SMALL, type Gpt2Config } from "../models/gpt2_config.ts";
 
 export { GPT2_SMALL };

@@ -33,7 +33,7 @@ import {
   type ModulePlan,
   planAdapters,
 } from "./attach.ts";
-import { BASIS_SPEC } from "./basis_spec.ts";
+import { BASIS_SPEC } from "../kernels/basis_spec.ts";
 import type { NolaInit } from "./nola_factors.ts";
 import {
   checkQuantOptions,
@@ -43,7 +43,7 @@ import {
   type QuantOptions,
   type QuantScheme,
   unpackBits,
-} from "./quantize.ts";
+} from "../formats/quantize.ts";
 import { writeFileAtomic } from "../formats/atomic.ts";
 import { encodeSafetensors, SafetensorsFile, type TensorToWrite } from "../formats/safetensors.ts";
 import type { Dtype } from "../formats/safetensors.ts";

@@ -18,7 +18,12 @@
  * @module
  */
 
-import { moduleKey, philox4x32_10, sharedBasisKey, uniformFromWord } from "./basis_spec.ts";
+import {
+  moduleKey,
+  philox4x32_10,
+  sharedBasisKey,
+  uniformFromWord,
+} from "../kernels/basis_spec.ts";
 import { LowRankLinear } from "./linear_adapter.ts";
 import { NOLA_INITS, NolaFactors, type NolaInit } from "./nola_factors.ts";
 import { NolaKernels } from "../kernels/nola.ts";

@@ -7,35 +7,10 @@
  */
 
 import type { Matmul, MatmulLayout } from "../kernels/matmul.ts";
-import { Tensor } from "../kernels/tensor.ts";
+import { type MatrixView, Tensor } from "../kernels/tensor.ts";
+import type { LinearAdapter } from "../models/model.ts";
 
-/** A view: element offset + leading dimension into a buffer that holds a [rows, ld] matrix. */
-export interface MatrixView {
-  /** The tensor holding the matrix. */
-  tensor: Tensor;
-  /** Element offset of row 0 in the tensor; default 0. */
-  offset?: number;
-  /** Leading dimension: elements from one row to the next. */
-  ld: number;
-}
-
-/** What a model calls on an adapted linear layer; it knows nothing of LoRA or NOLA. */
-export interface LinearAdapter {
-  /** The adapted module, e.g. `h.3.attn.c_attn.q`. */
-  readonly name: string;
-  /** Columns of the input x (the linear's input features). */
-  readonly inFeatures: number;
-  /** Output columns written, from the attachment's `colOffset`. */
-  readonly outFeatures: number;
-  /** Rank of A [r, in] and B [out, r]. */
-  readonly r: number;
-  /** `s = lora_alpha / r`. */
-  readonly scale: number;
-  /** y[:, colOffset : colOffset+out] += s * (x Aᵀ) Bᵀ for `rows` rows; saves x Aᵀ for the backward. */
-  forward(x: MatrixView, y: MatrixView, rows: number): void;
-  /** dB += s dyᵀ (x Aᵀ), dA += (s dy B)ᵀ x, dx += (s dy B) A, for the same rows. */
-  backward(x: MatrixView, dy: MatrixView, dx: MatrixView | null, rows: number): void;
-}
+export type { LinearAdapter, MatrixView };
 
 /** Options of {@link LowRankLinear.create}. */
 export interface LowRankLinearOptions {

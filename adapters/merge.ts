@@ -17,7 +17,7 @@ import type { LinearAdapter } from "./linear_adapter.ts";
 import { Checkpoint, writeSafetensors } from "../formats/safetensors.ts";
 import type { TensorToWrite } from "../formats/safetensors.ts";
 import { type FloatDtype, toFloatDtype } from "../formats/narrow.ts";
-import { sameFile, writeFolderAtomic } from "./_folder.ts";
+import { sameFile, writeFolderAtomic } from "../formats/folder.ts";
 
 /** How a linear layer stores its weight: `conv1d` is `[in, out]` (GPT-2), `linear` `[out, in]`. */
 export type WeightLayout = "conv1d" | "linear";

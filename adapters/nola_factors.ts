@@ -6,7 +6,7 @@
  * @module
  */
 
-import { BasisFactor, basisScale, moduleKey, type PhiloxKey } from "./basis_spec.ts";
+import { BasisFactor, basisScale, moduleKey, type PhiloxKey } from "../kernels/basis_spec.ts";
 import type { LowRankLinear } from "./linear_adapter.ts";
 import type { NolaKernels } from "../kernels/nola.ts";
 import { Tensor } from "../kernels/tensor.ts";

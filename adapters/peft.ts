@@ -30,7 +30,7 @@ import { writeSafetensors } from "../formats/safetensors.ts";
 import type { TensorToWrite } from "../formats/safetensors.ts";
 import type { Gpt2 } from "../models/gpt2.ts";
 import { isLowRank } from "./merge.ts";
-import { writeFolderAtomic } from "./_folder.ts";
+import { writeFolderAtomic } from "../formats/folder.ts";
 
 /** Options of {@link exportPeft}. */
 export interface PeftExportOptions {

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { BasisFactor, basisScale, moduleKey } from "../adapters/basis_spec.ts";
+import { BasisFactor, basisScale, moduleKey } from "../kernels/basis_spec.ts";
 import { BasisKernels } from "../kernels/basis.ts";
 import type { Gpu } from "../kernels/gpu.ts";
 import { Tensor } from "../kernels/tensor.ts";

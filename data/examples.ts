@@ -29,7 +29,7 @@
  * @module
  */
 
-import { permutation } from "./batches.ts";
+import { permutation } from "./random.ts";
 import { type DataFormat, type DataRecord, readRecords } from "./readers.ts";
 import { type RenderedExample, renderExamples, type Templates } from "./templates.ts";
 

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { type BasisDistribution, BasisFactor, type PhiloxKey } from "../adapters/basis_spec.ts";
+import { type BasisDistribution, BasisFactor, type PhiloxKey } from "./basis_spec.ts";
 import type { Gpu, Kernel } from "./gpu.ts";
 import { Tensor } from "./tensor.ts";
 import philoxCode from "./philox.wgsl" with { type: "text" };
@@ -53,7 +53,7 @@ export interface SumsOptions extends Omit<GenerateOptions, "index" | "out"> {
  * ```ts
  * import { Gpu } from "./kernels/gpu.ts";
  * import { BasisKernels } from "./kernels/basis.ts";
- * import { BasisFactor, moduleKey } from "./adapters/basis_spec.ts";
+ * import { BasisFactor, moduleKey } from "./kernels/basis_spec.ts";
  * using gpu = await Gpu.acquire();
  * const basis = await BasisKernels.load(gpu);
  * using a3 = basis.generate(moduleKey(0, "h.0.attn.c_attn.q"), {

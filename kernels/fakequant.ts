@@ -1,7 +1,7 @@
 /**
  * Host wrapper of `fakequant.wgsl`: fake quantization of one coefficient tensor on the GPU,
  * `out = dequantize(quantize(x))` with the per-tensor scale computed from `x` itself, bit for bit
- * as {@link quantize} in `adapters/quantize.ts` computes `dequantized` on the host (every bit width
+ * as {@link quantize} in `formats/quantize.ts` computes `dequantized` on the host (every bit width
  * 1 to 8, both schemes, all-zero tensors, half-to-even ties). Quantization-aware training writes
  * the quantized coefficients with it once per step without reading anything back.
  *
@@ -15,7 +15,7 @@
 import type { Gpu, Kernel } from "./gpu.ts";
 import type { Elements } from "./residual.ts";
 import { type Tensor, window } from "./tensor.ts";
-import { checkQuantOptions, type QuantOptions } from "../adapters/quantize.ts";
+import { checkQuantOptions, type QuantOptions } from "../formats/quantize.ts";
 import code from "./fakequant.wgsl" with { type: "text" };
 
 const WG = 256;

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { quantize, type QuantOptions } from "../adapters/quantize.ts";
+import { quantize, type QuantOptions } from "../formats/quantize.ts";
 
 /** What {@link fakequantRef} returns. */
 export interface FakequantRef {

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { BasisFactor, type PhiloxKey } from "../adapters/basis_spec.ts";
+import { BasisFactor, type PhiloxKey } from "./basis_spec.ts";
 import type { BufferBinding, Gpu, Kernel } from "./gpu.ts";
 import { type Tensor, window } from "./tensor.ts";
 import philoxCode from "./philox.wgsl" with { type: "text" };
@@ -81,7 +81,7 @@ export interface NolaLoadOptions {
  * import { Gpu } from "./kernels/gpu.ts";
  * import { Tensor } from "./kernels/tensor.ts";
  * import { NolaKernels } from "./kernels/nola.ts";
- * import { BasisFactor, basisScale, moduleKey } from "./adapters/basis_spec.ts";
+ * import { BasisFactor, basisScale, moduleKey } from "./kernels/basis_spec.ts";
  * using gpu = await Gpu.acquire();
  * const nola = await NolaKernels.load(gpu);
  * const sizes = { k: 64, l: 64, inFeatures: 768 };

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { BasisFactor, materializeBasis, type PhiloxKey } from "../adapters/basis_spec.ts";
+import { BasisFactor, materializeBasis, type PhiloxKey } from "./basis_spec.ts";
 
 /** Which bases a reference call sums over, as in `NolaKernels`. */
 export interface NolaRefBasis {

@@ -158,3 +158,13 @@ export function window(gpu: Gpu, buffer: GPUBuffer, range: { begin: number; end:
   }
   return { binding: { buffer, offset, size }, shift: (beginByte - offset) / 4 };
 }
+
+/** A view: element offset + leading dimension into a buffer that holds a [rows, ld] matrix. */
+export interface MatrixView {
+  /** The tensor holding the matrix. */
+  tensor: Tensor;
+  /** Element offset of row 0 in the tensor; default 0. */
+  offset?: number;
+  /** Leading dimension: elements from one row to the next. */
+  ld: number;
+}

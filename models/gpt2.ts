@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { LinearAdapter } from "../adapters/linear_adapter.ts";
+import type { LinearAdapter } from "./model.ts";
 import type { Gpu } from "../kernels/gpu.ts";
 import { Tensor } from "../kernels/tensor.ts";
 import { Gpt2Activations } from "./gpt2_activations.ts";

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { fnv1a64 } from "../adapters/basis_spec.ts";
+import { fnv1a64 } from "../kernels/basis_spec.ts";
 
 /** The GELU variants GPT-2 checkpoints name; all three are the same tanh approximation. */
 export const GPT2_ACTIVATIONS = ["gelu_new", "gelu_pytorch_tanh", "gelu_fast"] as const;

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { writeFolderAtomic } from "../adapters/_folder.ts";
+import { writeFolderAtomic } from "../formats/folder.ts";
 import { type TensorToWrite, writeSafetensors } from "../formats/safetensors.ts";
 import type { Gpt2 } from "./gpt2.ts";
 import type { Gpt2Config } from "./gpt2_config.ts";

@@ -16,7 +16,7 @@
 
 import type { ModuleOverride } from "../adapters/attach.ts";
 import type { NolaInit } from "../adapters/nola_factors.ts";
-import type { QuantOptions, QuantScheme } from "../adapters/quantize.ts";
+import type { QuantOptions, QuantScheme } from "../formats/quantize.ts";
 import type { DataFormat } from "../data/readers.ts";
 import type { ScheduleKind } from "../train/schedule.ts";
 

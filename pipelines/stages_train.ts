@@ -5,7 +5,7 @@
  * @module
  */
 
-import { QatHooks, quantizeInPlace } from "../adapters/qat.ts";
+import { QatHooks, quantizeInPlace } from "../train/qat.ts";
 import { evalBatches, TrainBatches } from "../data/batches.ts";
 import { evaluateLoss } from "../eval/evaluate.ts";
 import type { OptimizerParam, ParamGroup } from "../train/optimizer.ts";

@@ -6,7 +6,7 @@
  */
 
 import type { AdapterSet } from "../adapters/attach.ts";
-import type { QuantOptions } from "../adapters/quantize.ts";
+import type { QuantOptions } from "../formats/quantize.ts";
 import type { Row } from "../data/examples.ts";
 import type { GenerationExample } from "../eval/evaluate.ts";
 import type { Gpu } from "../kernels/gpu.ts";

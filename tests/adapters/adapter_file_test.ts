@@ -10,7 +10,7 @@ import {
   saveAdapter,
 } from "../../adapters/adapter_file.ts";
 import { AdapterSet, type AttachConfig, planAdapters } from "../../adapters/attach.ts";
-import type { QuantOptions } from "../../adapters/quantize.ts";
+import type { QuantOptions } from "../../formats/quantize.ts";
 import { encodeSafetensors, SafetensorsFile } from "../../formats/safetensors.ts";
 import type { Gpu } from "../../kernels/gpu.ts";
 import { Gpt2 } from "../../models/gpt2.ts";

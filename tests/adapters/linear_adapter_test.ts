@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { LowRankLinear, type MatrixView } from "../../adapters/linear_adapter.ts";
 import { NolaFactors, type NolaInit } from "../../adapters/nola_factors.ts";
-import { BasisFactor, basisScale, moduleKey } from "../../adapters/basis_spec.ts";
+import { BasisFactor, basisScale, moduleKey } from "../../kernels/basis_spec.ts";
 import type { Gpu } from "../../kernels/gpu.ts";
 import { Matmul } from "../../kernels/matmul.ts";
 import { NolaKernels } from "../../kernels/nola.ts";

@@ -5,7 +5,7 @@ import {
   materializeBasis,
   moduleKey,
   philox4x32_10,
-} from "../../adapters/basis_spec.ts";
+} from "../../kernels/basis_spec.ts";
 import { BasisKernels, PHILOX_WGSL } from "../../kernels/basis.ts";
 import { Tensor } from "../../kernels/tensor.ts";
 import { firstNonFinite, freshSeed, GPU_TEST, relativeError, rng, testGpu } from "../_util.ts";

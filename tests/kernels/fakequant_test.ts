@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { FakequantKernels } from "../../kernels/fakequant.ts";
 import { fakequantRef } from "../../kernels/fakequant_ref.ts";
 import { Tensor } from "../../kernels/tensor.ts";
-import type { QuantOptions, QuantScheme } from "../../adapters/quantize.ts";
+import type { QuantOptions, QuantScheme } from "../../formats/quantize.ts";
 import { freshSeed, GPU_TEST, randomArray, rng, testGpu } from "../_util.ts";
 
 const SCHEMES: QuantScheme[] = ["symmetric", "asymmetric"];

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { BasisFactor, basisScale, materializeBasis, moduleKey } from "../../adapters/basis_spec.ts";
+import { BasisFactor, basisScale, materializeBasis, moduleKey } from "../../kernels/basis_spec.ts";
 import { NolaKernels } from "../../kernels/nola.ts";
 import { nolaCombineRef, nolaGradientRef } from "../../kernels/nola_ref.ts";
 import { Tensor } from "../../kernels/tensor.ts";

@@ -82,7 +82,7 @@ function roundHalfEven(x: number): number {
  *
  * @example 4-bit symmetric, as the paper stores coefficients
  * ```ts
- * import { quantize } from "./adapters/quantize.ts";
+ * import { quantize } from "./formats/quantize.ts";
  * const q = quantize(new Float32Array([0.5, -1, 0.25]), { bits: 4, scheme: "symmetric" });
  * console.log(q.codes, q.dequantized); // Uint8Array [11, 0, 9], Float32Array [0.571.., -1, 0.285..]
  * ```
@@ -145,7 +145,7 @@ export function quantize(values: ArrayLike<number>, options: QuantOptions): Quan
  *
  * @example Dequantizing stored codes
  * ```ts
- * import { dequantize } from "./adapters/quantize.ts";
+ * import { dequantize } from "./formats/quantize.ts";
  * dequantize(new Uint8Array([0, 15]), { bits: 4, scheme: "asymmetric", scale: 0.5, zeroPoint: -1 });
  * // Float32Array [-1, 6.5]
  * ```
@@ -191,7 +191,7 @@ export function dequantize(
  *
  * @example Two 4-bit codes in one byte
  * ```ts
- * import { packBits } from "./adapters/quantize.ts";
+ * import { packBits } from "./formats/quantize.ts";
  * packBits(new Uint8Array([0x3, 0xa]), 4); // Uint8Array [0xa3]
  * ```
  */
@@ -223,7 +223,7 @@ export function packBits(codes: Uint8Array, bits: number): Uint8Array {
  *
  * @example
  * ```ts
- * import { unpackBits } from "./adapters/quantize.ts";
+ * import { unpackBits } from "./formats/quantize.ts";
  * unpackBits(new Uint8Array([0xa3]), 4, 2); // Uint8Array [0x3, 0xa]
  * ```
  */

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { loadAdapter, saveAdapter } from "../../adapters/adapter_file.ts";
 import type { AdapterSet } from "../../adapters/attach.ts";
-import { QatHooks, quantizeInPlace } from "../../adapters/qat.ts";
-import { quantize, type QuantOptions } from "../../adapters/quantize.ts";
+import { QatHooks, quantizeInPlace } from "../../train/qat.ts";
+import { quantize, type QuantOptions } from "../../formats/quantize.ts";
 import { FakequantKernels } from "../../kernels/fakequant.ts";
 import type { Gpu } from "../../kernels/gpu.ts";
 import { Tensor } from "../../kernels/tensor.ts";
@@ -10,7 +10,7 @@ import { Gpt2 } from "../../models/gpt2.ts";
 import { RunLog } from "../../train/run_log.ts";
 import { train } from "../../train/trainer.ts";
 import { freshSeed, GPU_TEST, randomArray, testGpu } from "../_util.ts";
-import { copyRows, FIXTURE, nolaSetup } from "../train/_train_fixture.ts";
+import { copyRows, FIXTURE, nolaSetup } from "./_train_fixture.ts";
 
 const Q4: QuantOptions = { bits: 4, scheme: "symmetric" };
 const B = 2;

@@ -15,12 +15,12 @@
  * @module
  */
 
-import type { AdapterParameter, AdapterSet, AttachedModule } from "./attach.ts";
-import type { NolaFactors } from "./nola_factors.ts";
-import { checkQuantOptions, quantize, type QuantOptions } from "./quantize.ts";
+import type { AdapterParameter, AdapterSet, AttachedModule } from "../adapters/attach.ts";
+import type { NolaFactors } from "../adapters/nola_factors.ts";
+import { checkQuantOptions, quantize, type QuantOptions } from "../formats/quantize.ts";
 import { FakequantKernels } from "../kernels/fakequant.ts";
 import { Tensor } from "../kernels/tensor.ts";
-import type { StepHooks } from "../train/trainer.ts";
+import type { StepHooks } from "./trainer.ts";
 
 /** One NOLA module under quantization-aware training: its coefficients and their masters. */
 export interface QatModule {
@@ -49,7 +49,7 @@ export interface QatModule {
  *
  * @example 4-bit QAT with the trainer
  * ```ts
- * import { QatHooks } from "./adapters/qat.ts";
+ * import { QatHooks } from "./train/qat.ts";
  * // set: an attached NOLA AdapterSet
  * using qat = await QatHooks.create(set, { bits: 4, scheme: "symmetric" });
  * // train({ ..., groups: [{ kind: "adamw", lr, params: qat.parameters() }], hooks: qat });
@@ -211,7 +211,7 @@ export interface PtqStats {
  *
  * @example
  * ```ts
- * import { quantizeInPlace } from "./adapters/qat.ts";
+ * import { quantizeInPlace } from "./train/qat.ts";
  * // set: a trained AdapterSet
  * const stats = await quantizeInPlace(set, { bits: 4, scheme: "symmetric" });
  * console.log(Math.max(...stats.map((s) => s.alphaMaxError)));

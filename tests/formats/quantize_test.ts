@@ -5,7 +5,7 @@ import {
   quantize,
   type QuantScheme,
   unpackBits,
-} from "../../adapters/quantize.ts";
+} from "../../formats/quantize.ts";
 import { freshSeed, randomArray } from "../_util.ts";
 
 const SCHEMES: QuantScheme[] = ["symmetric", "asymmetric"];

@@ -63,7 +63,7 @@ function mulhi(a: number, b: number): number {
  * @returns The four output words.
  * @example Random123's first known-answer vector
  * ```ts
- * import { philox4x32_10 } from "./adapters/basis_spec.ts";
+ * import { philox4x32_10 } from "./kernels/basis_spec.ts";
  * philox4x32_10([0, 0, 0, 0], [0, 0]); // Uint32Array [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]
  * ```
  */
@@ -95,7 +95,7 @@ const MASK64 = (1n << 64n) - 1n;
  * @returns The hash as an unsigned 64-bit bigint.
  * @example
  * ```ts
- * import { fnv1a64 } from "./adapters/basis_spec.ts";
+ * import { fnv1a64 } from "./kernels/basis_spec.ts";
  * fnv1a64(new TextEncoder().encode("a")); // 0xaf63dc4c8601ec8cn
  * ```
  */
@@ -114,7 +114,7 @@ export function fnv1a64(bytes: Uint8Array): bigint {
  * @returns `[low 32 bits, high 32 bits]`.
  * @example
  * ```ts
- * import { moduleKey } from "./adapters/basis_spec.ts";
+ * import { moduleKey } from "./kernels/basis_spec.ts";
  * const key = moduleKey(0, "h.0.attn.c_attn.q");
  * ```
  */
@@ -134,7 +134,7 @@ export function moduleKey(seed: number, basisKey: string): [number, number] {
  * @returns The shared key, e.g. `h.*.attn.c_attn.q`.
  * @example
  * ```ts
- * import { sharedBasisKey } from "./adapters/basis_spec.ts";
+ * import { sharedBasisKey } from "./kernels/basis_spec.ts";
  * sharedBasisKey("model.layers.12.self_attn.q_proj"); // "model.layers.*.self_attn.q_proj"
  * ```
  */
@@ -164,7 +164,7 @@ export interface BasisSizes {
  *   for A0.
  * @example
  * ```ts
- * import { BasisFactor, basisScale } from "./adapters/basis_spec.ts";
+ * import { BasisFactor, basisScale } from "./kernels/basis_spec.ts";
  * basisScale(BasisFactor.A, { k: 1024, l: 1024, inFeatures: 768 }); // 0.03125
  * ```
  */
@@ -254,7 +254,7 @@ function checkWhere(factor: number, index: number): void {
  * @returns The element as a float32 value.
  * @example
  * ```ts
- * import { BasisFactor, basisElement, moduleKey } from "./adapters/basis_spec.ts";
+ * import { BasisFactor, basisElement, moduleKey } from "./kernels/basis_spec.ts";
  * const key = moduleKey(0, "h.0.attn.c_attn.q");
  * basisElement(key, { factor: BasisFactor.A, index: 0, element: 0, scale: 0.03125 });
  * ```
@@ -296,7 +296,7 @@ export interface MaterializeOptions {
  * @returns `rows * cols` float32 values, element `e` at `[floor(e / cols), e % cols]`.
  * @example
  * ```ts
- * import { BasisFactor, materializeBasis, moduleKey } from "./adapters/basis_spec.ts";
+ * import { BasisFactor, materializeBasis, moduleKey } from "./kernels/basis_spec.ts";
  * const a0 = materializeBasis(moduleKey(0, "h.0.attn.c_attn.q"), {
  *   factor: BasisFactor.A0, index: 0, rows: 8, cols: 768, scale: Math.fround(1 / Math.sqrt(768)),
  * });

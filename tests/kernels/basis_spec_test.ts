@@ -11,7 +11,7 @@ import {
   philox4x32_10,
   sharedBasisKey,
   uniformFromWord,
-} from "../../adapters/basis_spec.ts";
+} from "../../kernels/basis_spec.ts";
 import { freshSeed, rng } from "../_util.ts";
 
 const utf8 = (text: string) => new TextEncoder().encode(text);
