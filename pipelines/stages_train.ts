@@ -87,7 +87,7 @@ export const trainStage: StageRunner<TrainStage> = async (stage, state) => {
       nesterov: stage.nesterov,
     };
   const validation = splits.validation.rows;
-  const canEvaluate = stage.evalEvery > 0 && validation.length > 0;
+  const canEvaluate = validation.length > 0;
   const bestPath = outputPath(state, `${stage.id}-best.safetensors`);
   using progress = new Progress({ total: batches.totalSteps, unit: "tok", label: stage.id });
   const parameters = params.reduce((s, p) => s + p.param.size, 0);

@@ -52,7 +52,7 @@ export interface TrainOptions {
   log: RunLog;
   /** Read losses back every this many steps; default 10. */
   logEvery?: number;
-  /** Evaluate every this many steps (and at the end); needs `evaluate`. */
+  /** Evaluate every this many steps and after the last; 0: only after the last; absent: never. */
   evalEvery?: number;
   /** Validation: returns the figure to minimise (`loss`) and any others to log. */
   evaluate?: () => Promise<{ loss: number } & Record<string, number>>;
@@ -250,7 +250,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     pending.push({ step, lr: lr * (options.groups[0]?.lr ?? 1), tokens });
     if (pending.length === logEvery) await readBack();
     const last = step === batches.totalSteps;
-    if (options.evalEvery && (step % options.evalEvery === 0 || last) && await evaluate(step)) {
+    const evalDue = options.evalEvery === 0
+      ? last
+      : options.evalEvery !== undefined && (step % options.evalEvery === 0 || last);
+    if (evalDue && await evaluate(step)) {
       stoppedBy = "early-stop";
     }
     if (options.signal?.aborted) stoppedBy = "interrupted";

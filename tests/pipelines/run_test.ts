@@ -147,6 +147,32 @@ Deno.test("a target pattern that matches no module names the closest modules", a
   await Deno.remove(dir, { recursive: true });
 });
 
+Deno.test("without `eval_every` a train stage evaluates once, after its last step", async () => {
+  const dir = await tempDir("pipe-eval-end");
+  const path = await smallPipeline(
+    dir,
+    `  - kind: attach
+    r: 2
+    k: 16
+  - kind: train
+    steps: 3
+    batch_size: 4
+    lr: 1.0e-2
+    checkpoint_every: 0
+`,
+  );
+  await runPipeline(path, { say: () => {} });
+  const metrics = (await Deno.readTextFile(`${dir}/run/metrics.jsonl`)).trim().split("\n")
+    .map((line) => JSON.parse(line));
+  assert.deepEqual(
+    metrics.filter((r) => r.split === "validation").map((r) => r.step),
+    [3],
+  );
+  const summary = JSON.parse(await Deno.readTextFile(`${dir}/run/summary.json`));
+  assert.equal(summary.train.best_step, 3);
+  await Deno.remove(dir, { recursive: true });
+});
+
 Deno.test("the CLI exits 2 on usage errors and 1 with one line on pipeline errors", async () => {
   const run = async (...args: string[]) => {
     const out = await new Deno.Command("deno", {

@@ -137,3 +137,28 @@ Deno.test(
     await Deno.remove(dir, { recursive: true });
   },
 );
+
+Deno.test("`evalEvery: 0` evaluates once, after the last step", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const dir = await tempDir("eval-end");
+  using s = await nolaSetup(gpu, { steps: 3 });
+  using log = await RunLog.open(dir);
+  const evaluatedAt: number[] = [];
+  const result = await train({
+    ...s.base,
+    batches: s.batches(),
+    log,
+    evalEvery: 0,
+    checkpointEvery: 0,
+    evaluate: () => Promise.resolve({ loss: 1.5 }),
+    onBest: (step) => Promise.resolve(void evaluatedAt.push(step)),
+  });
+  assert.equal(result.stoppedBy, "done");
+  assert.deepEqual(evaluatedAt, [3]);
+  assert.equal(result.bestValidationLoss, 1.5);
+  const validation = (await readMetrics(`${dir}/metrics.jsonl`)).filter((r) =>
+    r.split === "validation"
+  );
+  assert.deepEqual(validation.map((r) => [r.step, r.loss]), [[3, 1.5]]);
+  await Deno.remove(dir, { recursive: true });
+});
