@@ -7,14 +7,14 @@
  * @module
  */
 
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { AdapterFileError } from "./adapters/adapter_file.ts";
 import { DataError } from "./data/readers.ts";
 import { TemplateError } from "./data/templates.ts";
 import { SafetensorsError } from "./formats/safetensors.ts";
 import { GpuError } from "./kernels/gpu.ts";
-import { Gpt2ConfigError } from "./models/gpt2_config.ts";
-import { Gpt2WeightsError } from "./models/gpt2_weights.ts";
+import { ModelConfigError, ModelWeightsError } from "./models/model.ts";
 import { TokenizerError } from "./models/tokenizer.ts";
 import { PipelineError } from "./pipelines/parse.ts";
 import { NonFiniteLossError } from "./train/trainer.ts";
@@ -30,7 +30,7 @@ async function defaultPipeline(): Promise<string> {
     await Deno.stat(DEFAULT_PIPELINE);
     return DEFAULT_PIPELINE;
   } catch {
-    return new URL(`./${DEFAULT_PIPELINE}`, import.meta.url).pathname;
+    return fileURLToPath(new URL(`./${DEFAULT_PIPELINE}`, import.meta.url));
   }
 }
 
@@ -67,10 +67,12 @@ train stage from the run's newest checkpoint. Ctrl-C stops at the next step with
     },
   },
   inspect: {
-    usage: "inspect FILE",
-    help: `Lists the tensors (dtype, shape, bytes) and metadata of a safetensors or adapter file.
+    usage: "inspect FILE|DIR",
+    help: `Lists the tensors (dtype, shape, bytes) and metadata of a safetensors or adapter file;
+for a model folder, its family, weights by dtype and the sites adapters can target.
 
-  deno run --allow-read main.ts inspect out/default/adapter.safetensors`,
+  deno run --allow-read main.ts inspect out/default/adapter.safetensors
+  deno run --allow-read main.ts inspect fixtures/tiny-gpt2`,
     options: {},
   },
   merge: {
@@ -136,8 +138,8 @@ const USER_ERRORS = [
   AdapterFileError,
   SafetensorsError,
   GpuError,
-  Gpt2ConfigError,
-  Gpt2WeightsError,
+  ModelConfigError,
+  ModelWeightsError,
   TokenizerError,
   NonFiniteLossError,
   Deno.errors.NotFound,
@@ -220,9 +222,17 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case "inspect": {
-      if (positionals.length !== 1) throw new UsageError("inspect takes one FILE", command);
-      const { inspectFile } = await import("./formats/inspect.ts");
-      console.log(await inspectFile(positionals[0]));
+      if (positionals.length !== 1) {
+        throw new UsageError("inspect takes one FILE or model folder", command);
+      }
+      const path = positionals[0];
+      if ((await Deno.stat(path)).isDirectory) {
+        const { inspectModelFolder } = await import("./pipelines/inspect_model.ts");
+        console.log(await inspectModelFolder(path));
+      } else {
+        const { inspectFile } = await import("./formats/inspect.ts");
+        console.log(await inspectFile(path));
+      }
       return 0;
     }
     case "merge":

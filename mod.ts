@@ -4,15 +4,16 @@
  * NOLA writes LoRA's factors as `A = A0 + Σ αᵢ Aᵢ`, `B = Σ βⱼ Bⱼ` over pseudo-random bases
  * regenerated from a seed, and trains only α and β: an adapter is a seed and a few hundred
  * quantized numbers per layer. The layers of this library, from the bottom: the WebGPU runtime
- * ({@link Gpu}, {@link Tensor}), kernels ({@link Matmul}), files (safetensors), the model
- * ({@link Gpt2}), adapters ({@link AdapterSet}, adapter files, merge, PEFT export), data, the
+ * ({@link Gpu}, {@link Tensor}), kernels ({@link Matmul}), files (safetensors), models (the
+ * {@link Model} contract, resolved by `model_type` with {@link loadModel}; GPT-2 is {@link Gpt2}),
+ * adapters ({@link AdapterSet}, adapter files, merge, PEFT export), data, the
  * training loop ({@link train}), evaluation, and declarative pipelines ({@link runPipeline}).
  *
- * @example Attach NOLA to a GPT-2, train a few steps, save the adapter
+ * @example Attach NOLA to a model, save the adapter
  * ```ts
- * import { AdapterSet, Gpt2, Gpu, saveAdapter } from "./mod.ts";
+ * import { AdapterSet, Gpu, loadModel, saveAdapter } from "./mod.ts";
  * using gpu = await Gpu.acquire();
- * using model = await Gpt2.load(gpu, "fixtures/tiny-gpt2");
+ * using model = await loadModel(gpu, "fixtures/tiny-gpt2");
  * using set = await AdapterSet.attach(model, {
  *   method: "nola", targets: ["h.*.attn.c_attn.q", "h.*.attn.c_attn.v"],
  *   r: 8, k: 256, loraAlpha: 8, seed: 0,
@@ -50,21 +51,44 @@ export type { TensorData } from "./formats/_safetensors_writer.ts";
 export { writeFileAtomic, writeTextFileAtomic } from "./formats/atomic.ts";
 export { inspectFile } from "./formats/inspect.ts";
 
-// The model
+// Models: the contract, the registry, the families
 export {
+  type Activations,
   type AttachedAdapter,
-  Gpt2,
-  type Gpt2Batch,
-  type Gpt2Options,
-  type Gpt2Targets,
-  type KvCache,
-} from "./models/gpt2.ts";
+  type DecodingCache,
+  type LinearWeight,
+  type LossTargets,
+  type Model,
+  ModelConfigError,
+  type ModelFamily,
+  type ModelOptions,
+  type ModelShape,
+  type ModelSummary,
+  type ModelTask,
+  ModelWeightsError,
+  type PeftNaming,
+  type WeightLayout,
+} from "./models/model.ts";
+export {
+  familyOf,
+  initModel,
+  loadModel,
+  MODEL_FAMILIES,
+  type ModelConfig,
+  modelShape,
+  parseModelConfig,
+  readModelConfig,
+} from "./models/registry.ts";
+export { Gpt2, Gpt2Cache } from "./models/gpt2.ts";
+export { gpt2Family } from "./models/gpt2_family.ts";
 export type { Gpt2Activations } from "./models/gpt2_activations.ts";
 export {
   configHash,
   GPT2_ACTIVATIONS,
+  GPT2_SMALL,
   type Gpt2Activation,
   type Gpt2Config,
+  gpt2Sites,
   parseGpt2Config,
   readGpt2Config,
 } from "./models/gpt2_config.ts";
@@ -141,7 +165,20 @@ export {
   type TruncationReport,
 } from "./data/examples.ts";
 export type { Templates } from "./data/templates.ts";
-export { type BatchState, evalBatches, type MicroBatch, TrainBatches } from "./data/batches.ts";
+export {
+  type BatchState,
+  evalBatches,
+  evalLabelledBatches,
+  type LabelledBatch,
+  labelledBatch,
+  type LabelledExample,
+  type LabelledInput,
+  lossRows,
+  type MicroBatch,
+  type TokenBatch,
+  type TokenInput,
+  TrainBatches,
+} from "./data/batches.ts";
 
 // Training and evaluation
 export {

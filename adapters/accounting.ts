@@ -1,6 +1,6 @@
 /**
  * What an adapter costs, without a GPU or a model: trainable parameters and exact file sizes of
- * NOLA next to LoRA at rank 1 and LoRA at the same rank, for any attach config and GPT-2 shape.
+ * NOLA next to LoRA at rank 1 and LoRA at the same rank, for any attach config and model shape.
  *
  * @module
  */
@@ -8,9 +8,7 @@
 import { type AttachConfig, planAdapters } from "./attach.ts";
 import { adapterFileSize } from "./adapter_file.ts";
 import type { QuantOptions } from "../formats/quantize.ts";
-import { configHash, GPT2_SMALL, type Gpt2Config } from "../models/gpt2_config.ts";
-
-export { GPT2_SMALL };
+import type { ModelShape } from "../models/model.ts";
 
 /** One line of the comparison. */
 export interface AccountingRow {
@@ -32,7 +30,8 @@ export interface AccountingRow {
  * NOLA (when the config has `k`), LoRA at rank 1 and LoRA at the config's rank, on the same
  * targets and overrides (LoRA at rank 1 drops every rank override).
  *
- * @param base The model's architecture.
+ * @param base The model's shape: config hash and adaptable sites (a `Model`, or `modelShape` of a
+ *   config).
  * @param config The attach config (its `method` does not matter).
  * @param options Quantization of the NOLA file (default 4-bit symmetric) and the base's name.
  * @returns The rows, NOLA first.
@@ -40,15 +39,17 @@ export interface AccountingRow {
  *
  * @example The paper's GPT-2 setting
  * ```ts
- * import { adapterAccounting, formatAccounting, GPT2_SMALL } from "./adapters/accounting.ts";
- * console.log(formatAccounting(adapterAccounting(GPT2_SMALL, {
+ * import { adapterAccounting, formatAccounting } from "./adapters/accounting.ts";
+ * import { GPT2_SMALL } from "./models/gpt2_config.ts";
+ * import { gpt2Family } from "./models/gpt2_family.ts";
+ * console.log(formatAccounting(adapterAccounting(gpt2Family.shape(GPT2_SMALL), {
  *   method: "nola", targets: ["h.*.attn.c_attn.q", "h.*.attn.c_attn.v"], r: 8, k: 1024,
  *   loraAlpha: 8, seed: 0,
  * })));
  * ```
  */
 export function adapterAccounting(
-  base: Gpt2Config,
+  base: ModelShape,
   config: AttachConfig,
   options: { quant?: QuantOptions; baseModel?: string } = {},
 ): AccountingRow[] {
@@ -57,7 +58,7 @@ export function adapterAccounting(
     const modules = planAdapters(base, attach);
     const desc = {
       baseModel: options.baseModel ?? "gpt2",
-      baseConfigHash: configHash(base),
+      baseConfigHash: base.configHash,
       config: attach,
       modules,
     };

@@ -25,7 +25,6 @@
  */
 
 import {
-  adaptableModules,
   type AdapterMethod,
   AdapterSet,
   type AttachConfig,
@@ -47,8 +46,7 @@ import {
 import { writeFileAtomic } from "../formats/atomic.ts";
 import { encodeSafetensors, SafetensorsFile, type TensorToWrite } from "../formats/safetensors.ts";
 import type { Dtype } from "../formats/safetensors.ts";
-import type { Gpt2 } from "../models/gpt2.ts";
-import { configHash } from "../models/gpt2_config.ts";
+import type { Model } from "../models/model.ts";
 
 /** The `format` this version writes and reads. */
 export const ADAPTER_FORMAT = "nola-gpu-adapter/1";
@@ -221,14 +219,14 @@ export function adapterFileSize(desc: AdapterDescription, options: { quant?: Qua
  * ```ts
  * import { planAdapters } from "./adapters/attach.ts";
  * import { encodeAdapter } from "./adapters/adapter_file.ts";
- * import { configHash, readGpt2Config } from "./models/gpt2_config.ts";
- * const base = await readGpt2Config("fixtures/tiny-gpt2");
+ * import { modelShape, readModelConfig } from "./models/registry.ts";
+ * const base = modelShape(await readModelConfig("fixtures/tiny-gpt2"));
  * const config = { method: "nola" as const, targets: ["h.*.attn.c_attn.q"], r: 4, k: 8,
  *   loraAlpha: 4, seed: 0 };
  * const modules = planAdapters(base, config);
  * const values = new Map(modules.map((m) => [m.name,
  *   { alpha: new Float32Array(8).fill(0.1), beta: new Float32Array(8).fill(-0.1) }]));
- * const { bytes } = encodeAdapter({ baseModel: "tiny", baseConfigHash: configHash(base), config,
+ * const { bytes } = encodeAdapter({ baseModel: "tiny", baseConfigHash: base.configHash, config,
  *   modules }, values, { quant: { bits: 4, scheme: "symmetric" } });
  * ```
  */
@@ -316,7 +314,7 @@ export async function saveAdapter(
   const modules = set.modules.map(({ adapter: _a, nola: _n, ...plan }) => plan);
   const desc = {
     baseModel: options.baseModel,
-    baseConfigHash: configHash(set.model.config),
+    baseConfigHash: set.model.configHash,
     config: set.config,
     modules,
   };
@@ -350,14 +348,14 @@ const fileFailure = (path: string) => (message: string): never => {
  * ```ts
  * import { loadAdapter } from "./adapters/adapter_file.ts";
  * import { Gpu } from "./kernels/gpu.ts";
- * import { Gpt2 } from "./models/gpt2.ts";
+ * import { loadModel } from "./models/registry.ts";
  * using gpu = await Gpu.acquire();
- * using model = await Gpt2.load(gpu, "fixtures/tiny-gpt2");
+ * using model = await loadModel(gpu, "fixtures/tiny-gpt2");
  * using set = await loadAdapter(model, "out/run/adapter.safetensors", { maxRows: 64 });
  * ```
  */
 export async function loadAdapter(
-  model: Gpt2,
+  model: Model,
   path: string,
   options: { maxRows: number; method?: AdapterMethod },
 ): Promise<AdapterSet> {
@@ -377,7 +375,7 @@ export async function loadAdapter(
   if (nola && get("basis_spec") !== BASIS_SPEC) {
     fail(`basis_spec "${md.basis_spec}" is unknown (this version generates "${BASIS_SPEC}")`);
   }
-  const hash = configHash(model.config);
+  const hash = model.configHash;
   if (get("base_config_hash") !== hash) {
     fail(
       `base config hash ${md.base_config_hash} does not match the model's ${hash} ` +
@@ -395,7 +393,7 @@ export async function loadAdapter(
   if (!Array.isArray(targets) || !targets.every((t) => typeof t === "string")) {
     return fail(`metadata "targets" is not a list of module names`);
   }
-  const known = new Set(adaptableModules(model.config).map((m) => m.name));
+  const known = new Set(model.sites.map((m) => m.name));
   const unknown = targets.find((t) => !known.has(t));
   if (unknown !== undefined) fail(`module "${unknown}" is not in the model`);
   const num = (key: string, from: Record<string, unknown> = md): number => {
@@ -442,7 +440,7 @@ export async function loadAdapter(
   };
   let modules: ModulePlan[];
   try {
-    modules = planAdapters(model.config, config);
+    modules = planAdapters(model, config);
   } catch (e) {
     return fail((e as Error).message);
   }

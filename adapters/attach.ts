@@ -1,12 +1,13 @@
 /**
- * Attaching NOLA or LoRA adapters to a GPT-2 by target patterns, and the training-step protocol
+ * Attaching NOLA or LoRA adapters to a model by target patterns, and the training-step protocol
  * of the attached set.
  *
- * Module names: every linear of block `i` is `h.{i}.attn.c_attn`, `h.{i}.attn.c_proj`,
- * `h.{i}.mlp.c_fc` and `h.{i}.mlp.c_proj`; the q, k and v parts of `c_attn` are also modules of
- * their own, `h.{i}.attn.c_attn.q|k|v`, each `C -> C` at output columns `0`, `C` and `2C`. Two
- * adapters may not write the same columns of one linear (`h.0.attn.c_attn` and
- * `h.0.attn.c_attn.q` together are an error).
+ * Module names are the model's adaptable sites (`Model.sites`): its linear layers by Hugging Face
+ * name, and named column slices of fused projections. For GPT-2 every linear of block `i` is
+ * `h.{i}.attn.c_attn`, `h.{i}.attn.c_proj`, `h.{i}.mlp.c_fc` and `h.{i}.mlp.c_proj`, and the q, k
+ * and v parts of `c_attn` are sites of their own, `h.{i}.attn.c_attn.q|k|v`. Two adapters may not
+ * write the same columns of one linear (`h.0.attn.c_attn` and `h.0.attn.c_attn.q` together are an
+ * error).
  *
  * Target patterns: a pattern matches a name when both have the same number of dotted components
  * and each pattern component matches the name's component at the same place, where `*` stands for
@@ -28,8 +29,9 @@ import { LowRankLinear } from "./linear_adapter.ts";
 import { NOLA_INITS, NolaFactors, type NolaInit } from "./nola_factors.ts";
 import { NolaKernels } from "../kernels/nola.ts";
 import type { Tensor } from "../kernels/tensor.ts";
-import type { Gpt2 } from "../models/gpt2.ts";
-import type { Gpt2Config } from "../models/gpt2_config.ts";
+import type { LinearSite, Model, ModelShape } from "../models/model.ts";
+
+export type { LinearSite };
 
 /** How the adapters are parameterized. */
 export type AdapterMethod = "nola" | "lora";
@@ -79,20 +81,6 @@ export interface AttachConfig {
   overrides?: ModuleOverride[];
 }
 
-/** An adaptable place in the model: a linear module, or a column slice of one. */
-export interface LinearSite {
-  /** Module name, e.g. `h.3.attn.c_attn.q`. */
-  name: string;
-  /** The linear layer it lives in, e.g. `h.3.attn.c_attn`. */
-  linear: string;
-  /** First output column of the linear the adapter writes. */
-  colOffset: number;
-  /** Input features of the linear (columns of x). */
-  inFeatures: number;
-  /** Output columns the adapter writes. */
-  outFeatures: number;
-}
-
 /** What one adapted module will be: where, which method, and its resolved hyper-parameters. */
 export interface ModulePlan extends LinearSite {
   /** NOLA or LoRA. */
@@ -128,29 +116,6 @@ const CONFIG_KEYS = new Set([
   "overrides",
 ]);
 const OVERRIDE_KEYS = new Set(["pattern", "r", "k", "l", "loraAlpha", "seed", "init"]);
-
-/**
- * Every module a GPT-2 of this shape offers adapters, in model order (block, then linear, with
- * `c_attn`'s q, k, v after the whole `c_attn`).
- *
- * @param config The architecture.
- * @returns The sites.
- */
-export function adaptableModules(config: Gpt2Config): LinearSite[] {
-  const { nLayer, nEmbd: C, nInner } = config;
-  const sites: LinearSite[] = [];
-  const site = (name: string, linear: string, colOffset: number, inF: number, outF: number) =>
-    sites.push({ name, linear, colOffset, inFeatures: inF, outFeatures: outF });
-  for (let i = 0; i < nLayer; i++) {
-    const attn = `h.${i}.attn.c_attn`;
-    site(attn, attn, 0, C, 3 * C);
-    ["q", "k", "v"].forEach((part, j) => site(`${attn}.${part}`, attn, j * C, C, C));
-    site(`h.${i}.attn.c_proj`, `h.${i}.attn.c_proj`, 0, C, C);
-    site(`h.${i}.mlp.c_fc`, `h.${i}.mlp.c_fc`, 0, C, nInner);
-    site(`h.${i}.mlp.c_proj`, `h.${i}.mlp.c_proj`, 0, nInner, C);
-  }
-  return sites;
-}
 
 const patternCache = new Map<string, RegExp[]>();
 
@@ -227,7 +192,7 @@ function checkSettings(where: string, s: Partial<ModuleOverride>): void {
  * Resolves an attach config against a model shape, without touching a GPU: which modules get
  * adapters (in model order) and each one's hyper-parameters.
  *
- * @param config The model's architecture.
+ * @param model The model's shape: its adaptable sites (and config hash).
  * @param attach The attach config.
  * @returns One plan per adapted module.
  * @throws {RangeError} On an invalid setting or unknown key, a pattern that matches nothing (the
@@ -237,16 +202,16 @@ function checkSettings(where: string, s: Partial<ModuleOverride>): void {
  * @example GPT-2's q and v parts
  * ```ts
  * import { planAdapters } from "./adapters/attach.ts";
- * import { readGpt2Config } from "./models/gpt2_config.ts";
- * const config = await readGpt2Config("fixtures/tiny-gpt2");
- * const plan = planAdapters(config, {
+ * import { modelShape, readModelConfig } from "./models/registry.ts";
+ * const shape = modelShape(await readModelConfig("fixtures/tiny-gpt2"));
+ * const plan = planAdapters(shape, {
  *   method: "nola", targets: ["h.*.attn.c_attn.q", "h.*.attn.c_attn.v"], r: 8, k: 64,
  *   loraAlpha: 8, seed: 0,
  * });
  * console.log(plan.map((m) => m.name)); // h.0.attn.c_attn.q, h.0.attn.c_attn.v, h.1...
  * ```
  */
-export function planAdapters(config: Gpt2Config, attach: AttachConfig): ModulePlan[] {
+export function planAdapters(model: Pick<ModelShape, "sites">, attach: AttachConfig): ModulePlan[] {
   for (const key of Object.keys(attach)) {
     if (!CONFIG_KEYS.has(key)) throw new RangeError(`Unknown adapter setting "${key}"`);
   }
@@ -266,7 +231,7 @@ export function planAdapters(config: Gpt2Config, attach: AttachConfig): ModulePl
   if (method === "nola" && attach.k === undefined) {
     throw new RangeError(`NOLA adapters need k (the number of A bases)`);
   }
-  const sites = adaptableModules(config);
+  const sites = model.sites;
   const names = sites.map((s) => s.name);
   const chosen = new Set<string>();
   for (const pattern of targets) {
@@ -412,9 +377,9 @@ export interface AdapterParameter {
  * ```ts
  * import { AdapterSet } from "./adapters/attach.ts";
  * import { Gpu } from "./kernels/gpu.ts";
- * import { Gpt2 } from "./models/gpt2.ts";
+ * import { loadModel } from "./models/registry.ts";
  * using gpu = await Gpu.acquire();
- * using model = await Gpt2.load(gpu, "fixtures/tiny-gpt2");
+ * using model = await loadModel(gpu, "fixtures/tiny-gpt2");
  * using set = await AdapterSet.attach(model, {
  *   method: "nola", targets: ["h.*.attn.c_attn.q", "h.*.attn.c_attn.v"], r: 4, k: 64,
  *   loraAlpha: 4, seed: 0,
@@ -431,7 +396,7 @@ export class AdapterSet implements Disposable {
   #attached = true;
 
   private constructor(
-    readonly model: Gpt2,
+    readonly model: Model,
     /** The config as given (a copy). */
     readonly config: AttachConfig,
     /** The adapted modules, in model order. */
@@ -450,11 +415,11 @@ export class AdapterSet implements Disposable {
    *   adapter already attached to the model writes.
    */
   static async attach(
-    model: Gpt2,
+    model: Model,
     config: AttachConfig,
     options: { maxRows: number },
   ): Promise<AdapterSet> {
-    const plans = planAdapters(model.config, config);
+    const plans = planAdapters(model, config);
     const existing = [...model.adapters].flatMap(([linear, list]) =>
       list.map(({ adapter, colOffset }) => ({
         linear,
@@ -470,7 +435,7 @@ export class AdapterSet implements Disposable {
     const modules: AttachedModule[] = [];
     try {
       for (const plan of plans) {
-        const adapter = LowRankLinear.create(model.ops.matmul, {
+        const adapter = LowRankLinear.create(model.matmul, {
           name: plan.name,
           inFeatures: plan.inFeatures,
           outFeatures: plan.outFeatures,

@@ -3,7 +3,8 @@
  * as a Hugging Face folder in the base checkpoint's own naming and dtypes.
  *
  * An adapter computes `y[:, off : off+out] += s (x Aᵀ) Bᵀ`, so merging adds `s (B A)ᵀ` to the
- * `[in, out]` Conv1D weight (GPT-2) or `s B A` to the `[out, in]` rows of an `nn.Linear` weight.
+ * `[in, out]` Conv1D weight (GPT-2) or `s B A` to the `[out, in]` rows of an `nn.Linear` weight;
+ * the model says which layout each linear has (`Model.linearWeight`).
  * NOLA adapters merge through the same path once their A and B are materialised (after the
  * training step's `prepareStep()`).
  *
@@ -12,15 +13,19 @@
 
 import type { Matmul } from "../kernels/matmul.ts";
 import { Tensor } from "../kernels/tensor.ts";
-import type { AttachedAdapter, Gpt2 } from "../models/gpt2.ts";
-import type { LinearAdapter } from "./linear_adapter.ts";
+import type {
+  AttachedAdapter,
+  LinearAdapter,
+  LinearWeight,
+  Model,
+  WeightLayout,
+} from "../models/model.ts";
 import { Checkpoint, writeSafetensors } from "../formats/safetensors.ts";
 import type { TensorToWrite } from "../formats/safetensors.ts";
 import { type FloatDtype, toFloatDtype } from "../formats/narrow.ts";
 import { sameFile, writeFolderAtomic } from "../formats/folder.ts";
 
-/** How a linear layer stores its weight: `conv1d` is `[in, out]` (GPT-2), `linear` `[out, in]`. */
-export type WeightLayout = "conv1d" | "linear";
+export type { WeightLayout };
 
 /** An adapter whose factors live on the GPU: `a` is A `[r, in]`, `b` is B `[out, r]`. */
 export interface LowRankFactors extends LinearAdapter {
@@ -123,7 +128,7 @@ export function addLowRankDelta(
 }
 
 /**
- * Folds every adapter of a GPT-2 into its weights (Conv1D layout) and detaches them, so the model
+ * Folds every adapter of a model into its weights (in each linear's layout) and detaches them, so the model
  * alone computes what it computed with them. Records the updates; the next read or flush runs them.
  *
  * @param model The model; its weights change in place.
@@ -137,20 +142,18 @@ export function addLowRankDelta(
  * unmergeAdapters(model, detached);
  * ```
  */
-export function mergeAdapters(model: Gpt2): DetachedAdapters {
+export function mergeAdapters(model: Model): DetachedAdapters {
   const detached: DetachedAdapters = new Map(
     [...model.adapters].map(([module, list]) => [module, [...list]]),
   );
   for (const [module, list] of detached) {
+    linearOf(model, module);
     for (const { adapter } of list) lowRankOf(module, adapter);
   }
   for (const [module, list] of detached) {
-    const weight = model.params.get(`${module}.weight`)!;
+    const { weight, layout } = linearOf(model, module);
     for (const { adapter, colOffset } of list) {
-      addLowRankDelta(model.ops.matmul, weight, lowRankOf(module, adapter), {
-        layout: "conv1d",
-        colOffset,
-      });
+      addLowRankDelta(model.matmul, weight, lowRankOf(module, adapter), { layout, colOffset });
     }
   }
   model.detachAll();
@@ -164,13 +167,12 @@ export function mergeAdapters(model: Gpt2): DetachedAdapters {
  * @param model The model {@link mergeAdapters} was called on.
  * @param detached What it returned; the adapters' factors must not have changed since.
  */
-export function unmergeAdapters(model: Gpt2, detached: DetachedAdapters): void {
+export function unmergeAdapters(model: Model, detached: DetachedAdapters): void {
   for (const [module, list] of detached) {
-    const weight = model.params.get(`${module}.weight`);
-    if (!weight) throw new RangeError(`Cannot unmerge adapters of "${module}": module not found`);
+    const { weight, layout } = linearOf(model, module);
     for (const { adapter, colOffset } of list) {
-      addLowRankDelta(model.ops.matmul, weight, lowRankOf(module, adapter), {
-        layout: "conv1d",
+      addLowRankDelta(model.matmul, weight, lowRankOf(module, adapter), {
+        layout,
         colOffset,
         sign: -1,
       });
@@ -186,23 +188,27 @@ export function unmergeAdapters(model: Gpt2, detached: DetachedAdapters): void {
  * @param model The model, with or without adapters.
  * @returns Every weight, f32, by canonical name.
  */
-export async function mergedWeights(model: Gpt2): Promise<Map<string, Float32Array>> {
+export async function mergedWeights(model: Model): Promise<Map<string, Float32Array>> {
   const { gpu } = model;
+  // The weight tensor of each adapted linear, and the linear's adapters.
+  const adapted = new Map<Tensor, { linear: LinearWeight; list: AttachedAdapter[] }>();
   for (const [module, list] of model.adapters) {
+    const linear = linearOf(model, module);
     for (const { adapter } of list) lowRankOf(module, adapter);
+    if (list.length > 0) adapted.set(linear.weight, { linear, list });
   }
   const out = new Map<string, Float32Array>();
   for (const [name, param] of model.params) {
-    const list = model.adapters.get(name.replace(/\.weight$/, ""));
-    if (!name.endsWith(".weight") || !list?.length) {
+    const entry = adapted.get(param);
+    if (!entry) {
       out.set(name, await param.read() as Float32Array);
       continue;
     }
     using copy = Tensor.empty(gpu, param.shape, { label: `merged ${name}` });
     gpu.copy(param.buffer, copy.buffer, { size: param.byteLength });
-    for (const { adapter, colOffset } of list) {
-      addLowRankDelta(model.ops.matmul, copy, adapter as LowRankFactors, {
-        layout: "conv1d",
+    for (const { adapter, colOffset } of entry.list) {
+      addLowRankDelta(model.matmul, copy, adapter as LowRankFactors, {
+        layout: entry.linear.layout,
         colOffset,
       });
     }
@@ -222,16 +228,13 @@ const FOLDER_FILES = [
   "vocab.json",
   "merges.txt",
 ];
-const PREFIX = "transformer.";
-const LM_HEAD = "lm_head.weight";
-const BUFFER = /^h\.\d+\.attn\.(bias|masked_bias)$/;
 const FLOATS: readonly string[] = ["F64", "F32", "F16", "BF16"];
 
 /**
  * Writes a Hugging Face folder of the model with its adapters merged: `model.safetensors` with
- * every weight under the source checkpoint's names (with or without the `transformer.` prefix) in
- * the source's dtype (F16 and BF16 rounded to nearest even), `lm_head.weight` only where the
- * source had it (tied to `wte`), the causal-mask buffers dropped; `config.json` and the tokenizer
+ * every weight under the source checkpoint's names (as `Model.weightNames` maps them: GPT-2's with
+ * or without the `transformer.` prefix, its tied `lm_head.weight` only where the source had it) in
+ * the source's dtype (F16 and BF16 rounded to nearest even), buffers dropped; `config.json` and the tokenizer
  * files copied. A sharded source is written as one file. The folder is built beside `outFolder`
  * and renamed into place, replacing any previous one, so it never holds a partial model.
  *
@@ -247,7 +250,7 @@ const FLOATS: readonly string[] = ["F64", "F32", "F16", "BF16"];
  * ```
  */
 export async function writeMergedFolder(
-  model: Gpt2,
+  model: Model,
   sourceFolder: string,
   outFolder: string,
 ): Promise<void> {
@@ -260,11 +263,11 @@ export async function writeMergedFolder(
   {
     using ckpt = await Checkpoint.open(sourceFolder);
     const names = ckpt.names();
-    const prefix = names.some((n) => n.startsWith(PREFIX)) ? PREFIX : "";
+    const weightNames = model.weightNames(names);
     const written = new Set<string>();
     for (const name of names) {
-      const canonical = name === LM_HEAD ? "wte.weight" : name.slice(prefix.length);
-      if (BUFFER.test(canonical)) continue;
+      const canonical = weightNames.get(name);
+      if (canonical === null || canonical === undefined) continue;
       const { dtype, shape } = ckpt.info(name);
       const data = weights.get(canonical);
       const where = `tensor "${name}" of "${ckpt.fileOf(name)}"`;
@@ -296,6 +299,12 @@ export async function writeMergedFolder(
     // transformers refuses safetensors files without a "format" entry.
     await writeSafetensors(`${tmp}/model.safetensors`, tensors, { format: "pt" });
   });
+}
+
+function linearOf(model: Model, module: string): LinearWeight {
+  const linear = model.linearWeight(module);
+  if (!linear) throw new RangeError(`Cannot merge adapters of "${module}": module not found`);
+  return linear;
 }
 
 function lowRankOf(module: string, adapter: LinearAdapter): LowRankFactors {

@@ -1,6 +1,6 @@
 /**
- * Export of a GPT-2's adapters as a PEFT LoRA folder (`adapter_config.json` and
- * `adapter_model.safetensors`) that `PeftModel.from_pretrained(GPT2LMHeadModel, folder)` loads.
+ * Export of a model's adapters as a PEFT LoRA folder (`adapter_config.json` and
+ * `adapter_model.safetensors`) that `PeftModel.from_pretrained(base, folder)` loads.
  *
  * PEFT puts one LoRA on a whole module, while here several adapters may write column slices of
  * one module (the q and v parts of `c_attn`). They export exactly as one LoRA of rank
@@ -15,20 +15,24 @@
  * training in PEFT: the stored B' is `s B`, and the learning-rate balance between A and B differs
  * from the original run's.)
  *
- * Naming: keys are `base_model.model.transformer.<module>.lora_A.weight` `[r', in]` and
- * `.lora_B.weight` `[out, r']`, as PEFT saves them (without the adapter name `default`), whatever
- * prefix the base checkpoint used on disk. `fan_in_fan_out` is true: GPT-2's Conv1D weights are
- * `[in, out]`, so PEFT adds `(B' A')ᵀ`. `r` is the most common module rank (the larger on a tie);
- * modules of another rank get `rank_pattern` and `alpha_pattern` entries, keyed by the module kind
- * (`c_fc`) when every layer's module of that kind shares the rank, else by the module's own name
- * (`h.3.mlp.c_fc`); PEFT matches a key against the end of the module path.
+ * Naming: keys are `base_model.model.<prefix><module>.lora_A.weight` `[r', in]` and
+ * `.lora_B.weight` `[out, r']`, as PEFT saves them (without the adapter name `default`), where the
+ * family gives the prefix (`Model.peft`: GPT-2's `transformer.`, whatever prefix the base
+ * checkpoint used on disk). `fan_in_fan_out` follows the weights' layout: true for Conv1D weights
+ * `[in, out]` (GPT-2), where PEFT adds `(B' A')ᵀ`, false for `nn.Linear` `[out, in]`. `r` is the
+ * most common module rank (the larger on a tie); modules of another rank get `rank_pattern` and
+ * `alpha_pattern` entries, keyed by the module kind when every layer's module of that kind shares
+ * the rank, else by the module's own name (`h.3.mlp.c_fc`); PEFT matches a key against the end of
+ * the module path. A kind is the module name after its layer index (`mlp.c_fc`), written as its
+ * last component (`c_fc`) unless another kind of the model ends the same way (`attn.c_proj`,
+ * `mlp.c_proj`).
  *
  * @module
  */
 
 import { writeSafetensors } from "../formats/safetensors.ts";
 import type { TensorToWrite } from "../formats/safetensors.ts";
-import type { Gpt2 } from "../models/gpt2.ts";
+import type { LinearSite, Model, WeightLayout } from "../models/model.ts";
 import { isLowRank } from "./merge.ts";
 import { writeFolderAtomic } from "../formats/folder.ts";
 
@@ -46,14 +50,23 @@ export interface PeftModule {
   r: number;
   inFeatures: number;
   outFeatures: number;
+  /** The base weight's layout. */
+  layout: WeightLayout;
   /** A' `[r', in]`, row-major. */
   a: Float32Array;
   /** B' `[out, r']`, row-major, with each adapter's scale folded in. */
   b: Float32Array;
 }
 
-/** The key prefix PEFT gives a `GPT2LMHeadModel`'s transformer modules. */
-export const PEFT_PREFIX = "base_model.model.transformer.";
+/**
+ * The key prefix PEFT gives a model's modules, e.g. `base_model.model.transformer.` for GPT-2.
+ *
+ * @param model The model.
+ * @returns The prefix.
+ */
+export function peftPrefix(model: Pick<Model, "peft">): string {
+  return `base_model.model.${model.peft.modulePrefix}`;
+}
 
 /**
  * Assembles one LoRA a module from a model's attached adapters (their A and B must be current:
@@ -63,12 +76,13 @@ export const PEFT_PREFIX = "base_model.model.transformer.";
  * @returns One entry a module with adapters, in the model's module order.
  * @throws {TypeError} If an adapter does not expose its factors.
  */
-export async function peftModules(model: Gpt2): Promise<PeftModule[]> {
+export async function peftModules(model: Model): Promise<PeftModule[]> {
   const out: PeftModule[] = [];
   for (const [module, list] of model.adapters) {
     if (list.length === 0) continue;
-    const shape = model.linearShape(module)!;
-    const { inFeatures, outFeatures } = shape;
+    const linear = model.linearWeight(module);
+    if (!linear) throw new RangeError(`Cannot export adapters of "${module}": module not found`);
+    const { inFeatures, outFeatures, layout } = linear;
     for (const { adapter } of list) {
       if (!isLowRank(adapter)) {
         throw new TypeError(
@@ -93,9 +107,26 @@ export async function peftModules(model: Gpt2): Promise<PeftModule[]> {
       }
       col += adapter.r;
     }
-    out.push({ module, r, inFeatures, outFeatures, a, b });
+    out.push({ module, r, inFeatures, outFeatures, layout, a, b });
   }
   return out;
+}
+
+/** Options of {@link peftConfig}. */
+export interface PeftConfigOptions {
+  /** `base_model_name_or_path`. */
+  baseModelName: string;
+  /** The model's adaptable sites: which linears exist, to name module kinds. */
+  sites: readonly LinearSite[];
+  /** PEFT's `task_type`. */
+  taskType: string;
+}
+
+// A module's kind: its name after the layer index (`h.3.mlp.c_fc` -> `mlp.c_fc`).
+function kindOf(module: string): string {
+  const parts = module.split(".");
+  const at = parts.findIndex((p) => /^\d+$/.test(p));
+  return at < 0 ? module : parts.slice(at + 1).join(".");
 }
 
 /**
@@ -103,19 +134,30 @@ export async function peftModules(model: Gpt2): Promise<PeftModule[]> {
  * `lora_alpha` equals its rank).
  *
  * @param modules The modules, from {@link peftModules}.
- * @param options The base model's name and its number of layers.
+ * @param options The base model's name, its sites and PEFT task type.
  * @returns The config, ready for `JSON.stringify`.
+ * @throws {RangeError} If the modules mix `conv1d` and `linear` layouts (PEFT has one
+ *   `fan_in_fan_out` a config).
  */
 export function peftConfig(
   modules: readonly PeftModule[],
-  options: { baseModelName: string; nLayer: number },
+  options: PeftConfigOptions,
 ): Record<string, unknown> {
-  const kindOf = (module: string) => module.replace(/^h\.\d+\./, "");
+  const linears = options.sites.filter((s) => s.name === s.linear).map((s) => s.linear);
+  const perKind = new Map<string, number>();
+  for (const l of linears) perKind.set(kindOf(l), (perKind.get(kindOf(l)) ?? 0) + 1);
+  const last = (kind: string) => kind.split(".").pop()!;
+  const shortName = (kind: string) =>
+    [...perKind.keys()].some((k) => k !== kind && last(k) === last(kind)) ? kind : last(kind);
+  const complete = (kind: string, list: PeftModule[]) => list.length === perKind.get(kind);
   const byKind = new Map<string, PeftModule[]>();
   for (const m of modules) byKind.set(kindOf(m.module), [...byKind.get(kindOf(m.module)) ?? [], m]);
-  // `c_attn` and `c_fc` name one module a block; `c_proj` needs its parent to be unambiguous.
-  const shortName = (kind: string) => kind.endsWith("c_proj") ? kind : kind.split(".").pop()!;
-  const complete = (list: PeftModule[]) => list.length === options.nLayer;
+  const layouts = new Set(modules.map((m) => m.layout));
+  if (layouts.size > 1) {
+    throw new RangeError(
+      "Cannot export to PEFT: the adapted modules mix [in, out] and [out, in] weights",
+    );
+  }
 
   const count = new Map<number, number>();
   for (const m of modules) count.set(m.r, (count.get(m.r) ?? 0) + 1);
@@ -124,10 +166,10 @@ export function peftConfig(
   const targets: string[] = [];
   const rankPattern: Record<string, number> = {};
   for (const [kind, list] of byKind) {
-    if (complete(list)) targets.push(shortName(kind));
+    if (complete(kind, list)) targets.push(shortName(kind));
     else targets.push(...list.map((m) => m.module));
     const ranks = new Set(list.map((m) => m.r));
-    if (complete(list) && ranks.size === 1) {
+    if (complete(kind, list) && ranks.size === 1) {
       if (list[0].r !== r) rankPattern[shortName(kind)] = list[0].r;
     } else {
       for (const m of list) if (m.r !== r) rankPattern[m.module] = m.r;
@@ -138,7 +180,7 @@ export function peftConfig(
     auto_mapping: null,
     base_model_name_or_path: options.baseModelName,
     bias: "none",
-    fan_in_fan_out: true,
+    fan_in_fan_out: layouts.has("conv1d"),
     inference_mode: true,
     init_lora_weights: true,
     layers_pattern: null,
@@ -151,7 +193,7 @@ export function peftConfig(
     rank_pattern: rankPattern,
     revision: null,
     target_modules: targets.sort(),
-    task_type: "CAUSAL_LM",
+    task_type: options.taskType,
   };
 }
 
@@ -159,7 +201,7 @@ export function peftConfig(
  * Writes a model's adapters as a PEFT LoRA folder: `adapter_config.json` and
  * `adapter_model.safetensors` (f32), built beside `outFolder` and renamed into place.
  *
- * @param model A GPT-2 with low-rank adapters attached.
+ * @param model A model with low-rank adapters attached.
  * @param outFolder The folder to create or replace.
  * @param options The base model's name for the config.
  * @throws {RangeError} If the model has no adapters.
@@ -172,7 +214,7 @@ export function peftConfig(
  * ```
  */
 export async function exportPeft(
-  model: Gpt2,
+  model: Model,
   outFolder: string,
   options: PeftExportOptions,
 ): Promise<void> {
@@ -180,16 +222,21 @@ export async function exportPeft(
   if (modules.length === 0) {
     throw new RangeError(`Cannot export to PEFT folder "${outFolder}": the model has no adapters`);
   }
-  const config = peftConfig(modules, { ...options, nLayer: model.config.nLayer });
+  const config = peftConfig(modules, {
+    ...options,
+    sites: model.sites,
+    taskType: model.peft.taskType,
+  });
+  const prefix = peftPrefix(model);
   const tensors: TensorToWrite[] = modules.flatMap((m) => [
     {
-      name: `${PEFT_PREFIX}${m.module}.lora_A.weight`,
+      name: `${prefix}${m.module}.lora_A.weight`,
       dtype: "F32",
       shape: [m.r, m.inFeatures],
       data: m.a,
     },
     {
-      name: `${PEFT_PREFIX}${m.module}.lora_B.weight`,
+      name: `${prefix}${m.module}.lora_B.weight`,
       dtype: "F32",
       shape: [m.outFeatures, m.r],
       data: m.b,

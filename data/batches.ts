@@ -32,18 +32,104 @@ import { permutation } from "./random.ts";
 
 export { permutation, Random } from "./random.ts";
 
-/** One micro-batch, as the model and trainer take it. */
-export interface MicroBatch {
+/** A model input of token ids: `B` rows of `T` positions. */
+export interface TokenInput {
+  /** Absent or `tokens`. */
+  kind?: "tokens";
   /** Rows. */
   B: number;
   /** Positions per row. */
   T: number;
   /** Input token ids, `[B, T]` row-major. */
   tokens: Uint32Array;
+}
+
+/** A model input of `B` examples of real values each (an image's pixels, say). */
+export interface LabelledInput {
+  /** Always `labelled`. */
+  kind: "labelled";
+  /** Examples. */
+  B: number;
+  /** The shape of one example, e.g. `[3, 224, 224]`. */
+  inputShape: readonly number[];
+  /** `B` examples, row-major, one after the other. */
+  inputs: Float32Array;
+}
+
+/** One micro-batch of token rows: next-token targets and the mask of those that count. */
+export interface TokenBatch extends TokenInput {
   /** The next token at each position (the end-of-text id where masked). */
   targets: Uint32Array;
   /** 1 where the target counts towards the loss, 0 on prompts, boundaries and padding. */
   mask: Float32Array;
+}
+
+/** One micro-batch of labelled examples: one class label and one mask value an example. */
+export interface LabelledBatch extends LabelledInput {
+  /** `B` class labels. */
+  targets: Uint32Array;
+  /** 1 for a real example, 0 for padding. */
+  mask: Float32Array;
+}
+
+/**
+ * One micro-batch, as the model and trainer take it: one target and one mask value a loss row
+ * (`B * T` rows for tokens, `B` for labelled examples).
+ */
+export type MicroBatch = TokenBatch | LabelledBatch;
+
+/** A labelled example: its values (of the batches' `inputShape`) and class. */
+export interface LabelledExample {
+  /** The values, row-major. */
+  input: Float32Array;
+  /** The class, from 0. */
+  label: number;
+}
+
+/**
+ * The loss rows of a micro-batch: `B * T` for tokens, `B` for labelled examples.
+ *
+ * @param batch A micro-batch.
+ * @returns Its number of loss rows.
+ */
+export function lossRows(batch: MicroBatch): number {
+  return batch.kind === "labelled" ? batch.B : batch.B * batch.T;
+}
+
+/**
+ * Lays labelled examples out as one micro-batch; missing examples (fewer than `B`) are padding.
+ *
+ * @param examples At most `B` examples of `inputShape` values each.
+ * @param options `B` and the shape of one example.
+ * @returns The micro-batch.
+ * @throws {RangeError} If there are more than `B` examples or one has the wrong size or label.
+ */
+export function labelledBatch(
+  examples: readonly LabelledExample[],
+  options: { B: number; inputShape: readonly number[] },
+): LabelledBatch {
+  const { B, inputShape } = options;
+  const size = inputShape.reduce((a, b) => a * b, 1);
+  if (examples.length > B) {
+    throw new RangeError(`Cannot batch ${examples.length} examples with B = ${B}`);
+  }
+  const inputs = new Float32Array(B * size);
+  const targets = new Uint32Array(B);
+  const mask = new Float32Array(B);
+  examples.forEach((e, b) => {
+    if (e.input.length !== size) {
+      throw new RangeError(
+        `Cannot batch an example of ${e.input.length} values as shape [${inputShape}]`,
+      );
+    }
+    if (!Number.isInteger(e.label) || e.label < 0) {
+      throw new RangeError(`Cannot batch label ${e.label}: expected a class index from 0`);
+    }
+    inputs.set(e.input, b * size);
+    targets[b] = e.label;
+    mask[b] = 1;
+  });
+  return { kind: "labelled", B, inputShape: [...inputShape], inputs, targets, mask };
 }
 
 /** Where a training stream stands; restoring it continues the exact same sequence of batches. */
@@ -69,7 +155,7 @@ export interface BatchState {
 export function microBatch(
   rows: readonly Row[],
   options: { B: number; T: number; eosId: number },
-): MicroBatch {
+): TokenBatch {
   const { B, T, eosId } = options;
   if (rows.length > B) throw new RangeError(`Cannot batch ${rows.length} rows with B = ${B}`);
   const tokens = new Uint32Array(B * T).fill(eosId);
@@ -85,14 +171,19 @@ export function microBatch(
   return { B, T, tokens, targets, mask };
 }
 
+/** The micro-batch type of an item type: token rows give token batches. */
+export type BatchOf<I> = I extends LabelledExample ? LabelledBatch : TokenBatch;
+
 /** Options of {@linkcode TrainBatches}. */
 export interface TrainBatchesOptions {
-  /** Rows per micro-batch. */
+  /** Rows (or examples) per micro-batch. */
   B: number;
-  /** Positions per row. */
-  T: number;
-  /** The end-of-text id: padding and masked targets. */
-  eosId: number;
+  /** Token rows: positions per row. */
+  T?: number;
+  /** Token rows: the end-of-text id, for padding and masked targets. */
+  eosId?: number;
+  /** Labelled examples: the shape of one example. */
+  inputShape?: readonly number[];
   /** The shuffle seed (ignored when `state` is given: the state carries its seed). */
   seed: number;
   /** Micro-batches per optimizer step (default 1). */
@@ -116,9 +207,6 @@ export interface TrainBatchesOptions {
  * ```ts
  * import { TrainBatches } from "./batches.ts";
  * import type { Row } from "./examples.ts";
-import { permutation } from "./random.ts";
-
-export { permutation, Random } from "./random.ts";
  * declare const rows: Row[]; // from buildRows in data/examples.ts
  * const batches = new TrainBatches(rows, { B: 4, T: 64, eosId: 299, seed: 1, epochs: 2, gradAccum: 2 });
  * for (let step = batches.nextStep(); step; step = batches.nextStep()) {
@@ -126,15 +214,14 @@ export { permutation, Random } from "./random.ts";
  * }
  * ```
  */
-export class TrainBatches {
+export class TrainBatches<I extends Row | LabelledExample = Row> {
   /** The number of optimizer steps the whole run takes. */
   readonly totalSteps: number;
   /** Micro-batches per epoch. */
   readonly microBatchesPerEpoch: number;
-  readonly #rows: readonly Row[];
+  readonly #rows: readonly I[];
   readonly #B: number;
-  readonly #T: number;
-  readonly #eosId: number;
+  readonly #collate: (items: I[]) => BatchOf<I>;
   readonly #gradAccum: number;
   readonly #dropLast: boolean;
   readonly #shuffle: boolean;
@@ -145,16 +232,19 @@ export class TrainBatches {
   /**
    * Makes a training stream over `rows`.
    *
-   * @param rows The training rows (from data/examples.ts).
+   * @param rows The training rows (from data/examples.ts, with `T` and `eosId`), or labelled
+   * examples (with `inputShape`).
    * @param options Sizes, seed, length of the run, and an optional state to resume.
    * @throws {RangeError} On empty data, sizes that are not positive integers, both or neither of
    * `epochs` and `steps`, or a state that does not fit the data.
    */
-  constructor(rows: readonly Row[], options: TrainBatchesOptions) {
-    const { B, T, eosId } = options;
+  constructor(rows: readonly I[], options: TrainBatchesOptions) {
+    const { B, T, eosId, inputShape } = options;
     const gradAccum = options.gradAccum ?? 1;
-    for (const [name, value] of [["B", B], ["T", T], ["gradAccum", gradAccum]] as const) {
-      if (!Number.isInteger(value) || value < 1) {
+    const sizes: [string, number | undefined][] = [["B", B], ["gradAccum", gradAccum]];
+    if (!inputShape) sizes.push(["T", T]);
+    for (const [name, value] of sizes) {
+      if (!Number.isInteger(value) || value! < 1) {
         throw new RangeError(`Invalid ${name} ${value}: expected a positive integer`);
       }
     }
@@ -176,15 +266,23 @@ export class TrainBatches {
         `Cannot make batches: ${rows.length} rows make no full micro-batch of B = ${B}`,
       );
     }
-    for (const row of rows) {
-      if (row.tokens.length > T) {
-        throw new RangeError(`Cannot batch a row of ${row.tokens.length} tokens with T = ${T}`);
+    if (inputShape) {
+      this.#collate = (items) =>
+        labelledBatch(items as LabelledExample[], { B, inputShape }) as BatchOf<I>;
+    } else {
+      if (!Number.isInteger(eosId) || eosId! < 0) {
+        throw new RangeError(`Invalid eosId ${eosId}: token rows need the end-of-text id`);
       }
+      for (const row of rows as readonly Row[]) {
+        if (row.tokens.length > T!) {
+          throw new RangeError(`Cannot batch a row of ${row.tokens.length} tokens with T = ${T}`);
+        }
+      }
+      this.#collate = (items) =>
+        microBatch(items as Row[], { B, T: T!, eosId: eosId! }) as BatchOf<I>;
     }
     this.#rows = rows;
     this.#B = B;
-    this.#T = T;
-    this.#eosId = eosId;
     this.#gradAccum = gradAccum;
     this.#dropLast = dropLast;
     this.#shuffle = options.shuffle ?? true;
@@ -236,9 +334,9 @@ export class TrainBatches {
    * @returns `gradAccum` micro-batches (fewer only for a last step without drop-last), or `null`
    * when the run is over.
    */
-  nextStep(): MicroBatch[] | null {
+  nextStep(): BatchOf<I>[] | null {
     if (this.#state.step >= this.totalSteps) return null;
-    const out: MicroBatch[] = [];
+    const out: BatchOf<I>[] = [];
     while (out.length < this.#gradAccum && !this.#epochsDone()) out.push(this.#nextMicroBatch());
     if (out.length === 0) return null;
     this.#state.step++;
@@ -249,7 +347,7 @@ export class TrainBatches {
     return this.#epochs !== undefined && this.#state.epoch >= this.#epochs;
   }
 
-  #nextMicroBatch(): MicroBatch {
+  #nextMicroBatch(): BatchOf<I> {
     const n = this.#rows.length;
     const { epoch, position, seed } = this.#state;
     if (this.#order?.epoch !== epoch) {
@@ -259,9 +357,9 @@ export class TrainBatches {
       this.#order = { epoch, order };
     }
     const end = Math.min(position + this.#B, n);
-    const rows: Row[] = [];
+    const rows: I[] = [];
     for (let i = position; i < end; i++) rows.push(this.#rows[this.#order.order[i]]);
-    const batch = microBatch(rows, { B: this.#B, T: this.#T, eosId: this.#eosId });
+    const batch = this.#collate(rows);
     const remaining = n - end;
     if (remaining === 0 || (this.#dropLast && remaining < this.#B)) {
       this.#state.epoch++;
@@ -283,8 +381,24 @@ export class TrainBatches {
 export function* evalBatches(
   rows: readonly Row[],
   options: { B: number; T: number; eosId: number },
-): Generator<MicroBatch> {
+): Generator<TokenBatch> {
   for (let i = 0; i < rows.length; i += options.B) {
     yield microBatch(rows.slice(i, i + options.B), options);
+  }
+}
+
+/**
+ * Validation or test micro-batches of labelled examples: each once, in order, the last padded.
+ *
+ * @param examples The examples.
+ * @param options `B` and the shape of one example, as for {@linkcode labelledBatch}.
+ * @returns Micro-batches, `ceil(examples / B)` of them.
+ */
+export function* evalLabelledBatches(
+  examples: readonly LabelledExample[],
+  options: { B: number; inputShape: readonly number[] },
+): Generator<LabelledBatch> {
+  for (let i = 0; i < examples.length; i += options.B) {
+    yield labelledBatch(examples.slice(i, i + options.B), options);
   }
 }

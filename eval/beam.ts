@@ -25,7 +25,7 @@
  */
 
 import { Tensor } from "../kernels/tensor.ts";
-import type { Gpt2, KvCache } from "../models/gpt2.ts";
+import type { DecodingCache, Model } from "../models/model.ts";
 import { bannedTokens } from "../models/sampling.ts";
 
 export { bannedTokens };
@@ -56,7 +56,7 @@ export interface BeamHypothesis {
 interface LiveBeam {
   tokens: number[];
   logProb: number;
-  cache: KvCache;
+  cache: DecodingCache;
 }
 
 interface Candidate {
@@ -79,10 +79,10 @@ interface Candidate {
  * @example E2E decoding settings
  * ```ts
  * import { Gpu } from "../kernels/gpu.ts";
- * import { Gpt2 } from "../models/gpt2.ts";
+ * import { loadModel } from "../models/registry.ts";
  * import { beamSearch } from "./beam.ts";
  * using gpu = await Gpu.acquire();
- * using model = await Gpt2.load(gpu, "fixtures/tiny-gpt2");
+ * using model = await loadModel(gpu, "fixtures/tiny-gpt2");
  * const ids = await beamSearch(model, [5, 6, 7], {
  *   beams: 10,
  *   lengthPenalty: 0.8,
@@ -93,7 +93,7 @@ interface Candidate {
  * ```
  */
 export async function beamSearch(
-  model: Gpt2,
+  model: Model,
   prompt: ArrayLike<number>,
   options: BeamSearchOptions = {},
 ): Promise<number[]> {
@@ -113,11 +113,11 @@ export async function beamSearch(
  * @returns The best hypothesis, or null.
  */
 export async function beamSearchHypothesis(
-  model: Gpt2,
+  model: Model,
   prompt: ArrayLike<number>,
   options: BeamSearchOptions = {},
 ): Promise<BeamHypothesis | null> {
-  const { gpu, config } = model;
+  const { gpu, maxPositions } = model;
   const width = options.beams ?? 4;
   const lp = options.lengthPenalty ?? 1;
   const ngram = options.noRepeatNgram ?? 0;
@@ -127,26 +127,19 @@ export async function beamSearchHypothesis(
   check(Number.isInteger(ngram) && ngram >= 0, `noRepeatNgram must be >= 0, got ${ngram}`);
   check(Number.isInteger(maxNew) && maxNew >= 0, `maxNewTokens must be >= 0, got ${maxNew}`);
   if (prompt.length === 0) throw new RangeError("Cannot generate from an empty prompt");
-  if (prompt.length > config.nPositions) {
+  if (prompt.length > maxPositions) {
     throw new RangeError(
-      `Prompt of ${prompt.length} tokens is longer than the model's ${config.nPositions} positions`,
+      `Prompt of ${prompt.length} tokens is longer than the model's ${maxPositions} positions`,
     );
   }
   // Step s reads the logits after prompt + s tokens; the last new token is never fed.
-  const steps = Math.min(maxNew, config.nPositions - prompt.length + 1);
+  const steps = Math.min(maxNew, maxPositions - prompt.length + 1);
   if (steps === 0) return null;
-  const V = config.vocabSize;
-  const C = config.nEmbd;
+  const V = model.outputs;
   const tMax = prompt.length + steps - 1;
-  const caches: KvCache[] = [];
-  const newCache = (): KvCache => {
-    const cache = {
-      layers: Array.from(
-        { length: config.nLayer },
-        () => Tensor.empty(gpu, [tMax, 3 * C], { label: "beam kv cache" }),
-      ),
-      past: 0,
-    };
+  const caches: DecodingCache[] = [];
+  const newCache = (): DecodingCache => {
+    const cache = model.newCache(tMax);
     caches.push(cache);
     return cache;
   };
@@ -177,14 +170,14 @@ export async function beamSearchHypothesis(
         break;
       }
       if (next.length === 0) break;
-      live = assignCaches(model, live, next, newCache);
+      live = assignCaches(live, next, newCache);
       live.forEach((beam, b) => {
         forwardInto(model, rows, b, Uint32Array.of(beam.tokens.at(-1)!), beam.cache);
       });
     }
   } finally {
     rows[Symbol.dispose]();
-    for (const cache of caches) for (const t of cache.layers) t[Symbol.dispose]();
+    for (const cache of caches) cache[Symbol.dispose]();
   }
   return best;
 }
@@ -195,17 +188,17 @@ function check(ok: boolean, message: string): void {
 
 // Records a cached forward of `tokens` and copies its last logits row into row `row` of `rows`.
 function forwardInto(
-  model: Gpt2,
+  model: Model,
   rows: Tensor,
   row: number,
   tokens: Uint32Array,
-  cache: KvCache,
+  cache: DecodingCache,
 ): void {
-  const V = model.config.vocabSize;
+  const V = model.outputs;
   const acts = model.forward({ B: 1, T: tokens.length, tokens }, cache);
   model.gpu.copy(acts.logits.buffer, rows.buffer, {
     size: V * 4,
-    sourceOffset: (tokens.length - 1) * acts.vocabStride * 4,
+    sourceOffset: (tokens.length - 1) * acts.logitsStride * 4,
     targetOffset: row * V * 4,
   });
 }
@@ -214,10 +207,9 @@ function forwardInto(
 // cache of a beam without children or a new one. All copies are recorded before any forward of
 // the step, so a parent's rows are copied before its heir extends them.
 function assignCaches(
-  model: Gpt2,
   live: LiveBeam[],
   next: { parent: LiveBeam; tokens: number[]; logProb: number }[],
-  newCache: () => KvCache,
+  newCache: () => DecodingCache,
 ): LiveBeam[] {
   const heirs = new Map<LiveBeam, number>();
   next.forEach((n, i) => {
@@ -228,11 +220,7 @@ function assignCaches(
     const { tokens, logProb, parent } = n;
     if (heirs.get(parent) === i) return { tokens, logProb, cache: parent.cache };
     const cache = spare.pop() ?? newCache();
-    const size = parent.cache.past * 3 * model.config.nEmbd * 4;
-    parent.cache.layers.forEach((src, l) => {
-      model.gpu.copy(src.buffer, cache.layers[l].buffer, { size });
-    });
-    cache.past = parent.cache.past;
+    cache.copyFrom(parent.cache);
     return { tokens, logProb, cache };
   });
 }

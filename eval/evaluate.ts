@@ -7,9 +7,9 @@
  * @module
  */
 
-import type { MicroBatch } from "../data/batches.ts";
+import { lossRows, type MicroBatch } from "../data/batches.ts";
 import { generateText } from "../models/generate.ts";
-import type { Gpt2 } from "../models/gpt2.ts";
+import type { Model } from "../models/model.ts";
 import type { Tokenizer } from "../models/tokenizer.ts";
 import { beamSearch } from "./beam.ts";
 import { type GenerationScores, scoreGenerations, type ScoreOptions } from "./metrics.ts";
@@ -36,28 +36,24 @@ export interface LossResult {
  * token is counted.
  */
 export async function evaluateLoss(
-  model: Gpt2,
+  model: Model,
   batches: Iterable<MicroBatch> | AsyncIterable<MicroBatch>,
 ): Promise<LossResult> {
-  const V = model.config.vocabSize;
+  const V = model.outputs;
   let sum = 0;
   let tokens = 0;
   let index = 0;
   for await (const batch of batches) {
-    const n = batch.B * batch.T;
-    if (batch.targets.length !== n || batch.mask.length !== n) {
-      throw new RangeError(
-        `Batch ${index} has ${batch.targets.length} targets and ${batch.mask.length} mask ` +
-          `values, expected B*T = ${n}`,
-      );
-    }
+    const n = lossRows(batch);
+    checkRows(batch, index);
     // A masked target may be any id; the loss kernel gives NaN for one out of range.
     const targets = new Uint32Array(n);
     for (let i = 0; i < n; i++) {
       if (batch.mask[i] === 0) continue;
       if (batch.targets[i] >= V) {
         throw new RangeError(
-          `Batch ${index} target ${batch.targets[i]} at ${i} is not below vocab ${V}`,
+          `Batch ${index} target ${batch.targets[i]} at ${i} is not below ${V}, the model's ` +
+            `number of outputs`,
         );
       }
       targets[i] = batch.targets[i];
@@ -127,11 +123,11 @@ export interface GenerationEvaluation extends GenerationScores {
  * @example E2E-style decoding
  * ```ts
  * import { Gpu } from "../kernels/gpu.ts";
- * import { Gpt2 } from "../models/gpt2.ts";
+ * import { loadModel } from "../models/registry.ts";
  * import { Tokenizer } from "../models/tokenizer.ts";
  * import { evaluateGenerations } from "./evaluate.ts";
  * using gpu = await Gpu.acquire();
- * using model = await Gpt2.load(gpu, "fixtures/tiny-gpt2");
+ * using model = await loadModel(gpu, "fixtures/tiny-gpt2");
  * const tokenizer = await Tokenizer.load("fixtures/tiny-gpt2");
  * const result = await evaluateGenerations(model, tokenizer, [
  *   { prompt: "name : The Eagle | type : pub ||", refs: ["The Eagle is a pub."] },
@@ -140,7 +136,7 @@ export interface GenerationEvaluation extends GenerationScores {
  * ```
  */
 export async function evaluateGenerations(
-  model: Gpt2,
+  model: Model,
   tokenizer: Tokenizer,
   examples: readonly GenerationExample[],
   options: EvaluateGenerationsOptions = {},
@@ -214,12 +210,12 @@ export interface AccuracyResult {
  * `labelIds`, or a prompt is empty or too long.
  */
 export async function accuracy(
-  model: Gpt2,
+  model: Model,
   examples: readonly ClassificationExample[],
   options: { labelIds: readonly number[] },
 ): Promise<AccuracyResult> {
   const { labelIds } = options;
-  const V = model.config.vocabSize;
+  const V = model.outputs;
   if (labelIds.length === 0) throw new RangeError("Cannot classify without label ids");
   for (const id of labelIds) {
     if (!Number.isInteger(id) || id < 0 || id >= V) {
@@ -239,7 +235,7 @@ export async function accuracy(
     const acts = model.forward({ B: 1, T, tokens: Uint32Array.from(prompt) });
     const row = new Float32Array(
       await model.gpu.read(acts.logits.buffer, {
-        byteOffset: (T - 1) * acts.vocabStride * 4,
+        byteOffset: (T - 1) * acts.logitsStride * 4,
         byteLength: V * 4,
       }),
     );
@@ -250,4 +246,72 @@ export async function accuracy(
   }
   const n = examples.length;
   return { accuracy: n === 0 ? 0 : (100 * correct) / n, correct, n, predictions };
+}
+
+// Targets and mask must have one value a loss row.
+function checkRows(batch: MicroBatch, index: number): void {
+  const n = lossRows(batch);
+  if (batch.targets.length !== n || batch.mask.length !== n) {
+    const rows = batch.kind === "labelled" ? "B" : "B*T";
+    throw new RangeError(
+      `Batch ${index} has ${batch.targets.length} targets and ${batch.mask.length} mask ` +
+        `values, expected ${rows} = ${n}`,
+    );
+  }
+}
+
+/** What {@link evaluateAccuracy} measured. */
+export interface BatchAccuracy {
+  /** Percent of counted rows whose largest logit is the target. */
+  accuracy: number;
+  /** Counted rows predicted right (mask-weighted). */
+  correct: number;
+  /** Counted rows (sum of the mask). */
+  n: number;
+}
+
+/**
+ * Classification accuracy over micro-batches: for each loss row with a non-zero mask (an example
+ * of a labelled batch), whether the largest logit is the target; ties go to the lower class.
+ *
+ * @param model A model whose task is `classification`.
+ * @param batches Labelled micro-batches.
+ * @returns Accuracy in percent, weighted by the mask.
+ * @throws {TypeError} If the model does not classify.
+ * @throws {RangeError} On targets or mask of the wrong length, or no counted row.
+ */
+export async function evaluateAccuracy(
+  model: Model,
+  batches: Iterable<MicroBatch> | AsyncIterable<MicroBatch>,
+): Promise<BatchAccuracy> {
+  if (model.task !== "classification") {
+    throw new TypeError(
+      `Cannot measure classification accuracy on a ${model.modelType} model: its head predicts ` +
+        `tokens`,
+    );
+  }
+  const V = model.outputs;
+  let correct = 0;
+  let n = 0;
+  let index = 0;
+  for await (const batch of batches) {
+    checkRows(batch, index);
+    const rows = lossRows(batch);
+    const acts = model.forward(batch);
+    const stride = acts.logitsStride;
+    const logits = new Float32Array(
+      await model.gpu.read(acts.logits.buffer, { byteLength: rows * stride * 4 }),
+    );
+    for (let i = 0; i < rows; i++) {
+      const m = batch.mask[i];
+      if (m === 0) continue;
+      let best = 0;
+      for (let c = 1; c < V; c++) if (logits[i * stride + c] > logits[i * stride + best]) best = c;
+      if (best === batch.targets[i]) correct += m;
+      n += m;
+    }
+    index++;
+  }
+  if (!(n > 0)) throw new RangeError("Cannot measure accuracy: the batches hold no example");
+  return { accuracy: (100 * correct) / n, correct, n };
 }

@@ -5,8 +5,7 @@
  * @module
  */
 
-import { Tensor } from "../kernels/tensor.ts";
-import type { Gpt2, KvCache } from "./gpt2.ts";
+import type { Model } from "./model.ts";
 import { bannedTokens, Sampler, type SamplingOptions } from "./sampling.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
@@ -27,37 +26,31 @@ export interface GenerateOptions extends SamplingOptions {
  * 0), so the result equals taking the argmax of a full forward at every step.
  */
 export async function generateTokens(
-  model: Gpt2,
+  model: Model,
   prompt: ArrayLike<number>,
   options: GenerateOptions = {},
 ): Promise<number[]> {
-  const { gpu, config } = model;
+  const { gpu, maxPositions } = model;
   const maxNew = options.maxNewTokens ?? 32;
   if (prompt.length === 0) throw new RangeError("Cannot generate from an empty prompt");
-  const tMax = Math.min(config.nPositions, prompt.length + maxNew);
-  if (prompt.length > config.nPositions) {
+  const tMax = Math.min(maxPositions, prompt.length + maxNew);
+  if (prompt.length > maxPositions) {
     throw new RangeError(
-      `Prompt of ${prompt.length} tokens is longer than the model's ${config.nPositions} positions`,
+      `Prompt of ${prompt.length} tokens is longer than the model's ${maxPositions} positions`,
     );
   }
   const sampler = new Sampler(options);
   const stops = new Set(options.stopTokens ?? []);
-  const cache: KvCache = {
-    layers: Array.from(
-      { length: config.nLayer },
-      () => Tensor.empty(gpu, [tMax, 3 * config.nEmbd], { label: "kv cache" }),
-    ),
-    past: 0,
-  };
-  const V = config.vocabSize;
+  using cache = model.newCache(tMax);
+  const V = model.outputs;
   const out: number[] = [];
-  try {
+  {
     let next = Uint32Array.from(prompt);
     while (out.length < maxNew && cache.past + next.length <= tMax) {
       const T = next.length;
       const acts = model.forward({ B: 1, T, tokens: next }, cache);
       const bytes = await gpu.read(acts.logits.buffer, {
-        byteOffset: (T - 1) * acts.vocabStride * 4,
+        byteOffset: (T - 1) * acts.logitsStride * 4,
         byteLength: V * 4,
       });
       const logits = new Float32Array(bytes);
@@ -70,8 +63,6 @@ export async function generateTokens(
       if (options.onToken?.(id) === false) break;
       next = Uint32Array.of(id);
     }
-  } finally {
-    for (const t of cache.layers) t[Symbol.dispose]();
   }
   return out;
 }
@@ -89,7 +80,7 @@ export interface GenerateTextOptions extends Omit<GenerateOptions, "onToken"> {
  * string, or `maxNewTokens`.
  */
 export async function generateText(
-  model: Gpt2,
+  model: Model,
   tokenizer: Tokenizer,
   prompt: string,
   options: GenerateTextOptions = {},

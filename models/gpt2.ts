@@ -6,59 +6,83 @@
  * @module
  */
 
-import type { LinearAdapter } from "./model.ts";
 import type { Gpu } from "../kernels/gpu.ts";
+import type { Matmul } from "../kernels/matmul.ts";
 import { Tensor } from "../kernels/tensor.ts";
 import { Gpt2Activations } from "./gpt2_activations.ts";
-import type { Gpt2Config } from "./gpt2_config.ts";
+import { configHash, type Gpt2Config, gpt2Sites } from "./gpt2_config.ts";
 import { Gpt2Ops } from "./gpt2_ops.ts";
-import { loadGpt2Weights } from "./gpt2_weights.ts";
-
-/** The four linear layers of a block, by their Hugging Face names. */
-export const GPT2_LINEARS = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"] as const;
+import { saveGpt2Folder } from "./gpt2_save.ts";
+import { gpt2WeightNames, loadGpt2Weights } from "./gpt2_weights.ts";
+import type {
+  AttachedAdapter,
+  DecodingCache,
+  LabelledInput,
+  LinearAdapter,
+  LinearSite,
+  LinearWeight,
+  LossTargets,
+  Model,
+  ModelOptions,
+  ModelSummary,
+  PeftNaming,
+  TokenInput,
+} from "./model.ts";
 
 const ARENAS_KEPT = 4;
 
-/** An adapter on a linear module, writing into a slice of its output columns. */
-export interface AttachedAdapter {
-  /** The adapter. */
-  adapter: LinearAdapter;
-  /** First output column of the linear the adapter adds to. */
-  colOffset: number;
-}
+/**
+ * GPT-2's decoding cache: each layer's `qkv` rows (`[capacity, 3C]`) for positions
+ * `0 .. past-1`.
+ */
+export class Gpt2Cache implements DecodingCache {
+  #past = 0;
 
-/** Options of {@link Gpt2.load} and {@link Gpt2.fromWeights}. */
-export interface Gpt2Options {
-  /** Give every weight a gradient buffer (full fine-tuning). Default false: weights are frozen. */
-  trainAll?: boolean;
-}
+  /**
+   * @param layers One `[capacity, 3C]` tensor a layer.
+   */
+  constructor(readonly layers: Tensor[]) {}
 
-/** One batch of token ids, and for training what they should predict. */
-export interface Gpt2Batch {
-  /** Rows (sequences). */
-  B: number;
-  /** Positions per row. */
-  T: number;
-  /** `B * T` token ids. */
-  tokens: Uint32Array;
-}
-
-/** Targets of a loss over a batch. */
-export interface Gpt2Targets {
-  /** `B * T` next-token ids. */
-  targets: Uint32Array;
-  /** `B * T` per-token weights in the total loss; default `1 / (B * T)` each (a mean). */
-  weights?: Float32Array;
-  /** Label smoothing in [0, 1). */
-  labelSmoothing?: number;
-}
-
-/** A key-value cache for generation: each layer's `qkv` rows for positions `0 .. past-1`. */
-export interface KvCache {
-  /** One `[tMax, 3C]` tensor per layer. */
-  layers: Tensor[];
   /** Positions already in the cache. */
-  past: number;
+  get past(): number {
+    return this.#past;
+  }
+
+  /** Positions the cache can hold. */
+  get capacity(): number {
+    return this.layers[0]?.shape[0] ?? 0;
+  }
+
+  /**
+   * Counts `n` more positions as cached (the forward wrote them).
+   *
+   * @internal
+   */
+  advance(n: number): void {
+    this.#past += n;
+  }
+
+  /** Records copying another GPT-2 cache's first `past` positions into this one. */
+  copyFrom(source: DecodingCache): void {
+    if (!(source instanceof Gpt2Cache) || source.layers.length !== this.layers.length) {
+      throw new TypeError("Cannot copy a decoding cache of another model");
+    }
+    if (source.past > this.capacity) {
+      throw new RangeError(`Cannot copy ${source.past} positions into a cache of ${this.capacity}`);
+    }
+    const rowBytes = this.layers[0].shape[1] * 4;
+    source.layers.forEach((src, l) => {
+      if (source.past > 0) {
+        src.gpu.copy(src.buffer, this.layers[l].buffer, { size: source.past * rowBytes });
+      }
+    });
+    this.#past = source.past;
+  }
+
+  /** Frees the layers' tensors. */
+  [Symbol.dispose](): void {
+    for (const t of this.layers) t[Symbol.dispose]();
+  }
 }
 
 /**
@@ -74,7 +98,17 @@ export interface KvCache {
  * console.log((await acts.logits.read()).length); // 3 * 300
  * ```
  */
-export class Gpt2 implements Disposable {
+export class Gpt2 implements Model {
+  /** `gpt2`. */
+  readonly modelType = "gpt2";
+  /** Next-token logits. */
+  readonly task = "causal-lm";
+  /** PEFT names GPT-2's modules `base_model.model.transformer.<module>`. */
+  readonly peft: PeftNaming = { modulePrefix: "transformer.", taskType: "CAUSAL_LM" };
+  /** Hash of the architecture, for adapter files. */
+  readonly configHash: string;
+  /** Every adaptable site, in model order. */
+  readonly sites: readonly LinearSite[];
   /** Weights by Hugging Face name (no `transformer.` prefix). */
   readonly params: Map<string, Tensor>;
   /** Gradients by the same names, present only when training all weights. */
@@ -94,9 +128,11 @@ export class Gpt2 implements Disposable {
      */
     readonly ops: Gpt2Ops,
     params: Map<string, Tensor>,
-    options: Gpt2Options,
+    options: ModelOptions,
   ) {
     this.params = params;
+    this.configHash = configHash(config);
+    this.sites = gpt2Sites(config);
     this.grads = options.trainAll
       ? new Map([...params].map(([name, t]) => {
         const g = Tensor.empty(gpu, t.shape, { persistent: true, label: `grad ${name}` });
@@ -107,7 +143,7 @@ export class Gpt2 implements Disposable {
   }
 
   /** Loads a Hugging Face GPT-2 folder (config.json, model.safetensors or shards). */
-  static async load(gpu: Gpu, folder: string, options: Gpt2Options = {}): Promise<Gpt2> {
+  static async load(gpu: Gpu, folder: string, options: ModelOptions = {}): Promise<Gpt2> {
     return Gpt2.fromWeights(gpu, await loadGpt2Weights(folder), options);
   }
 
@@ -115,7 +151,7 @@ export class Gpt2 implements Disposable {
   static async fromWeights(
     gpu: Gpu,
     weights: { config: Gpt2Config; tensors: Map<string, { shape: number[]; data: Float32Array }> },
-    options: Gpt2Options = {},
+    options: ModelOptions = {},
   ): Promise<Gpt2> {
     const ops = await Gpt2Ops.load(gpu);
     const params = new Map<string, Tensor>();
@@ -130,16 +166,68 @@ export class Gpt2 implements Disposable {
     return this.params.get(`h.${layer}.${name}`)!;
   }
 
-  /** Input and output features of a linear module, or undefined when there is none. */
-  linearShape(module: string): { inFeatures: number; outFeatures: number } | undefined {
-    const w = this.params.get(`${module}.weight`);
-    const [, layer, ...rest] = module.split(".");
-    if (
-      !w || !(Number(layer) >= 0) || !(GPT2_LINEARS as readonly string[]).includes(rest.join("."))
-    ) {
+  /** The device's matrix multiply. */
+  get matmul(): Matmul {
+    return this.ops.matmul;
+  }
+
+  /** Vocabulary size. */
+  get outputs(): number {
+    return this.config.vocabSize;
+  }
+
+  /** Positions of the position embedding. */
+  get maxPositions(): number {
+    return this.config.nPositions;
+  }
+
+  /** `eos_token_id` of the config. */
+  get eosTokenId(): number | undefined {
+    return this.config.eosTokenId;
+  }
+
+  /** Sizes for a person. */
+  summary(): ModelSummary {
+    const c = this.config;
+    return {
+      modelType: this.modelType,
+      layers: c.nLayer,
+      width: c.nEmbd,
+      heads: c.nHead,
+      positions: c.nPositions,
+      outputs: c.vocabSize,
+      parameters: [...this.params.values()].reduce((s, t) => s + t.size, 0),
+    };
+  }
+
+  /** A linear layer's weight (`conv1d`, `[in, out]`), or undefined when there is none. */
+  linearWeight(linear: string): LinearWeight | undefined {
+    const weight = this.params.get(`${linear}.weight`);
+    if (!weight || !this.sites.some((s) => s.name === linear && s.linear === linear)) {
       return undefined;
     }
-    return { inFeatures: w.shape[0], outFeatures: w.shape[1] };
+    return { weight, layout: "conv1d", inFeatures: weight.shape[0], outFeatures: weight.shape[1] };
+  }
+
+  /** Checkpoint names to weight names (see {@link gpt2WeightNames}). */
+  weightNames(checkpointNames: readonly string[]): Map<string, string | null> {
+    return gpt2WeightNames(checkpointNames);
+  }
+
+  /** A decoding cache of `capacity` positions. */
+  newCache(capacity: number): Gpt2Cache {
+    const { nLayer, nEmbd } = this.config;
+    return new Gpt2Cache(
+      Array.from(
+        { length: nLayer },
+        () => Tensor.empty(this.gpu, [capacity, 3 * nEmbd], { label: "kv cache" }),
+      ),
+    );
+  }
+
+  /** Writes the weights as a Hugging Face GPT-2 folder (f32). */
+  save(outFolder: string, options: { tokenizerFrom?: string } = {}): Promise<void> {
+    return saveGpt2Folder(this, outFolder, options);
   }
 
   /**
@@ -148,7 +236,7 @@ export class Gpt2 implements Disposable {
    * of `c_attn`).
    */
   attach(module: string, adapter: LinearAdapter, options: { colOffset?: number } = {}): void {
-    const shape = this.linearShape(module);
+    const shape = this.linearWeight(module);
     if (!shape) throw new RangeError(`Cannot attach adapter to "${module}": module not found`);
     const colOffset = options.colOffset ?? 0;
     if (
@@ -201,11 +289,17 @@ export class Gpt2 implements Disposable {
   }
 
   /**
-   * Records the forward up to the logits (`acts.logits`, `[B*T, acts.vocabStride]`, V valid
+   * Records the forward up to the logits (`acts.logits`, `[B*T, acts.logitsStride]`, V valid
    * columns a row). With a cache, the batch is
    * the next `T` positions of one sequence (`B = 1`) and its keys and values join the cache.
    */
-  forward(batch: Gpt2Batch, cache?: KvCache): Gpt2Activations {
+  forward(batch: TokenInput | LabelledInput, cache?: DecodingCache): Gpt2Activations {
+    if (batch.kind === "labelled") {
+      throw new TypeError("GPT-2 takes token batches, not labelled inputs");
+    }
+    if (cache && !(cache instanceof Gpt2Cache)) {
+      throw new TypeError("Cannot run GPT-2 with another model's decoding cache");
+    }
     const { B, T, tokens } = batch;
     const { nLayer: L, nEmbd: C, nHead: NH, nInner, vocabSize: V, layerNormEpsilon: eps } =
       this.config;
@@ -219,6 +313,9 @@ export class Gpt2 implements Disposable {
       );
     }
     if (cache && B !== 1) throw new RangeError(`Generation with a cache takes B = 1, got ${B}`);
+    if (cache && past + T > cache.capacity) {
+      throw new RangeError(`Cache of ${cache.capacity} positions cannot take ${past + T}`);
+    }
     const bad = tokens.findIndex((t) => t >= V);
     if (bad >= 0) throw new RangeError(`Token ${tokens[bad]} at ${bad} is not below vocab ${V}`);
     const { ops, gpu } = this;
@@ -292,9 +389,9 @@ export class Gpt2 implements Disposable {
     // The LM head is tied to the token embedding: logits = lnf · wteᵀ.
     ops.matmul.raw(
       { out: acts.logits.buffer, a: acts.lnf.buffer, b: this.params.get("wte.weight")!.buffer },
-      { m: rows, n: V, k: C, transB: true, ldc: acts.vocabStride },
+      { m: rows, n: V, k: C, transB: true, ldc: acts.logitsStride },
     );
-    if (cache) cache.past += T;
+    if (cache) cache.advance(T);
     this.#last = cache ? null : { acts, tokens };
     return acts;
   }
@@ -303,7 +400,7 @@ export class Gpt2 implements Disposable {
    * Records the per-token losses of the last forward into `acts.losses`; with `backward`, also
    * replaces the logits by the gradient of the weighted total loss (needed by {@link backward}).
    */
-  loss(targets: Gpt2Targets, options: { backward?: boolean } = {}): Tensor {
+  loss(targets: LossTargets, options: { backward?: boolean } = {}): Tensor {
     const last = this.#requireLast("loss");
     const { acts } = last;
     const n = acts.shape.B * acts.shape.T;
@@ -345,7 +442,7 @@ export class Gpt2 implements Disposable {
     const g = acts.grads();
     const wte = this.params.get("wte.weight")!;
     const dlogits = acts.logits; // holds d loss / d logits since loss({ backward: true })
-    const lda = acts.vocabStride;
+    const lda = acts.logitsStride;
     ops.matmul.raw({ out: g.dln.buffer, a: dlogits.buffer, b: wte.buffer }, {
       m: rows,
       n: C,

@@ -58,13 +58,13 @@ export class Gpt2Activations implements Disposable {
   /** The final layer norm's reciprocal standard deviation per position: (B*T). */
   readonly lnfRstd: Tensor;
   /**
-   * (B*T, vocabStride) logits, overwritten in place by the loss gradient. Rows are padded to a
+   * (B*T, logitsStride) logits, overwritten in place by the loss gradient. Rows are padded to a
    * multiple of 4 elements so the matmuls that read them can use vector loads; the padding
    * columns are zero and never read as vocabulary.
    */
   readonly logits: Tensor;
   /** Elements from one row of {@link logits} to the next: the vocabulary rounded up to 4. */
-  readonly vocabStride: number;
+  readonly logitsStride: number;
   /** Unweighted per-token cross-entropy, in nats: (B*T). */
   readonly losses: Tensor;
   /** The input token ids: (B,T). */
@@ -114,8 +114,8 @@ export class Gpt2Activations implements Disposable {
     this.lnf = f([B, T, C]);
     this.lnfMean = f([BT]);
     this.lnfRstd = f([BT]);
-    this.vocabStride = Math.ceil(V / 4) * 4;
-    this.logits = f([BT, this.vocabStride]);
+    this.logitsStride = Math.ceil(V / 4) * 4;
+    this.logits = f([BT, this.logitsStride]);
     gpu.clear(this.logits.buffer);
     this.losses = f([BT]);
     this.tokens = this.#track(Tensor.empty(gpu, [B, T], { dtype: "u32", persistent: true }));

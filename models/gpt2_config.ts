@@ -10,6 +10,7 @@
  */
 
 import { fnv1a64 } from "../kernels/basis_spec.ts";
+import { type LinearSite, ModelConfigError } from "./model.ts";
 
 /** The GELU variants GPT-2 checkpoints name; all three are the same tanh approximation. */
 export const GPT2_ACTIVATIONS = ["gelu_new", "gelu_pytorch_tanh", "gelu_fast"] as const;
@@ -42,21 +43,14 @@ export interface Gpt2Config {
 }
 
 /** A `config.json` that cannot describe a GPT-2 this project can run. */
-export class Gpt2ConfigError extends Error {
-  /** The config file, as the caller named it. */
-  readonly file: string;
-  /** The offending key, when there is one. */
-  readonly key?: string;
-
+export class Gpt2ConfigError extends ModelConfigError {
   /**
    * @param message The whole message, already naming the file and key.
    * @param options Where the error happened.
    */
   constructor(message: string, options: { file: string; key?: string; cause?: unknown }) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    super(message, options);
     this.name = "Gpt2ConfigError";
-    this.file = options.file;
-    if (options.key !== undefined) this.key = options.key;
   }
 }
 
@@ -284,3 +278,31 @@ export const GPT2_SMALL: Gpt2Config = {
   layerNormEpsilon: 1e-5,
   activationFunction: "gelu_new",
 };
+
+/** The four linear layers of a block, by their Hugging Face names. */
+export const GPT2_LINEARS = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"] as const;
+
+/**
+ * Every site a GPT-2 of this shape offers adapters, in model order: block by block, each linear
+ * (`h.{i}.attn.c_attn`, `h.{i}.attn.c_proj`, `h.{i}.mlp.c_fc`, `h.{i}.mlp.c_proj`), with the q, k
+ * and v parts of `c_attn` (`h.{i}.attn.c_attn.q|k|v`, each `C -> C` at features `0`, `C`, `2C`)
+ * after the whole `c_attn`.
+ *
+ * @param config The architecture.
+ * @returns The sites.
+ */
+export function gpt2Sites(config: Gpt2Config): LinearSite[] {
+  const { nLayer, nEmbd: C, nInner } = config;
+  const sites: LinearSite[] = [];
+  const site = (name: string, linear: string, colOffset: number, inF: number, outF: number) =>
+    sites.push({ name, linear, colOffset, inFeatures: inF, outFeatures: outF });
+  for (let i = 0; i < nLayer; i++) {
+    const attn = `h.${i}.attn.c_attn`;
+    site(attn, attn, 0, C, 3 * C);
+    ["q", "k", "v"].forEach((part, j) => site(`${attn}.${part}`, attn, j * C, C, C));
+    site(`h.${i}.attn.c_proj`, `h.${i}.attn.c_proj`, 0, C, C);
+    site(`h.${i}.mlp.c_fc`, `h.${i}.mlp.c_fc`, 0, C, nInner);
+    site(`h.${i}.mlp.c_proj`, `h.${i}.mlp.c_proj`, 0, nInner, C);
+  }
+  return sites;
+}

@@ -7,7 +7,7 @@
 
 import { writeFolderAtomic } from "../formats/folder.ts";
 import { type TensorToWrite, writeSafetensors } from "../formats/safetensors.ts";
-import type { Gpt2 } from "./gpt2.ts";
+import type { Tensor } from "../kernels/tensor.ts";
 import type { Gpt2Config } from "./gpt2_config.ts";
 
 const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"];
@@ -42,7 +42,7 @@ export function hfConfigJson(config: Gpt2Config, extra: Record<string, unknown> 
  * into place); tokenizer files are copied from `tokenizerFrom` when present there.
  */
 export async function saveGpt2Folder(
-  model: Gpt2,
+  model: { config: Gpt2Config; params: Map<string, Tensor> },
   outFolder: string,
   options: { tokenizerFrom?: string; metadata?: Record<string, string> } = {},
 ): Promise<void> {

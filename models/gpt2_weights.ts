@@ -17,6 +17,7 @@
 import { Checkpoint } from "../formats/safetensors.ts";
 import { readGpt2Config } from "./gpt2_config.ts";
 import type { Gpt2Config } from "./gpt2_config.ts";
+import { ModelWeightsError } from "./model.ts";
 
 /** One weight on the host, row-major f32. */
 export interface HostTensor {
@@ -35,21 +36,14 @@ export interface Gpt2Weights {
 }
 
 /** A checkpoint whose tensors do not match its config. */
-export class Gpt2WeightsError extends Error {
-  /** The file the error is about: a shard, `model.safetensors`, or the index. */
-  readonly file: string;
-  /** The tensor the error is about, as the checkpoint names it. */
-  readonly tensor?: string;
-
+export class Gpt2WeightsError extends ModelWeightsError {
   /**
    * @param message The whole message, already naming the file and tensor.
    * @param options Where the error happened.
    */
   constructor(message: string, options: { file: string; tensor?: string }) {
-    super(message);
+    super(message, options);
     this.name = "Gpt2WeightsError";
-    this.file = options.file;
-    if (options.tensor !== undefined) this.tensor = options.tensor;
   }
 }
 
@@ -225,4 +219,21 @@ async function describeCheckpoint(folder: string): Promise<string> {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
   return `${base}/model.safetensors`;
+}
+
+/**
+ * Maps a GPT-2 checkpoint's tensor names to weight names: the `transformer.` prefix dropped when
+ * the checkpoint uses it, `lm_head.weight` to `wte.weight` (the tied head), the attention mask
+ * buffers to `null`.
+ *
+ * @param names The checkpoint's tensor names.
+ * @returns Each name's weight name, or null for a buffer.
+ */
+export function gpt2WeightNames(names: readonly string[]): Map<string, string | null> {
+  const prefix = names.some((n) => n.startsWith(TRANSFORMER_PREFIX)) ? TRANSFORMER_PREFIX : "";
+  return new Map(names.map((name) => {
+    if (name === LM_HEAD) return [name, "wte.weight"];
+    const canonical = name.startsWith(prefix) ? name.slice(prefix.length) : name;
+    return [name, BUFFER.test(canonical) ? null : canonical];
+  }));
 }

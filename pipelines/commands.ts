@@ -4,12 +4,13 @@
  * @module
  */
 
+import { basename } from "node:path";
 import { loadAdapter } from "../adapters/adapter_file.ts";
 import { mergeAdapters, writeMergedFolder } from "../adapters/merge.ts";
 import { exportPeft } from "../adapters/peft.ts";
 import { Gpu } from "../kernels/gpu.ts";
 import { generateText } from "../models/generate.ts";
-import { Gpt2 } from "../models/gpt2.ts";
+import { loadModel } from "../models/registry.ts";
 import { Tokenizer } from "../models/tokenizer.ts";
 
 /** Options of {@link generateCommand}. */
@@ -27,10 +28,10 @@ export interface GenerateCommandOptions {
 /** Streams a continuation of the prompt to stdout. */
 export async function generateCommand(options: GenerateCommandOptions): Promise<void> {
   using gpu = await Gpu.acquire();
-  using model = await Gpt2.load(gpu, options.model);
+  using model = await loadModel(gpu, options.model);
   const tokenizer = await Tokenizer.load(options.model);
   using set = options.adapter
-    ? await loadAdapter(model, options.adapter, { maxRows: model.config.nPositions })
+    ? await loadAdapter(model, options.adapter, { maxRows: model.maxPositions })
     : undefined;
   const encoder = new TextEncoder();
   await Deno.stdout.write(encoder.encode(options.prompt));
@@ -52,15 +53,14 @@ export async function exportCommand(
   options: { model: string; adapter: string; out: string; baseModelName?: string },
 ): Promise<void> {
   using gpu = await Gpu.acquire();
-  using model = await Gpt2.load(gpu, options.model);
+  using model = await loadModel(gpu, options.model);
   using _set = await loadAdapter(model, options.adapter, { maxRows: 1 });
   if (kind === "merge") {
     mergeAdapters(model);
     await writeMergedFolder(model, options.model, options.out);
     console.error(`wrote merged model folder ${options.out}`);
   } else {
-    const baseModelName = options.baseModelName ??
-      options.model.replace(/\/+$/, "").split("/").at(-1)!;
+    const baseModelName = options.baseModelName ?? basename(options.model);
     await exportPeft(model, options.out, { baseModelName });
     console.error(`wrote PEFT LoRA folder ${options.out}`);
   }

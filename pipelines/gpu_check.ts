@@ -6,15 +6,17 @@
  * @module
  */
 
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { SafetensorsFile } from "../formats/safetensors.ts";
 import { Gpu } from "../kernels/gpu.ts";
 import { Matmul } from "../kernels/matmul.ts";
 import { matmulRef } from "../kernels/matmul_ref.ts";
 import { Tensor } from "../kernels/tensor.ts";
-import { Gpt2 } from "../models/gpt2.ts";
+import { loadModel } from "../models/registry.ts";
 
 // Beside this module, so a compiled binary finds its embedded copy.
-const FIXTURE = new URL("../fixtures/tiny-gpt2", import.meta.url).pathname;
+const FIXTURE = fileURLToPath(new URL("../fixtures/tiny-gpt2", import.meta.url));
 
 function randoms(n: number): Float32Array {
   return Float32Array.from({ length: n }, () => Math.random() * 2 - 1);
@@ -61,8 +63,8 @@ export async function runGpuCheck(options: { fixture?: string } = {}): Promise<v
   }
 
   console.log("\ntiny GPT-2 vs its PyTorch dump:");
-  using model = await Gpt2.load(gpu, fixture);
-  using golden = await SafetensorsFile.open(`${fixture}/golden.safetensors`);
+  using model = await loadModel(gpu, fixture);
+  using golden = await SafetensorsFile.open(join(fixture, "golden.safetensors"));
   const [B, T] = golden.info("tokens").shape;
   const ints = async (name: string) =>
     new Uint32Array(new Int32Array((await golden.readBytes(name)).slice().buffer));

@@ -11,7 +11,8 @@ import type { DataRecord } from "../data/readers.ts";
 import { CompiledTemplate } from "../data/templates.ts";
 import { evaluateGenerations, evaluateLoss, type GenerationExample } from "../eval/evaluate.ts";
 import { generateText } from "../models/generate.ts";
-import type { DataStage, EvaluateStage, GenerateStage, SplitName } from "./schema.ts";
+import type { ModelTask } from "../models/model.ts";
+import type { DataStage, EvaluateStage, GenerateStage, MetricName, SplitName } from "./schema.ts";
 import { inputPath, need, type SplitData, stageError, type StageRunner } from "./state.ts";
 
 const SPLITS: SplitName[] = ["train", "validation", "test"];
@@ -38,11 +39,11 @@ function generationExamples(
 export const data: StageRunner<DataStage> = async (stage, state) => {
   const tokenizer = need(state, "tokenizer");
   const model = need(state, "model");
-  if (stage.seqLen > model.config.nPositions) {
+  if (stage.seqLen > model.maxPositions) {
     throw stageError(
       state,
       "seq_len",
-      `seq_len ${stage.seqLen} is longer than the model's ${model.config.nPositions} positions`,
+      `seq_len ${stage.seqLen} is longer than the model's ${model.maxPositions} positions`,
     );
   }
   const records = stage.file
@@ -103,6 +104,12 @@ export const data: StageRunner<DataStage> = async (stage, state) => {
   await state.log.recordStage(stage.id, figures);
 };
 
+// The metrics each kind of head supports.
+const METRICS_OF: Record<ModelTask, readonly MetricName[]> = {
+  "causal-lm": ["loss", "bleu", "rouge_l", "exact_match"],
+  classification: ["loss", "accuracy"],
+};
+
 /** `evaluate`: loss / perplexity over completion tokens and generation scores on a split. */
 export const evaluate: StageRunner<EvaluateStage> = async (stage, state) => {
   const model = need(state, "model");
@@ -115,6 +122,24 @@ export const evaluate: StageRunner<EvaluateStage> = async (stage, state) => {
       "split",
       `The ${stage.split} split is empty: give the data stage a ${stage.split} file or ratio`,
     );
+  }
+  const supported = METRICS_OF[model.task];
+  const unsupported = stage.metrics.find((m) => !supported.includes(m));
+  if (unsupported) {
+    throw stageError(
+      state,
+      "metrics",
+      `${unsupported} does not apply to a ${model.modelType} model (${
+        model.task === "causal-lm"
+          ? "it predicts tokens, it has no classification head"
+          : "it classifies, it does not generate text"
+      })`,
+      `use ${supported.join(", ")}`,
+    );
+  }
+  if (stage.metrics.includes("accuracy")) {
+    // Labelled splits come with an image data format; text data has none to score.
+    throw stageError(state, "metrics", "accuracy needs a labelled split; this data has token rows");
   }
   state.adapters?.prepareStep();
   const figures: Record<string, number> = {};
@@ -141,14 +166,6 @@ export const evaluate: StageRunner<EvaluateStage> = async (stage, state) => {
     if (wanted.includes("bleu")) figures.bleu = r.bleu;
     if (wanted.includes("rouge_l")) figures.rouge_l = r.rougeL;
     if (wanted.includes("exact_match")) figures.exact_match = r.exactMatch;
-  }
-  if (stage.metrics.includes("accuracy")) {
-    throw stageError(
-      state,
-      "metrics",
-      "accuracy needs a classification head and label tokens, which GPT-2 pipelines lack",
-      "use loss, bleu, rouge_l or exact_match",
-    );
   }
   state.evaluations.push({ stage: stage.id, split: stage.split, figures });
   state.say(

@@ -4,15 +4,13 @@
  * @module
  */
 
+import { basename } from "node:path";
 import { adapterAccounting } from "../adapters/accounting.ts";
 import { saveAdapter } from "../adapters/adapter_file.ts";
 import { AdapterSet, type AttachConfig } from "../adapters/attach.ts";
 import { mergeAdapters, unmergeAdapters, writeMergedFolder } from "../adapters/merge.ts";
 import { exportPeft } from "../adapters/peft.ts";
-import { Gpt2 } from "../models/gpt2.ts";
-import { readGpt2Config } from "../models/gpt2_config.ts";
-import { initGpt2Weights } from "../models/gpt2_init.ts";
-import { saveGpt2Folder } from "../models/gpt2_save.ts";
+import { initModel, readModelConfig } from "../models/registry.ts";
 import { Tokenizer } from "../models/tokenizer.ts";
 import type {
   AttachStage,
@@ -36,22 +34,20 @@ export const load: StageRunner<LoadStage> = async (stage, state) => {
   const folder = inputPath(state, stage.model);
   // Full fine-tuning anywhere in the pipeline needs weight gradients from the start.
   const trainAll = state.pipeline.stages.some((s) => s.kind === "train" && s.full);
+  const config = await readModelConfig(folder);
   state.model = stage.init === "random"
-    ? await Gpt2.fromWeights(
-      state.gpu,
-      initGpt2Weights(await readGpt2Config(folder), { seed: state.pipeline.seed }),
-      { trainAll },
-    )
-    : await Gpt2.load(state.gpu, folder, { trainAll });
+    ? await initModel(state.gpu, config, { seed: state.pipeline.seed, trainAll })
+    : await config.family.load(state.gpu, folder, config.config, { trainAll });
   state.tokenizer = await Tokenizer.load(folder);
   state.modelFolder = folder;
-  state.modelName = folder.replace(/\/+$/, "").split("/").at(-1);
-  const c = state.model.config;
-  const params = [...state.model.params.values()].reduce((s, t) => s + t.size, 0);
+  state.modelName = basename(folder);
+  const c = state.model.summary();
+  const params = c.parameters;
+  const outputs = state.model.task === "causal-lm" ? "vocab" : "classes";
   state.say(
-    `${stage.init === "random" ? "initialised" : "loaded"} ${state.modelName}: ${c.nLayer} ` +
-      `layers, ${c.nEmbd} wide, ${c.nHead} heads, ${c.nPositions} positions, vocab ` +
-      `${c.vocabSize} (${params.toLocaleString("en-US")} parameters)`,
+    `${stage.init === "random" ? "initialised" : "loaded"} ${state.modelName} (${c.modelType}): ` +
+      `${c.layers} layers, ${c.width} wide, ${c.heads} heads, ${c.positions} positions, ` +
+      `${outputs} ${c.outputs} (${params.toLocaleString("en-US")} parameters)`,
   );
   await state.log.recordStage(stage.id, { parameters: params, init: stage.init });
 };
@@ -60,7 +56,7 @@ export const load: StageRunner<LoadStage> = async (stage, state) => {
 function maxRows(state: RunState): number {
   const batches = state.pipeline.stages.filter((s): s is TrainStage => s.kind === "train")
     .map((s) => s.batchSize);
-  return Math.max(8, ...batches) * (state.data?.T ?? state.model!.config.nPositions);
+  return Math.max(8, ...batches) * (state.data?.T ?? state.model!.maxPositions);
 }
 
 /** `attach`: NOLA or LoRA adapters on the modules the patterns match. */
@@ -84,7 +80,7 @@ export const attach: StageRunner<AttachStage> = async (stage, state) => {
     if (!(e instanceof RangeError)) throw e;
     throw stageError(state, "targets", e.message);
   }
-  const accounting = adapterAccounting(model.config, {
+  const accounting = adapterAccounting(model, {
     ...config,
     k: stage.method === "nola" ? config.k : undefined,
   });
@@ -120,7 +116,7 @@ export const merge: StageRunner<MergeStage> = async (stage, state) => {
   const model = need(state, "model");
   const out = outputPath(state, stage.out);
   if (model.adapters.size === 0) {
-    await saveGpt2Folder(model, out, { tokenizerFrom: state.modelFolder });
+    await model.save(out, { tokenizerFrom: state.modelFolder });
   } else {
     const detached = mergeAdapters(model);
     try {

@@ -5,12 +5,13 @@
  * @module
  */
 
+import { isAbsolute, join } from "node:path";
 import type { AdapterSet } from "../adapters/attach.ts";
 import type { QuantOptions } from "../formats/quantize.ts";
 import type { Row } from "../data/examples.ts";
 import type { GenerationExample } from "../eval/evaluate.ts";
 import type { Gpu } from "../kernels/gpu.ts";
-import type { Gpt2 } from "../models/gpt2.ts";
+import type { Model } from "../models/model.ts";
 import type { Tokenizer } from "../models/tokenizer.ts";
 import type { RunLog } from "../train/run_log.ts";
 import { pipelineError } from "./parse.ts";
@@ -49,7 +50,7 @@ export interface RunState {
   step: number;
   /** Prints a line for a person (stderr). */
   say: (line: string) => void;
-  model?: Gpt2;
+  model?: Model;
   modelName?: string;
   modelFolder?: string;
   tokenizer?: Tokenizer;
@@ -99,10 +100,10 @@ export function stageError(
 
 /** A path given in the pipeline, resolved against the pipeline file's folder. */
 export function inputPath(state: RunState, path: string): string {
-  return path.startsWith("/") ? path : `${state.pipeline.baseDir}/${path}`.replace(/^\.\//, "");
+  return isAbsolute(path) ? path : join(state.pipeline.baseDir, path);
 }
 
 /** An output path of a stage, inside the run folder. */
 export function outputPath(state: RunState, path: string): string {
-  return path.startsWith("/") ? path : `${state.dir}/${path}`;
+  return isAbsolute(path) ? path : join(state.dir, path);
 }

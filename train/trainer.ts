@@ -9,10 +9,11 @@
  * @module
  */
 
-import type { MicroBatch, TrainBatches } from "../data/batches.ts";
+import { lossRows, type MicroBatch } from "../data/batches.ts";
+import type { BatchState } from "../data/batches.ts";
 import { decodeLossTotals, LOSSACC_WORDS, LossAccumulator } from "../kernels/lossacc.ts";
 import { Tensor } from "../kernels/tensor.ts";
-import type { Gpt2 } from "../models/gpt2.ts";
+import type { Model } from "../models/model.ts";
 import { listCheckpoints, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { Optimizer, type OptimizerParam, type ParamGroup } from "./optimizer.ts";
 import type { Progress } from "./progress.ts";
@@ -32,13 +33,13 @@ export interface StepHooks {
 /** Options of {@link train}. */
 export interface TrainOptions {
   /** The model to train (adapters, if any, already attached). */
-  model: Gpt2;
+  model: Model;
   /** Parameter groups; every tensor in them is saved in checkpoints. */
   groups: ParamGroup[];
   /** Around each step: zero the method's gradients, prepare, finish the backward. */
   hooks?: StepHooks;
   /** The training stream; its length sets the number of steps. */
-  batches: TrainBatches;
+  batches: StepSource;
   /**
    * The learning-rate shape: step `s` multiplies every group's `lr` by `lrFactor(s, schedule)`
    * (the schedule's own `lr` only sets the ratio `minLr / lr`).
@@ -107,6 +108,21 @@ export class NonFiniteLossError extends Error {
           : "; no checkpoint was written before it (try a lower learning rate)"),
     );
   }
+}
+
+/**
+ * Where the trainer takes its optimizer steps from: `TrainBatches` over token rows or labelled
+ * examples, or anything else that can say where it stands and resume there.
+ */
+export interface StepSource {
+  /** Optimizer steps of the whole run. */
+  readonly totalSteps: number;
+  /** The micro-batches of the next step, or null when the run is over. */
+  nextStep(): MicroBatch[] | null;
+  /** Where the stream stands, saved with checkpoints. */
+  state(): BatchState;
+  /** Continues from a saved state. */
+  restore(state: BatchState): void;
 }
 
 /** Runs the loop until the batches end, early stopping, or the signal. */
@@ -232,7 +248,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       );
       model.backward();
       acc.add(acts.losses, { weights: acts.weights });
-      tokens += mb.B * mb.T;
+      tokens += lossRows(mb);
     }
     options.hooks?.finishBackward?.();
     optimizer.step(lr);

@@ -1,8 +1,11 @@
 import assert from "node:assert/strict";
-import { adapterAccounting, formatAccounting, GPT2_SMALL } from "../../adapters/accounting.ts";
+import { adapterAccounting, formatAccounting } from "../../adapters/accounting.ts";
 import { adapterFileSize, encodeAdapter } from "../../adapters/adapter_file.ts";
 import { type AttachConfig, planAdapters } from "../../adapters/attach.ts";
-import { configHash } from "../../models/gpt2_config.ts";
+import { configHash, GPT2_SMALL as SMALL_CONFIG } from "../../models/gpt2_config.ts";
+import { gpt2Family } from "../../models/gpt2_family.ts";
+
+const GPT2_SMALL = gpt2Family.shape(SMALL_CONFIG);
 
 const QV: AttachConfig = {
   method: "nola",
@@ -45,7 +48,7 @@ Deno.test("accounting file sizes are the exact encoded sizes", () => {
     quant: { bits: 3, scheme: "asymmetric" },
   });
   const modules = planAdapters(GPT2_SMALL, config);
-  const desc = { baseModel: "gpt2", baseConfigHash: configHash(GPT2_SMALL), config, modules };
+  const desc = { baseModel: "gpt2", baseConfigHash: configHash(SMALL_CONFIG), config, modules };
   const values = new Map(modules.map((m) => [m.name, {
     alpha: new Float32Array(m.k).fill(0.5),
     beta: new Float32Array(m.l).fill(-0.25),

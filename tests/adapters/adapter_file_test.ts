@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { GPT2_SMALL } from "../../adapters/accounting.ts";
 import {
   ADAPTER_FORMAT,
   type AdapterDescription,
@@ -14,7 +13,13 @@ import type { QuantOptions } from "../../formats/quantize.ts";
 import { encodeSafetensors, SafetensorsFile } from "../../formats/safetensors.ts";
 import type { Gpu } from "../../kernels/gpu.ts";
 import { Gpt2 } from "../../models/gpt2.ts";
-import { configHash, type Gpt2Config, readGpt2Config } from "../../models/gpt2_config.ts";
+import { gpt2Family } from "../../models/gpt2_family.ts";
+import {
+  configHash,
+  GPT2_SMALL,
+  type Gpt2Config,
+  readGpt2Config,
+} from "../../models/gpt2_config.ts";
 import { freshSeed, GPU_TEST, randomArray, relativeError, rng, testGpu } from "../_util.ts";
 
 const FIXTURE = "fixtures/tiny-gpt2";
@@ -46,7 +51,7 @@ function describe(base: Gpt2Config, attach: AttachConfig, hash = configHash(base
     baseModel: "tiny",
     baseConfigHash: hash,
     config: attach,
-    modules: planAdapters(base, attach),
+    modules: planAdapters(gpt2Family.shape(base), attach),
   };
 }
 

@@ -10,10 +10,12 @@ import { AdamwKernels } from "../../kernels/adamw.ts";
 import { Tensor } from "../../kernels/tensor.ts";
 import { Gpt2 } from "../../models/gpt2.ts";
 import { readGpt2Config } from "../../models/gpt2_config.ts";
+import { gpt2Family } from "../../models/gpt2_family.ts";
 import { GPU_TEST, rng, testGpu } from "../_util.ts";
 
 const FIXTURE = "fixtures/tiny-gpt2";
 const config = await readGpt2Config(FIXTURE);
+const shape = gpt2Family.shape(config);
 const C = config.nEmbd;
 const QV = ["h.*.attn.c_attn.q", "h.*.attn.c_attn.v"];
 const NOLA: AttachConfig = { method: "nola", targets: QV, r: 4, k: 32, loraAlpha: 8, seed: 7 };
@@ -30,7 +32,7 @@ Deno.test("glob patterns: '*' matches within one dotted component only", () => {
 });
 
 Deno.test("planAdapters selects q/v slices, whole c_attn and MLP linears in model order", () => {
-  const qv = planAdapters(config, NOLA);
+  const qv = planAdapters(shape, NOLA);
   assert.deepEqual(qv.map((m) => [m.name, m.linear, m.colOffset, m.inFeatures, m.outFeatures]), [
     ["h.0.attn.c_attn.q", "h.0.attn.c_attn", 0, C, C],
     ["h.0.attn.c_attn.v", "h.0.attn.c_attn", 2 * C, C, C],
@@ -40,7 +42,7 @@ Deno.test("planAdapters selects q/v slices, whole c_attn and MLP linears in mode
   assert(qv.every((m) => m.k === 32 && m.l === 32 && m.scale === 2 && m.init === "official"));
   assert(qv.every((m) => m.basisKey === m.name));
 
-  const whole = planAdapters(config, { ...NOLA, targets: ["h.1.attn.c_attn", "h.*.mlp.c_*"] });
+  const whole = planAdapters(shape, { ...NOLA, targets: ["h.1.attn.c_attn", "h.*.mlp.c_*"] });
   assert.deepEqual(whole.map((m) => [m.name, m.colOffset, m.inFeatures, m.outFeatures]), [
     ["h.0.mlp.c_fc", 0, C, 4 * C],
     ["h.0.mlp.c_proj", 0, 4 * C, C],
@@ -49,47 +51,47 @@ Deno.test("planAdapters selects q/v slices, whole c_attn and MLP linears in mode
     ["h.1.mlp.c_proj", 0, 4 * C, C],
   ]);
   // A module matched by two patterns is adapted once.
-  assert.equal(planAdapters(config, { ...NOLA, targets: [...QV, "h.0.attn.c_attn.q"] }).length, 4);
+  assert.equal(planAdapters(shape, { ...NOLA, targets: [...QV, "h.0.attn.c_attn.q"] }).length, 4);
 });
 
 Deno.test("planAdapters refuses overlaps, unmatched patterns and bad settings with reasons", () => {
   assert.throws(
-    () => planAdapters(config, { ...NOLA, targets: ["h.0.attn.c_attn", "h.*.attn.c_attn.q"] }),
+    () => planAdapters(shape, { ...NOLA, targets: ["h.0.attn.c_attn", "h.*.attn.c_attn.q"] }),
     {
       message: `Cannot attach adapters to both "h.0.attn.c_attn" and "h.0.attn.c_attn.q": ` +
         `they write the same columns of "h.0.attn.c_attn"`,
     },
   );
-  assert.throws(() => planAdapters(config, { ...NOLA, targets: ["h.*.attn.q"] }), {
+  assert.throws(() => planAdapters(shape, { ...NOLA, targets: ["h.*.attn.q"] }), {
     message: `Target "h.*.attn.q" matches no module; closest: "h.*.attn.c_attn", ` +
       `"h.*.attn.c_proj", "h.*.attn.c_attn.q"`,
   });
   assert.throws(
-    () => planAdapters(config, { ...NOLA, targets: ["h.2.attn.c_attn.q"] }),
+    () => planAdapters(shape, { ...NOLA, targets: ["h.2.attn.c_attn.q"] }),
     /Target "h.2.attn.c_attn.q" matches no module; closest: "h.\*.attn.c_attn.q", "h.0.attn/,
   );
   assert.throws(
-    () => planAdapters(config, { ...NOLA, overrides: [{ pattern: "h.*.mlp.c_fc", r: 2 }] }),
+    () => planAdapters(shape, { ...NOLA, overrides: [{ pattern: "h.*.mlp.c_fc", r: 2 }] }),
     /Override "h.\*.mlp.c_fc" matches no targeted module; closest: /,
   );
-  assert.throws(() => planAdapters(config, { ...NOLA, k: undefined }), /NOLA adapters need k/);
-  assert.throws(() => planAdapters(config, { ...NOLA, r: 0 }), /Invalid adapter r 0/);
+  assert.throws(() => planAdapters(shape, { ...NOLA, k: undefined }), /NOLA adapters need k/);
+  assert.throws(() => planAdapters(shape, { ...NOLA, r: 0 }), /Invalid adapter r 0/);
   assert.throws(
-    () => planAdapters(config, { ...NOLA, rank: 4 } as AttachConfig),
+    () => planAdapters(shape, { ...NOLA, rank: 4 } as AttachConfig),
     /Unknown adapter setting "rank"/,
   );
   assert.throws(
-    () => planAdapters(config, { ...NOLA, init: "zeros" as "official" }),
+    () => planAdapters(shape, { ...NOLA, init: "zeros" as "official" }),
     /Invalid adapter init "zeros"/,
   );
   assert.throws(
-    () => planAdapters(config, { ...NOLA, method: "vera" as "nola" }),
+    () => planAdapters(shape, { ...NOLA, method: "vera" as "nola" }),
     /Unknown adapter method "vera"/,
   );
 });
 
 Deno.test("overrides apply per module in order, later matches winning field by field", () => {
-  const plan = planAdapters(config, {
+  const plan = planAdapters(shape, {
     ...NOLA,
     overrides: [
       { pattern: "h.1.*.*.*", r: 2, k: 16 },
@@ -115,7 +117,7 @@ Deno.test("overrides apply per module in order, later matches winning field by f
 });
 
 Deno.test("shareBasis keys every layer's bases by the layer-generic name", () => {
-  const plan = planAdapters(config, { ...NOLA, shareBasis: true });
+  const plan = planAdapters(shape, { ...NOLA, shareBasis: true });
   assert.deepEqual(plan.map((m) => m.basisKey), [
     "h.*.attn.c_attn.q",
     "h.*.attn.c_attn.v",

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { LowRankLinear } from "../../adapters/linear_adapter.ts";
-import { exportPeft, PEFT_PREFIX } from "../../adapters/peft.ts";
+import { exportPeft } from "../../adapters/peft.ts";
+
+const PEFT_PREFIX = "base_model.model.transformer.";
 import { SafetensorsFile } from "../../formats/safetensors.ts";
 import { Gpt2 } from "../../models/gpt2.ts";
 import { loadGpt2Weights } from "../../models/gpt2_weights.ts";

@@ -5,6 +5,7 @@ import {
   microBatch,
   permutation,
   Random,
+  type TokenBatch,
   TrainBatches,
   type TrainBatchesOptions,
 } from "../../data/batches.ts";
@@ -23,15 +24,15 @@ function rows(n: number): Row[] {
 }
 
 /** Which row each slot of a micro-batch holds (-1 for padding). */
-function rowIds(batch: MicroBatch): number[] {
+function rowIds(batch: TokenBatch): number[] {
   return Array.from({ length: batch.B }, (_, b) => {
     const t = batch.tokens[b * batch.T];
     return t === EOS ? -1 : Math.floor(t / 1000);
   });
 }
 
-function drain(batches: TrainBatches): MicroBatch[][] {
-  const out: MicroBatch[][] = [];
+function drain(batches: TrainBatches): TokenBatch[][] {
+  const out: TokenBatch[][] = [];
   for (let step = batches.nextStep(); step; step = batches.nextStep()) out.push(step);
   return out;
 }

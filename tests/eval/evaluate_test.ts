@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { MicroBatch } from "../../data/batches.ts";
+import type { TokenBatch as MicroBatch } from "../../data/batches.ts";
 import { beamSearch } from "../../eval/beam.ts";
 import { accuracy, evaluateGenerations, evaluateLoss } from "../../eval/evaluate.ts";
 import { scoreGenerations } from "../../eval/metrics.ts";

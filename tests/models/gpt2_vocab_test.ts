@@ -23,7 +23,7 @@ Deno.test(
     const tokens = Uint32Array.from({ length: B * T }, (_, i) => (i * 37 + seed) % 150);
     const targets = Uint32Array.from({ length: B * T }, (_, i) => (i * 53 + 7) % V);
     const acts = model.forward({ B, T, tokens });
-    assert.equal(acts.vocabStride, 304);
+    assert.equal(acts.logitsStride, 304);
     const lnf = await acts.lnf.read() as Float32Array;
     const wte = await model.params.get("wte.weight")!.read() as Float32Array;
     const logits = await acts.logits.read() as Float32Array;

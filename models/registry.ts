@@ -1,0 +1,169 @@
+/**
+ * The model families this project runs, keyed by the `model_type` of a Hugging Face
+ * `config.json` (and, where a config has none, by its `architectures`). Everything above
+ * `models/` resolves a family here, once, and then speaks to the {@link Model} contract.
+ *
+ * @module
+ */
+
+import type { Gpu } from "../kernels/gpu.ts";
+import { gpt2Family } from "./gpt2_family.ts";
+import {
+  type Model,
+  ModelConfigError,
+  type ModelFamily,
+  type ModelOptions,
+  type ModelShape,
+} from "./model.ts";
+
+/** Every family, in the order `supported` lists them. */
+export const MODEL_FAMILIES: readonly ModelFamily[] = [gpt2Family as ModelFamily];
+
+/** A parsed config and the family it belongs to. */
+export interface ModelConfig {
+  /** The family. */
+  family: ModelFamily;
+  /** The family's parsed config (its own type). */
+  config: unknown;
+  /** Where the config came from, for messages. */
+  source: string;
+}
+
+function supported(): string {
+  return MODEL_FAMILIES.map((f) => `"${f.modelType}"`).join(", ");
+}
+
+/**
+ * The family of a parsed `config.json`: by `model_type`, else by the first known entry of
+ * `architectures`.
+ *
+ * @param json The parsed config.
+ * @param source The file, for messages.
+ * @returns The family.
+ * @throws {ModelConfigError} On an unknown or missing `model_type`, listing the supported ones.
+ */
+export function familyOf(json: unknown, source: string): ModelFamily {
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    throw new ModelConfigError(`Invalid model config "${source}": expected a JSON object`, {
+      file: source,
+    });
+  }
+  const { model_type: type, architectures } = json as Record<string, unknown>;
+  if (type !== undefined) {
+    const family = MODEL_FAMILIES.find((f) => f.modelType === type);
+    if (family) return family;
+    throw new ModelConfigError(
+      `Unsupported model_type ${JSON.stringify(type)} in "${source}": supported are ${supported()}`,
+      { file: source, key: "model_type" },
+    );
+  }
+  const names = Array.isArray(architectures) ? architectures : [];
+  const family = MODEL_FAMILIES.find((f) => names.some((a) => f.architectures.includes(a)));
+  if (family) return family;
+  throw new ModelConfigError(
+    `Invalid model config "${source}": no "model_type" (supported are ${supported()}) and no ` +
+      `known "architectures"`,
+    { file: source, key: "model_type" },
+  );
+}
+
+/**
+ * Parses a `config.json` object with its family's rules.
+ *
+ * @param json The parsed JSON.
+ * @param source The file, for messages.
+ * @returns The family and its config.
+ * @throws {ModelConfigError} Naming the file and the key.
+ */
+export function parseModelConfig(json: unknown, source: string): ModelConfig {
+  const family = familyOf(json, source);
+  return { family, config: family.parseConfig(json, source), source };
+}
+
+/**
+ * Reads and parses a model folder's `config.json`.
+ *
+ * @param folder A Hugging Face model folder.
+ * @returns The family and its config.
+ * @throws {ModelConfigError} If the file cannot be read, is not JSON, or does not fit its family.
+ */
+export async function readModelConfig(folder: string): Promise<ModelConfig> {
+  const path = `${folder.replace(/[\\/]+$/, "")}/config.json`;
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    throw new ModelConfigError(`Cannot read model config "${path}": ${messageOf(e)}`, {
+      file: path,
+      cause: e,
+    });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new ModelConfigError(`Invalid model config "${path}": not JSON (${messageOf(e)})`, {
+      file: path,
+      cause: e,
+    });
+  }
+  return parseModelConfig(json, path);
+}
+
+/**
+ * Loads a Hugging Face model folder of any registered family.
+ *
+ * @param gpu The device.
+ * @param folder The folder (`config.json`, `model.safetensors` or shards).
+ * @param options `trainAll` for full fine-tuning.
+ * @returns The model on the GPU.
+ * @throws {ModelConfigError} On a config that names no supported family or does not fit it.
+ * @throws {ModelWeightsError} On weights that do not fit the config.
+ *
+ * @example
+ * ```ts
+ * import { Gpu } from "../kernels/gpu.ts";
+ * import { loadModel } from "./registry.ts";
+ * using gpu = await Gpu.acquire();
+ * using model = await loadModel(gpu, "fixtures/tiny-gpt2");
+ * console.log(model.summary().layers); // 2
+ * ```
+ */
+export async function loadModel(
+  gpu: Gpu,
+  folder: string,
+  options: ModelOptions = {},
+): Promise<Model> {
+  const { family, config } = await readModelConfig(folder);
+  return family.load(gpu, folder, config, options);
+}
+
+/**
+ * A model of a config with freshly initialised weights.
+ *
+ * @param gpu The device.
+ * @param config A parsed config ({@link readModelConfig}, {@link parseModelConfig}).
+ * @param options `seed` of the init, `trainAll`.
+ * @returns The model on the GPU.
+ */
+export function initModel(
+  gpu: Gpu,
+  config: ModelConfig,
+  options: ModelOptions & { seed?: number } = {},
+): Promise<Model> {
+  return config.family.init(gpu, config.config, options);
+}
+
+/**
+ * The config hash and adaptable sites of a config, without a GPU (for accounting).
+ *
+ * @param config A parsed config.
+ * @returns Its shape.
+ */
+export function modelShape(config: ModelConfig): ModelShape {
+  return config.family.shape(config.config);
+}
+
+function messageOf(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
