@@ -1,5 +1,7 @@
 // Writing a whole output folder at once: built beside its final place, then renamed into it.
 
+import { basename, dirname, join } from "node:path";
+
 /**
  * Creates a temporary folder next to `target`, lets `fill` write into it, and renames it over
  * `target`. An existing target is moved aside first and removed after, so at every moment
@@ -9,11 +11,11 @@ export async function writeFolderAtomic(
   target: string,
   fill: (folder: string) => Promise<void>,
 ): Promise<void> {
-  const out = target.replace(/\/+$/, "");
-  const slash = out.lastIndexOf("/");
-  const parent = slash > 0 ? out.slice(0, slash) : slash === 0 ? "/" : ".";
+  const parent = dirname(target);
+  const name = basename(target);
+  const out = join(parent, name);
   await Deno.mkdir(parent, { recursive: true });
-  const tmp = await Deno.makeTempDir({ dir: parent, prefix: `.${out.slice(slash + 1)}.tmp-` });
+  const tmp = await Deno.makeTempDir({ dir: parent, prefix: `.${name}.tmp-` });
   try {
     await fill(tmp);
     let old: string | undefined;

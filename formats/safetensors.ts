@@ -9,6 +9,7 @@
  * @module
  */
 
+import { isAbsolute, join } from "node:path";
 import { widenHalf } from "./dtype.ts";
 import {
   describeJson,
@@ -247,11 +248,10 @@ export class Checkpoint implements Disposable {
    * invalid, or the index and the shards disagree.
    */
   static async open(folder: string): Promise<Checkpoint> {
-    const base = folder.replace(/\/+$/, "");
-    const indexPath = `${base}/${INDEX_FILE}`;
+    const indexPath = join(folder, INDEX_FILE);
     if (await isFile(indexPath)) return await Checkpoint.#openSharded(folder, indexPath);
-    if (await isFile(`${base}/${SINGLE_FILE}`)) {
-      const file = await SafetensorsFile.open(`${base}/${SINGLE_FILE}`);
+    if (await isFile(join(folder, SINGLE_FILE))) {
+      const file = await SafetensorsFile.open(join(folder, SINGLE_FILE));
       return new Checkpoint(folder, [file], new Map(file.names().map((n) => [n, file])));
     }
     throw new SafetensorsError(
@@ -282,17 +282,16 @@ export class Checkpoint implements Disposable {
         throw invalid(`tensor "${name}" maps to ${describeJson(shard)}, not a file name`, name);
       }
       // The index comes with downloaded models, so it must not point outside the folder.
-      if (shard === "" || shard.startsWith("/") || shard.split(/[\\/]/).includes("..")) {
+      if (shard === "" || isAbsolute(shard) || shard.split(/[\\/]/).includes("..")) {
         throw invalid(`tensor "${name}" maps to "${shard}", which is outside the folder`, name);
       }
       shardOf.set(name, shard);
     }
 
-    const base = folder.replace(/\/+$/, "");
     const shards = new Map<string, SafetensorsFile>();
     try {
       for (const shard of new Set(shardOf.values())) {
-        shards.set(shard, await SafetensorsFile.open(`${base}/${shard}`));
+        shards.set(shard, await SafetensorsFile.open(join(folder, shard)));
       }
       const owner = new Map<string, SafetensorsFile>();
       for (const [shard, file] of shards) {

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { join } from "node:path";
 import { writeSafetensors } from "../formats/safetensors.ts";
 import { SafetensorsFile } from "../formats/safetensors.ts";
 import type { BatchState } from "../data/batches.ts";
@@ -27,7 +28,7 @@ export interface CheckpointData {
 
 /** The checkpoint folder of a run. */
 export function checkpointDir(runDir: string): string {
-  return `${runDir}/checkpoints`;
+  return join(runDir, "checkpoints");
 }
 
 /**
@@ -51,7 +52,7 @@ export async function saveCheckpoint(
     shape: [values.length],
     data: values,
   }));
-  const path = `${dir}/step-${String(data.step).padStart(8, "0")}.safetensors`;
+  const path = join(dir, `step-${String(data.step).padStart(8, "0")}.safetensors`);
   await writeSafetensors(path, tensors, {
     format: FORMAT,
     step: String(data.step),
@@ -71,7 +72,7 @@ export async function listCheckpoints(runDir: string): Promise<string[]> {
   try {
     for await (const entry of Deno.readDir(checkpointDir(runDir))) {
       const m = entry.isFile ? PATTERN.exec(entry.name) : null;
-      if (m) found.push({ step: Number(m[1]), path: `${checkpointDir(runDir)}/${entry.name}` });
+      if (m) found.push({ step: Number(m[1]), path: join(checkpointDir(runDir), entry.name) });
     }
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return [];

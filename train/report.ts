@@ -5,6 +5,7 @@
  * @module
  */
 
+import { join } from "node:path";
 import { writeTextFileAtomic } from "../formats/atomic.ts";
 import { type MetricRecord, readMetrics, type Split, type Summary } from "./run_log.ts";
 import { type ChartSeries, lineChart } from "./svg.ts";
@@ -82,25 +83,25 @@ export async function writeReport(runDir: string, options: ReportOptions): Promi
   const loss = lossChart(records, { title: `${oneLine(options.title)}: loss` });
   md.push("", "## Loss", "");
   if (loss) {
-    await writeTextFileAtomic(`${runDir}/${LOSS_SVG}`, loss);
-    written.push(`${runDir}/${LOSS_SVG}`);
+    await writeTextFileAtomic(join(runDir, LOSS_SVG), loss);
+    written.push(join(runDir, LOSS_SVG));
     md.push(`![Loss against step for each split](${LOSS_SVG})`);
   } else {
     // A stale chart from an earlier run in this folder would contradict the report.
-    await Deno.remove(`${runDir}/${LOSS_SVG}`).catch(() => {});
+    await Deno.remove(join(runDir, LOSS_SVG)).catch(() => {});
     md.push("_No losses recorded._");
   }
   for (const section of options.sections ?? []) {
     md.push("", `## ${oneLine(section.title)}`);
     if (section.markdown) md.push("", section.markdown.trimEnd());
     if (section.chart) {
-      await writeTextFileAtomic(`${runDir}/${section.chart.file}`, section.chart.svg);
-      written.push(`${runDir}/${section.chart.file}`);
+      await writeTextFileAtomic(join(runDir, section.chart.file), section.chart.svg);
+      written.push(join(runDir, section.chart.file));
       md.push("", `![${oneLine(section.chart.alt ?? section.title)}](${section.chart.file})`);
     }
   }
-  await writeTextFileAtomic(`${runDir}/report.md`, md.join("\n") + "\n");
-  written.push(`${runDir}/report.md`);
+  await writeTextFileAtomic(join(runDir, "report.md"), md.join("\n") + "\n");
+  written.push(join(runDir, "report.md"));
   return written;
 }
 

@@ -9,6 +9,7 @@
  * @module
  */
 
+import { join } from "node:path";
 import { writeTextFileAtomic } from "../formats/atomic.ts";
 
 /** The data split a metric was measured on. */
@@ -56,7 +57,7 @@ export function runDir(name: string, options: { root?: string; dir?: string } = 
   if (name === "" || name === "." || name === ".." || /[\/\\\0]/.test(name)) {
     throw new TypeError(`Invalid run name "${name}": use one folder name, without slashes`);
   }
-  return `${(options.root ?? "out").replace(/\/+$/, "")}/${name}`;
+  return join(options.root ?? "out", name);
 }
 
 /**
@@ -83,8 +84,8 @@ export class RunLog implements Disposable {
 
   private constructor(dir: string, file: Deno.FsFile, summary: Summary) {
     this.dir = dir;
-    this.metricsPath = `${dir}/metrics.jsonl`;
-    this.summaryPath = `${dir}/summary.json`;
+    this.metricsPath = join(dir, "metrics.jsonl");
+    this.summaryPath = join(dir, "summary.json");
     this.#file = file;
     this.#summary = summary;
   }
@@ -105,8 +106,8 @@ export class RunLog implements Disposable {
    */
   static async open(dir: string, options: { resumeStep?: number } = {}): Promise<RunLog> {
     await Deno.mkdir(dir, { recursive: true });
-    const metricsPath = `${dir}/metrics.jsonl`;
-    const summaryPath = `${dir}/summary.json`;
+    const metricsPath = join(dir, "metrics.jsonl");
+    const summaryPath = join(dir, "summary.json");
     let summary: Summary = {};
     if (options.resumeStep === undefined) {
       await writeTextFileAtomic(metricsPath, "");
