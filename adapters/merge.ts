@@ -11,6 +11,7 @@
  * @module
  */
 
+import { join } from "node:path";
 import type { Matmul } from "../kernels/matmul.ts";
 import { Tensor } from "../kernels/tensor.ts";
 import type {
@@ -254,8 +255,7 @@ export async function writeMergedFolder(
   sourceFolder: string,
   outFolder: string,
 ): Promise<void> {
-  const out = outFolder.replace(/\/+$/, "");
-  if (await sameFile(sourceFolder, out)) {
+  if (await sameFile(sourceFolder, outFolder)) {
     throw new RangeError(`Cannot write the merged model over its source folder "${sourceFolder}"`);
   }
   const weights = await mergedWeights(model);
@@ -288,16 +288,16 @@ export async function writeMergedFolder(
     }
   }
 
-  await writeFolderAtomic(out, async (tmp) => {
+  await writeFolderAtomic(outFolder, async (tmp) => {
     for (const file of FOLDER_FILES) {
       try {
-        await Deno.copyFile(`${sourceFolder}/${file}`, `${tmp}/${file}`);
+        await Deno.copyFile(join(sourceFolder, file), join(tmp, file));
       } catch (e) {
         if (!(e instanceof Deno.errors.NotFound)) throw e;
       }
     }
     // transformers refuses safetensors files without a "format" entry.
-    await writeSafetensors(`${tmp}/model.safetensors`, tensors, { format: "pt" });
+    await writeSafetensors(join(tmp, "model.safetensors"), tensors, { format: "pt" });
   });
 }
 

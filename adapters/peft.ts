@@ -30,6 +30,7 @@
  * @module
  */
 
+import { join } from "node:path";
 import { writeSafetensors } from "../formats/safetensors.ts";
 import type { TensorToWrite } from "../formats/safetensors.ts";
 import type { LinearSite, Model, WeightLayout } from "../models/model.ts";
@@ -243,7 +244,10 @@ export async function exportPeft(
     },
   ]);
   await writeFolderAtomic(outFolder, async (tmp) => {
-    await Deno.writeTextFile(`${tmp}/adapter_config.json`, JSON.stringify(config, null, 2) + "\n");
-    await writeSafetensors(`${tmp}/adapter_model.safetensors`, tensors, { format: "pt" });
+    await Deno.writeTextFile(
+      join(tmp, "adapter_config.json"),
+      JSON.stringify(config, null, 2) + "\n",
+    );
+    await writeSafetensors(join(tmp, "adapter_model.safetensors"), tensors, { format: "pt" });
   });
 }

@@ -9,6 +9,7 @@
  * @module
  */
 
+import { join } from "node:path";
 import { fnv1a64 } from "../kernels/basis_spec.ts";
 import { type LinearSite, ModelConfigError } from "./model.ts";
 
@@ -184,7 +185,7 @@ export function parseGpt2Config(json: unknown, source: string): Gpt2Config {
  * ```
  */
 export async function readGpt2Config(folder: string): Promise<Gpt2Config> {
-  const path = `${folder.replace(/\/+$/, "")}/config.json`;
+  const path = join(folder, "config.json");
   let text: string;
   try {
     text = await Deno.readTextFile(path);

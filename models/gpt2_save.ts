@@ -5,6 +5,7 @@
  * @module
  */
 
+import { join } from "node:path";
 import { writeFolderAtomic } from "../formats/folder.ts";
 import { type TensorToWrite, writeSafetensors } from "../formats/safetensors.ts";
 import type { Tensor } from "../kernels/tensor.ts";
@@ -56,15 +57,15 @@ export async function saveGpt2Folder(
     });
   }
   await writeFolderAtomic(outFolder, async (dir) => {
-    await Deno.writeTextFile(`${dir}/config.json`, hfConfigJson(model.config));
-    await writeSafetensors(`${dir}/model.safetensors`, tensors, {
+    await Deno.writeTextFile(join(dir, "config.json"), hfConfigJson(model.config));
+    await writeSafetensors(join(dir, "model.safetensors"), tensors, {
       format: "pt",
       ...options.metadata,
     });
     for (const file of TOKENIZER_FILES) {
       if (!options.tokenizerFrom) break;
       try {
-        await Deno.copyFile(`${options.tokenizerFrom}/${file}`, `${dir}/${file}`);
+        await Deno.copyFile(join(options.tokenizerFrom, file), join(dir, file));
       } catch (e) {
         if (!(e instanceof Deno.errors.NotFound)) throw e;
       }

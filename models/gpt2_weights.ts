@@ -14,6 +14,7 @@
  * @module
  */
 
+import { join } from "node:path";
 import { Checkpoint } from "../formats/safetensors.ts";
 import { readGpt2Config } from "./gpt2_config.ts";
 import type { Gpt2Config } from "./gpt2_config.ts";
@@ -211,14 +212,13 @@ function formatShape(shape: readonly number[]): string {
 
 // The file a missing tensor should have been in: the index when sharded, as Checkpoint reads it.
 async function describeCheckpoint(folder: string): Promise<string> {
-  const base = folder.replace(/\/+$/, "");
-  const index = `${base}/model.safetensors.index.json`;
+  const index = join(folder, "model.safetensors.index.json");
   try {
     if ((await Deno.stat(index)).isFile) return index;
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
-  return `${base}/model.safetensors`;
+  return join(folder, "model.safetensors");
 }
 
 /**

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { join } from "node:path";
 import type { Gpu } from "../kernels/gpu.ts";
 import { gpt2Family } from "./gpt2_family.ts";
 import {
@@ -88,7 +89,7 @@ export function parseModelConfig(json: unknown, source: string): ModelConfig {
  * @throws {ModelConfigError} If the file cannot be read, is not JSON, or does not fit its family.
  */
 export async function readModelConfig(folder: string): Promise<ModelConfig> {
-  const path = `${folder.replace(/[\\/]+$/, "")}/config.json`;
+  const path = join(folder, "config.json");
   let text: string;
   try {
     text = await Deno.readTextFile(path);

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { dirname, join } from "node:path";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 
 /** A tokenizer file that cannot be read or used. */
@@ -68,10 +69,10 @@ export class Tokenizer {
   static async load(folderOrFile: string): Promise<Tokenizer> {
     let path = folderOrFile;
     if (await isDirectory(folderOrFile)) {
-      path = `${folderOrFile.replace(/\/+$/, "")}/tokenizer.json`;
+      path = join(folderOrFile, "tokenizer.json");
     }
     const json = await readJson(path, { optional: false });
-    const configPath = path.replace(/[^/]*$/, "tokenizer_config.json");
+    const configPath = join(dirname(path), "tokenizer_config.json");
     const config = (await readJson(configPath, { optional: true })) ?? {};
     if (!isObject(json)) {
       throw new TokenizerError(`Invalid tokenizer "${path}": expected a JSON object`, {
