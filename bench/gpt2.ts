@@ -7,9 +7,10 @@
 
 import type { Gpu } from "../kernels/gpu.ts";
 import { generateTokens } from "../models/generate.ts";
-import { Gpt2 } from "../models/gpt2.ts";
 import { GPT2_SMALL } from "../models/gpt2_config.ts";
-import { initGpt2Weights } from "../models/gpt2_init.ts";
+import { gpt2Family } from "../models/gpt2_family.ts";
+import type { Model } from "../models/model.ts";
+import { loadModel } from "../models/registry.ts";
 
 /** One model's figures. */
 export interface Gpt2BenchRow {
@@ -36,11 +37,11 @@ async function timeReps(gpu: Gpu, reps: number, record: () => void): Promise<num
 /** Measures one model at batch B x sequence T. */
 export async function benchGpt2Model(
   gpu: Gpu,
-  model: Gpt2,
+  model: Model,
   options: { name: string; B: number; T: number; reps: number; genTokens: number },
 ): Promise<Gpt2BenchRow> {
   const { B, T, reps } = options;
-  const V = model.config.vocabSize;
+  const V = model.outputs;
   const tokens = Uint32Array.from({ length: B * T }, (_, i) => (i * 7919) % V);
   const targets = Uint32Array.from({ length: B * T }, (_, i) => (i * 104729 + 1) % V);
   const batch = { B, T, tokens };
@@ -79,15 +80,13 @@ export async function benchGpt2(
 ): Promise<Gpt2BenchRow[]> {
   const rows: Gpt2BenchRow[] = [];
   {
-    using tiny = await Gpt2.load(gpu, options.fixture ?? "fixtures/tiny-gpt2", { trainAll: true });
+    using tiny = await loadModel(gpu, options.fixture ?? "fixtures/tiny-gpt2", { trainAll: true });
     rows.push(
       await benchGpt2Model(gpu, tiny, { name: "tiny-gpt2", B: 4, T: 64, reps: 10, genTokens: 32 }),
     );
   }
   if (options.small ?? true) {
-    using small = await Gpt2.fromWeights(gpu, initGpt2Weights(GPT2_SMALL, { seed: 1 }), {
-      trainAll: true,
-    });
+    using small = await gpt2Family.init(gpu, GPT2_SMALL, { seed: 1, trainAll: true });
     rows.push(
       await benchGpt2Model(gpu, small, {
         name: "gpt2-small (random)",

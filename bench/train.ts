@@ -10,7 +10,7 @@ import { AdapterSet } from "../adapters/attach.ts";
 import { TrainBatches } from "../data/batches.ts";
 import type { Row } from "../data/examples.ts";
 import type { Gpu } from "../kernels/gpu.ts";
-import { Gpt2 } from "../models/gpt2.ts";
+import { loadModel } from "../models/registry.ts";
 import { RunLog } from "../train/run_log.ts";
 import { train } from "../train/trainer.ts";
 
@@ -36,8 +36,8 @@ export async function benchTrain(
 ): Promise<TrainBench> {
   const fixture = options.fixture ?? "fixtures/tiny-gpt2";
   const { B = 8, T = 64, r = 8, k = 256, steps = 20 } = options;
-  using model = await Gpt2.load(gpu, fixture);
-  const V = model.config.vocabSize;
+  using model = await loadModel(gpu, fixture);
+  const V = model.outputs;
   using set = await AdapterSet.attach(model, {
     method: "nola",
     targets: ["h.*.attn.c_attn.q", "h.*.attn.c_attn.v"],

@@ -21,9 +21,9 @@ import {
   evalBatches,
   evaluateLoss,
   generateText,
-  Gpt2,
   Gpu,
   loadAdapter,
+  loadModel,
   loadSplits,
   quantizeInPlace,
   RunLog,
@@ -44,7 +44,7 @@ const STEPS = 10;
 
 // One GPU device for everything; `using` releases it (and everything below) at the end of scope.
 using gpu = await Gpu.acquire();
-using model = await Gpt2.load(gpu, MODEL);
+using model = await loadModel(gpu, MODEL);
 const tokenizer = await Tokenizer.load(MODEL);
 
 // NOLA on the query and value parts of every attention's fused c_attn projection. Each adapter is
@@ -132,7 +132,7 @@ console.log(`saved ${ADAPTER} (${saved.size} bytes)`);
 
 // Load into a fresh copy of the base model: the bases are regenerated from the seed and the
 // coefficients dequantized, then greedy generation continues a prompt from the validation set.
-using fresh = await Gpt2.load(gpu, MODEL);
+using fresh = await loadModel(gpu, MODEL);
 using _loaded = await loadAdapter(fresh, ADAPTER, { maxRows: B * T });
 const prompt = `${splits.validation[0].mr}\n`;
 const sample = await generateText(fresh, tokenizer, prompt, { maxNewTokens: 24 });
