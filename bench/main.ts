@@ -6,6 +6,7 @@
  * @module
  */
 
+import { join } from "node:path";
 import { writeTextFileAtomic } from "../formats/atomic.ts";
 import { Gpu } from "../kernels/gpu.ts";
 import { Matmul } from "../kernels/matmul.ts";
@@ -149,7 +150,7 @@ export async function runBench(options: RunBenchOptions = {}): Promise<void> {
     const start = performance.now();
     const result = await SUITES[name](gpu, { filter: options.filter });
     const report = { adapter: gpu.adapterName, date: new Date().toISOString(), timing, ...result };
-    const path = `${outDir}/${name}.json`;
+    const path = join(outDir, `${name}.json`);
     await Deno.mkdir(outDir, { recursive: true });
     await writeTextFileAtomic(path, JSON.stringify(report, null, 2) + "\n");
     console.log(`(${((performance.now() - start) / 1000).toFixed(0)} s, wrote ${path})\n`);

@@ -12,6 +12,7 @@
  * @module
  */
 
+import { join } from "node:path";
 import { writeTextFileAtomic } from "../formats/atomic.ts";
 import { runPipeline } from "../pipelines/run.ts";
 import { lineChart } from "../train/svg.ts";
@@ -98,13 +99,13 @@ ${v.quant === "qat" ? "    qat: { bits: 4 }\n" : ""}${evaluate("trained")}${
 }
 
 async function runVariant(v: Variant): Promise<Result> {
-  const dir = `${OUT}/${v.label.replace(/[^A-Za-z0-9]+/g, "-").toLowerCase()}`;
+  const dir = join(OUT, v.label.replace(/[^A-Za-z0-9]+/g, "-").toLowerCase());
   await Deno.mkdir(dir, { recursive: true });
-  const path = `${dir}/pipeline.yaml`;
+  const path = join(dir, "pipeline.yaml");
   await Deno.writeTextFile(path, pipelineYaml(v, dir));
   const start = performance.now();
   await runPipeline(path, { say: (line) => console.error(`  ${line}`) });
-  const summary = JSON.parse(await Deno.readTextFile(`${dir}/summary.json`));
+  const summary = JSON.parse(await Deno.readTextFile(join(dir, "summary.json")));
   const evaluation = summary.quantized ?? summary.trained;
   return {
     label: v.label,
@@ -140,7 +141,7 @@ if (import.meta.main) {
     console.error(`== ${v.label} ==`);
     results.push(await runVariant(v));
     await writeTextFileAtomic(
-      `${OUT}/results.json`,
+      join(OUT, "results.json"),
       JSON.stringify({ steps: STEPS, results }, null, 2),
     );
   }
@@ -173,11 +174,11 @@ if (import.meta.main) {
     yLabel: "validation loss",
     xLog: true,
   });
-  await writeTextFileAtomic(`${OUT}/loss.svg`, svg);
+  await writeTextFileAtomic(join(OUT, "loss.svg"), svg);
   const text =
     `# NOLA against LoRA on the fixtures\n\n${STEPS} steps of batch 8 x 128 tokens each, ` +
     `validation loss over the validation split's completion tokens, BLEU over its first ` +
     `${EXAMPLES} meaning representations (greedy).\n\n${table(results)}\n\n![](loss.svg)\n`;
-  await writeTextFileAtomic(`${OUT}/results.md`, text);
+  await writeTextFileAtomic(join(OUT, "results.md"), text);
   console.log(table(results));
 }
