@@ -461,8 +461,12 @@ export async function loadAdapter(
   const zeroPoints = quant?.scheme === "asymmetric"
     ? await file.readFloat32("quant.zero_point")
     : undefined;
+  // Scale slots follow the file's `targets` order, which another writer may not keep in model order.
+  if (new Set(targets).size !== targets.length) fail(`metadata "targets" names a module twice`);
+  const slotOf = new Map((targets as string[]).map((t, i) => [t, i]));
   const values = new Map<string, ModuleValues>();
-  for (const [i, m] of modules.entries()) {
+  for (const m of modules) {
+    const i = slotOf.get(m.name)!;
     if (!nola) {
       values.set(m.name, {
         loraA: await file.readFloat32(`${m.name}.lora_A`),

@@ -207,6 +207,51 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "a quantized file whose targets another writer listed out of model order loads each module's own scales",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    const desc = describe(config, NOLA);
+    const values = synthetic(desc, seed);
+    const quant: QuantOptions = { bits: 4, scheme: "asymmetric" };
+    const { bytes, values: stored } = encodeAdapter(desc, values, { quant });
+    // The same file with `targets` reversed and the scale table's slots moved to match.
+    const path = await tempPath();
+    await Deno.writeFile(path, bytes);
+    const tensors = [];
+    {
+      using file = await SafetensorsFile.open(path);
+      const targets = JSON.parse(file.metadata.targets) as string[];
+      const reorder = async (name: string) => {
+        const table = await file.readFloat32(name);
+        const out = new Float32Array(table.length);
+        targets.forEach((_, i) => {
+          const j = targets.length - 1 - i;
+          out.set(table.subarray(2 * i, 2 * i + 2), 2 * j);
+        });
+        return new Uint8Array(out.buffer);
+      };
+      for (const name of file.names()) {
+        const { dtype, shape } = file.info(name);
+        const data = name.startsWith("quant.") ? await reorder(name) : await file.readBytes(name);
+        tensors.push({ name, dtype, shape, data });
+      }
+      const metadata = { ...file.metadata, targets: JSON.stringify([...targets].reverse()) };
+      await Deno.writeFile(path, encodeSafetensors(tensors, metadata));
+    }
+    using model = await Gpt2.load(gpu, FIXTURE);
+    using set = await loadAdapter(model, path, { maxRows: 12 });
+    for (const m of set.modules) {
+      const want = stored.get(m.name) as { alpha: Float32Array; beta: Float32Array };
+      assert.deepEqual(await m.nola!.alpha.read(), want.alpha, `${m.name} seed ${seed}`);
+      assert.deepEqual(await m.nola!.beta.read(), want.beta, `${m.name} seed ${seed}`);
+    }
+    await Deno.remove(path);
+  },
+);
+
 /** Re-encodes an adapter file with its metadata or tensors changed. */
 async function tampered(
   bytes: Uint8Array,
