@@ -166,6 +166,7 @@ export {
 } from "./data/examples.ts";
 export type { Templates } from "./data/templates.ts";
 export {
+  type BatchOf,
   type BatchState,
   evalBatches,
   evalLabelledBatches,
@@ -184,6 +185,7 @@ export {
 export {
   NonFiniteLossError,
   type StepHooks,
+  type StepSource,
   train,
   type TrainOptions,
   type TrainResult,
@@ -199,6 +201,11 @@ export { lrAt, type Schedule, type ScheduleKind } from "./train/schedule.ts";
 export { type MetricRecord, RunLog, type Split, type Summary } from "./train/run_log.ts";
 export { Progress, type StepFigures } from "./train/progress.ts";
 export {
+  accuracy,
+  type AccuracyResult,
+  type BatchAccuracy,
+  type ClassificationExample,
+  evaluateAccuracy,
   evaluateGenerations,
   type EvaluateGenerationsOptions,
   evaluateLoss,

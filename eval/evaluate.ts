@@ -181,6 +181,7 @@ function cutAtStop(text: string, stop: readonly string[]): string {
 
 /** A classification example: prompt token ids and the index of its gold label. */
 export interface ClassificationExample {
+  /** The prompt's token ids; the label is read from the logits after its last token. */
   prompt: ArrayLike<number>;
   /** Index into `labelIds` of the correct label. */
   label: number;
@@ -190,7 +191,9 @@ export interface ClassificationExample {
 export interface AccuracyResult {
   /** Share of correct predictions on a 0-100 scale (0 for no example). */
   accuracy: number;
+  /** Examples predicted right. */
   correct: number;
+  /** Examples. */
   n: number;
   /** Predicted label index per example. */
   predictions: number[];

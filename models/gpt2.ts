@@ -39,6 +39,8 @@ export class Gpt2Cache implements DecodingCache {
   #past = 0;
 
   /**
+   * Wraps per-layer tensors as an empty cache (use {@link Gpt2.newCache}).
+   *
    * @param layers One `[capacity, 3C]` tensor a layer.
    */
   constructor(readonly layers: Tensor[]) {}

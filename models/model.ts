@@ -250,6 +250,8 @@ export class ModelConfigError extends Error {
   readonly key?: string;
 
   /**
+   * Makes the error.
+   *
    * @param message The one-line message.
    * @param options The file, the key, and the cause.
    */
@@ -269,6 +271,8 @@ export class ModelWeightsError extends Error {
   readonly tensor?: string;
 
   /**
+   * Makes the error.
+   *
    * @param message The one-line message.
    * @param options The file and the tensor.
    */
