@@ -39,6 +39,8 @@ export interface AdapterBench {
   ratio: number;
   /** Of one NOLA step: the time of combine + coefficient gradients alone. */
   nolaOverheadMs: number;
+  /** Queue submits of one step with each method (the last timed step). */
+  submitsPerStep: { nola: number; lora: number };
   /** GPU bytes NOLA's q/v adapters keep (persistent) and the step's pooled peak, per k. */
   memory: { k: number; adapterBytes: number; stepPeakBytes: number; coefficients: number }[];
 }
@@ -89,6 +91,7 @@ export async function benchAdapters(
   const loraConfig: AttachConfig = { ...base, method: "lora" };
   const runs = { nola: [] as number[], lora: [] as number[] };
   const overhead: number[] = [];
+  const submitsPerStep = { nola: 0, lora: 0 };
   for (const config of [nolaConfig, loraConfig]) {
     // Warm-up: pipelines, arenas, the pool.
     using set = await AdapterSet.attach(model, config, { maxRows: B * T });
@@ -102,8 +105,10 @@ export async function benchAdapters(
       using optimizer = await adamw(set);
       await gpu.sync();
       const start = performance.now();
+      const submits = gpu.submits;
       await step(model, set, optimizer, batch);
       runs[method].push(performance.now() - start);
+      submitsPerStep[method] = gpu.submits - submits;
       if (method === "nola") {
         const { ms } = await gpu.time(() => {
           set.prepareStep();
@@ -143,6 +148,7 @@ export async function benchAdapters(
     loraStepMs,
     ratio: nolaStepMs / loraStepMs,
     nolaOverheadMs: median(overhead),
+    submitsPerStep,
     memory,
   };
 }

@@ -82,7 +82,8 @@ const SUITES: Record<string, Suite> = {
     ]));
     console.log(
       `NOLA / LoRA step time: ${r.ratio.toFixed(3)} (target <= 1.15); combine + coefficient ` +
-        `gradients: ${r.nolaOverheadMs.toFixed(0)} ms a step`,
+        `gradients: ${r.nolaOverheadMs.toFixed(0)} ms a step; queue submits a step: NOLA ` +
+        `${r.submitsPerStep.nola}, LoRA ${r.submitsPerStep.lora}`,
     );
     console.log(formatTable(
       ["k = l", "coefficients", "adapter bytes", "step temp peak bytes"],

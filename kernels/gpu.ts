@@ -61,6 +61,12 @@ export class GpuError extends Error {
 
 const OPTIONAL_FEATURES: GPUFeatureName[] = ["shader-f16", "timestamp-query"];
 
+// Writes up to this size, made while work is recorded, go through a pooled upload buffer and a
+// recorded copy; larger ones (weights at load time) submit the recorded work first, so an upload
+// never holds a second copy of a big tensor.
+const STAGED_WRITE_BYTES = 1 << 20;
+const UPLOAD_USAGE = GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+
 /** Usage of every tensor buffer: bound as storage, copied in and out. */
 export const TENSOR_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC |
   GPUBufferUsage.COPY_DST;
@@ -73,8 +79,8 @@ function noAdapterMessage(): string {
 
 /**
  * One WebGPU device and everything that hangs off it. Work is recorded into one command encoder
- * (one compute pass where possible) and submitted by {@link Gpu.flush}, so a whole training step
- * is a few submits.
+ * (one compute pass where possible) and submitted by {@link Gpu.flush}; writes and copies are
+ * recorded in order with it, so a whole training step is one submit.
  *
  * @example Acquire a device and run nothing
  * ```ts
@@ -98,6 +104,7 @@ export class Gpu implements Disposable {
   readonly maxBindingBytes: number;
   /** Alignment of a storage binding's byte offset. */
   readonly bindingAlignment: number;
+  #submits = 0;
   #kernels = new Map<string, Kernel>();
   #encoder: GPUCommandEncoder | null = null;
   #pass: GPUComputePassEncoder | null = null;
@@ -175,6 +182,11 @@ export class Gpu implements Disposable {
       `  maxStorageBufferBindingSize ${limits.maxStorageBufferBindingSize}, maxBufferSize ` +
       `${limits.maxBufferSize}, maxComputeWorkgroupStorageSize ${limits.maxComputeWorkgroupStorageSize}`,
     ].join("\n");
+  }
+
+  /** Queue submits so far: each {@link Gpu.flush} that had work, each read, each large write. */
+  get submits(): number {
+    return this.#submits;
   }
 
   /** Throws the first asynchronous device error seen (lost device, uncaptured error). */
@@ -310,11 +322,27 @@ export class Gpu implements Disposable {
     this.encoder().clearBuffer(buffer, options.offset ?? 0, options.size);
   }
 
-  /** Writes host data into a buffer, ordered before the next submit. */
+  /**
+   * Writes host data into a buffer, ordered after the work recorded so far and before the work
+   * recorded next, without a submit of its own (except for writes over 1 MiB while work is
+   * recorded). `data.byteLength` and `byteOffset` are multiples of 4.
+   */
   write(buffer: GPUBuffer, data: ArrayBufferView, byteOffset = 0): void {
-    // Work already recorded must see the old contents: submit it first.
-    if (this.#encoder) this.flush();
-    this.device.queue.writeBuffer(buffer, byteOffset, data as ArrayBufferView<ArrayBuffer>);
+    const bytes = data as ArrayBufferView<ArrayBuffer>;
+    // Nothing recorded: the queue write lands before the next submit, as the caller means.
+    if (!this.#encoder) return this.device.queue.writeBuffer(buffer, byteOffset, bytes);
+    if (data.byteLength > STAGED_WRITE_BYTES) {
+      // Work already recorded must see the old contents: submit it first.
+      this.flush();
+      return this.device.queue.writeBuffer(buffer, byteOffset, bytes);
+    }
+    // A queue write would land before the recorded work, so the data goes to an upload buffer
+    // now and is copied in the encoder, in order. The upload buffer goes back to the pool after
+    // the submit; its next queue write is ordered after that submit.
+    const upload = this.pool.acquire(data.byteLength, UPLOAD_USAGE);
+    this.device.queue.writeBuffer(upload, 0, bytes);
+    this.copy(upload, buffer, { size: data.byteLength, targetOffset: byteOffset });
+    this.release(upload);
   }
 
   /** Submits everything recorded so far as one command buffer. */
@@ -328,6 +356,7 @@ export class Gpu implements Disposable {
     const encoder = this.#encoder ?? this.device.createCommandEncoder();
     this.#encoder = null;
     this.device.queue.submit([encoder.finish()]);
+    this.#submits++;
     this.#uniforms.recycle();
     for (const fn of this.#afterSubmit.splice(0)) fn();
   }

@@ -138,3 +138,37 @@ Deno.test("GPU timing returns a positive duration", GPU_TEST, async () => {
   });
   assert(ms > 0 && ms < 10_000, `${ms} ms from ${source}`);
 });
+
+Deno.test(
+  "a write between recorded dispatches lands in order without a submit of its own",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const kernel = await gpu.kernel(scaleKernel());
+    using x = Tensor.from(gpu, new Float32Array([1, 2, 3, 4]), [4]);
+    using before = Tensor.empty(gpu, [4]);
+    using after = Tensor.empty(gpu, [4]);
+    gpu.flush();
+    const submits = gpu.submits;
+    const scale = (out: Tensor) =>
+      gpu.dispatch(kernel, [out.buffer, x.buffer], { uniforms: sizes(4, 0, 2), workgroups: [1] });
+    scale(before);
+    gpu.write(x.buffer, new Float32Array([10, 20]), 4);
+    scale(after);
+    assert.equal(gpu.submits, submits, "the write submitted the recorded work");
+    gpu.flush();
+    assert.equal(gpu.submits, submits + 1);
+    assert.deepEqual([...await before.read()], [2, 4, 6, 8]);
+    assert.deepEqual([...await after.read()], [2, 20, 40, 8]);
+    // A large write submits the recorded work first rather than holding a second copy.
+    const n = (1 << 20) / 4 + 4;
+    using big = Tensor.from(gpu, new Float32Array(n).fill(1), [n]);
+    using out = Tensor.empty(gpu, [4]);
+    gpu.dispatch(kernel, [out.buffer, big.buffer], { uniforms: sizes(4, 0, 3), workgroups: [1] });
+    const beforeBig = gpu.submits;
+    big.fill(5);
+    assert.equal(gpu.submits, beforeBig + 1);
+    assert.deepEqual([...await out.read()], [3, 3, 3, 3]);
+    assert.deepEqual((await big.read())[n - 1], 5);
+  },
+);

@@ -162,3 +162,42 @@ Deno.test("`evalEvery: 0` evaluates once, after the last step", GPU_TEST, async 
   assert.deepEqual(validation.map((r) => [r.step, r.loss]), [[3, 1.5]]);
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test(
+  "a training step is one queue submit: its micro-batches record writes without submitting",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const dir = await tempDir("submits");
+    using s = await nolaSetup(gpu, { steps: 4 });
+    using log = await RunLog.open(dir);
+    const atPrepare: number[] = [];
+    const atFinish: number[] = [];
+    const result = await train({
+      ...s.base,
+      hooks: {
+        zeroGrads: () => s.set.zeroGrads(),
+        prepareStep: () => {
+          atPrepare.push(gpu.submits);
+          s.set.prepareStep();
+        },
+        finishBackward: () => {
+          s.set.finishBackward();
+          atFinish.push(gpu.submits);
+        },
+      },
+      batches: s.batches(),
+      log,
+      logEvery: 4,
+      checkpointEvery: 0,
+    });
+    assert.equal(result.steps, 4);
+    // Forward, loss and backward of both micro-batches of a step (tokens, targets and weights
+    // written for each) are recorded without a submit...
+    assert.deepEqual(atFinish, atPrepare);
+    // ...and the step's own flush is its only one.
+    assert.deepEqual(atPrepare.slice(1).map((n, i) => n - atPrepare[i]), [1, 1, 1]);
+    assert(result.losses.get(4)! < result.losses.get(1)!, `${[...result.losses.values()]}`);
+    await Deno.remove(dir, { recursive: true });
+  },
+);
