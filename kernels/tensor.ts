@@ -159,12 +159,76 @@ export function window(gpu: Gpu, buffer: GPUBuffer, range: { begin: number; end:
   return { binding: { buffer, offset, size }, shift: (beginByte - offset) / 4 };
 }
 
-/** A view: element offset + leading dimension into a buffer that holds a [rows, ld] matrix. */
-export interface MatrixView {
-  /** The tensor holding the matrix. */
+/**
+ * Where a kernel operand lies: a whole tensor, or part of one. A part is `size` elements from
+ * element `offset` (a slice of an arena), or, with `ld`, a matrix whose rows start `ld` elements
+ * apart (a column block of a wider matrix). WebGPU forbids binding one buffer as written and as
+ * read in the same dispatch, so an output may not lie in the same tensor as an input.
+ *
+ * @example A tensor, a slice of it, and the q columns of a `[T, 3C]` qkv as a matrix
+ * ```ts
+ * import { Gpu } from "./kernels/gpu.ts";
+ * import { type BufferView, Tensor } from "./kernels/tensor.ts";
+ * using gpu = await Gpu.acquire();
+ * using qkv = Tensor.empty(gpu, [5, 24]);
+ * const views: BufferView[] = [qkv, { tensor: qkv, offset: 3, size: 7 }, { tensor: qkv, ld: 24 }];
+ * ```
+ */
+export type BufferView = Tensor | {
+  /** The tensor the view lies in. */
   tensor: Tensor;
-  /** Element offset of row 0 in the tensor; default 0. */
+  /** First element of the view in the tensor; default 0. */
   offset?: number;
-  /** Leading dimension: elements from one row to the next. */
-  ld: number;
+  /** Elements in the view; default to the end of the tensor. */
+  size?: number;
+  /** Elements from one row to the next, when the view is read as a matrix. */
+  ld?: number;
+};
+
+/**
+ * A {@link BufferView} read as a matrix: its row pitch is given.
+ *
+ * @deprecated Name kept for the linear-adapter contract, whose callers build `{ tensor, ld }`
+ * literals; it is a `BufferView` with `ld` set.
+ */
+export type MatrixView = Extract<BufferView, { tensor: Tensor }> & { ld: number };
+
+/** The elements a view covers: its tensor, first element and element count. */
+export interface ViewRange {
+  tensor: Tensor;
+  offset: number;
+  size: number;
+}
+
+/**
+ * The tensor, first element and element count of `view`, checked to lie inside the tensor.
+ *
+ * @param view A tensor or a part of one.
+ * @returns Where the view's elements lie.
+ * @throws {RangeError} When the view is not a whole number of elements inside its tensor.
+ *
+ * @example The range of a slice
+ * ```ts
+ * import { Gpu } from "./kernels/gpu.ts";
+ * import { Tensor, viewRange } from "./kernels/tensor.ts";
+ * using gpu = await Gpu.acquire();
+ * using t = Tensor.empty(gpu, [10]);
+ * console.log(viewRange({ tensor: t, offset: 4 }).size); // 6
+ * ```
+ */
+export function viewRange(view: BufferView): ViewRange {
+  if (view instanceof Tensor) return { tensor: view, offset: 0, size: view.size };
+  const { tensor } = view;
+  const offset = view.offset ?? 0;
+  const size = view.size ?? tensor.size - offset;
+  if (
+    !Number.isSafeInteger(offset) || !Number.isSafeInteger(size) || offset < 0 || size < 0 ||
+    offset + size > tensor.size
+  ) {
+    throw new RangeError(
+      `View of ${size} elements from element ${offset} lies outside tensor ` +
+        `"${tensor.buffer.label}" of ${tensor.size}`,
+    );
+  }
+  return { tensor, offset, size };
 }
