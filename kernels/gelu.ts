@@ -5,27 +5,33 @@
  * @module
  */
 
+import { checkDistinct, checkSameSize, grid, windows } from "./dispatch.ts";
 import type { Gpu, Kernel } from "./gpu.ts";
-import { window } from "./tensor.ts";
-import type { Elements } from "./residual.ts";
+import type { BufferView } from "./tensor.ts";
+import { UniformStruct } from "./uniform_struct.ts";
 import code from "./gelu.wgsl" with { type: "text" };
 
 const WG = 256;
+const SIZES = new UniformStruct(
+  "Sizes",
+  { n: "u32", shift0: "u32", shift1: "u32", shift2: "u32" },
+  { wgsl: code },
+);
 
 /** Options of {@link GeluKernels.forward}. */
 export interface GeluForwardOptions {
   /** Written: `gelu(inp)`; its buffer must differ from `inp`'s. */
-  out: Elements;
-  inp: Elements;
+  out: BufferView;
+  inp: BufferView;
 }
 
 /** Options of {@link GeluKernels.backward}. */
 export interface GeluBackwardOptions {
   /** Accumulated: `dinp += dout * gelu'(inp)`. */
-  dinp: Elements;
+  dinp: BufferView;
   /** The forward's input. */
-  inp: Elements;
-  dout: Elements;
+  inp: BufferView;
+  dout: BufferView;
 }
 
 /**
@@ -64,45 +70,30 @@ export class GeluKernels {
 
   /** Records `out = gelu(inp)` elementwise (any shape; `[B, T, 4C]` in GPT-2). */
   forward(options: GeluForwardOptions): void {
-    this.#run(this.forwardKernel, [options.out, options.inp], ["out", "inp"]);
+    const { out, inp } = options;
+    this.#run(this.forwardKernel, { out }, { inp });
   }
 
   /** Records `dinp += dout * gelu'(inp)` elementwise. */
   backward(options: GeluBackwardOptions): void {
     const { dinp, inp, dout } = options;
-    this.#run(this.backwardKernel, [dinp, inp, dout], ["dinp", "inp", "dout"]);
+    this.#run(this.backwardKernel, { dinp }, { inp, dout });
   }
 
-  // The first operand is the output, the rest inputs.
-  #run(kernel: Kernel, operands: Elements[], names: string[]): void {
-    const n = operands[0].size;
-    operands.forEach((e, k) => {
-      if (e.size !== n) {
-        throw new RangeError(
-          `Cannot run ${kernel.key.label}: "${names[k]}" has ${e.size} elements, ` +
-            `"${names[0]}" has ${n}`,
-        );
-      }
-      if (k > 0 && e.buffer === operands[0].buffer) {
-        throw new RangeError(
-          `Cannot run ${kernel.key.label}: output "${names[0]}" and input "${names[k]}" ` +
-            `share one buffer`,
-        );
-      }
-    });
-    const chunk = Math.floor((this.gpu.maxBindingBytes - this.gpu.bindingAlignment) / 4);
-    const max = this.gpu.device.limits.maxComputeWorkgroupsPerDimension;
-    for (let start = 0; start < n; start += chunk) {
-      const count = Math.min(chunk, n - start);
-      const windows = operands.map((e) => {
-        const begin = ("begin" in e ? e.begin ?? 0 : 0) + start;
-        return window(this.gpu, e.buffer, { begin, end: begin + count });
-      });
-      const groups = Math.ceil(count / WG);
-      this.gpu.dispatch(kernel, windows.map((w) => w.binding), {
-        uniforms: Uint32Array.of(count, ...windows.map((w) => w.shift)).buffer,
-        // Workgroup counts past the per-dimension limit wrap into y; kernels skip the overhang.
-        workgroups: groups <= max ? [groups, 1] : [max, Math.ceil(groups / max)],
+  #run(
+    kernel: Kernel,
+    output: Record<string, BufferView>,
+    inputs: Record<string, BufferView>,
+  ): void {
+    const { label } = kernel.key;
+    const views = { ...output, ...inputs };
+    const n = checkSameSize(label, views);
+    checkDistinct(label, output, inputs);
+    for (const w of windows(this.gpu, n, Object.values(views), { label })) {
+      const [shift0, shift1, shift2 = 0] = w.shifts;
+      this.gpu.dispatch(kernel, w.bindings, {
+        uniforms: SIZES.pack({ n: w.count, shift0, shift1, shift2 }),
+        workgroups: grid(this.gpu, Math.ceil(w.count / WG)),
       });
     }
   }

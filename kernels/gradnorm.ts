@@ -20,9 +20,10 @@
  * @module
  */
 
+import { grid, rowsPerBinding, windows } from "./dispatch.ts";
 import type { Gpu, Kernel } from "./gpu.ts";
-import type { Elements } from "./residual.ts";
-import { type Tensor, window } from "./tensor.ts";
+import { type BufferView, type Tensor, viewRange } from "./tensor.ts";
+import { UniformStruct } from "./uniform_struct.ts";
 import code from "./gradnorm.wgsl" with { type: "text" };
 
 const WG = 256;
@@ -30,6 +31,16 @@ const WG = 256;
 const MIN_CHUNK = 4 * WG;
 /** Most partial sums one tensor contributes, so the final single-workgroup pass stays short. */
 const MAX_PARTS = 1024;
+const PART_SIZES = new UniformStruct(
+  "PartSizes",
+  { n: "u32", shift: "u32", chunk: "u32", out_offset: "u32" },
+  { wgsl: code },
+);
+const FINISH_SIZES = new UniformStruct(
+  "FinishSizes",
+  { parts: "u32", clip: "u32", max_norm: "f32", base_scale: "f32" },
+  { wgsl: code },
+);
 
 /** Outputs of {@link GradnormKernels.forward}: one f32 each. */
 export interface GradnormOutputs {
@@ -42,7 +53,7 @@ export interface GradnormOutputs {
 /** Options of {@link GradnormKernels.forward}. */
 export interface GradnormOptions {
   /** The gradients, summed in this order. */
-  grads: readonly Elements[];
+  grads: readonly BufferView[];
   /** Clip the scaled gradient's norm to this; 0, Infinity or absent: no clipping. */
   maxNorm?: number;
   /** Multiplier folded into `gradScale` before clipping (averaging); default 1. */
@@ -118,46 +129,42 @@ export class GradnormKernels {
       throw new RangeError(`Gradient norm "baseScale" must be finite, got ${baseScale}`);
     }
     const { gpu } = this;
-    const windowElements = Math.floor((gpu.maxBindingBytes - gpu.bindingAlignment) / 4);
+    const label = "gradnorm_forward";
+    const windowElements = rowsPerBinding(gpu, { label });
     const plans = options.grads.map((g, k) => {
-      if ("dtype" in g && g.dtype !== "f32") {
-        throw new RangeError(`Gradient ${k} ("${g.buffer.label}") is ${g.dtype}, not f32`);
-      }
-      const chunk = Math.max(MIN_CHUNK, Math.ceil(g.size / MAX_PARTS));
-      if (chunk > windowElements) {
-        throw new RangeError(`Gradient ${k} ("${g.buffer.label}") is too large to reduce`);
-      }
-      return { g, chunk, parts: Math.ceil(g.size / chunk) };
+      const { tensor, size } = viewRange(g);
+      const name = `Gradient ${k} ("${tensor.buffer.label}")`;
+      if (tensor.dtype !== "f32") throw new RangeError(`${name} is ${tensor.dtype}, not f32`);
+      const chunk = Math.max(MIN_CHUNK, Math.ceil(size / MAX_PARTS));
+      if (chunk > windowElements) throw new RangeError(`${name} is too large to reduce`);
+      return { g, size, chunk, parts: Math.ceil(size / chunk) };
     });
     const parts = plans.reduce((sum, p) => sum + p.parts, 0);
-    const partial = gpu.buffer(Math.max(parts, 1) * 4, { label: "gradnorm partial" });
-    const maxGroups = gpu.device.limits.maxComputeWorkgroupsPerDimension;
-    let offset = 0;
-    for (const { g, chunk } of plans) {
-      const first = "begin" in g ? g.begin ?? 0 : 0;
+    // Pooled buffers may be larger than asked for: bind only the bytes in use.
+    const bytes = Math.max(parts, 1) * 4;
+    const partial = { buffer: gpu.buffer(bytes, { label: "gradnorm partial" }), size: bytes };
+    let out_offset = 0;
+    for (const { g, size, chunk } of plans) {
       // Whole chunks per window, so a chunk never straddles two bindings.
-      const step = Math.floor(windowElements / chunk) * chunk;
-      for (let start = 0; start < g.size; start += step) {
-        const count = Math.min(step, g.size - start);
-        const chunks = Math.ceil(count / chunk);
-        const w = window(gpu, g.buffer, { begin: first + start, end: first + start + count });
-        const x = Math.min(chunks, maxGroups);
-        gpu.dispatch(this.part, [{ buffer: partial, size: Math.max(parts, 1) * 4 }, w.binding], {
-          uniforms: Uint32Array.of(count, w.shift, chunk, offset).buffer,
-          workgroups: [x, Math.ceil(chunks / x)],
+      for (const w of windows(gpu, size, [g], { multiple: chunk, label })) {
+        const chunks = Math.ceil(w.count / chunk);
+        gpu.dispatch(this.part, [partial, w.bindings[0]], {
+          uniforms: PART_SIZES.pack({ n: w.count, shift: w.shifts[0], chunk, out_offset }),
+          workgroups: grid(gpu, chunks),
         });
-        offset += chunks;
+        out_offset += chunks;
       }
     }
-    const block = new ArrayBuffer(16);
     const clip = maxNorm > 0 && maxNorm !== Infinity;
-    new Uint32Array(block, 0, 2).set([parts, clip ? 1 : 0]);
-    new Float32Array(block, 8, 2).set([clip ? maxNorm : 0, baseScale]);
-    gpu.dispatch(
-      this.finish,
-      [norm.buffer, gradScale.buffer, { buffer: partial, size: Math.max(parts, 1) * 4 }],
-      { uniforms: block, workgroups: [1] },
-    );
-    gpu.release(partial);
+    gpu.dispatch(this.finish, [norm.buffer, gradScale.buffer, partial], {
+      uniforms: FINISH_SIZES.pack({
+        parts,
+        clip,
+        max_norm: clip ? maxNorm : 0,
+        base_scale: baseScale,
+      }),
+      workgroups: [1],
+    });
+    gpu.release(partial.buffer);
   }
 }

@@ -12,21 +12,27 @@
  * @module
  */
 
+import { bindView, checkDistinct, checkSameSize } from "./dispatch.ts";
 import type { Gpu, Kernel } from "./gpu.ts";
-import type { Elements } from "./residual.ts";
-import { Tensor, window } from "./tensor.ts";
+import { type BufferView, Tensor } from "./tensor.ts";
+import { UniformStruct } from "./uniform_struct.ts";
 import code from "./lossacc.wgsl" with { type: "text" };
 
 const WG = 256;
+const SIZES = new UniformStruct(
+  "Sizes",
+  { n: "u32", shift_losses: "u32", shift_weights: "u32", has_weights: "u32" },
+  { wgsl: code },
+);
 /** u32 words of the accumulator. */
 export const LOSSACC_WORDS = 8;
 
 /** Inputs of {@link LossaccKernels.forward}. */
 export interface LossaccInputs {
   /** Per-token losses of one micro-batch, e.g. `acts.losses` after `model.loss`; f32 [n]. */
-  losses: Elements;
+  losses: BufferView;
   /** Per-token weights, f32 [n] (e.g. `acts.weights`); every weight is 1 when absent. */
-  weights?: Elements;
+  weights?: BufferView;
 }
 
 /** The totals since the last reset, as read back. */
@@ -89,28 +95,18 @@ export class LossaccKernels {
     if (acc.size < LOSSACC_WORDS) {
       throw new RangeError(`Loss accumulator has ${acc.size} words, needs ${LOSSACC_WORDS}`);
     }
-    for (const [name, e] of [["losses", losses], ["weights", weights]] as const) {
-      if (e && "dtype" in e && e.dtype !== "f32") {
-        throw new RangeError(`Loss accumulation "${name}" is ${e.dtype}, not f32`);
-      }
-      if (e && e.buffer === acc.buffer) {
-        throw new RangeError(`Loss accumulation "${name}" shares the accumulator's buffer`);
-      }
-    }
-    const n = losses.size;
-    if (weights && weights.size !== n) {
-      throw new RangeError(
-        `Loss accumulation has ${n} losses and ${weights.size} weights`,
-      );
-    }
-    const bind = (e: Elements) => {
-      const begin = "begin" in e ? e.begin ?? 0 : 0;
-      return window(this.gpu, e.buffer, { begin, end: begin + n });
-    };
-    const l = bind(losses);
-    const w = weights ? bind(weights) : l;
+    const label = "lossacc_forward";
+    const n = checkSameSize(label, weights ? { losses, weights } : { losses });
+    checkDistinct(label, { acc }, { losses, weights });
+    const l = bindView(this.gpu, losses);
+    const w = weights ? bindView(this.gpu, weights) : l;
     this.gpu.dispatch(this.kernel, [acc.buffer, l.binding, w.binding], {
-      uniforms: Uint32Array.of(n, l.shift, w.shift, weights ? 1 : 0).buffer,
+      uniforms: SIZES.pack({
+        n,
+        shift_losses: l.shift,
+        shift_weights: w.shift,
+        has_weights: !!weights,
+      }),
       workgroups: [1],
     });
   }
@@ -150,7 +146,7 @@ export class LossAccumulator implements Disposable {
   }
 
   /** Records adding one micro-batch's losses (weighted by `options.weights`, else by 1). */
-  add(losses: Elements, options: { weights?: Elements } = {}): void {
+  add(losses: BufferView, options: { weights?: BufferView } = {}): void {
     this.kernels.forward(this.words, { losses, weights: options.weights });
   }
 

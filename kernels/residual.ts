@@ -6,41 +6,48 @@
  * @module
  */
 
+import { checkDistinct, checkSameSize, grid, windows } from "./dispatch.ts";
 import type { Gpu, Kernel } from "./gpu.ts";
-import { type Tensor, window } from "./tensor.ts";
+import type { BufferView, Tensor } from "./tensor.ts";
+import { UniformStruct } from "./uniform_struct.ts";
 import code from "./residual.wgsl" with { type: "text" };
 
 const WG = 256;
+const SIZES = new UniformStruct(
+  "Sizes",
+  { n: "u32", shift0: "u32", shift1: "u32", shift2: "u32", factor: "f32" },
+  { wgsl: code },
+);
 
 /**
- * A run of f32 elements: a whole tensor, or `size` elements of a buffer from element `begin`
- * (a slice of an arena). WebGPU forbids binding one buffer as written and as read in the same
- * dispatch, so an output may not share its buffer with an input.
+ * A run of f32 elements: a whole tensor, or `size` elements of a buffer from element `begin`.
+ *
+ * @deprecated Use {@link BufferView}; kept for `fakequant.ts`, its last user.
  */
 export type Elements = Tensor | { buffer: GPUBuffer; begin?: number; size: number };
 
 /** Options of {@link ResidualKernels.forward}. */
 export interface ResidualForwardOptions {
   /** Written: `a + b`, same length as both. */
-  out: Elements;
-  a: Elements;
-  b: Elements;
+  out: BufferView;
+  a: BufferView;
+  b: BufferView;
 }
 
 /** Options of {@link ResidualKernels.backward}. */
 export interface ResidualBackwardOptions {
   /** Accumulated: `da += dout`. */
-  da: Elements;
+  da: BufferView;
   /** Accumulated: `db += dout`. */
-  db: Elements;
-  dout: Elements;
+  db: BufferView;
+  dout: BufferView;
 }
 
 /** Options of {@link ResidualKernels.accumulate}. */
 export interface AccumulateOptions {
   /** Accumulated: `dst += factor * src`. */
-  dst: Elements;
-  src: Elements;
+  dst: BufferView;
+  src: BufferView;
   /** Multiplier of `src`; 1 when absent (then the sum is exact f32 addition). */
   factor?: number;
 }
@@ -48,7 +55,7 @@ export interface AccumulateOptions {
 /** Options of {@link ResidualKernels.scale}. */
 export interface ScaleOptions {
   /** Scaled in place: `dst *= factor`. */
-  dst: Elements;
+  dst: BufferView;
   factor: number;
 }
 
@@ -92,85 +99,42 @@ export class ResidualKernels {
   /** Records `out = a + b`. */
   forward(options: ResidualForwardOptions): void {
     const { out, a, b } = options;
-    this.#run(this.kernels.forward, [out, a, b], ["out", "a", "b"], 1, 1);
+    this.#run(this.kernels.forward, { out }, { a, b }, 1);
   }
 
   /** Records `da += dout; db += dout` (the residual's gradient reaches both branches). */
   backward(options: ResidualBackwardOptions): void {
     const { da, db, dout } = options;
-    this.#run(this.kernels.backward, [da, db, dout], ["da", "db", "dout"], 1, 2);
+    this.#run(this.kernels.backward, { da, db }, { dout }, 1);
   }
 
   /** Records `dst += factor * src`. */
   accumulate(options: AccumulateOptions): void {
     const { dst, src, factor = 1 } = options;
-    this.#run(this.kernels.accumulate, [dst, src], ["dst", "src"], factor, 1);
+    this.#run(this.kernels.accumulate, { dst }, { src }, factor);
   }
 
   /** Records `dst *= factor`. */
   scale(options: ScaleOptions): void {
-    this.#run(this.kernels.scale, [options.dst], ["dst"], options.factor, 1);
+    this.#run(this.kernels.scale, { dst: options.dst }, {}, options.factor);
   }
 
-  // The first `written` operands are outputs, the rest inputs.
   #run(
     kernel: Kernel,
-    operands: Elements[],
-    names: string[],
+    outputs: Record<string, BufferView>,
+    inputs: Record<string, BufferView>,
     factor: number,
-    written: number,
   ): void {
-    const n = operands[0].size;
-    for (let w = 0; w < written; w++) {
-      for (let r = written; r < operands.length; r++) {
-        if (operands[w].buffer === operands[r].buffer) {
-          throw new RangeError(
-            `Cannot run ${kernel.key.label}: output "${names[w]}" and input "${names[r]}" ` +
-              `share one buffer`,
-          );
-        }
-      }
-    }
-    operands.forEach((e, k) => {
-      if (e.size !== n) {
-        throw new RangeError(
-          `Cannot run ${kernel.key.label}: "${names[k]}" has ${e.size} elements, ` +
-            `"${names[0]}" has ${n}`,
-        );
-      }
-      if ("dtype" in e && e.dtype !== "f32") {
-        throw new RangeError(
-          `Cannot run ${kernel.key.label}: "${names[k]}" is ${e.dtype}, not f32`,
-        );
-      }
-    });
-    const chunk = chunkElements(this.gpu);
-    for (let start = 0; start < n; start += chunk) {
-      const count = Math.min(chunk, n - start);
-      const windows = operands.map((e) => {
-        const begin = ("begin" in e ? e.begin ?? 0 : 0) + start;
-        return window(this.gpu, e.buffer, { begin, end: begin + count });
-      });
-      const block = new ArrayBuffer(32);
-      const u32 = new Uint32Array(block);
-      u32[0] = count;
-      windows.forEach((w, k) => u32[1 + k] = w.shift);
-      new Float32Array(block)[4] = factor;
-      this.gpu.dispatch(kernel, windows.map((w) => w.binding), {
-        uniforms: block,
-        workgroups: grid(this.gpu, Math.ceil(count / WG)),
+    const { label } = kernel.key;
+    const views = { ...outputs, ...inputs };
+    const n = checkSameSize(label, views);
+    checkDistinct(label, outputs, inputs);
+    for (const w of windows(this.gpu, n, Object.values(views), { label })) {
+      const [shift0, shift1 = 0, shift2 = 0] = w.shifts;
+      this.gpu.dispatch(kernel, w.bindings, {
+        uniforms: SIZES.pack({ n: w.count, shift0, shift1, shift2, factor }),
+        workgroups: grid(this.gpu, Math.ceil(w.count / WG)),
       });
     }
   }
-}
-
-/** Elements one dispatch may cover: a binding's worth, less the slack of an aligned offset. */
-function chunkElements(gpu: Gpu): number {
-  return Math.floor((gpu.maxBindingBytes - gpu.bindingAlignment) / 4);
-}
-
-// Workgroup counts past the per-dimension limit wrap into y; kernels skip the overhang.
-function grid(gpu: Gpu, groups: number): [number, number] {
-  const max = gpu.device.limits.maxComputeWorkgroupsPerDimension;
-  return groups <= max ? [groups, 1] : [max, Math.ceil(groups / max)];
 }

@@ -65,8 +65,8 @@ Deno.test("gradnorm reads ranges of buffers split into binding windows", GPU_TES
   const n = 100_003;
   const data = randomArray(n + 777, seed);
   using whole = Tensor.from(gpu, data, [n + 777]);
-  const range = { buffer: whole.buffer, begin: 777, size: n };
-  const small = { buffer: whole.buffer, begin: 5, size: 9 };
+  const range = { tensor: whole, offset: 777 };
+  const small = { tensor: whole, offset: 5, size: 9 };
   const got = await run(gpu, { grads: [range, small], maxNorm: 3 });
   const want = gradnormRef([data.subarray(777), data.subarray(5, 14)], { maxNorm: 3 });
   near(got.norm, want.norm, `seed=${seed} norm`);

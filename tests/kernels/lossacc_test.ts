@@ -52,7 +52,7 @@ Deno.test("lossacc without weights sums plain losses; reset zeroes", GPU_TEST, a
   const gpu = await testGpu();
   using acc = await LossAccumulator.create(gpu);
   using whole = Tensor.from(gpu, new Float32Array([9, 1.5, -0.5, 3, 9]), [5]);
-  acc.add({ buffer: whole.buffer, begin: 1, size: 3 });
+  acc.add({ tensor: whole, offset: 1, size: 3 });
   assert.deepEqual(await acc.read(), {
     loss: 4,
     weight: 3,
@@ -101,5 +101,5 @@ Deno.test("lossacc counts a NaN micro-batch apart and keeps the others", GPU_TES
   assert.equal(got.nonFinite, 2);
   assert(Number.isNaN(got.mean));
   using three = Tensor.from(gpu, new Float32Array(3), [3]);
-  assert.throws(() => acc.add(good, { weights: three }), /2 losses and 3 weights/);
+  assert.throws(() => acc.add(good, { weights: three }), /"weights" has 3 elements, expected 2/);
 });

@@ -85,8 +85,8 @@ Deno.test("residual kernels work on unaligned slices of arenas", GPU_TEST, async
   using source = Tensor.from(gpu, other, [other.length]);
   // arena[2n+5 ..] += 2 * source[1 ..]; the elements around the slice stay as they were.
   residual.accumulate({
-    dst: { buffer: arena.buffer, begin: 2 * n + 5, size: n },
-    src: { buffer: source.buffer, begin: 1, size: n },
+    dst: { tensor: arena, offset: 2 * n + 5, size: n },
+    src: { tensor: source, offset: 1 },
     factor: 2,
   });
   // Doubling is exact, so the f32 sum is bit-exact.
@@ -94,7 +94,7 @@ Deno.test("residual kernels work on unaligned slices of arenas", GPU_TEST, async
   for (let i = 0; i < n; i++) want[2 * n + 5 + i] += 2 * other[1 + i];
   assert.deepEqual(await arena.read(), want, `seed ${seed}`);
   assert.throws(
-    () => residual.accumulate({ dst: arena, src: { buffer: arena.buffer, size: 3 * n + 5 } }),
+    () => residual.accumulate({ dst: arena, src: { tensor: arena, size: 3 * n + 5 } }),
     /output "dst" and input "src" share one buffer/,
   );
 });
