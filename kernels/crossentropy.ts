@@ -7,12 +7,24 @@
  * @module
  */
 
+import { grid, windows } from "./dispatch.ts";
 import type { Gpu, Kernel } from "./gpu.ts";
-import { type Tensor, window } from "./tensor.ts";
+import type { Tensor } from "./tensor.ts";
+import { UniformStruct } from "./uniform_struct.ts";
 import code from "./crossentropy.wgsl" with { type: "text" };
 
 /** Threads of the workgroup that handles one row (a power of two). */
 const WG = 256;
+const SIZES = new UniformStruct("Sizes", {
+  rows: "u32",
+  vocab: "u32",
+  shift_logits: "u32",
+  shift_losses: "u32",
+  shift_targets: "u32",
+  shift_weights: "u32",
+  eps: "f32",
+  stride: "u32",
+}, { wgsl: code });
 
 /** Options of {@link CrossEntropyKernels.forward}. */
 export interface CrossEntropyForwardOptions {
@@ -126,38 +138,23 @@ export class CrossEntropyKernels {
     if (!(eps >= 0 && eps < 1)) {
       throw new RangeError(`Cannot run ${label}: label smoothing ${eps} is outside [0, 1)`);
     }
-    const { gpu } = this;
-    const windowRows = Math.floor((gpu.maxBindingBytes - gpu.bindingAlignment) / (4 * stride));
-    if (windowRows < 1) {
-      throw new RangeError(
-        `Cannot run ${label}: one row of ${vocab} logits is over the ${gpu.maxBindingBytes}-byte ` +
-          `binding limit`,
-      );
-    }
-    const max = gpu.device.limits.maxComputeWorkgroupsPerDimension;
-    for (let begin = 0; begin < rows; begin += windowRows) {
-      const count = Math.min(windowRows, rows - begin);
-      const end = begin + count;
-      const lossW = window(gpu, losses.buffer, { begin, end });
-      const logitW = window(gpu, logits.buffer, { begin: begin * stride, end: end * stride });
-      const targetW = window(gpu, targets.buffer, { begin, end });
-      const weightW = window(gpu, weights.buffer, { begin, end });
-      const windows = [lossW, logitW, targetW, weightW];
-      const block = new ArrayBuffer(32);
-      new Uint32Array(block).set([
-        count,
-        vocab,
-        logitW.shift,
-        lossW.shift,
-        targetW.shift,
-        weightW.shift,
-      ]);
-      new Float32Array(block)[6] = eps;
-      new Uint32Array(block)[7] = stride;
-      gpu.dispatch(kernel, windows.map((w) => w.binding), {
-        uniforms: block,
-        // One workgroup a row; counts past the per-dimension limit wrap into y.
-        workgroups: count <= max ? [count, 1] : [max, Math.ceil(count / max)],
+    const views = [losses, logits, targets, weights];
+    const widths = [1, stride, 1, 1];
+    for (const w of windows(this.gpu, rows, views, { widths, label })) {
+      const [shift_losses, shift_logits, shift_targets, shift_weights] = w.shifts;
+      this.gpu.dispatch(kernel, w.bindings, {
+        uniforms: SIZES.pack({
+          rows: w.count,
+          vocab,
+          shift_logits,
+          shift_losses,
+          shift_targets,
+          shift_weights,
+          eps,
+          stride,
+        }),
+        // One workgroup a row.
+        workgroups: grid(this.gpu, w.count),
       });
     }
   }

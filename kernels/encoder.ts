@@ -7,11 +7,29 @@
  * @module
  */
 
+import { bindView, grid, rowsPerBinding, windows } from "./dispatch.ts";
 import type { Gpu, Kernel } from "./gpu.ts";
-import { Tensor, window } from "./tensor.ts";
+import { Tensor } from "./tensor.ts";
+import { UniformStruct } from "./uniform_struct.ts";
 import code from "./encoder.wgsl" with { type: "text" };
 
 const WG = 256;
+const SIZES = new UniformStruct("Sizes", {
+  rows: "u32",
+  seq: "u32",
+  channels: "u32",
+  pos_offset: "u32",
+  v_begin: "u32",
+  v_end: "u32",
+  shift: "u32",
+  vocab: "u32",
+  last: "u32",
+  u_begin: "u32",
+  u_count: "u32",
+}, { wgsl: code });
+
+/** The window fields of {@link SIZES}, for the dispatches that bind no window. */
+const NO_WINDOW = { v_begin: 0, v_end: 0, shift: 0, last: false, u_begin: 0, u_count: 0 };
 
 /** Options of {@link EncoderKernels.forward}. */
 export interface EncoderForwardOptions {
@@ -89,16 +107,22 @@ export class EncoderKernels {
       );
     }
     const { gpu } = this;
-    const outW = whole(gpu, out);
-    const tokensW = whole(gpu, tokens);
-    const wpeW = whole(gpu, wpe);
-    const perWindow = this.#windowRows(s.channels);
-    for (let begin = 0; begin < s.vocab; begin += perWindow) {
-      const end = Math.min(begin + perWindow, s.vocab);
-      const w = window(gpu, wte.buffer, { begin: begin * s.channels, end: end * s.channels });
-      gpu.dispatch(this.kernels.forward, [outW, tokensW, w.binding, wpeW], {
-        uniforms: sizes({ ...s, vBegin: begin, vEnd: end, shift: w.shift, last: end === s.vocab }),
-        workgroups: this.#grid(s.rows * s.channels),
+    const fixed = [bindView(gpu, out).binding, bindView(gpu, tokens).binding];
+    const wpeBinding = bindView(gpu, wpe).binding;
+    const label = "encoder_forward";
+    for (const w of windows(gpu, s.vocab, [wte], { widths: [s.channels], label })) {
+      const v_end = w.begin + w.count;
+      gpu.dispatch(this.kernels.forward, [...fixed, w.bindings[0], wpeBinding], {
+        uniforms: SIZES.pack({
+          ...s,
+          v_begin: w.begin,
+          v_end,
+          shift: w.shifts[0],
+          last: v_end === s.vocab,
+          u_begin: 0,
+          u_count: 0,
+        }),
+        workgroups: grid(gpu, Math.ceil((s.rows * s.channels) / WG)),
       });
     }
   }
@@ -125,10 +149,10 @@ export class EncoderKernels {
     }
     if (s.rows === 0) return;
     const { gpu } = this;
-    const doutW = whole(gpu, dout);
-    gpu.dispatch(this.kernels.wpe, [whole(gpu, dwpe), doutW], {
-      uniforms: sizes(s),
-      workgroups: this.#grid(s.seq * s.channels),
+    const doutBinding = bindView(gpu, dout).binding;
+    gpu.dispatch(this.kernels.wpe, [bindView(gpu, dwpe).binding, doutBinding], {
+      uniforms: SIZES.pack({ ...s, ...NO_WINDOW }),
+      workgroups: grid(gpu, Math.ceil((s.seq * s.channels) / WG)),
     });
 
     const lists = tokenLists(tokens);
@@ -137,18 +161,27 @@ export class EncoderKernels {
       label: "encoder offsets",
     });
     using positions = Tensor.from(gpu, lists.positions, [s.rows], { label: "encoder positions" });
-    const listW = [whole(gpu, unique), whole(gpu, offsets), whole(gpu, positions)];
-    const perWindow = this.#windowRows(s.channels);
+    const listBindings = [unique, offsets, positions].map((t) => bindView(gpu, t).binding);
+    const perWindow = rowsPerBinding(gpu, { width: s.channels });
     // Unique ids are sorted: each window takes the next run of them that fits in its rows.
     for (let u = 0; u < lists.unique.length;) {
       const vBegin = lists.unique[u];
       let uEnd = u;
       while (uEnd < lists.unique.length && lists.unique[uEnd] < vBegin + perWindow) uEnd++;
       const vEnd = lists.unique[uEnd - 1] + 1;
-      const w = window(gpu, dwte.buffer, { begin: vBegin * s.channels, end: vEnd * s.channels });
-      gpu.dispatch(this.kernels.wte, [w.binding, doutW, ...listW], {
-        uniforms: sizes({ ...s, vBegin, vEnd, shift: w.shift, uBegin: u, uCount: uEnd - u }),
-        workgroups: this.#grid((uEnd - u) * s.channels),
+      const C = s.channels;
+      const w = bindView(gpu, { tensor: dwte, offset: vBegin * C, size: (vEnd - vBegin) * C });
+      gpu.dispatch(this.kernels.wte, [w.binding, doutBinding, ...listBindings], {
+        uniforms: SIZES.pack({
+          ...s,
+          v_begin: vBegin,
+          v_end: vEnd,
+          shift: w.shift,
+          last: false,
+          u_begin: u,
+          u_count: uEnd - u,
+        }),
+        workgroups: grid(gpu, Math.ceil(((uEnd - u) * C) / WG)),
       });
       u = uEnd;
     }
@@ -176,21 +209,8 @@ export class EncoderKernels {
       fail(`positions ${posOffset}..${posOffset + seq - 1} are outside the ${positions} of wpe`);
     }
     if (vocab === 0) fail("the token table is empty");
-    if (this.#windowRows(channels) < 1) {
-      fail(`one row of ${channels} channels is over the ${this.gpu.maxBindingBytes}-byte limit`);
-    }
-    return { rows: batch * seq, seq, channels, vocab, posOffset };
-  }
-
-  #windowRows(channels: number): number {
-    return Math.floor((this.gpu.maxBindingBytes - this.gpu.bindingAlignment) / (4 * channels));
-  }
-
-  // Workgroup counts past the per-dimension limit wrap into y; kernels skip the overhang.
-  #grid(invocations: number): [number, number] {
-    const groups = Math.ceil(invocations / WG);
-    const max = this.gpu.device.limits.maxComputeWorkgroupsPerDimension;
-    return groups <= max ? [groups, 1] : [max, Math.ceil(groups / max)];
+    rowsPerBinding(this.gpu, { width: channels, label });
+    return { rows: batch * seq, seq, channels, vocab, pos_offset: posOffset };
   }
 }
 
@@ -210,36 +230,4 @@ export function tokenLists(
   });
   offsets.push(positions.length);
   return { unique: Uint32Array.from(unique), offsets: Uint32Array.from(offsets), positions };
-}
-
-function whole(gpu: Gpu, t: Tensor) {
-  return window(gpu, t.buffer, { begin: 0, end: t.size }).binding;
-}
-
-function sizes(s: {
-  rows: number;
-  seq: number;
-  channels: number;
-  posOffset: number;
-  vocab: number;
-  vBegin?: number;
-  vEnd?: number;
-  shift?: number;
-  last?: boolean;
-  uBegin?: number;
-  uCount?: number;
-}): ArrayBuffer {
-  return Uint32Array.of(
-    s.rows,
-    s.seq,
-    s.channels,
-    s.posOffset,
-    s.vBegin ?? 0,
-    s.vEnd ?? 0,
-    s.shift ?? 0,
-    s.vocab,
-    s.last ? 1 : 0,
-    s.uBegin ?? 0,
-    s.uCount ?? 0,
-  ).buffer;
 }

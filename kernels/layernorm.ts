@@ -7,8 +7,10 @@
  * @module
  */
 
-import type { Gpu, Kernel } from "./gpu.ts";
-import { type Tensor, window } from "./tensor.ts";
+import { chunkRows, grid, windows } from "./dispatch.ts";
+import type { BufferBinding, Gpu, Kernel } from "./gpu.ts";
+import type { Tensor } from "./tensor.ts";
+import { UniformStruct } from "./uniform_struct.ts";
 import code from "./layernorm.wgsl" with { type: "text" };
 
 /** Threads of the workgroup that normalizes one row (a power of two). */
@@ -17,6 +19,30 @@ const WG = 128;
 const PARAM_WG = 64;
 /** Rows one invocation of the parameter-gradient pass sums. */
 const CHUNK_ROWS = 128;
+const SIZES = new UniformStruct("Sizes", {
+  rows: "u32",
+  channels: "u32",
+  chunk_rows: "u32",
+  chunks: "u32",
+  shift_inp: "u32",
+  shift_out: "u32",
+  shift_mean: "u32",
+  shift_rstd: "u32",
+  shift_dout: "u32",
+  eps: "f32",
+}, { wgsl: code });
+
+/** One window of rows: its bindings by operand, its row count and its uniform block. */
+interface RowBlock {
+  count: number;
+  chunks: number;
+  inp: BufferBinding;
+  out: BufferBinding;
+  mean: BufferBinding;
+  rstd: BufferBinding;
+  dout: BufferBinding;
+  uniforms: ArrayBuffer;
+}
 
 /** Options of {@link LayerNormKernels.forward}. */
 export interface LayerNormForwardOptions {
@@ -96,13 +122,10 @@ export class LayerNormKernels {
   /** Records `out = (inp - mean) * rstd * weight + bias` row by row, saving `mean` and `rstd`. */
   forward(options: LayerNormForwardOptions): void {
     const { out, mean, rstd, inp, weight, bias, eps = 1e-5 } = options;
-    const { rows, channels } = this.#check("layernorm_forward", { out, inp, mean, rstd }, {
-      weight,
-      bias,
-    });
-    if (!(eps >= 0)) throw new RangeError(`Cannot run layernorm_forward: eps ${eps} is negative`);
-    for (const win of this.#windows(rows, channels)) {
-      const b = this.#bind(win, { inp, out, mean, rstd, eps });
+    const label = "layernorm_forward";
+    const { rows, channels } = this.#check(label, { out, inp, mean, rstd }, { weight, bias });
+    if (!(eps >= 0)) throw new RangeError(`Cannot run ${label}: eps ${eps} is negative`);
+    for (const b of this.#blocks(label, { rows, channels, inp, out, mean, rstd, eps })) {
       this.gpu.dispatch(this.kernels.forward, [
         b.out,
         b.mean,
@@ -110,41 +133,37 @@ export class LayerNormKernels {
         b.inp,
         weight.buffer,
         bias.buffer,
-      ], { uniforms: b.uniforms, workgroups: this.#rowGrid(win.count) });
+      ], { uniforms: b.uniforms, workgroups: grid(this.gpu, b.count) });
     }
   }
 
   /** Records `dinp += ...`, `dweight += sum_rows dout * norm`, `dbias += sum_rows dout`. */
   backward(options: LayerNormBackwardOptions): void {
     const { dinp, dweight, dbias, dout, inp, weight, mean, rstd } = options;
-    const { rows, channels } = this.#check("layernorm_backward", { dinp, dout, inp, mean, rstd }, {
+    const label = "layernorm_backward";
+    const { rows, channels } = this.#check(label, { dinp, dout, inp, mean, rstd }, {
       weight,
       dweight,
       dbias,
     });
     const { gpu } = this;
-    const windows = [...this.#windows(rows, channels)];
-    const chunksPerWindow = Math.max(...windows.map((w) => Math.ceil(w.count / w.chunkRows)), 0);
-    const partialBytes = chunksPerWindow * 2 * channels * 4;
+    const blocks = [...this.#blocks(label, { rows, channels, inp, out: dinp, mean, rstd, dout })];
+    const partialBytes = Math.max(...blocks.map((b) => b.chunks), 0) * 2 * channels * 4;
     if (partialBytes > gpu.maxBindingBytes) {
-      throw new RangeError(
-        `Cannot run layernorm_backward: ${channels} channels need more than one binding`,
-      );
+      throw new RangeError(`Cannot run ${label}: ${channels} channels need more than one binding`);
     }
     const partial = gpu.buffer(partialBytes, { label: "layernorm partial" });
     const groups = Math.ceil(channels / PARAM_WG);
-    for (const win of windows) {
-      const b = this.#bind(win, { inp, out: dinp, mean, rstd, dout, eps: 0 });
+    for (const b of blocks) {
       gpu.dispatch(this.kernels.backward, [b.out, b.inp, weight.buffer, b.mean, b.rstd, b.dout], {
         uniforms: b.uniforms,
-        workgroups: this.#rowGrid(win.count),
+        workgroups: grid(gpu, b.count),
       });
-      const chunks = Math.ceil(win.count / win.chunkRows);
       // Pooled buffers may be larger than asked for: bind only the bytes in use.
-      const used = { buffer: partial, size: chunks * 2 * channels * 4 };
+      const used = { buffer: partial, size: b.chunks * 2 * channels * 4 };
       gpu.dispatch(this.kernels.params, [used, b.inp, b.mean, b.rstd, b.dout], {
         uniforms: b.uniforms,
-        workgroups: [groups, chunks],
+        workgroups: [groups, b.chunks],
       });
       gpu.dispatch(this.kernels.finish, [dweight.buffer, dbias.buffer, used], {
         uniforms: b.uniforms,
@@ -178,64 +197,41 @@ export class LayerNormKernels {
     return { rows, channels };
   }
 
-  *#windows(rows: number, channels: number) {
-    const { gpu } = this;
-    const windowRows = Math.floor((gpu.maxBindingBytes - gpu.bindingAlignment) / (4 * channels));
-    if (windowRows < 1) {
-      throw new RangeError(
-        `Cannot normalize rows of ${channels} values: one row is over the ` +
-          `${gpu.maxBindingBytes}-byte binding limit`,
-      );
+  // Windows of whole chunks of rows (a chunk is what one invocation of the parameter pass sums).
+  *#blocks(
+    label: string,
+    t: {
+      rows: number;
+      channels: number;
+      inp: Tensor;
+      out: Tensor;
+      mean: Tensor;
+      rstd: Tensor;
+      dout?: Tensor;
+      eps?: number;
+    },
+  ): Generator<RowBlock> {
+    const { rows, channels: C } = t;
+    const chunk = chunkRows(this.gpu, rows, { width: C, least: CHUNK_ROWS, label });
+    const views = [t.inp, t.out, t.mean, t.rstd, t.dout ?? t.inp];
+    const widths = [C, C, 1, 1, C];
+    for (const w of windows(this.gpu, rows, views, { widths, multiple: chunk, label })) {
+      const [inp, out, mean, rstd, dout] = w.bindings;
+      const [shift_inp, shift_out, shift_mean, shift_rstd, shift_dout] = w.shifts;
+      const chunks = Math.ceil(w.count / chunk);
+      const uniforms = SIZES.pack({
+        rows: w.count,
+        channels: C,
+        chunk_rows: chunk,
+        chunks,
+        shift_inp,
+        shift_out,
+        shift_mean,
+        shift_rstd,
+        shift_dout,
+        eps: t.eps ?? 0,
+      });
+      yield { count: w.count, chunks, inp, out, mean, rstd, dout, uniforms };
     }
-    const maxChunks = gpu.device.limits.maxComputeWorkgroupsPerDimension;
-    const chunkRows = Math.min(
-      windowRows,
-      Math.max(CHUNK_ROWS, Math.ceil(Math.min(rows, windowRows) / maxChunks)),
-    );
-    // Whole chunks per window, so a chunk never straddles two windows.
-    const rowsPerWindow = Math.floor(windowRows / chunkRows) * chunkRows;
-    for (let begin = 0; begin < rows; begin += rowsPerWindow) {
-      yield { begin, count: Math.min(rowsPerWindow, rows - begin), channels, chunkRows };
-    }
-  }
-
-  #bind(
-    win: { begin: number; count: number; channels: number; chunkRows: number },
-    tensors: { inp: Tensor; out: Tensor; mean: Tensor; rstd: Tensor; dout?: Tensor; eps: number },
-  ) {
-    const { begin, count, channels } = win;
-    const rowRange = { begin: begin * channels, end: (begin + count) * channels };
-    const inp = window(this.gpu, tensors.inp.buffer, rowRange);
-    const out = window(this.gpu, tensors.out.buffer, rowRange);
-    const mean = window(this.gpu, tensors.mean.buffer, { begin, end: begin + count });
-    const rstd = window(this.gpu, tensors.rstd.buffer, { begin, end: begin + count });
-    const dout = tensors.dout ? window(this.gpu, tensors.dout.buffer, rowRange) : inp;
-    const block = new ArrayBuffer(48);
-    new Uint32Array(block).set([
-      count,
-      channels,
-      win.chunkRows,
-      Math.ceil(count / win.chunkRows),
-      inp.shift,
-      out.shift,
-      mean.shift,
-      rstd.shift,
-      dout.shift,
-    ]);
-    new Float32Array(block)[9] = tensors.eps;
-    return {
-      inp: inp.binding,
-      out: out.binding,
-      mean: mean.binding,
-      rstd: rstd.binding,
-      dout: dout.binding,
-      uniforms: block,
-    };
-  }
-
-  // One workgroup a row; counts past the per-dimension limit wrap into y.
-  #rowGrid(count: number): [number, number] {
-    const max = this.gpu.device.limits.maxComputeWorkgroupsPerDimension;
-    return count <= max ? [count, 1] : [max, Math.ceil(count / max)];
   }
 }

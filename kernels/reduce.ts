@@ -7,13 +7,20 @@
  * @module
  */
 
+import { chunkRows, windows } from "./dispatch.ts";
 import type { Gpu, Kernel } from "./gpu.ts";
-import { type Tensor, window } from "./tensor.ts";
+import type { Tensor } from "./tensor.ts";
+import { UniformStruct } from "./uniform_struct.ts";
 import code from "./reduce.wgsl" with { type: "text" };
 
 const WG = 64;
 /** Rows one invocation of the first pass sums: enough work per thread, enough chunks to fill a GPU. */
 const CHUNK_ROWS = 128;
+const SIZES = new UniformStruct(
+  "Sizes",
+  { rows: "u32", cols: "u32", chunk_rows: "u32", chunks: "u32", shift: "u32" },
+  { wgsl: code },
+);
 
 /** Options of {@link ReduceKernels.backward}. */
 export interface ReduceBackwardOptions {
@@ -71,31 +78,18 @@ export class ReduceKernels {
     }
     const rows = dout.size / cols;
     const { gpu } = this;
-    const windowRows = Math.floor((gpu.maxBindingBytes - gpu.bindingAlignment) / (4 * cols));
-    if (windowRows < 1) {
-      throw new RangeError(
-        `Cannot reduce rows of ${cols} values: one row is over the ${gpu.maxBindingBytes}-byte ` +
-          `binding limit`,
-      );
-    }
-    const maxChunks = gpu.device.limits.maxComputeWorkgroupsPerDimension;
-    const chunkRows = Math.min(
-      windowRows,
-      Math.max(CHUNK_ROWS, Math.ceil(Math.min(rows, windowRows) / maxChunks)),
-    );
-    // Whole chunks per window, so a chunk never straddles two windows.
-    const rowsPerWindow = Math.floor(windowRows / chunkRows) * chunkRows;
-    const chunksPerWindow = Math.ceil(Math.min(rows, rowsPerWindow) / chunkRows);
+    const label = "reduce_backward";
+    const chunk = chunkRows(gpu, rows, { width: cols, least: CHUNK_ROWS, label });
+    const blocks = [...windows(gpu, rows, [dout], { widths: [cols], multiple: chunk, label })];
+    const chunksPerWindow = Math.ceil((blocks[0]?.count ?? 0) / chunk);
     const partial = gpu.buffer(chunksPerWindow * cols * 4, { label: "reduce partial" });
     const groups = Math.ceil(cols / WG);
-    for (let begin = 0; begin < rows; begin += rowsPerWindow) {
-      const count = Math.min(rowsPerWindow, rows - begin);
-      const chunks = Math.ceil(count / chunkRows);
-      const w = window(gpu, dout.buffer, { begin: begin * cols, end: (begin + count) * cols });
-      const uniforms = Uint32Array.of(count, cols, chunkRows, chunks, w.shift).buffer;
+    for (const { count, bindings: [w], shifts: [shift] } of blocks) {
+      const chunks = Math.ceil(count / chunk);
+      const uniforms = SIZES.pack({ rows: count, cols, chunk_rows: chunk, chunks, shift });
       // Pooled buffers may be larger than asked for: bind only the bytes in use.
       const used = { buffer: partial, size: chunks * cols * 4 };
-      gpu.dispatch(this.partial, [used, w.binding], { uniforms, workgroups: [groups, chunks] });
+      gpu.dispatch(this.partial, [used, w], { uniforms, workgroups: [groups, chunks] });
       gpu.dispatch(this.finish, [dbias.buffer, used], { uniforms, workgroups: [groups] });
     }
     gpu.release(partial);

@@ -90,7 +90,7 @@ Deno.test(
     using losses = Tensor.empty(gpu, [1]);
     assert.throws(
       () => ce.forward({ losses, logits, targets: ids }),
-      /one row of 1023 logits is over the 4096-byte binding limit/,
+      /one row of 1023 values is over the 4096-byte binding limit/,
     );
   },
 );
