@@ -5,10 +5,22 @@
  */
 
 import code from "./adamw.wgsl" with { type: "text" };
+import { grid } from "./dispatch.ts";
 import type { Gpu, Kernel } from "./gpu.ts";
 import type { Tensor } from "./tensor.ts";
+import { UniformStruct } from "./uniform_struct.ts";
 
 const WG = 64;
+const SIZES = new UniformStruct("AdamwSizes", {
+  n: "u32",
+  lr: "f32",
+  beta1: "f32",
+  beta2: "f32",
+  eps: "f32",
+  weight_decay: "f32",
+  bias_correction1: "f32",
+  bias_correction2_sqrt: "f32",
+}, { wgsl: code });
 
 /** Hyper-parameters of one AdamW step. */
 export interface AdamwStep {
@@ -55,28 +67,20 @@ export class AdamwKernels {
     if (!(hyper.step >= 1)) throw new RangeError(`AdamW step must be >= 1, got ${hyper.step}`);
     const beta1 = hyper.beta1 ?? 0.9;
     const beta2 = hyper.beta2 ?? 0.999;
-    const block = new ArrayBuffer(32);
-    new Uint32Array(block, 0, 1)[0] = n;
-    new Float32Array(block, 4, 7).set([
-      hyper.lr,
+    const uniforms = SIZES.pack({
+      n,
+      lr: hyper.lr,
       beta1,
       beta2,
-      hyper.eps ?? 1e-8,
-      hyper.weightDecay ?? 0,
-      1 - beta1 ** hyper.step,
-      Math.sqrt(1 - beta2 ** hyper.step),
-    ]);
-    const groups = Math.ceil(n / WG);
-    const x = Math.min(groups, 65535);
-    this.gpu.dispatch(this.kernel, [
-      param.buffer,
-      m.buffer,
-      v.buffer,
-      grad.buffer,
-      gradScale.buffer,
-    ], {
-      uniforms: block,
-      workgroups: [x, Math.ceil(groups / x)],
+      eps: hyper.eps ?? 1e-8,
+      weight_decay: hyper.weightDecay ?? 0,
+      bias_correction1: 1 - beta1 ** hyper.step,
+      bias_correction2_sqrt: Math.sqrt(1 - beta2 ** hyper.step),
+    });
+    const buffers = [param, m, v, grad, gradScale].map((t) => t.buffer);
+    this.gpu.dispatch(this.kernel, buffers, {
+      uniforms,
+      workgroups: grid(this.gpu, Math.ceil(n / WG)),
     });
   }
 }

@@ -5,8 +5,10 @@
  * @module
  */
 
+import { bindView } from "./dispatch.ts";
 import type { BindingKind, BufferBinding, Gpu, Kernel } from "./gpu.ts";
-import { Tensor } from "./tensor.ts";
+import { type BufferView, Tensor, viewRange } from "./tensor.ts";
+import { UniformStruct } from "./uniform_struct.ts";
 import code from "./attention.wgsl" with { type: "text" };
 
 const WG = 16;
@@ -16,7 +18,18 @@ const WG4 = 8;
 const ROWS4 = 4;
 /** Largest head size the kernels take (`4 * HD4_MAX` in the WGSL). */
 export const ATTENTION_MAX_HEAD_SIZE = 128;
-const SIZES_BYTES = 48;
+const SIZES = new UniformStruct("Sizes", {
+  B: "u32",
+  T: "u32",
+  past: "u32",
+  Tmax: "u32",
+  C: "u32",
+  NH: "u32",
+  hd: "u32",
+  scale: "f32",
+  lo: "u32",
+  hi: "u32",
+}, { wgsl: code });
 // llvmpipe ends all loops of an invocation after 65535 iterations in total: each pass streams
 // few enough rows to stay well under that, counting every loop iteration of the kernels.
 const LOOP_BUDGET = 48_000;
@@ -31,17 +44,14 @@ export interface AttentionLoadOptions {
   span?: number;
 }
 
-/** A GPU operand: a tensor, or a byte window of a buffer. */
-export type Operand = Tensor | BufferBinding;
-
 /** Options of {@link AttentionKernels.forward}. */
 export interface AttentionForwardOptions {
   /** Output `[B, T, C]` f32: row `t - past` holds query row `t`. */
-  out: Operand;
+  out: BufferView;
   /** Output `[B, NH, T]` f32: log-sum-exp of each query row's scaled scores. */
-  lse: Operand;
+  lse: BufferView;
   /** Input `[B, tMax, 3C]` f32, `c_attn`'s output: q | k | v. */
-  qkv: Operand;
+  qkv: BufferView;
   /** Batch size. */
   B: number;
   /** Number of query rows computed, `past .. past + T - 1`. */
@@ -57,15 +67,15 @@ export interface AttentionForwardOptions {
 /** Options of {@link AttentionKernels.backward} (training: no past, `qkv` is `[B, T, 3C]`). */
 export interface AttentionBackwardOptions {
   /** Gradient `[B, T, 3C]` f32 of `qkv`, accumulated into (+=). */
-  dqkv: Operand;
+  dqkv: BufferView;
   /** Gradient `[B, T, C]` f32 of the forward's `out`. */
-  dout: Operand;
+  dout: BufferView;
   /** The forward's input `[B, T, 3C]`. */
-  qkv: Operand;
+  qkv: BufferView;
   /** The forward's output `[B, T, C]`. */
-  out: Operand;
+  out: BufferView;
   /** The forward's `lse` `[B, NH, T]`. */
-  lse: Operand;
+  lse: BufferView;
   /** Batch size. */
   B: number;
   /** Sequence length. */
@@ -150,7 +160,11 @@ export class AttentionKernels {
     if (B === 0 || T === 0) return;
     checkSize("qkv", options.qkv, B * tMax * 3 * C);
     checkSize("lse", options.lse, B * NH * T);
-    const buffers = [binding(options.out), binding(options.lse), binding(options.qkv)];
+    const buffers = [
+      this.#bind("out", options.out),
+      this.#bind("lse", options.lse),
+      this.#bind("qkv", options.qkv),
+    ];
     const vec4 = aligned(C / NH, buffers);
     const kernel = vec4 ? this.vec4.forward : this.forwardKernel;
     const workgroups = this.#grid({ B, T, NH }, vec4);
@@ -182,11 +196,11 @@ export class AttentionKernels {
     checkSize("dqkv", options.dqkv, B * T * 3 * C);
     checkSize("lse", options.lse, B * NH * T);
     const delta = this.gpu.buffer(B * NH * T * 4);
-    const dqkv = binding(options.dqkv);
-    const dout = binding(options.dout);
-    const qkv = binding(options.qkv);
-    const lse = binding(options.lse);
-    const out = binding(options.out);
+    const dqkv = this.#bind("dqkv", options.dqkv);
+    const dout = this.#bind("dout", options.dout);
+    const qkv = this.#bind("qkv", options.qkv);
+    const lse = this.#bind("lse", options.lse);
+    const out = this.#bind("out", options.out);
     const vec4 = aligned(C / NH, [dqkv, dout, qkv, out]);
     const [dqKernel, dkvKernel] = vec4
       ? [this.vec4.dq, this.vec4.dkv]
@@ -222,14 +236,14 @@ export class AttentionKernels {
   }
 
   // C from `out`'s element count, with the checks every entry point shares.
-  #channels(out: Operand, shape: { B: number; T: number; NH: number }): number {
+  #channels(out: BufferView, shape: { B: number; T: number; NH: number }): number {
     const { B, T, NH } = shape;
     checkCount("B", B);
     checkCount("T", T);
     checkCount("NH", NH);
     if (NH === 0) throw new RangeError("Attention needs at least one head, got NH = 0");
     if (B === 0 || T === 0) return 0;
-    const n = elements(out);
+    const n = viewRange(out).size;
     const C = n / (B * T);
     if (!Number.isInteger(C) || C === 0 || C % NH !== 0) {
       throw new RangeError(
@@ -244,6 +258,18 @@ export class AttentionKernels {
       );
     }
     return C;
+  }
+
+  // The kernels index their bindings from 0: an operand must start at a binding boundary.
+  #bind(name: string, view: BufferView): BufferBinding {
+    const { binding, shift } = bindView(this.gpu, view);
+    if (shift !== 0) {
+      throw new RangeError(
+        `Attention ${name} must start on a ${this.gpu.bindingAlignment}-byte boundary of its ` +
+          `buffer`,
+      );
+    }
+    return binding;
   }
 
   #grid(shape: { B: number; T: number; NH: number }, vec4: boolean): [number, number, number] {
@@ -266,14 +292,9 @@ function checkCount(name: string, n: number): void {
   }
 }
 
-function elements(x: Operand): number {
-  if (x instanceof Tensor) return x.size;
-  return (x.size ?? x.buffer.size - (x.offset ?? 0)) / 4;
-}
-
 // A tensor must match exactly (its shape says what it is); a window must be large enough.
-function checkSize(name: string, x: Operand, want: number): void {
-  const n = elements(x);
+function checkSize(name: string, x: BufferView, want: number): void {
+  const n = viewRange(x).size;
   if (x instanceof Tensor ? n !== want : n < want) {
     throw new RangeError(
       `Attention ${name} has ${n} elements, expected ${want}` +
@@ -287,13 +308,8 @@ function checkSize(name: string, x: Operand, want: number): void {
 }
 
 // The vec4 kernels read rows of hd floats as vec4s: hd and every binding's start must allow it.
-function aligned(hd: number, buffers: readonly (GPUBuffer | BufferBinding)[]): boolean {
-  return hd % 4 === 0 &&
-    buffers.every((b) => b instanceof GPUBuffer || (b.offset ?? 0) % 16 === 0);
-}
-
-function binding(x: Operand): GPUBuffer | BufferBinding {
-  return x instanceof Tensor ? x.buffer : x;
+function aligned(hd: number, bindings: readonly BufferBinding[]): boolean {
+  return hd % 4 === 0 && bindings.every((b) => (b.offset ?? 0) % 16 === 0);
 }
 
 interface Sizes {
@@ -309,10 +325,7 @@ interface Sizes {
 }
 
 function sizes(s: Sizes): ArrayBuffer {
-  const block = new ArrayBuffer(SIZES_BYTES);
-  const words = new Uint32Array(block);
-  words.set([s.B, s.T, s.past, s.tMax, s.C, s.NH, s.C / s.NH]);
-  new Float32Array(block, 28, 1)[0] = 1 / Math.sqrt(s.C / s.NH);
-  words.set([s.lo, s.hi], 8);
-  return block;
+  const hd = s.C / s.NH;
+  const { B, T, past, C, NH, lo, hi } = s;
+  return SIZES.pack({ B, T, past, Tmax: s.tMax, C, NH, hd, scale: 1 / Math.sqrt(hd), lo, hi });
 }

@@ -6,8 +6,10 @@
  */
 
 import { type BasisDistribution, BasisFactor, type PhiloxKey } from "./basis_spec.ts";
+import { grid } from "./dispatch.ts";
 import type { Gpu, Kernel } from "./gpu.ts";
 import { Tensor } from "./tensor.ts";
+import { UniformStruct } from "./uniform_struct.ts";
 import philoxCode from "./philox.wgsl" with { type: "text" };
 import basisCode from "./basis.wgsl" with { type: "text" };
 
@@ -15,7 +17,15 @@ import basisCode from "./basis.wgsl" with { type: "text" };
 export const PHILOX_WGSL: string = philoxCode;
 
 const WG = 64;
-const PARAMS_BYTES = 32;
+const PARAMS = new UniformStruct("Params", {
+  key: "vec2u",
+  factor: "u32",
+  index: "u32",
+  n: "u32",
+  scale: "f32",
+  normal: "u32",
+  count: "u32",
+}, { wgsl: basisCode });
 
 /** Which basis matrix {@link BasisKernels.generate} writes. */
 export interface GenerateOptions {
@@ -139,11 +149,8 @@ export class BasisKernels {
     return out;
   }
 
-  // Workgroup counts past the per-dimension limit wrap into y; kernels skip the overhang.
   #grid(groups: number): [number, number] {
-    const max = this.maxWorkgroups;
-    if (groups <= max) return [groups, 1];
-    return [max, Math.ceil(groups / max)];
+    return grid(this.gpu, groups, { max: this.maxWorkgroups });
   }
 }
 
@@ -192,11 +199,13 @@ function params(
     count: number;
   },
 ): ArrayBuffer {
-  const block = new ArrayBuffer(PARAMS_BYTES);
-  const u32 = new Uint32Array(block);
-  u32.set([key[0], key[1], options.factor, options.index, options.n]);
-  new Float32Array(block)[5] = options.scale;
-  u32[6] = options.distribution === "normal" ? 1 : 0;
-  u32[7] = options.count;
-  return block;
+  return PARAMS.pack({
+    key,
+    factor: options.factor,
+    index: options.index,
+    n: options.n,
+    scale: options.scale,
+    normal: options.distribution === "normal",
+    count: options.count,
+  });
 }

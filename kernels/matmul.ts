@@ -8,6 +8,7 @@
 
 import { align, type BufferBinding, type Gpu, type Kernel } from "./gpu.ts";
 import { Tensor, window } from "./tensor.ts";
+import { UniformStruct } from "./uniform_struct.ts";
 import MATMUL_WGSL from "./matmul.wgsl" with { type: "text" };
 
 /**
@@ -80,6 +81,24 @@ const FLAG_BIAS = 4;
 const FLAG_ACCUMULATE = 8;
 const MAX_GROUPS = 65535;
 const CACHE_FILE = "out/cache/matmul-variant.json";
+const PARAMS = new UniformStruct("Params", {
+  m: "u32",
+  n: "u32",
+  k: "u32",
+  flags: "u32",
+  lda: "u32",
+  ldb: "u32",
+  ldc: "u32",
+  alpha: "f32",
+  stride_a: "u32",
+  stride_b: "u32",
+  stride_c: "u32",
+  off_bias: "u32",
+  off_a: "u32",
+  off_b: "u32",
+  off_c: "u32",
+  pad: "u32",
+}, { wgsl: MATMUL_WGSL });
 const chosenVariants = new Map<string, MatmulVariant>();
 
 /** Workgroup shapes and the C tile each workgroup covers. */
@@ -327,28 +346,25 @@ export class Matmul {
     const bias = chunk.bias && spanBias ? bind(spanBias, false)! : a;
     const m = extent(chunk.i);
     const n = extent(chunk.j);
-    const uniforms = new ArrayBuffer(64);
-    const u32 = new Uint32Array(uniforms);
-    u32.set([
+    const uniforms = PARAMS.pack({
       m,
       n,
-      extent(chunk.p),
-      (r.transA ? FLAG_TRANS_A : 0) | (r.transB ? FLAG_TRANS_B : 0) |
-      (chunk.bias && spanBias ? FLAG_BIAS : 0) | (chunk.accumulate ? FLAG_ACCUMULATE : 0),
-      r.lda,
-      r.ldb,
-      r.ldc,
-      0,
-      r.strideA,
-      r.strideB,
-      r.strideC,
-      bias.shift,
-      a.shift,
-      b.shift,
-      c.shift,
-      0,
-    ]);
-    new Float32Array(uniforms, 28, 1)[0] = r.alpha;
+      k: extent(chunk.p),
+      flags: (r.transA ? FLAG_TRANS_A : 0) | (r.transB ? FLAG_TRANS_B : 0) |
+        (chunk.bias && spanBias ? FLAG_BIAS : 0) | (chunk.accumulate ? FLAG_ACCUMULATE : 0),
+      lda: r.lda,
+      ldb: r.ldb,
+      ldc: r.ldc,
+      alpha: r.alpha,
+      stride_a: r.strideA,
+      stride_b: r.strideB,
+      stride_c: r.strideC,
+      off_bias: bias.shift,
+      off_a: a.shift,
+      off_b: b.shift,
+      off_c: c.shift,
+      pad: 0,
+    });
     const geometry = GEOMETRY[variant];
     this.gpu.dispatch(this.kernels.get(entry)!, [c.binding, a.binding, b.binding, bias.binding], {
       uniforms,

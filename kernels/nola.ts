@@ -8,25 +8,33 @@
  */
 
 import { BasisFactor, type PhiloxKey } from "./basis_spec.ts";
-import type { BufferBinding, Gpu, Kernel } from "./gpu.ts";
-import { type Tensor, window } from "./tensor.ts";
+import { bindView, checkDistinct, checkView, grid } from "./dispatch.ts";
+import type { Gpu, Kernel } from "./gpu.ts";
+import type { BufferView } from "./tensor.ts";
+import { UniformStruct } from "./uniform_struct.ts";
 import philoxCode from "./philox.wgsl" with { type: "text" };
 import nolaCode from "./nola.wgsl" with { type: "text" };
 
 const WG = 64;
-const PARAMS_BYTES = 48;
+const PARAMS = new UniformStruct("Params", {
+  key: "vec2u",
+  factor: "u32",
+  count: "u32",
+  n: "u32",
+  scale: "f32",
+  a0_scale: "f32",
+  has_a0: "u32",
+  chunk: "u32",
+  chunks: "u32",
+  shift0: "u32",
+  shift1: "u32",
+}, { wgsl: nolaCode });
 /** Invocations the first combine pass aims for before it stops splitting the bases. */
 const TARGET_INVOCATIONS = 1 << 16;
 /** Fewest bases per chunk: below that, the partial sums cost more than they save. */
 const MIN_CHUNK = 8;
 /** Most chunks: bounds the partial sums at 16 factor-sized buffers whatever k is. */
 const MAX_CHUNKS = 16;
-
-/**
- * A run of f32 elements: a whole tensor, or `size` elements of a buffer from element `begin`
- * (a slice of a parameter or gradient arena).
- */
-export type F32Elements = Tensor | { buffer: GPUBuffer; begin?: number; size: number };
 
 /** What every NOLA kernel call names: which bases, how many, of what shape. */
 export interface NolaBasisOptions {
@@ -47,9 +55,9 @@ export interface NolaBasisOptions {
 /** Options of {@link NolaKernels.combine}. */
 export interface CombineOptions extends NolaBasisOptions {
   /** Written: the `[rows, cols]` factor. */
-  out: F32Elements;
+  out: BufferView;
   /** The `count` coefficients. */
-  coeffs: F32Elements;
+  coeffs: BufferView;
   /** Adds the fixed A0 term (factor A only) with its `basisScale`, `fround(1/sqrt(in))`. */
   withA0?: { scale: number };
 }
@@ -57,9 +65,9 @@ export interface CombineOptions extends NolaBasisOptions {
 /** Options of {@link NolaKernels.gradient}. */
 export interface GradientOptions extends NolaBasisOptions {
   /** Accumulated: `dcoeffs[i] += <grad, basis_i>`, `count` values. */
-  dcoeffs: F32Elements;
+  dcoeffs: BufferView;
   /** The gradient of the materialized `[rows, cols]` factor. */
-  grad: F32Elements;
+  grad: BufferView;
 }
 
 /** Options of {@link NolaKernels.load}. */
@@ -139,20 +147,22 @@ export class NolaKernels {
    */
   combine(options: CombineOptions): void {
     const { gpu } = this;
+    const label = "nola combine";
     const n = checkBasis(options, "combine");
     if (options.withA0 && options.factor !== BasisFactor.A) {
       throw new RangeError("Cannot combine with A0: A0 belongs to factor A (0) only");
     }
-    checkElements(options.out, n, "combine", "out");
-    checkElements(options.coeffs, options.count, "combine", "coeffs");
-    checkDistinct(options.out, options.coeffs, "combine", ["out", "coeffs"]);
+    checkView(label, "out", options.out, { size: n });
+    checkView(label, "coeffs", options.coeffs, { size: options.count });
+    checkDistinct(label, { out: options.out }, { coeffs: options.coeffs });
     const blocks = Math.ceil(n / 4);
     const { chunk, chunks } = this.chunking(options.count, n);
-    const coeffs = bind(gpu, options.coeffs);
+    const coeffs = bindView(gpu, options.coeffs);
+    const sizes = { n, chunk, chunks };
     if (chunks === 1) {
-      const out = bind(gpu, options.out);
+      const out = bindView(gpu, options.out);
       gpu.dispatch(this.kernels.forward, [out.binding, coeffs.binding], {
-        uniforms: params(options, { n, chunk, chunks, shift0: out.shift, shift1: coeffs.shift }),
+        uniforms: params(options, { ...sizes, shift0: out.shift, shift1: coeffs.shift }),
         workgroups: this.#grid(Math.ceil(blocks / WG)),
       });
       return;
@@ -164,17 +174,18 @@ export class NolaKernels {
           `${bytes} bytes of partial sums exceed one binding`,
       );
     }
-    const partial = gpu.buffer(bytes, { label: "nola partial sums" });
-    gpu.dispatch(this.kernels.forward, [{ buffer: partial, size: bytes }, coeffs.binding], {
-      uniforms: params(options, { n, chunk, chunks, shift0: 0, shift1: coeffs.shift }),
+    // Pooled buffers may be larger than asked for: bind only the bytes in use.
+    const partial = { buffer: gpu.buffer(bytes, { label: "nola partial sums" }), size: bytes };
+    gpu.dispatch(this.kernels.forward, [partial, coeffs.binding], {
+      uniforms: params(options, { ...sizes, shift0: 0, shift1: coeffs.shift }),
       workgroups: this.#grid(Math.ceil((blocks * chunks) / WG)),
     });
-    const out = bind(gpu, options.out);
-    gpu.dispatch(this.kernels.reduce, [out.binding, { buffer: partial, size: bytes }], {
-      uniforms: params(options, { n, chunk, chunks, shift0: out.shift, shift1: 0 }),
+    const out = bindView(gpu, options.out);
+    gpu.dispatch(this.kernels.reduce, [out.binding, partial], {
+      uniforms: params(options, { ...sizes, shift0: out.shift, shift1: 0 }),
       workgroups: this.#grid(Math.ceil(blocks / WG)),
     });
-    gpu.release(partial);
+    gpu.release(partial.buffer);
   }
 
   /**
@@ -185,12 +196,13 @@ export class NolaKernels {
    */
   gradient(options: GradientOptions): void {
     const { gpu } = this;
+    const label = "nola gradient";
     const n = checkBasis(options, "gradient");
-    checkElements(options.dcoeffs, options.count, "gradient", "dcoeffs");
-    checkElements(options.grad, n, "gradient", "grad");
-    checkDistinct(options.dcoeffs, options.grad, "gradient", ["dcoeffs", "grad"]);
-    const dcoeffs = bind(gpu, options.dcoeffs);
-    const grad = bind(gpu, options.grad);
+    checkView(label, "dcoeffs", options.dcoeffs, { size: options.count });
+    checkView(label, "grad", options.grad, { size: n });
+    checkDistinct(label, { dcoeffs: options.dcoeffs }, { grad: options.grad });
+    const dcoeffs = bindView(gpu, options.dcoeffs);
+    const grad = bindView(gpu, options.grad);
     gpu.dispatch(this.kernels.backward, [dcoeffs.binding, grad.binding], {
       uniforms: params(options, {
         n,
@@ -221,10 +233,8 @@ export class NolaKernels {
     return { chunk, chunks: Math.max(1, Math.ceil(count / chunk)) };
   }
 
-  // Workgroup counts past the per-dimension limit wrap into y; kernels skip the overhang.
   #grid(groups: number): [number, number] {
-    const max = this.maxWorkgroups;
-    return groups <= max ? [groups, 1] : [max, Math.ceil(groups / max)];
+    return grid(this.gpu, groups, { max: this.maxWorkgroups });
   }
 }
 
@@ -251,47 +261,17 @@ function checkBasis(options: NolaBasisOptions, what: string): number {
   return n;
 }
 
-function checkElements(e: F32Elements, size: number, what: string, name: string): void {
-  if (e.size !== size) {
-    throw new RangeError(
-      `Cannot run ${what}: "${name}" has ${e.size} elements, expected ${size}`,
-    );
-  }
-  if ("dtype" in e && e.dtype !== "f32") {
-    throw new RangeError(`Cannot run ${what}: "${name}" is ${e.dtype}, not f32`);
-  }
-}
-
-// WebGPU forbids binding one buffer as written and as read in the same dispatch.
-function checkDistinct(
-  out: F32Elements,
-  input: F32Elements,
-  what: string,
-  names: [string, string],
-): void {
-  if (out.buffer === input.buffer) {
-    throw new RangeError(
-      `Cannot run ${what}: output "${names[0]}" and input "${names[1]}" share one buffer`,
-    );
-  }
-}
-
-function bind(gpu: Gpu, e: F32Elements): { binding: BufferBinding; shift: number } {
-  const begin = "begin" in e ? e.begin ?? 0 : 0;
-  return window(gpu, e.buffer, { begin, end: begin + e.size });
-}
-
 function params(
   basis: NolaBasisOptions & { withA0?: { scale: number } },
   sizes: { n: number; chunk: number; chunks: number; shift0: number; shift1: number },
 ): ArrayBuffer {
-  const block = new ArrayBuffer(PARAMS_BYTES);
-  const u32 = new Uint32Array(block);
-  const f32 = new Float32Array(block);
-  u32.set([basis.key[0], basis.key[1], basis.factor, basis.count, sizes.n]);
-  f32[5] = basis.scale;
-  f32[6] = basis.withA0?.scale ?? 0;
-  u32[7] = basis.withA0 ? 1 : 0;
-  u32.set([sizes.chunk, sizes.chunks, sizes.shift0, sizes.shift1], 8);
-  return block;
+  return PARAMS.pack({
+    key: basis.key,
+    factor: basis.factor,
+    count: basis.count,
+    scale: basis.scale,
+    a0_scale: basis.withA0?.scale ?? 0,
+    has_a0: basis.withA0 !== undefined,
+    ...sizes,
+  });
 }

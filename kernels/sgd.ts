@@ -6,10 +6,21 @@
  */
 
 import code from "./sgd.wgsl" with { type: "text" };
+import { grid } from "./dispatch.ts";
 import type { Gpu, Kernel } from "./gpu.ts";
 import type { Tensor } from "./tensor.ts";
+import { UniformStruct } from "./uniform_struct.ts";
 
 const WG = 64;
+const SIZES = new UniformStruct("SgdSizes", {
+  n: "u32",
+  lr: "f32",
+  momentum: "f32",
+  dampening: "f32",
+  weight_decay: "f32",
+  first: "u32",
+  nesterov: "u32",
+}, { wgsl: code });
 
 /** Hyper-parameters of one SGD step, as `torch.optim.SGD` names them. */
 export interface SgdStep {
@@ -110,29 +121,22 @@ export class SgdKernels {
     if (gradScale.size !== 1) {
       throw new RangeError(`SGD gradScale has ${gradScale.size} elements, not 1`);
     }
-    const block = new ArrayBuffer(32);
-    const u32 = new Uint32Array(block);
-    const f32 = new Float32Array(block);
-    u32[0] = n;
-    f32[1] = hyper.lr;
-    f32[2] = momentum;
-    f32[3] = dampening;
-    f32[4] = hyper.weightDecay ?? 0;
-    u32[5] = hyper.first ? 1 : 0;
-    u32[6] = nesterov ? 1 : 0;
-    const groups = Math.ceil(n / WG);
-    const x = Math.min(groups, this.gpu.device.limits.maxComputeWorkgroupsPerDimension);
-    const workgroups = [x, Math.ceil(groups / x)] as const;
+    const uniforms = SIZES.pack({
+      n,
+      lr: hyper.lr,
+      momentum,
+      dampening,
+      weight_decay: hyper.weightDecay ?? 0,
+      first: hyper.first,
+      nesterov,
+    });
+    const workgroups = grid(this.gpu, Math.ceil(n / WG));
     if (momentum > 0) {
-      this.gpu.dispatch(this.momentum, [param.buffer, buf!.buffer, grad.buffer, gradScale.buffer], {
-        uniforms: block,
-        workgroups,
-      });
+      const buffers = [param, buf!, grad, gradScale].map((t) => t.buffer);
+      this.gpu.dispatch(this.momentum, buffers, { uniforms, workgroups });
     } else {
-      this.gpu.dispatch(this.plain, [param.buffer, grad.buffer, gradScale.buffer], {
-        uniforms: block,
-        workgroups,
-      });
+      const buffers = [param, grad, gradScale].map((t) => t.buffer);
+      this.gpu.dispatch(this.plain, buffers, { uniforms, workgroups });
     }
   }
 }

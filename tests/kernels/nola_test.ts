@@ -192,8 +192,8 @@ Deno.test("NOLA kernels work on unaligned slices of arenas", GPU_TEST, async () 
   const basis = { key, factor: 0 as const, count, rows, cols, scale: 0.125 };
   nola.combine({
     ...basis,
-    out: { buffer: outArena.buffer, begin: 5, size: n },
-    coeffs: { buffer: coeffArena.buffer, begin: 7, size: count },
+    out: { tensor: outArena, offset: 5, size: n },
+    coeffs: { tensor: coeffArena, offset: 7 },
     withA0: { scale: 0.25 },
   });
   const out = await outArena.read();
@@ -202,8 +202,8 @@ Deno.test("NOLA kernels work on unaligned slices of arenas", GPU_TEST, async () 
   assert.deepEqual([...out.subarray(0, 5), ...out.subarray(5 + n)], Array(9).fill(-7));
   nola.gradient({
     ...basis,
-    dcoeffs: { buffer: coeffArena.buffer, begin: 3, size: count },
-    grad: { buffer: gradArena.buffer, begin: 5, size: n },
+    dcoeffs: { tensor: coeffArena, offset: 3, size: count },
+    grad: { tensor: gradArena, offset: 5 },
   });
   const dcoeffs = new Float64Array(count);
   const size = new Float64Array(count);
