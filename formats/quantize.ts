@@ -20,6 +20,13 @@
  * Dequantization is a pure function of (code, scale, zeroPoint) computed in float64 and rounded
  * once to float32, so a loader reproduces {@link Quantized.dequantized} bit for bit.
  *
+ * Every step is one float64 operation, in the order written in {@link quantize}: the symmetric
+ * code rounds `x * c` with `c = L / max|x|` already rounded (the authors' form), so where
+ * `x * L / max|x|` is exactly a half the rounding of `c` may decide the side (about one such tie
+ * in sixteen). `kernels/fakequant.wgsl` repeats these steps bit for bit for quantization-aware
+ * training, so a change here is a change there; float32 steps instead would move the 1-bit scale
+ * of most tensors and the asymmetric scale of about one in seven.
+ *
  * @module
  */
 

@@ -5,9 +5,12 @@
  * 1 to 8, both schemes, all-zero tensors, half-to-even ties). Quantization-aware training writes
  * the quantized coefficients with it once per step without reading anything back.
  *
+ * The kernel repeats the host's float64 steps in integer arithmetic, each exact result held in 64
+ * bits plus a sticky bit and rounded where the host rounds (see the header of `fakequant.wgsl`).
  * One workgroup owns a tensor: the reductions (max |x|, min, max, and the 1-bit scheme's serial
  * sum of |x|) need the whole tensor before any element can be written, and coefficient tensors are
- * small (k, l up to a few thousand). A non-finite input makes every output NaN (the host throws).
+ * small (k, l up to a few thousand; at most {@link FAKEQUANT_MAX_SIZE}). A non-finite input makes
+ * every output NaN (the host throws).
  *
  * @module
  */
@@ -19,6 +22,9 @@ import { checkQuantOptions, type QuantOptions } from "../formats/quantize.ts";
 import code from "./fakequant.wgsl" with { type: "text" };
 
 const WG = 256;
+
+/** The most values one tensor may have: the 1-bit mean divides by the count in 24-bit steps. */
+export const FAKEQUANT_MAX_SIZE = 2 ** 24 - 1;
 
 /** Outputs of {@link FakequantKernels.forward}. */
 export interface FakequantOutputs {
@@ -69,8 +75,8 @@ export class FakequantKernels {
    * Records `outputs.out = dequantize(quantize(options.x))` and, when asked, the scale and zero
    * point into `outputs.stats`.
    *
-   * @throws {RangeError} On invalid bits or scheme, mismatched sizes, non-f32 tensors or an
-   * output that overlaps the input.
+   * @throws {RangeError} On invalid bits or scheme, mismatched sizes, non-f32 tensors, more than
+   * {@link FAKEQUANT_MAX_SIZE} values or an output that overlaps the input.
    */
   forward(outputs: FakequantOutputs, options: FakequantOptions): void {
     checkQuantOptions(options);
@@ -84,6 +90,11 @@ export class FakequantKernels {
     if (out.size !== x.size) {
       throw new RangeError(
         `Fake quantization "out" has ${out.size} elements, "x" has ${x.size}`,
+      );
+    }
+    if (x.size > FAKEQUANT_MAX_SIZE) {
+      throw new RangeError(
+        `Cannot fake-quantize ${x.size} values at once: at most ${FAKEQUANT_MAX_SIZE}`,
       );
     }
     if (stats && (stats.size !== 2 || stats.dtype !== "f32")) {

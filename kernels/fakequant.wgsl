@@ -1,18 +1,25 @@
-// Fake quantization of one coefficient tensor, bit for bit as adapters/quantize.ts on the host.
+// Fake quantization of one coefficient tensor, bit for bit as formats/quantize.ts on the host.
 //
-// out:   [n] f32, stored as its u32 bit pattern: x' = dequantize(quantize(x)), written
-// stats: [2] f32 bits: the scale, and the zero point (asymmetric; 0 otherwise), written
-// x:     [n] f32 bits, read (from element in_shift)
+// out:   [n] f32 bits, written: x' = dequantize(quantize(x))
+// stats: [2] f32 bits, written: the scale, and the zero point (asymmetric; 0 otherwise)
+// x:     [n] f32 bits, read from element in_shift
 // p:     sizes, bit width and scheme
 //
-// The host computes in float64: `max|x| / L`, `L / max|x|`, `x * c`, the sequential sum of |x|
-// (1 bit), `max - min`, `(x - min) / scale`, `q * scale + min`, each rounded to 53 bits, then rounds
-// to f32. An f32 GPU cannot reproduce that (ties of round-half-even, double rounding), so this
-// kernel emulates exactly those float64 operations with integer arithmetic: a value is a 53-bit
-// mantissa, an exponent and a sign; intermediate results are exact 128-bit integers rounded once.
-// Inputs are read as bits so subnormals are never flushed. One workgroup owns the tensor; the
-// max/min reductions are exact (integer atomics on order-preserving keys), the 1-bit sum is
-// serial in index order as on the host.
+// The host's steps, each a float64 operation rounded to 53 bits, then f32() at the end:
+//   symmetric, 2+ bits  scale = f32(M / L), c = L / M, q = rhe(x * c), x' = f32(q * scale)
+//   symmetric, 1 bit    scale = f32(sum / n), the sum of |x| in index order, x' = ±scale
+//   asymmetric          scale = f32((max - min) / T), q = rhe((x - min) / scale),
+//                       x' = f32(q * scale + min)
+// with M = max|x|, L = 2^(bits-1) - 1, T = 2^bits - 1 and rhe rounding half to even. Integer
+// arithmetic only (drivers may flush f32 subnormals; WGSL division is not correctly rounded):
+// each step's exact result is a 64-bit integer times a power of two plus a sticky bit for a
+// non-zero remainder below it (`Wide`), which is all that rounding to 53 or 24 bits needs. Sums
+// align two operands of up to 56 bits at bit 62, the bits shifted out of the smaller becoming
+// the sticky bit; quotients (divisors below 2^24) run to 56 bits; a product is the sum of two
+// exact partial products.
+//
+// One workgroup owns the tensor: max|x|, min and max are exact integer atomics on the f32 bits;
+// the 1-bit sum is serial, in index order, as on the host.
 
 override WG: u32 = 256u;
 
@@ -33,352 +40,190 @@ struct Params {
 @group(0) @binding(2) var<storage, read> x: array<u32>;
 @group(0) @binding(3) var<uniform> p: Params;
 
-// A float64 value: mantissa m (m.x low 32 bits, m.y high 21) times 2^e; zero iff m == 0 (always
-// +0). Non-zero mantissas are normalized to [2^52, 2^53).
-struct F {
+// (m + s) * 2^e, negated when `neg`: m a 64-bit integer (m.x the low word), s in (0, 1) when
+// `sticky` and 0 otherwise.
+struct Wide {
   m: vec2<u32>,
   e: i32,
   neg: bool,
+  sticky: bool,
 }
 
-const ZERO = F(vec2<u32>(0u, 0u), 0, false);
+// Precision and smallest exponent of float64 and f32.
+const F64_BITS = 53i;
+const F64_MIN_E = -1074i;
+const F32_BITS = 24i;
+const F32_MIN_E = -149i;
 
-fn is_zero(a: F) -> bool {
-  return a.m.x == 0u && a.m.y == 0u;
+fn shl64(a: vec2<u32>, s: u32) -> vec2<u32> {
+  if (s == 0u) { return a; }
+  if (s >= 64u) { return vec2<u32>(0u); }
+  if (s >= 32u) { return vec2<u32>(0u, a.x << (s - 32u)); }
+  return vec2<u32>(a.x << s, (a.y << s) | (a.x >> (32u - s)));
 }
 
-// Word k of w (k < 4), without a dynamically indexed array (slow on CPU drivers).
-fn word(w: vec4<u32>, k: u32) -> u32 {
-  return select(select(w.w, w.z, k == 2u), select(w.y, w.x, k == 0u), k < 2u);
+fn shr64(a: vec2<u32>, s: u32) -> vec2<u32> {
+  if (s == 0u) { return a; }
+  if (s >= 64u) { return vec2<u32>(0u); }
+  if (s >= 32u) { return vec2<u32>(a.y >> (s - 32u), 0u); }
+  return vec2<u32>((a.x >> s) | (a.y << (32u - s)), a.y >> s);
 }
 
-fn bit_at(w: vec4<u32>, pos: u32) -> bool {
-  return ((word(w, pos / 32u) >> (pos % 32u)) & 1u) == 1u;
+// Whether a has a set bit below bit s.
+fn below(a: vec2<u32>, s: u32) -> bool {
+  return any(shl64(shr64(a, s), s) != a);
 }
 
-fn shl(w: vec4<u32>, s: u32) -> vec4<u32> {
-  if (s >= 128u) {
-    return vec4<u32>(0u);
-  }
-  var t = w;
-  for (var k = s / 32u; k > 0u; k--) {
-    t = vec4<u32>(0u, t.xyz);
-  }
-  let b = s % 32u;
-  if (b != 0u) {
-    t = (t << vec4<u32>(b)) | (vec4<u32>(0u, t.xyz) >> vec4<u32>(32u - b));
-  }
-  return t;
+fn add64(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
+  let lo = a.x + b.x;
+  return vec2<u32>(lo, a.y + b.y + select(0u, 1u, lo < a.x));
 }
 
-// Whether any of the bits below position s is set.
-fn low_nonzero(w: vec4<u32>, s: u32) -> bool {
-  if (s == 0u) {
-    return false;
-  }
-  if (s >= 128u) {
-    return any(w != vec4<u32>(0u));
-  }
-  return any(shl(w, 128u - s) != vec4<u32>(0u));
+fn sub64(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
+  return vec2<u32>(a.x - b.x, a.y - b.y - select(0u, 1u, a.x < b.x));
 }
 
-// Shift right; with `jam`, lost bits are ORed into bit 0 (a sticky bit far below any rounding
-// position, so later rounding of sums and differences stays correct).
-fn shr(w: vec4<u32>, s: u32, jam: bool) -> vec4<u32> {
-  var t = vec4<u32>(0u);
-  if (s < 128u) {
-    t = w;
-    for (var k = s / 32u; k > 0u; k--) {
-      t = vec4<u32>(t.yzw, 0u);
-    }
-    let b = s % 32u;
-    if (b != 0u) {
-      t = (t >> vec4<u32>(b)) | (vec4<u32>(t.yzw, 0u) << vec4<u32>(32u - b));
-    }
-  }
-  if (jam && low_nonzero(w, s)) {
-    t.x |= 1u;
-  }
-  return t;
+fn less64(a: vec2<u32>, b: vec2<u32>) -> bool {
+  return a.y < b.y || (a.y == b.y && a.x < b.x);
 }
 
-fn add128(a: vec4<u32>, b: vec4<u32>) -> vec4<u32> {
-  var r = a + b;
-  var c = select(0u, 1u, r.x < a.x);
-  r.y += c;
-  c = select(0u, 1u, r.y < a.y || (c == 1u && r.y == a.y));
-  r.z += c;
-  c = select(0u, 1u, r.z < a.z || (c == 1u && r.z == a.z));
-  r.w += c;
-  return r;
+// Position of the highest set bit; -1 for zero.
+fn msb64(a: vec2<u32>) -> i32 {
+  if (a.y != 0u) { return 63i - i32(countLeadingZeros(a.y)); }
+  return 31i - i32(countLeadingZeros(a.x));
 }
 
-// a - b for a >= b.
-fn sub128(a: vec4<u32>, b: vec4<u32>) -> vec4<u32> {
-  var r = a - b;
-  var borrow = select(0u, 1u, a.x < b.x);
-  let y = a.y - b.y;
-  r.y = y - borrow;
-  borrow = select(0u, 1u, a.y < b.y || (borrow == 1u && y == 0u));
-  let z = a.z - b.z;
-  r.z = z - borrow;
-  borrow = select(0u, 1u, a.z < b.z || (borrow == 1u && z == 0u));
-  r.w = a.w - b.w - borrow;
-  return r;
-}
-
-fn greater128(a: vec4<u32>, b: vec4<u32>) -> bool {
-  if (a.w != b.w) {
-    return a.w > b.w;
-  }
-  if (a.z != b.z) {
-    return a.z > b.z;
-  }
-  if (a.y != b.y) {
-    return a.y > b.y;
-  }
-  return a.x > b.x;
-}
-
-fn high_bit(w: vec4<u32>) -> i32 {
-  if (w.w != 0u) {
-    return 127i - i32(countLeadingZeros(w.w));
-  }
-  if (w.z != 0u) {
-    return 95i - i32(countLeadingZeros(w.z));
-  }
-  if (w.y != 0u) {
-    return 63i - i32(countLeadingZeros(w.y));
-  }
-  return 31i - i32(countLeadingZeros(w.x));
-}
-
-// Rounds the exact value w * 2^e (w a 128-bit integer, sticky in bit 0) to 53 bits, half to even.
-fn round53(w: vec4<u32>, e: i32, neg: bool) -> F {
-  let hb = high_bit(w);
-  if (hb < 0i) {
-    return ZERO;
-  }
-  if (hb <= 52i) {
-    let t = shl(w, u32(52i - hb));
-    return F(t.xy, e - (52i - hb), neg);
-  }
-  let s = u32(hb - 52i);
-  var m = shr(w, s, false).xy;
-  var ee = e + i32(s);
-  if (bit_at(w, s - 1u) && (low_nonzero(w, s - 1u) || (m.x & 1u) == 1u)) {
-    m.x += 1u;
-    if (m.x == 0u) {
-      m.y += 1u;
-    }
-    if (m.y == (1u << 21u)) {
-      m = vec2<u32>(0u, 1u << 20u);
-      ee += 1i;
-    }
-  }
-  return F(m, ee, neg);
-}
-
-fn from_u32(v: u32, e: i32, neg: bool) -> F {
-  return round53(vec4<u32>(v, 0u, 0u, 0u), e, neg);
-}
-
-// The exact value of an f32 bit pattern (finite); mant * 2^exp with mant < 2^24.
-fn f32_mant(b: u32) -> u32 {
-  let mag = b & 0x7fffffffu;
-  let f = mag & 0x7fffffu;
-  return select(f | 0x800000u, f, (mag >> 23u) == 0u);
-}
-
-fn f32_exp(b: u32) -> i32 {
-  let ex = i32((b & 0x7fffffffu) >> 23u);
-  return select(ex - 150i, -149i, ex == 0i);
-}
-
-fn from_f32(b: u32) -> F {
-  return from_u32(f32_mant(b), f32_exp(b), (b >> 31u) == 1u);
-}
-
-fn negate(a: F) -> F {
-  return F(a.m, a.e, !a.neg && !is_zero(a));
-}
-
-fn add(a: F, b: F) -> F {
-  if (is_zero(a)) {
-    return b;
-  }
-  if (is_zero(b)) {
-    return a;
-  }
-  let top = max(a.e, b.e);
-  // 64 guard bits below each mantissa before aligning.
-  let wa = shr(shl(vec4<u32>(a.m, 0u, 0u), 64u), u32(min(top - a.e, 200i)), true);
-  let wb = shr(shl(vec4<u32>(b.m, 0u, 0u), 64u), u32(min(top - b.e, 200i)), true);
-  if (a.neg == b.neg) {
-    return round53(add128(wa, wb), top - 64i, a.neg);
-  }
-  if (greater128(wa, wb)) {
-    return round53(sub128(wa, wb), top - 64i, a.neg);
-  }
-  if (greater128(wb, wa)) {
-    return round53(sub128(wb, wa), top - 64i, b.neg);
-  }
-  return ZERO;
-}
-
+// 32 x 32 -> 64 bits, from 16-bit halves.
 fn mul32(a: u32, b: u32) -> vec2<u32> {
   let a0 = a & 0xffffu;
   let a1 = a >> 16u;
   let b0 = b & 0xffffu;
   let b1 = b >> 16u;
-  let p00 = a0 * b0;
-  let p01 = a0 * b1;
-  let p10 = a1 * b0;
-  let p11 = a1 * b1;
-  let mid = p01 + p10;
-  let mid_carry = select(0u, 1u, mid < p01);
-  let lo = p00 + (mid << 16u);
-  let lo_carry = select(0u, 1u, lo < p00);
-  return vec2<u32>(lo, p11 + (mid >> 16u) + (mid_carry << 16u) + lo_carry);
+  let mid = a0 * b1 + a1 * b0;
+  let mid_carry = select(0u, 0x10000u, mid < a0 * b1);
+  let lo = a0 * b0 + (mid << 16u);
+  let lo_carry = select(0u, 1u, lo < a0 * b0);
+  return vec2<u32>(lo, a1 * b1 + (mid >> 16u) + mid_carry + lo_carry);
 }
 
-// a * v * 2^ev, exactly rounded; v an unsigned integer.
-fn mul_u32(a: F, v: u32, ev: i32, neg: bool) -> F {
-  let lo = mul32(a.m.x, v);
-  let hi = mul32(a.m.y, v);
-  let w = add128(vec4<u32>(lo, 0u, 0u), vec4<u32>(0u, hi, 0u));
-  return round53(w, a.e + ev, a.neg != neg);
+fn integer(v: u32, neg: bool) -> Wide {
+  return Wide(vec2<u32>(v, 0u), 0i, neg, false);
 }
 
-// a / (d * 2^ed), exactly rounded; 0 < d < 2^31. Long division of a's mantissa widened by
-// K = bitlen(d) + 3 bits: the quotient then has 56 to 57 bits (fits 64), the remainder is sticky.
-fn div_u32(a: F, d: u32, ed: i32) -> F {
-  let wide = 35u - countLeadingZeros(d);
+// The exact value of a finite f32 bit pattern.
+fn from_f32(b: u32) -> Wide {
+  let biased = i32((b >> 23u) & 0xffu);
+  let frac = b & 0x7fffffu;
+  let m = select(frac | 0x800000u, frac, biased == 0i);
+  return Wide(vec2<u32>(m, 0u), max(biased, 1i) - 150i, (b >> 31u) == 1u, false);
+}
+
+fn is_zero(a: Wide) -> bool {
+  return all(a.m == vec2<u32>(0u));
+}
+
+fn negated(a: Wide) -> Wide {
+  return Wide(a.m, a.e, !a.neg, a.sticky);
+}
+
+// a with its highest bit at bit 62; a exact and non-zero.
+fn at62(a: Wide) -> Wide {
+  let s = 62i - msb64(a.m);
+  return Wide(shl64(a.m, u32(s)), a.e - s, a.neg, false);
+}
+
+// a + b for exact a, b of at most 56 bits; signed zeros as IEEE adds them.
+fn add(a: Wide, b: Wide) -> Wide {
+  if (is_zero(a)) {
+    var r = b;
+    r.neg = b.neg && (a.neg || !is_zero(b));
+    return r;
+  }
+  if (is_zero(b)) { return a; }
+  var big = at62(a);
+  var small = at62(b);
+  if (small.e > big.e || (small.e == big.e && less64(big.m, small.m))) {
+    let t = big;
+    big = small;
+    small = t;
+  }
+  let d = u32(min(big.e - small.e, 64i));
+  let m = shr64(small.m, d);
+  let lost = below(small.m, d);
+  if (big.neg == small.neg) { return Wide(add64(big.m, m), big.e, big.neg, lost); }
+  // big - (m + s) = (big - m - 1) + (1 - s). Bits are lost only when d > 6, and then the
+  // difference still has 61 bits above the sticky one.
+  let diff = sub64(sub64(big.m, m), vec2<u32>(select(0u, 1u, lost), 0u));
+  return Wide(diff, big.e, big.neg && (lost || any(diff != vec2<u32>(0u))), lost);
+}
+
+// a * b for exact a of at most 53 bits and b of at most 24: two exact partial products, added.
+fn mul(a: Wide, b: Wide) -> Wide {
+  let neg = a.neg != b.neg;
+  let lo = Wide(mul32(a.m.x, b.m.x), a.e + b.e, neg, false);
+  let hi = Wide(mul32(a.m.y, b.m.x), a.e + b.e + 32i, neg, false);
+  return add(lo, hi);
+}
+
+// a / b for exact a and non-zero b of at most 24 bits: long division, a byte at a time, until
+// the quotient has 56 bits; the remainder is the sticky bit.
+fn div(a: Wide, b: Wide) -> Wide {
+  if (is_zero(a)) { return a; }
+  let lead = 63i - msb64(a.m);
+  let num = shl64(a.m, u32(lead));
+  let d = b.m.x;
   var q = vec2<u32>(0u);
   var r = 0u;
-  for (var pos = 52u + wide; pos < 0x80000000u; pos--) {
-    var nb = 0u;
-    if (pos >= wide) {
-      let mp = pos - wide;
-      if (mp < 32u) {
-        nb = (a.m.x >> mp) & 1u;
-      } else {
-        nb = (a.m.y >> (mp - 32u)) & 1u;
-      }
+  var e = a.e - lead - b.e;
+  for (var i = 0u; i < 8u || msb64(q) < 55i; i++) {
+    var byte = 0u;
+    if (i < 8u) {
+      byte = (select(num.x, num.y, i < 4u) >> (24u - 8u * (i % 4u))) & 0xffu;
+    } else {
+      e -= 8i;
     }
-    r = (r << 1u) | nb;
-    q = vec2<u32>(q.x << 1u, (q.y << 1u) | (q.x >> 31u));
-    if (r >= d) {
-      r -= d;
-      q.x |= 1u;
-    }
-    if (pos == 0u) {
-      break;
-    }
+    r = (r << 8u) | byte;
+    q = shl64(q, 8u) | vec2<u32>(r / d, 0u);
+    r %= d;
   }
-  if (r != 0u) {
-    q.x |= 1u;
-  }
-  return round53(vec4<u32>(q, 0u, 0u), a.e - i32(wide) - ed, a.neg);
+  return Wide(q, e, a.neg != b.neg, r != 0u);
 }
 
-// a + b for non-negative a, b: the 1-bit scheme's serial sum, kept to 64-bit words (8 guard
-// bits, sticky jammed) because one invocation runs it over the whole tensor.
-fn add_pos(a: F, b: F) -> F {
-  if (is_zero(a)) {
-    return b;
-  }
-  if (is_zero(b)) {
-    return a;
-  }
-  var big = a;
-  var small = b;
-  if (b.e > a.e) {
-    big = b;
-    small = a;
-  }
-  let d = u32(min(big.e - small.e, 100i));
-  let l = vec2<u32>(big.m.x << 8u, (big.m.y << 8u) | (big.m.x >> 24u));
-  var t = vec2<u32>(small.m.x << 8u, (small.m.y << 8u) | (small.m.x >> 24u));
-  var lost = false;
-  if (d >= 64u) {
-    lost = true;
-    t = vec2<u32>(0u);
-  } else if (d >= 32u) {
-    let k = d - 32u;
-    lost = t.x != 0u || (k > 0u && (t.y << (32u - k)) != 0u);
-    t = vec2<u32>(t.y >> k, 0u);
-  } else if (d > 0u) {
-    lost = (t.x << (32u - d)) != 0u;
-    t = vec2<u32>((t.x >> d) | (t.y << (32u - d)), t.y >> d);
-  }
-  if (lost) {
-    t.x |= 1u;
-  }
-  let lo = l.x + t.x;
-  let sum = vec2<u32>(lo, l.y + t.y + select(0u, 1u, lo < l.x));
-  return round53(vec4<u32>(sum, 0u, 0u), big.e - 8i, false);
+// a rounded half to even to `bits` bits, or to a multiple of 2^min_e where that is coarser.
+fn round_to(a: Wide, bits: i32, min_e: i32) -> Wide {
+  let s = max(msb64(a.m) + 1i - bits, min_e - a.e);
+  if (s <= 0i) { return a; }
+  let us = u32(min(s, 65i));
+  let kept = shr64(a.m, us);
+  let half = (shr64(a.m, us - 1u).x & 1u) == 1u;
+  let up = half && (a.sticky || below(a.m, us - 1u) || (kept.x & 1u) == 1u);
+  return Wide(add64(kept, vec2<u32>(select(0u, 1u, up), 0u)), a.e + s, a.neg, false);
 }
 
-// |a| rounded to an integer half to even (as quantize.ts's roundHalfEven), saturating at 2^31.
-fn round_int(a: F) -> u32 {
-  if (is_zero(a)) {
-    return 0u;
-  }
-  if (a.e >= 0i) {
-    return 0x80000000u;
-  }
-  let s = u32(-a.e);
-  if (s >= 54u) {
-    return 0u;
-  }
-  let w = vec4<u32>(a.m, 0u, 0u);
-  let ip = shr(w, s, false);
-  if (ip.y != 0u || ip.x >= 0x80000000u) {
-    return 0x80000000u;
-  }
-  var q = ip.x;
-  if (bit_at(w, s - 1u) && (low_nonzero(w, s - 1u) || (q & 1u) == 1u)) {
-    q += 1u;
-  }
-  return q;
+// A float64 operation's result.
+fn f64(a: Wide) -> Wide {
+  return round_to(a, F64_BITS, F64_MIN_E);
 }
 
-// The f32 nearest a (Math.fround), as bits; subnormal results rounded as IEEE does.
-fn to_f32(a: F) -> u32 {
-  if (is_zero(a)) {
-    return 0u;
-  }
-  let sign = select(0u, 0x80000000u, a.neg);
-  let biased = a.e + 29i + 23i + 127i;
-  if (biased >= 255i) {
-    return sign | 0x7f800000u;
-  }
-  var s = 29u;
-  if (biased <= 0i) {
-    s = u32(29i + 1i - biased);
-    if (s > 54u) {
-      return sign;
-    }
-  }
-  let w = vec4<u32>(a.m, 0u, 0u);
-  var m = shr(w, s, false).x;
-  if (bit_at(w, s - 1u) && (low_nonzero(w, s - 1u) || (m & 1u) == 1u)) {
-    m += 1u;
-  }
-  if (biased <= 0i) {
-    // A carry into bit 23 lands on the smallest normal, which these bits spell correctly.
-    return sign | m;
-  }
-  var ex = u32(biased);
-  if (m == (1u << 24u)) {
-    m >>= 1u;
-    ex += 1u;
-    if (ex >= 255u) {
-      return sign | 0x7f800000u;
-    }
-  }
-  return sign | (ex << 23u) | (m & 0x7fffffu);
+// The f32 bits nearest a (Math.fround; a Float32Array store).
+fn to_f32(a: Wide) -> u32 {
+  let r = round_to(a, F32_BITS, F32_MIN_E);
+  let sign = select(0u, 0x80000000u, r.neg);
+  let hb = msb64(r.m);
+  if (hb < 0i) { return sign; }
+  let top = r.e + hb;
+  if (top > 127i) { return sign | 0x7f800000u; }
+  if (top < -126i) { return sign | shl64(r.m, u32(r.e - F32_MIN_E)).x; }
+  let m = select(shl64(r.m, u32(23i - hb)), shr64(r.m, u32(hb - 23i)), hb > 23i).x;
+  return sign | (u32(top + 127i) << 23u) | (m & 0x7fffffu);
+}
+
+// |a| rounded half to even to an integer, saturating at 2^32 - 1.
+fn rhe(a: Wide) -> u32 {
+  let r = round_to(a, 64i, 0i);
+  if (is_zero(r)) { return 0u; }
+  if (msb64(r.m) + r.e >= 32i) { return 0xffffffffu; }
+  return shl64(r.m, u32(r.e)).x;
 }
 
 // Orders f32 bit patterns as their values, -0 below +0 (Math.min/max's order).
@@ -395,7 +240,7 @@ var<workgroup> wg_min_key: atomic<u32>;
 var<workgroup> wg_max_key: atomic<u32>;
 var<workgroup> wg_scale: u32;
 var<workgroup> wg_zero: u32;
-// The float64 multiplier L / max|x| (symmetric, 2 bits or more).
+// c = L / M (symmetric, 2 bits or more), a float64.
 var<workgroup> wg_c_m: vec2<u32>;
 var<workgroup> wg_c_e: i32;
 
@@ -421,8 +266,7 @@ fn fakequant_forward(@builtin(local_invocation_index) tid: u32) {
   atomicMax(&wg_max_key, max_key);
   workgroupBarrier();
   let amax = atomicLoad(&wg_max_abs);
-  let lo = from_key(atomicLoad(&wg_min_key));
-  let hi = from_key(atomicLoad(&wg_max_key));
+  let finite = amax < 0x7f800000u;
   let asym = p.scheme == 1u;
   let one_bit = !asym && p.bits == 1u;
   let levels = (1u << (p.bits - 1u)) - 1u;
@@ -430,57 +274,52 @@ fn fakequant_forward(@builtin(local_invocation_index) tid: u32) {
   if (tid == 0u) {
     var scale = 0u;
     var zero = 0u;
-    if (p.n > 0u && amax < 0x7f800000u) {
-      if (asym) {
-        zero = lo;
-        scale = to_f32(div_u32(add(from_f32(hi), negate(from_f32(lo))), top, 0i));
-      } else if (one_bit) {
-        var sum = ZERO;
-        for (var i = 0u; i < p.n; i++) {
-          sum = add_pos(sum, from_f32(x[p.in_shift + i] & 0x7fffffffu));
-        }
-        scale = to_f32(div_u32(sum, p.n, 0i));
-      } else {
-        scale = to_f32(div_u32(from_f32(amax), levels, 0i));
-        if (amax != 0u) {
-          let c = div_u32(from_u32(levels, 0i, false), f32_mant(amax), f32_exp(amax));
-          wg_c_m = c.m;
-          wg_c_e = c.e;
-        }
+    var c = integer(0u, false);
+    if (finite && asym) {
+      zero = from_key(atomicLoad(&wg_min_key));
+      let range = f64(add(from_f32(from_key(atomicLoad(&wg_max_key))), negated(from_f32(zero))));
+      scale = to_f32(f64(div(range, integer(top, false))));
+    } else if (finite && one_bit) {
+      var sum = integer(0u, false);
+      for (var i = 0u; i < p.n; i++) {
+        sum = f64(add(sum, from_f32(x[p.in_shift + i] & 0x7fffffffu)));
+      }
+      scale = to_f32(f64(div(sum, integer(p.n, false))));
+    } else if (finite) {
+      scale = to_f32(f64(div(from_f32(amax), integer(levels, false))));
+      if (amax != 0u) {
+        c = f64(div(integer(levels, false), from_f32(amax)));
       }
     }
     wg_scale = scale;
     wg_zero = zero;
+    wg_c_m = c.m;
+    wg_c_e = c.e;
     stats[0] = scale;
     stats[1] = zero;
   }
   workgroupBarrier();
   let scale = wg_scale;
-  let scale_f = from_f32(scale);
-  let zero_f = from_f32(wg_zero);
-  let c = F(wg_c_m, wg_c_e, false);
+  let scale_w = from_f32(scale);
+  let zero_w = from_f32(wg_zero);
+  let c = Wide(wg_c_m, wg_c_e, false, false);
   for (var i = tid; i < p.n; i += WG) {
-    let b = x[p.in_shift + i];
-    var r = 0u;
-    if (amax >= 0x7f800000u) {
-      r = 0x7fc00000u;
-    } else if (asym) {
+    let v = from_f32(x[p.in_shift + i]);
+    var r = 0x7fc00000u;
+    if (finite && asym) {
       var q = 0u;
       if (scale != 0u) {
-        let t = div_u32(add(from_f32(b), negate(zero_f)), f32_mant(scale), f32_exp(scale));
-        q = min(round_int(t), top);
+        q = min(rhe(f64(div(f64(add(v, negated(zero_w))), scale_w))), top);
       }
-      r = to_f32(add(mul_u32(scale_f, q, 0i, false), zero_f));
-    } else if (one_bit) {
-      let negative = (b >> 31u) == 1u && (b & 0x7fffffffu) != 0u;
-      r = select(scale, scale | 0x80000000u, negative);
-    } else {
+      r = to_f32(f64(add(mul(integer(q, false), scale_w), zero_w)));
+    } else if (finite && one_bit) {
+      r = select(scale, scale | 0x80000000u, v.neg && !is_zero(v));
+    } else if (finite) {
       var q = 0u;
       if (amax != 0u) {
-        q = min(round_int(mul_u32(c, f32_mant(b), f32_exp(b), false)), levels);
+        q = min(rhe(f64(mul(c, v))), levels);
       }
-      let negative = (b >> 31u) == 1u;
-      r = to_f32(mul_u32(scale_f, q, 0i, negative && q != 0u));
+      r = to_f32(f64(mul(integer(q, v.neg && q != 0u), scale_w)));
     }
     out[p.out_shift + i] = r;
   }

@@ -76,7 +76,7 @@ Deno.test(
 );
 
 Deno.test(
-  "fakequant matches the host on exact ties, zeros, constants, subnormals and a large tensor",
+  "fakequant matches the host on ties, float64 rounding edges, zeros, subnormals, a large tensor",
   GPU_TEST,
   async () => {
     const seed = freshSeed();
@@ -96,6 +96,29 @@ Deno.test(
         ties.push({ name: `asym ties ${bits}-bit s=${s}`, values: Float32Array.from(asym) });
       }
     }
+    // Where the host's float64 roundings decide: symmetric ties x = (2j + 1) y against
+    // M = 2 L y for a random y (c = L / M is rounded, so x * c lands on either side of the tie),
+    // and a tiny minimum under positive values (q * scale + min rounds to 53 bits onto an f32
+    // midpoint).
+    for (const bits of [3, 4, 6, 8]) {
+      const levels = 2 ** (bits - 1) - 1;
+      for (let t = 0; t < 4; t++) {
+        const y = Math.fround((1 + Math.floor(next() * 2 ** 15) * 2 ** -15) * 2 ** -5);
+        const sym = [2 * levels * y];
+        for (let j = 0; j < levels; j++) sym.push((2 * j + 1) * y * (j % 2 ? -1 : 1));
+        ties.push({ name: `sym ties ${bits}-bit y=${y}`, values: Float32Array.from(sym) });
+      }
+    }
+    for (const tiny of [-(2 ** -100), 2 ** -90, -7e-45]) {
+      const values = randomArray(61, seed + 2).map((v) => Math.abs(v) + 0.01);
+      values[17] = tiny;
+      ties.push({ name: `tiny minimum ${tiny}`, values });
+    }
+    // 1 bit: the float64 sum 1 + 2^-24 drops each of 62 terms 2^-54, so the mean of the 64
+    // lands on an f32 midpoint (the exact mean is above it).
+    const sum = Float32Array.from({ length: 64 }, (_, i) => (i % 2 ? -1 : 1) * 2 ** -54);
+    sum.set([-1, 2 ** -24]);
+    ties.push({ name: "rounded sum", values: sum });
     const cases: Case[] = [
       ...ties,
       { name: "zeros", values: new Float32Array(7) },
