@@ -8,9 +8,9 @@
 
 import { AdapterSet, type AttachConfig } from "../adapters/attach.ts";
 import type { Gpu } from "../kernels/gpu.ts";
-import { Gpt2 } from "../models/gpt2.ts";
 import type { Gpt2Config } from "../models/gpt2_config.ts";
-import { initGpt2Weights } from "../models/gpt2_init.ts";
+import { gpt2Family } from "../models/gpt2_family.ts";
+import type { Model } from "../models/model.ts";
 import { Optimizer } from "../train/optimizer.ts";
 
 /** GPT-2 small's width with 2 layers and a 1024-token vocabulary. */
@@ -47,7 +47,7 @@ export interface AdapterBench {
 
 /** One optimizer step in the documented order, recorded and waited for. */
 async function step(
-  model: Gpt2,
+  model: Model,
   set: AdapterSet,
   optimizer: Optimizer,
   batch: { B: number; T: number; tokens: Uint32Array; targets: Uint32Array },
@@ -78,7 +78,7 @@ export async function benchAdapters(
   const B = options.B ?? 4;
   const T = options.T ?? 128;
   const steps = options.steps ?? 3;
-  using model = await Gpt2.fromWeights(gpu, initGpt2Weights(STEP_MODEL, { seed: 1 }));
+  using model = await gpt2Family.init(gpu, STEP_MODEL, { seed: 1 });
   const V = STEP_MODEL.vocabSize;
   const batch = {
     B,
