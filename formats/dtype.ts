@@ -65,12 +65,8 @@ export function dtypeBytes(dtype: Dtype): number {
  * ```
  */
 export function f16ToF32(bits: number): number {
-  const sign = bits & 0x8000 ? -1 : 1;
-  const exponent = (bits >> 10) & 0x1f;
-  const mantissa = bits & 0x3ff;
-  if (exponent === 0) return sign * mantissa * 2 ** -24;
-  if (exponent === 0x1f) return mantissa === 0 ? sign * Infinity : NaN;
-  return sign * (1024 + mantissa) * 2 ** (exponent - 25);
+  SCRATCH_U16[0] = bits;
+  return SCRATCH_F16[0];
 }
 
 /**
@@ -94,9 +90,8 @@ export function bf16ToF32(bits: number): number {
 
 const SCRATCH_U32 = new Uint32Array(1);
 const SCRATCH_F32 = new Float32Array(SCRATCH_U32.buffer);
-
-// A 256 KiB table makes widening a large f16 tensor one lookup per element.
-let f16Table: Float32Array | undefined;
+const SCRATCH_U16 = new Uint16Array(1);
+const SCRATCH_F16 = new Float16Array(SCRATCH_U16.buffer);
 
 /**
  * Widens an array of half-precision bit patterns (F16 or BF16) to f32, exactly.
@@ -106,16 +101,11 @@ let f16Table: Float32Array | undefined;
  * @returns A new array of the widened values.
  */
 export function widenHalf(bits: Uint16Array, dtype: "F16" | "BF16"): Float32Array {
+  if (dtype === "F16") {
+    return new Float32Array(new Float16Array(bits.buffer, bits.byteOffset, bits.length));
+  }
   const out = new Float32Array(bits.length);
-  if (dtype === "BF16") {
-    const outBits = new Uint32Array(out.buffer);
-    for (let i = 0; i < bits.length; i++) outBits[i] = bits[i] << 16;
-    return out;
-  }
-  if (f16Table === undefined) {
-    f16Table = new Float32Array(65536);
-    for (let i = 0; i < 65536; i++) f16Table[i] = f16ToF32(i);
-  }
-  for (let i = 0; i < bits.length; i++) out[i] = f16Table[bits[i]];
+  const outBits = new Uint32Array(out.buffer);
+  for (let i = 0; i < bits.length; i++) outBits[i] = bits[i] << 16;
   return out;
 }

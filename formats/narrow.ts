@@ -24,27 +24,16 @@ import type { TensorData } from "./safetensors.ts";
  * ```
  */
 export function f32BitsToF16(bits: number): number {
-  const sign = (bits >>> 16) & 0x8000;
-  const abs = bits & 0x7fffffff;
-  if (abs >= 0x7f800000) return sign | (abs > 0x7f800000 ? 0x7e00 : 0x7c00);
-  if (abs >= 0x477ff000) return sign | 0x7c00;
-  if (abs >= 0x38800000) {
-    // Normal: rebias the exponent (127 -> 15) and round off the 13 low mantissa bits; a carry
-    // into the exponent is the correct next binade (or infinity, excluded above).
-    const h = (abs - 0x38000000) >>> 13;
-    const rest = abs & 0x1fff;
-    return sign | (rest > 0x1000 || (rest === 0x1000 && (h & 1)) ? h + 1 : h);
-  }
-  // Below 2^-14: a multiple of 2^-24 (subnormal). 2^-25 itself ties to the even 0.
-  if (abs <= 0x33000000) return sign;
-  const exponent = abs >>> 23;
-  const mantissa = (abs & 0x7fffff) | 0x800000;
-  const shift = 126 - exponent; // 14 .. 24, within JS's 5-bit shift counts
-  const h = mantissa >>> shift;
-  const rest = mantissa & ((1 << shift) - 1);
-  const half = 1 << (shift - 1);
-  return sign | (rest > half || (rest === half && (h & 1)) ? h + 1 : h);
+  SCRATCH_U32[0] = bits;
+  SCRATCH_F16[0] = SCRATCH_F32[0];
+  return SCRATCH_U16[0];
 }
+
+// Float16Array stores a number rounded to nearest even, as IEEE 754 binary16 (ES2025).
+const SCRATCH_U32 = new Uint32Array(1);
+const SCRATCH_F32 = new Float32Array(SCRATCH_U32.buffer);
+const SCRATCH_U16 = new Uint16Array(1);
+const SCRATCH_F16 = new Float16Array(SCRATCH_U16.buffer);
 
 /**
  * Rounds one f32 bit pattern to bfloat16 (its top 16 bits), to nearest with ties to even; finite
@@ -74,10 +63,7 @@ export function f32BitsToBf16(bits: number): number {
  * @returns A new array of f16 bit patterns, ready to write as an `F16` tensor.
  */
 export function narrowToF16(values: Float32Array): Uint16Array {
-  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
-  const out = new Uint16Array(values.length);
-  for (let i = 0; i < bits.length; i++) out[i] = f32BitsToF16(bits[i]);
-  return out;
+  return new Uint16Array(new Float16Array(values).buffer);
 }
 
 /**
