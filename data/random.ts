@@ -1,6 +1,6 @@
 /**
- * Seeded random numbers for data order and sampling: a xoshiro128** generator keyed by
- * (seed, stream), and the Fisher-Yates permutations drawn from it.
+ * Seeded random numbers for data order, splits and token sampling: a xoshiro128** generator keyed
+ * by (seed, stream), and the Fisher-Yates permutations drawn from it.
  *
  * @module
  */
@@ -46,6 +46,11 @@ export class Random {
     s[2] ^= t;
     s[3] = rotl(s[3], 11);
     return result;
+  }
+
+  /** @returns The next uniform float in `[0, 1)`, a multiple of 2^-53 (two draws). */
+  nextFloat(): number {
+    return ((this.nextUint32() >>> 5) * 2 ** 26 + (this.nextUint32() >>> 6)) / 2 ** 53;
   }
 
   /**

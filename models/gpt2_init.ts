@@ -37,7 +37,9 @@ export function initGpt2Weights(config: Gpt2Config, options: { seed?: number } =
   return { config, tensors };
 }
 
-// Standard normals from xorshift128+ through Box-Muller; seeded, platform-independent.
+// Standard normals from xorshift128+ through Box-Muller; seeded, platform-independent. Not
+// data/random.ts's generator: fixtures/tiny-gpt2-pretrained was pretrained from these draws
+// (pipelines/pretrain-tiny-gpt2.yaml, seed 0), and a re-run should give that model again.
 function gaussian(seed: number): () => number {
   let s0 = BigInt.asUintN(64, BigInt(seed) * 0x9e3779b97f4a7c15n + 1n);
   let s1 = BigInt.asUintN(64, s0 * 0xbf58476d1ce4e5b9n + 7n);

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { Random } from "../data/random.ts";
+
 /** How the next token is chosen. */
 export interface SamplingOptions {
   /** 0 (the default) is greedy: the argmax, lowest id on ties. */
@@ -13,7 +15,7 @@ export interface SamplingOptions {
   topK?: number;
   /** Keep the smallest set of most likely tokens whose probability reaches p (1: all). */
   topP?: number;
-  /** Seed of the sampling stream. */
+  /** Seed of the sampling stream, a safe integer. */
   seed?: number;
 }
 
@@ -26,7 +28,7 @@ export function argmax(values: ArrayLike<number>): number {
 
 /**
  * Picks tokens from logits according to {@link SamplingOptions}, drawing from its own seeded
- * stream so a generation is reproducible.
+ * stream (a {@link Random} of `data/random.ts`) so a generation is reproducible.
  *
  * @example Greedy and seeded sampling
  * ```ts
@@ -43,7 +45,7 @@ export class Sampler {
   readonly topK: number;
   /** Keep the smallest set of tokens whose probabilities reach p; 1 keeps all. */
   readonly topP: number;
-  #state: number;
+  readonly #random: Random;
 
   /**
    * Checks the options and seeds the sampler's stream.
@@ -64,7 +66,11 @@ export class Sampler {
     if (!(this.topP > 0 && this.topP <= 1)) {
       throw new RangeError(`topP must be in (0, 1], got ${options.topP}`);
     }
-    this.#state = (options.seed ?? 0) >>> 0;
+    const seed = options.seed ?? 0;
+    if (!Number.isSafeInteger(seed)) {
+      throw new RangeError(`seed must be a safe integer, got ${options.seed}`);
+    }
+    this.#random = new Random(seed);
   }
 
   /** The next token id for one row of logits. */
@@ -88,21 +94,12 @@ export class Sampler {
       }
     }
     const kept = weights.slice(0, cut);
-    let u = this.#uniform() * kept.reduce((a, b) => a + b, 0);
+    let u = this.#random.nextFloat() * kept.reduce((a, b) => a + b, 0);
     for (let j = 0; j < cut; j++) {
       u -= kept[j];
       if (u < 0) return keep[j];
     }
     return keep[cut - 1];
-  }
-
-  // mulberry32: small, fast, and reproducible across platforms.
-  #uniform(): number {
-    this.#state = (this.#state + 0x6d2b79f5) >>> 0;
-    let t = this.#state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   }
 }
 

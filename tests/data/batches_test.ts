@@ -80,6 +80,23 @@ Deno.test("Random.below is uniform enough and never out of range", () => {
   assert.equal(new Random(1).below(1), 0);
 });
 
+Deno.test("Random.nextFloat is a multiple of 2^-53 in [0, 1), uniform enough and seeded", () => {
+  const random = new Random(78);
+  const counts = new Array(10).fill(0);
+  for (let i = 0; i < 20000; i++) {
+    const u = random.nextFloat();
+    assert.ok(u >= 0 && u < 1 && Number.isInteger(u * 2 ** 53), `${u}`);
+    counts[Math.floor(u * 10)]++;
+  }
+  for (const c of counts) assert.ok(c > 1800 && c < 2200, `counts ${counts}`);
+  const draws = (seed: number) => {
+    const r = new Random(seed);
+    return Array.from({ length: 5 }, () => r.nextFloat());
+  };
+  assert.deepEqual(draws(3), draws(3));
+  assert.notDeepEqual(draws(3), draws(4));
+});
+
 const GOLDEN = [6, 9, 3, 0, 4, 7, 2, 1, 5, 8];
 
 Deno.test("each epoch visits every row once, in a different order", () => {

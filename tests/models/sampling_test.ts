@@ -39,4 +39,5 @@ Deno.test("top-k and top-p never return a token outside the kept set", () => {
   }
   assert.throws(() => new Sampler({ topP: 0 }), RangeError);
   assert.throws(() => new Sampler({ temperature: -1 }), RangeError);
+  assert.throws(() => new Sampler({ seed: 1.5 }), /seed must be a safe integer, got 1.5/);
 });
