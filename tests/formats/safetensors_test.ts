@@ -252,16 +252,6 @@ Deno.test("f16ToF32 gives known values for zeros, subnormals, normals, infinitie
   }
 });
 
-Deno.test("f16ToF32 and widenHalf agree with Float16Array on all 65536 bit patterns", () => {
-  const all = new Uint16Array(65536).map((_, i) => i);
-  const reference = new Float16Array(all.buffer);
-  const widened = widenHalf(all, "F16");
-  for (let i = 0; i < 65536; i++) {
-    assert.ok(sameFloat(f16ToF32(i), reference[i]), `0x${i.toString(16)}`);
-    assert.ok(sameFloat(widened[i], reference[i]), `0x${i.toString(16)}`);
-  }
-});
-
 Deno.test("bf16ToF32 gives known values and agrees with the top half of an f32 everywhere", () => {
   const known: Array<[number, number]> = [
     [0x0000, 0],
