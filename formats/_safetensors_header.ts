@@ -2,6 +2,7 @@
 
 import { dtypeBytes, DTYPES, isDtype } from "./dtype.ts";
 import type { Dtype } from "./dtype.ts";
+import { oneLine } from "./one_line.ts";
 
 /**
  * A safetensors file (or a sharded checkpoint) that cannot be read or written as given.
@@ -26,11 +27,12 @@ export class SafetensorsError extends Error {
   /**
    * Creates the error.
    *
-   * @param message The whole message, already naming the file and tensor.
+   * @param message The whole message, already naming the file and tensor; control characters
+   * (from names in the file) are escaped so that it stays one line.
    * @param options Where the error happened.
    */
   constructor(message: string, options: { file: string; tensor?: string; cause?: unknown }) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    super(oneLine(message), options.cause === undefined ? undefined : { cause: options.cause });
     this.name = "SafetensorsError";
     this.file = options.file;
     if (options.tensor !== undefined) this.tensor = options.tensor;
