@@ -34,7 +34,13 @@ export {
   type Kernel,
   type KernelKey,
 } from "./kernels/gpu.ts";
-export { type DType, type HostArray, Tensor } from "./kernels/tensor.ts";
+export {
+  type BufferView,
+  type DType,
+  type HostArray,
+  type MatrixView,
+  Tensor,
+} from "./kernels/tensor.ts";
 export { Matmul, type MatmulOptions, type MatmulVariant } from "./kernels/matmul.ts";
 
 // Files
@@ -115,7 +121,7 @@ export {
   type ModuleOverride,
   type ModulePlan,
 } from "./adapters/attach.ts";
-export type { LinearAdapter, MatrixView } from "./adapters/linear_adapter.ts";
+export type { LinearAdapter } from "./models/model.ts";
 export type { NolaInit } from "./adapters/nola_factors.ts";
 export {
   AdapterFileError,

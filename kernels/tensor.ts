@@ -186,10 +186,8 @@ export type BufferView = Tensor | {
 };
 
 /**
- * A {@link BufferView} read as a matrix: its row pitch is given.
- *
- * @deprecated Name kept for the linear-adapter contract, whose callers build `{ tensor, ld }`
- * literals; it is a `BufferView` with `ld` set.
+ * A {@link BufferView} read as a matrix, its row pitch given: what the linear-adapter hook of the
+ * model contract takes (`{ tensor, ld, offset? }`).
  */
 export type MatrixView = Extract<BufferView, { tensor: Tensor }> & { ld: number };
 
