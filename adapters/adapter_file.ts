@@ -17,9 +17,11 @@
  * (`configHash`), `targets` (JSON list of module names), `r`, `lora_alpha`, `k`, `l`, `seed`,
  * `init`, `basis_spec`, `share_basis`, `quant_bits`, `quant_scheme` (`32` and `none` when stored
  * as F32) and `modules`, a JSON object giving, for each module whose `r`, `k`, `l`,
- * `lora_alpha`, `seed` or `init` differs from the top-level value, those fields. LoRA files carry
- * `k` = `l` = `0` and `init` = `kaiming-uniform`. A module's input and output features and
- * column offset are not stored: its name and the base's config hash fix them.
+ * `lora_alpha`, `seed` or `init` differs from the top-level value, those fields; last,
+ * `checksum`, the CRC-32 of the whole file (`formats/checksum.ts`), optional on read so that files
+ * written before it still load. LoRA files carry `k` = `l` = `0` and `init` = `kaiming-uniform`.
+ * A module's input and output features and column offset are not stored: its name and the base's
+ * config hash fix them.
  *
  * @module
  */
@@ -44,6 +46,12 @@ import {
   unpackBits,
 } from "../formats/quantize.ts";
 import { writeFileAtomic } from "../formats/atomic.ts";
+import {
+  CHECKSUM_KEY,
+  CHECKSUM_PLACEHOLDER,
+  sealChecksum,
+  verifyChecksum,
+} from "../formats/checksum.ts";
 import { encodeSafetensors, SafetensorsFile, type TensorToWrite } from "../formats/safetensors.ts";
 import type { Dtype } from "../formats/safetensors.ts";
 import type { Model } from "../models/model.ts";
@@ -142,6 +150,8 @@ function metadataOf(desc: AdapterDescription, quant?: QuantOptions): Record<stri
     quant_bits: quant ? String(quant.bits) : "32",
     quant_scheme: quant ? quant.scheme : "none",
     modules: JSON.stringify(modules),
+    // Same length as the sealed value, so adapterFileSize can count the placeholder.
+    [CHECKSUM_KEY]: CHECKSUM_PLACEHOLDER,
   };
 }
 
@@ -285,7 +295,8 @@ export function encodeAdapter(
       tensors.push({ ...specs[tensors.length], data: Float32Array.from(zeroPoints) });
     }
   }
-  return { bytes: encodeSafetensors(tensors, metadataOf(desc, quant)), values: stored };
+  const bytes = sealChecksum(encodeSafetensors(tensors, metadataOf(desc, quant)));
+  return { bytes, values: stored };
 }
 
 /**
@@ -295,6 +306,8 @@ export function encodeAdapter(
  * @param path The file to create or replace.
  * @param options The base model's name and optional quantization (NOLA only).
  * @returns The file size and the values a loader will read back.
+ * @throws {AdapterFileError} If the disk is full (or another I/O error Deno has no class for);
+ * the file that was at `path` before is then left as it was.
  */
 export async function saveAdapter(
   set: AdapterSet,
@@ -319,7 +332,17 @@ export async function saveAdapter(
     modules,
   };
   const encoded = encodeAdapter(desc, values, { quant: options.quant });
-  await writeFileAtomic(path, encoded.bytes);
+  try {
+    await writeFileAtomic(path, encoded.bytes);
+  } catch (e) {
+    // Deno raises an OS error it has no class for (ENOSPC, EIO) as a plain Error with a code and
+    // a message that does not name the file; its own classes already say which file.
+    if (!(e instanceof Error) || e.constructor !== Error || !("code" in e)) throw e;
+    throw new AdapterFileError(`Cannot save adapter "${path}": ${e.message}`, {
+      file: path,
+      cause: e,
+    });
+  }
   return { size: encoded.bytes.length, values: encoded.values };
 }
 
@@ -332,17 +355,18 @@ const fileFailure = (path: string) => (message: string): never => {
 };
 
 /**
- * Reads an adapter file and attaches it to a model: checks the format version, the method (when
- * `options.method` is given), the basis spec, the base's config hash, the module names and every
- * tensor's dtype and shape, then attaches the adapters and fills their coefficients (dequantized,
- * for quantized files) or factors.
+ * Reads an adapter file and attaches it to a model: checks the file's checksum (when it has one),
+ * the format version, the method (when `options.method` is given), the basis spec, the base's
+ * config hash, the module names and every tensor's dtype and shape, then attaches the adapters and
+ * fills their coefficients (dequantized, for quantized files) or factors.
  *
  * @param model The base model the adapter was trained on.
  * @param path The adapter file.
  * @param options `maxRows` as {@link AdapterSet.attach}; `method` to refuse the other method.
  * @returns The attached set, its NOLA factors combined.
- * @throws {AdapterFileError} With the reason the file does not fit the model.
- * @throws {SafetensorsError} If the file is not a valid safetensors file.
+ * @throws {AdapterFileError} With the reason the file does not fit the model, or its checksum
+ * does not match its bytes (damaged after it was written).
+ * @throws {SafetensorsError} If the file is not a valid safetensors file (a truncated one is not).
  *
  * @example
  * ```ts
@@ -361,6 +385,8 @@ export async function loadAdapter(
 ): Promise<AdapterSet> {
   const fail = fileFailure(path);
   using file = await SafetensorsFile.open(path);
+  const { problem } = await verifyChecksum(file);
+  if (problem) fail(problem);
   const md = file.metadata;
   const get = (key: string): string => md[key] ?? fail(`metadata "${key}" is missing`);
   if (get("format") !== ADAPTER_FORMAT) {

@@ -4,11 +4,13 @@
  * @module
  */
 
+import { CHECKSUM_KEY, verifyChecksum } from "./checksum.ts";
 import { dtypeBytes, SafetensorsFile } from "./safetensors.ts";
 
 /**
  * Lists every tensor of a safetensors file (name, dtype, shape, bytes), the totals, and the
- * metadata, as aligned text.
+ * metadata, as aligned text. A file with a checksum (`formats/checksum.ts`) is checked, and a
+ * damaged one is still listed, with the mismatch on the checksum's line.
  *
  * @param path The `.safetensors` file.
  * @returns The listing.
@@ -47,7 +49,11 @@ export async function inspectFile(path: string): Promise<string> {
   const metadata = Object.entries(file.metadata);
   if (metadata.length > 0) {
     out.push("", "metadata:");
-    for (const [key, value] of metadata) out.push(`  ${key}: ${value}`);
+    const { problem } = await verifyChecksum(file);
+    for (const [key, value] of metadata) {
+      const note = key !== CHECKSUM_KEY ? "" : problem ? ` (DAMAGED: ${problem})` : " (verified)";
+      out.push(`  ${key}: ${value}${note}`);
+    }
   }
   return out.join("\n");
 }

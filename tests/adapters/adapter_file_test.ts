@@ -9,6 +9,7 @@ import {
   saveAdapter,
 } from "../../adapters/adapter_file.ts";
 import { AdapterSet, type AttachConfig, planAdapters } from "../../adapters/attach.ts";
+import { CHECKSUM_KEY, CHECKSUM_PLACEHOLDER, sealChecksum } from "../../formats/checksum.ts";
 import type { QuantOptions } from "../../formats/quantize.ts";
 import { encodeSafetensors, SafetensorsFile } from "../../formats/safetensors.ts";
 import type { Gpu } from "../../kernels/gpu.ts";
@@ -238,8 +239,12 @@ Deno.test(
         const data = name.startsWith("quant.") ? await reorder(name) : await file.readBytes(name);
         tensors.push({ name, dtype, shape, data });
       }
-      const metadata = { ...file.metadata, targets: JSON.stringify([...targets].reverse()) };
-      await Deno.writeFile(path, encodeSafetensors(tensors, metadata));
+      const metadata = {
+        ...file.metadata,
+        targets: JSON.stringify([...targets].reverse()),
+        [CHECKSUM_KEY]: CHECKSUM_PLACEHOLDER,
+      };
+      await Deno.writeFile(path, sealChecksum(encodeSafetensors(tensors, metadata)));
     }
     using model = await Gpt2.load(gpu, FIXTURE);
     using set = await loadAdapter(model, path, { maxRows: 12 });
@@ -252,7 +257,7 @@ Deno.test(
   },
 );
 
-/** Re-encodes an adapter file with its metadata or tensors changed. */
+/** Re-encodes an adapter file with its metadata or tensors changed, sealed with a new checksum. */
 async function tampered(
   bytes: Uint8Array,
   change: { metadata?: Record<string, string>; drop?: string; add?: boolean },
@@ -269,7 +274,8 @@ async function tampered(
   if (change.add) {
     tensors.push({ name: "h.0.extra", dtype: "F32" as const, shape: [1], data: new Uint8Array(4) });
   }
-  await Deno.writeFile(path, encodeSafetensors(tensors, { ...file.metadata, ...change.metadata }));
+  const metadata = { ...file.metadata, ...change.metadata, [CHECKSUM_KEY]: CHECKSUM_PLACEHOLDER };
+  await Deno.writeFile(path, sealChecksum(encodeSafetensors(tensors, metadata)));
   return path;
 }
 
@@ -342,5 +348,70 @@ Deno.test(
     );
     await Deno.remove(nolaPath);
     await Deno.remove(widePath);
+  },
+);
+
+Deno.test(
+  "loadAdapter refuses a bit-flipped or truncated file in one line naming it, and loads one without a checksum",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const seed = freshSeed();
+    using model = await Gpt2.load(gpu, FIXTURE);
+    const desc = describe(config, NOLA);
+    const { bytes, values } = encodeAdapter(desc, synthetic(desc, seed));
+    const next = rng(seed);
+    const cases: [string, Uint8Array, RegExp][] = [];
+    const dataStart = 8 + Number(new DataView(bytes.buffer).getBigUint64(0, true));
+    for (let i = 0; i < 3; i++) {
+      // One bit anywhere in the data, then one anywhere in the header (a digit of a setting).
+      const at = dataStart + Math.floor(next() * (bytes.length - dataStart));
+      const flipped = bytes.slice();
+      flipped[at] ^= 1 << Math.floor(next() * 8);
+      cases.push([`bit flip at byte ${at}`, flipped, /its bytes give checksum crc32:[0-9a-f]{8}/]);
+    }
+    const seedAt = new TextDecoder().decode(bytes).indexOf(`"seed":"3"`) + 8;
+    const seedFlip = bytes.slice();
+    seedFlip[seedAt] ^= 1; // "3" -> "2": a valid file with other bases, but for the checksum
+    cases.push(["seed digit", seedFlip, /its bytes give checksum/]);
+    cases.push([
+      "truncated",
+      bytes.slice(0, bytes.length - 5),
+      /^Invalid safetensors file ".*": .*the file is truncated$/,
+    ]);
+    for (const [what, damaged, message] of cases) {
+      const path = await tempPath();
+      await Deno.writeFile(path, damaged);
+      await assert.rejects(() => loadAdapter(model, path, { maxRows: 4 }), (e: Error) => {
+        assert.match(e.message, message, `${what}, seed ${seed}`);
+        assert(e.message.includes(`"${path}"`), `${what}: ${e.message}`);
+        assert(!e.message.includes("\n"), `${what}: one line`);
+        return true;
+      });
+      await Deno.remove(path);
+    }
+    assert.equal(model.adapters.size, 0, "a refused file attaches nothing");
+
+    // A file written before checksums: the same file without the entry loads as it always did.
+    const path = await tempPath();
+    await Deno.writeFile(path, bytes);
+    const old = await tempPath();
+    {
+      using file = await SafetensorsFile.open(path);
+      const tensors = [];
+      for (const name of file.names()) {
+        const { dtype, shape } = file.info(name);
+        tensors.push({ name, dtype, shape, data: await file.readBytes(name) });
+      }
+      const { [CHECKSUM_KEY]: _, ...metadata } = file.metadata;
+      await Deno.writeFile(old, encodeSafetensors(tensors, metadata));
+    }
+    using set = await loadAdapter(model, old, { maxRows: 4 });
+    for (const m of set.modules) {
+      const want = values.get(m.name) as { alpha: Float32Array; beta: Float32Array };
+      assert.deepEqual(await m.nola!.alpha.read(), want.alpha, `${m.name} seed ${seed}`);
+    }
+    await Deno.remove(path);
+    await Deno.remove(old);
   },
 );

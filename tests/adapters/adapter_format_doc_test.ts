@@ -39,6 +39,32 @@ function fnv1a64(bytes: Uint8Array): bigint {
 const utf8 = (s: string) => new TextEncoder().encode(s);
 const hex16 = (h: bigint) => h.toString(16).padStart(16, "0");
 
+/** Section 3, `checksum`: CRC-32 (reflected polynomial 0xEDB88320, as zlib), bit by bit. */
+function crc32(bytes: Uint8Array): number {
+  let c = 0xffffffff;
+  for (const b of bytes) {
+    c ^= b;
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0xedb88320 : c >>> 1;
+  }
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/** Section 3, `checksum`: the value of a whole file whose checksum digits are `0`s. */
+function checksumOf(file: Uint8Array, n: number): string {
+  const header = file.subarray(8, 8 + n);
+  const value = JSON.parse(new TextDecoder().decode(header)).__metadata__.checksum as string;
+  const quoted = utf8(`"${value}"`);
+  const starts = [];
+  for (let i = 0; i + quoted.length <= n; i++) {
+    if (quoted.every((b, j) => header[i + j] === b)) starts.push(i);
+  }
+  assert.equal(starts.length, 1, "the quoted value appears once in the header");
+  const zeroed = file.slice();
+  const end = 8 + starts[0] + quoted.length - 1; // the closing quote
+  zeroed.fill(0x30, end - 8, end);
+  return `crc32:${crc32(zeroed).toString(16).padStart(8, "0")}`;
+}
+
 /** Section 8: the canonical GPT-2 JSON of a config.json (numbers as JavaScript writes them). */
 function gpt2Hash(cfg: Json): string {
   const has = (k: string) => cfg[k] !== undefined;
@@ -195,6 +221,7 @@ function readDoc(
   const n = Number(view.getBigUint64(0, true));
   const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n))) as Json;
   const md = header.__metadata__ as Record<string, string>;
+  if (md.checksum !== undefined) assert.equal(checksumOf(bytes, n), md.checksum, "checksum");
   const tensor = (name: string, dtype: string, shape: number[]) => {
     const t = header[name] as { dtype: string; shape: number[]; data_offsets: [number, number] };
     assert.deepEqual([t.dtype, t.shape], [dtype, shape], name);
@@ -313,6 +340,7 @@ function writeDoc(
     quant_bits: String(quant?.bits ?? 32),
     quant_scheme: quant?.scheme ?? "none",
     modules: JSON.stringify(diffs),
+    checksum: "crc32:00000000",
   };
   const tensors: { name: string; dtype: string; shape: number[]; data: Uint8Array }[] = [];
   const f32 = (a: ArrayLike<number>) => new Uint8Array(Float32Array.from(a).buffer);
@@ -377,6 +405,8 @@ function writeDoc(
     out.set(t.data, at);
     at += t.data.length;
   }
+  const digits = header.indexOf(`"crc32:00000000"`) + 7;
+  out.set(utf8(checksumOf(out, head.length).slice(6)), 8 + digits);
   return out;
 }
 
@@ -568,11 +598,12 @@ Deno.test("adapter-format.md: its worked numbers are what the code computes", ()
     }],
   ]);
   const { bytes } = encodeAdapter(desc, values, { quant: c.quant });
-  assert.equal(bytes.length, 888);
-  assert.equal(hex(bytes.subarray(0, 8)), "48 03 00 00 00 00 00 00");
-  assert.equal(bytes[8 + 839], 0x20);
+  assert.equal(bytes.length, 920);
+  assert.equal(hex(bytes.subarray(0, 8)), "68 03 00 00 00 00 00 00");
+  assert.equal(new TextDecoder().decode(bytes.subarray(8 + 867, 880)), "     ");
+  assert.equal(new TextDecoder().decode(bytes.subarray(430, 444)), "crc32:e8783139");
   assert.equal(
-    hex(bytes.subarray(848)),
+    hex(bytes.subarray(880)),
     "87 4b 05 0f 2f 00 08 0f b7 6d 5b 3e cd cc 4c 3e b7 6d 5b 3e 6e db b6 3e " +
       "00 00 80 bf 33 33 33 bf 00 00 00 bf 00 00 00 00",
   );
