@@ -9,8 +9,8 @@
  * @module
  */
 
-import { join } from "node:path";
 import { fnv1a64 } from "../kernels/basis_spec.ts";
+import { readConfigJson } from "./config_file.ts";
 import { type LinearSite, ModelConfigError } from "./model.ts";
 
 /** The GELU variants GPT-2 checkpoints name; all three are the same tanh approximation. */
@@ -64,6 +64,9 @@ const UNSUPPORTED: ReadonlyArray<[key: string, accepted: unknown, why: string]> 
   ["scale_attn_by_inverse_layer_idx", false, "per-layer attention scaling is not supported"],
 ];
 
+/** The deepest GPT-2 accepted (`n_layer`). */
+export const MAX_LAYERS = 4096;
+
 /**
  * Reads GPT-2's architecture from a parsed Hugging Face `config.json`.
  *
@@ -71,7 +74,7 @@ const UNSUPPORTED: ReadonlyArray<[key: string, accepted: unknown, why: string]> 
  * @param source Where it came from, for error messages (usually the file's path).
  * @returns The architecture.
  * @throws {Gpt2ConfigError} If a required key is missing or ill-typed, `model_type` is present
- * and not `"gpt2"`, the activation is not a tanh GELU, `n_embd` is not divisible by `n_head`,
+ * and not `"gpt2"`, `n_layer` is over {@linkcode MAX_LAYERS}, the activation is not a tanh GELU, `n_embd` is not divisible by `n_head`,
  * or the config asks for an unsupported variant.
  *
  * @example Parsing a config
@@ -116,6 +119,14 @@ export function parseGpt2Config(json: unknown, source: string): Gpt2Config {
   };
 
   const nLayer = positiveInt("n_layer");
+  // Sites and expected weights are listed per layer before any weight is read, so a claimed depth
+  // must be bounded before it is believed (the deepest published transformers have ~1000 layers).
+  if (nLayer > MAX_LAYERS) {
+    fail(
+      `"n_layer" is ${nLayer}, more than the ${MAX_LAYERS} layers this project supports`,
+      "n_layer",
+    );
+  }
   const nHead = positiveInt("n_head");
   const nEmbd = positiveInt("n_embd");
   // HF sizes wpe by n_positions; very old configs have only n_ctx, which then means the same.
@@ -185,25 +196,7 @@ export function parseGpt2Config(json: unknown, source: string): Gpt2Config {
  * ```
  */
 export async function readGpt2Config(folder: string): Promise<Gpt2Config> {
-  const path = join(folder, "config.json");
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    throw new Gpt2ConfigError(`Cannot read GPT-2 config "${path}": ${messageOf(e)}`, {
-      file: path,
-      cause: e,
-    });
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new Gpt2ConfigError(`Invalid GPT-2 config "${path}": not JSON (${messageOf(e)})`, {
-      file: path,
-      cause: e,
-    });
-  }
+  const { path, json } = await readConfigJson(folder);
   return parseGpt2Config(json, path);
 }
 
@@ -262,10 +255,6 @@ function describe(value: unknown): string {
   if (value === null) return "null";
   if (typeof value === "object") return "an object";
   return String(value);
-}
-
-function messageOf(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
 }
 
 /** GPT-2 small (124M), as its Hugging Face `config.json` describes it. */

@@ -6,8 +6,8 @@
  * @module
  */
 
-import { join } from "node:path";
 import type { Gpu } from "../kernels/gpu.ts";
+import { readConfigJson } from "./config_file.ts";
 import { gpt2Family } from "./gpt2_family.ts";
 import {
   type Model,
@@ -89,25 +89,7 @@ export function parseModelConfig(json: unknown, source: string): ModelConfig {
  * @throws {ModelConfigError} If the file cannot be read, is not JSON, or does not fit its family.
  */
 export async function readModelConfig(folder: string): Promise<ModelConfig> {
-  const path = join(folder, "config.json");
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    throw new ModelConfigError(`Cannot read model config "${path}": ${messageOf(e)}`, {
-      file: path,
-      cause: e,
-    });
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new ModelConfigError(`Invalid model config "${path}": not JSON (${messageOf(e)})`, {
-      file: path,
-      cause: e,
-    });
-  }
+  const { path, json } = await readConfigJson(folder);
   return parseModelConfig(json, path);
 }
 
@@ -163,8 +145,4 @@ export function initModel(
  */
 export function modelShape(config: ModelConfig): ModelShape {
   return config.family.shape(config.config);
-}
-
-function messageOf(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
 }
