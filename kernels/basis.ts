@@ -5,7 +5,7 @@
  * @module
  */
 
-import { type BasisDistribution, BasisFactor, type PhiloxKey } from "./basis_spec.ts";
+import { BasisFactor, type MaterializeOptions, type PhiloxKey } from "./basis_spec.ts";
 import { grid } from "./dispatch.ts";
 import type { Gpu, Kernel } from "./gpu.ts";
 import { Tensor } from "./tensor.ts";
@@ -27,20 +27,11 @@ const PARAMS = new UniformStruct("Params", {
   count: "u32",
 }, { wgsl: basisCode });
 
-/** Which basis matrix {@link BasisKernels.generate} writes. */
-export interface GenerateOptions {
-  /** Which factor (A, B or A0). */
-  factor: BasisFactor;
-  /** Basis index; 0 for A0. */
-  index: number;
-  /** Rows of the matrix. */
-  rows: number;
-  /** Columns of the matrix. */
-  cols: number;
-  /** The factor's `basisScale`. */
-  scale: number;
-  /** `uniform` (default, bit-exact) or `normal` (close to, not bit-equal with, the reference). */
-  distribution?: BasisDistribution;
+/**
+ * Which basis matrix {@link BasisKernels.generate} writes: as `materializeBasis` builds it
+ * (`uniform` is bit-exact with it, `normal` close to it), into `out` or a new tensor.
+ */
+export interface GenerateOptions extends MaterializeOptions {
   /** Tensor to write into, of `rows * cols` f32 elements; a new one when absent. */
   out?: Tensor<"f32">;
 }
