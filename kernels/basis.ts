@@ -5,7 +5,12 @@
  * @module
  */
 
-import { BasisFactor, type MaterializeOptions, type PhiloxKey } from "./basis_spec.ts";
+import {
+  type BasisDistribution,
+  BasisFactor,
+  type MaterializeOptions,
+  type PhiloxKey,
+} from "./basis_spec.ts";
 import { grid } from "./dispatch.ts";
 import type { Gpu, Kernel } from "./gpu.ts";
 import { Tensor } from "./tensor.ts";
