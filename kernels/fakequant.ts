@@ -16,8 +16,7 @@
  */
 
 import type { Gpu, Kernel } from "./gpu.ts";
-import type { Elements } from "./residual.ts";
-import { type Tensor, window } from "./tensor.ts";
+import { type BufferView, type Tensor, viewRange, window } from "./tensor.ts";
 import { checkQuantOptions, type QuantOptions } from "../formats/quantize.ts";
 import code from "./fakequant.wgsl" with { type: "text" };
 
@@ -29,7 +28,7 @@ export const FAKEQUANT_MAX_SIZE = 2 ** 24 - 1;
 /** Outputs of {@link FakequantKernels.forward}. */
 export interface FakequantOutputs {
   /** Written: the fake-quantized values, as many as the input; must not overlap it. */
-  out: Elements;
+  out: BufferView;
   /** Written when given: two f32, the scale and the zero point (0 for the symmetric scheme). */
   stats?: Tensor;
 }
@@ -37,7 +36,7 @@ export interface FakequantOutputs {
 /** Options of {@link FakequantKernels.forward}: the input and how to quantize it. */
 export interface FakequantOptions extends QuantOptions {
   /** The tensor to quantize (its own per-tensor scale). */
-  x: Elements;
+  x: BufferView;
 }
 
 /**
@@ -80,11 +79,12 @@ export class FakequantKernels {
    */
   forward(outputs: FakequantOutputs, options: FakequantOptions): void {
     checkQuantOptions(options);
-    const { out, stats } = outputs;
-    const { x } = options;
-    for (const [name, t] of [["out", out], ["x", x]] as const) {
-      if ("dtype" in t && t.dtype !== "f32") {
-        throw new RangeError(`Fake quantization "${name}" must be f32, got ${t.dtype}`);
+    const { stats } = outputs;
+    const out = viewRange(outputs.out);
+    const x = viewRange(options.x);
+    for (const [name, { tensor }] of [["out", out], ["x", x]] as const) {
+      if (tensor.dtype !== "f32") {
+        throw new RangeError(`Fake quantization "${name}" must be f32, got ${tensor.dtype}`);
       }
     }
     if (out.size !== x.size) {
@@ -100,17 +100,17 @@ export class FakequantKernels {
     if (stats && (stats.size !== 2 || stats.dtype !== "f32")) {
       throw new RangeError(`Fake quantization "stats" must be two f32, got [${stats.shape}]`);
     }
-    const outBegin = "begin" in out ? out.begin ?? 0 : 0;
-    const xBegin = "begin" in x ? x.begin ?? 0 : 0;
+    const outBuffer = out.tensor.buffer;
+    const xBuffer = x.tensor.buffer;
     if (
-      out.buffer === x.buffer && outBegin < xBegin + x.size && xBegin < outBegin + out.size
+      outBuffer === xBuffer && out.offset < x.offset + x.size && x.offset < out.offset + out.size
     ) {
-      throw new RangeError(`Fake quantization "out" overlaps "x" in "${x.buffer.label}"`);
+      throw new RangeError(`Fake quantization "out" overlaps "x" in "${xBuffer.label}"`);
     }
     if (x.size === 0) return;
     const { gpu } = this;
-    const o = window(gpu, out.buffer, { begin: outBegin, end: outBegin + out.size });
-    const i = window(gpu, x.buffer, { begin: xBegin, end: xBegin + x.size });
+    const o = window(gpu, outBuffer, { begin: out.offset, end: out.offset + out.size });
+    const i = window(gpu, xBuffer, { begin: x.offset, end: x.offset + x.size });
     const statsBuffer = stats?.buffer ?? gpu.buffer(8, { label: "fakequant stats" });
     const uniforms = Uint32Array.of(
       x.size,
