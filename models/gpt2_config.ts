@@ -74,8 +74,8 @@ export const MAX_LAYERS = 4096;
  * @param source Where it came from, for error messages (usually the file's path).
  * @returns The architecture.
  * @throws {Gpt2ConfigError} If a required key is missing or ill-typed, `model_type` is present
- * and not `"gpt2"`, `n_layer` is over {@linkcode MAX_LAYERS}, the activation is not a tanh GELU, `n_embd` is not divisible by `n_head`,
- * or the config asks for an unsupported variant.
+ * and not `"gpt2"`, `n_layer` is over {@linkcode MAX_LAYERS}, the activation is not a tanh GELU,
+ * `n_embd` is not divisible by `n_head`, or the config asks for an unsupported variant.
  *
  * @example Parsing a config
  * ```ts

@@ -22,6 +22,7 @@ import type { LabelledInput, TokenInput } from "../data/batches.ts";
 import type { Gpu } from "../kernels/gpu.ts";
 import type { Matmul } from "../kernels/matmul.ts";
 import type { MatrixView, Tensor } from "../kernels/tensor.ts";
+import { oneLine } from "../formats/one_line.ts";
 
 export type { LabelledInput, TokenInput };
 
@@ -252,11 +253,11 @@ export class ModelConfigError extends Error {
   /**
    * Makes the error.
    *
-   * @param message The one-line message.
+   * @param message The message; control characters (from the file) are escaped to keep it one line.
    * @param options The file, the key, and the cause.
    */
   constructor(message: string, options: { file: string; key?: string; cause?: unknown }) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    super(oneLine(message), options.cause === undefined ? undefined : { cause: options.cause });
     this.name = "ModelConfigError";
     this.file = options.file;
     if (options.key !== undefined) this.key = options.key;
@@ -273,11 +274,11 @@ export class ModelWeightsError extends Error {
   /**
    * Makes the error.
    *
-   * @param message The one-line message.
+   * @param message The message; control characters (from the file) are escaped to keep it one line.
    * @param options The file and the tensor.
    */
   constructor(message: string, options: { file: string; tensor?: string }) {
-    super(message);
+    super(oneLine(message));
     this.name = "ModelWeightsError";
     this.file = options.file;
     if (options.tensor !== undefined) this.tensor = options.tensor;
