@@ -24,7 +24,8 @@ import type {
 import { Checkpoint, writeSafetensors } from "../formats/safetensors.ts";
 import type { TensorToWrite } from "../formats/safetensors.ts";
 import { type FloatDtype, toFloatDtype } from "../formats/narrow.ts";
-import { sameFile, writeFolderAtomic } from "../formats/folder.ts";
+import { copyFileAtomic } from "../formats/atomic.ts";
+import { checkOutputFolder, checkOutputPath, ensureFolder } from "../formats/folder.ts";
 
 export type { WeightLayout };
 
@@ -218,7 +219,10 @@ export async function mergedWeights(model: Model): Promise<Map<string, Float32Ar
   return out;
 }
 
-// What a model folder holds besides its weights, copied as they are.
+/** A sharded checkpoint's index, which loaders here read before `model.safetensors`. */
+export const SHARD_INDEX = "model.safetensors.index.json";
+
+// What a model folder holds besides its weights, copied as they are (config.json first).
 const FOLDER_FILES = [
   "config.json",
   "generation_config.json",
@@ -236,12 +240,18 @@ const FLOATS: readonly string[] = ["F64", "F32", "F16", "BF16"];
  * every weight under the source checkpoint's names (as `Model.weightNames` maps them: GPT-2's with
  * or without the `transformer.` prefix, its tied `lm_head.weight` only where the source had it) in
  * the source's dtype (F16 and BF16 rounded to nearest even), buffers dropped; `config.json` and the tokenizer
- * files copied. A sharded source is written as one file. The folder is built beside `outFolder`
- * and renamed into place, replacing any previous one, so it never holds a partial model.
+ * files copied. A sharded source is written as one file.
+ *
+ * `outFolder` is created when missing; in an existing folder only those files are replaced, each
+ * atomically (weights first, `config.json` last), and everything else is left as it was. A folder
+ * holding `model.safetensors.index.json` is refused rather than cleaned: loaders would read its
+ * shards instead of the new `model.safetensors`.
  *
  * @param model The model loaded from `sourceFolder`, with adapters attached (or already merged).
  * @param sourceFolder The base model's folder.
- * @param outFolder Where to write; must not be the source.
+ * @param outFolder Where to write; must not be, be inside or contain the source.
+ * @throws {OutputPathError} If `outFolder` overlaps the source, is a file, or holds a sharded
+ * checkpoint's index.
  * @throws {RangeError} If the source and the model disagree on a tensor, or a source weight is
  * not a float.
  *
@@ -255,9 +265,8 @@ export async function writeMergedFolder(
   sourceFolder: string,
   outFolder: string,
 ): Promise<void> {
-  if (await sameFile(sourceFolder, outFolder)) {
-    throw new RangeError(`Cannot write the merged model over its source folder "${sourceFolder}"`);
-  }
+  await checkOutputPath(outFolder, [{ path: sourceFolder, what: "model folder" }]);
+  await checkOutputFolder(outFolder, { shadowedBy: [SHARD_INDEX] });
   const weights = await mergedWeights(model);
   const tensors: TensorToWrite[] = [];
   {
@@ -288,17 +297,17 @@ export async function writeMergedFolder(
     }
   }
 
-  await writeFolderAtomic(outFolder, async (tmp) => {
-    for (const file of FOLDER_FILES) {
-      try {
-        await Deno.copyFile(join(sourceFolder, file), join(tmp, file));
-      } catch (e) {
-        if (!(e instanceof Deno.errors.NotFound)) throw e;
-      }
+  await ensureFolder(outFolder);
+  // transformers refuses safetensors files without a "format" entry.
+  await writeSafetensors(join(outFolder, "model.safetensors"), tensors, { format: "pt" });
+  // config.json last: a folder with a config but no weights never appears.
+  for (const file of [...FOLDER_FILES.slice(1), FOLDER_FILES[0]]) {
+    try {
+      await copyFileAtomic(join(sourceFolder, file), join(outFolder, file));
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
-    // transformers refuses safetensors files without a "format" entry.
-    await writeSafetensors(join(tmp, "model.safetensors"), tensors, { format: "pt" });
-  });
+  }
 }
 
 function linearOf(model: Model, module: string): LinearWeight {

@@ -35,7 +35,8 @@ import { writeSafetensors } from "../formats/safetensors.ts";
 import type { TensorToWrite } from "../formats/safetensors.ts";
 import type { LinearSite, Model, WeightLayout } from "../models/model.ts";
 import { isLowRank } from "./merge.ts";
-import { writeFolderAtomic } from "../formats/folder.ts";
+import { writeTextFileAtomic } from "../formats/atomic.ts";
+import { ensureFolder } from "../formats/folder.ts";
 
 /** Options of {@link exportPeft}. */
 export interface PeftExportOptions {
@@ -200,13 +201,15 @@ export function peftConfig(
 
 /**
  * Writes a model's adapters as a PEFT LoRA folder: `adapter_config.json` and
- * `adapter_model.safetensors` (f32), built beside `outFolder` and renamed into place.
+ * `adapter_model.safetensors` (f32), each written atomically (the config last). Other files in
+ * an existing `outFolder` are left as they are.
  *
  * @param model A model with low-rank adapters attached.
- * @param outFolder The folder to create or replace.
+ * @param outFolder The folder to create or write into.
  * @param options The base model's name for the config.
  * @throws {RangeError} If the model has no adapters.
  * @throws {TypeError} If an adapter does not expose its factors.
+ * @throws {OutputPathError} If `outFolder` is a file.
  *
  * @example Export, then load in Python
  * ```ts ignore
@@ -243,11 +246,10 @@ export async function exportPeft(
       data: m.b,
     },
   ]);
-  await writeFolderAtomic(outFolder, async (tmp) => {
-    await Deno.writeTextFile(
-      join(tmp, "adapter_config.json"),
-      JSON.stringify(config, null, 2) + "\n",
-    );
-    await writeSafetensors(join(tmp, "adapter_model.safetensors"), tensors, { format: "pt" });
-  });
+  await ensureFolder(outFolder);
+  await writeSafetensors(join(outFolder, "adapter_model.safetensors"), tensors, { format: "pt" });
+  await writeTextFileAtomic(
+    join(outFolder, "adapter_config.json"),
+    JSON.stringify(config, null, 2) + "\n",
+  );
 }

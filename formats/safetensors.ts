@@ -73,7 +73,14 @@ export class SafetensorsFile implements Disposable {
       });
     }
     try {
-      const size = (await file.stat()).size;
+      const info = await file.stat();
+      if (info.isDirectory) {
+        throw new SafetensorsError(
+          `Cannot open safetensors file "${path}": it is a folder, not a file`,
+          { file: path },
+        );
+      }
+      const size = info.size;
       const invalid = (message: string) =>
         new SafetensorsError(`Invalid safetensors file "${path}": ${message}`, { file: path });
       if (size < 8) throw invalid(`file is ${size} bytes, shorter than the 8-byte header length`);
@@ -250,7 +257,8 @@ export class Checkpoint implements Disposable {
   static async open(folder: string): Promise<Checkpoint> {
     const indexPath = join(folder, INDEX_FILE);
     if (await isFile(indexPath)) return await Checkpoint.#openSharded(folder, indexPath);
-    if (await isFile(join(folder, SINGLE_FILE))) {
+    // Not isFile: a folder named model.safetensors is refused by name rather than overlooked.
+    if (await exists(join(folder, SINGLE_FILE))) {
       const file = await SafetensorsFile.open(join(folder, SINGLE_FILE));
       return new Checkpoint(folder, [file], new Map(file.names().map((n) => [n, file])));
     }
@@ -379,6 +387,16 @@ export class Checkpoint implements Disposable {
       });
     }
     return file;
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
   }
 }
 

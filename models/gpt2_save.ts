@@ -6,7 +6,8 @@
  */
 
 import { join } from "node:path";
-import { writeFolderAtomic } from "../formats/folder.ts";
+import { copyFileAtomic, writeTextFileAtomic } from "../formats/atomic.ts";
+import { checkOutputFolder, checkOutputPath, ensureFolder } from "../formats/folder.ts";
 import { type TensorToWrite, writeSafetensors } from "../formats/safetensors.ts";
 import type { Tensor } from "../kernels/tensor.ts";
 import type { Gpt2Config } from "./gpt2_config.ts";
@@ -39,8 +40,11 @@ export function hfConfigJson(config: Gpt2Config, extra: Record<string, unknown> 
 }
 
 /**
- * Writes the model's current weights as a Hugging Face folder, atomically (a temp folder renamed
- * into place); tokenizer files are copied from `tokenizerFrom` when present there.
+ * Writes the model's current weights as a Hugging Face folder; tokenizer files are copied from
+ * `tokenizerFrom` when present there. Each file is written atomically (weights first,
+ * `config.json` last); other files of an existing folder are left as they are. A folder that is,
+ * lies inside or contains `tokenizerFrom`, or holds a sharded checkpoint's index (which loaders
+ * would read instead), is refused with an `OutputPathError`.
  */
 export async function saveGpt2Folder(
   model: { config: Gpt2Config; params: Map<string, Tensor> },
@@ -56,19 +60,22 @@ export async function saveGpt2Folder(
       data: await t.read() as Float32Array,
     });
   }
-  await writeFolderAtomic(outFolder, async (dir) => {
-    await Deno.writeTextFile(join(dir, "config.json"), hfConfigJson(model.config));
-    await writeSafetensors(join(dir, "model.safetensors"), tensors, {
-      format: "pt",
-      ...options.metadata,
-    });
-    for (const file of TOKENIZER_FILES) {
-      if (!options.tokenizerFrom) break;
-      try {
-        await Deno.copyFile(join(options.tokenizerFrom, file), join(dir, file));
-      } catch (e) {
-        if (!(e instanceof Deno.errors.NotFound)) throw e;
-      }
-    }
+  if (options.tokenizerFrom) {
+    await checkOutputPath(outFolder, [{ path: options.tokenizerFrom, what: "model folder" }]);
+  }
+  await checkOutputFolder(outFolder, { shadowedBy: ["model.safetensors.index.json"] });
+  await ensureFolder(outFolder);
+  await writeSafetensors(join(outFolder, "model.safetensors"), tensors, {
+    format: "pt",
+    ...options.metadata,
   });
+  for (const file of TOKENIZER_FILES) {
+    if (!options.tokenizerFrom) break;
+    try {
+      await copyFileAtomic(join(options.tokenizerFrom, file), join(outFolder, file));
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+  }
+  await writeTextFileAtomic(join(outFolder, "config.json"), hfConfigJson(model.config));
 }

@@ -8,6 +8,7 @@ import {
   writeMergedFolder,
 } from "../../adapters/merge.ts";
 import type { LinearAdapter } from "../../adapters/linear_adapter.ts";
+import { OutputPathError } from "../../formats/folder.ts";
 import { SafetensorsFile, writeSafetensors } from "../../formats/safetensors.ts";
 import { narrowToF16 } from "../../formats/narrow.ts";
 import { Matmul } from "../../kernels/matmul.ts";
@@ -170,10 +171,28 @@ Deno.test(
         assert(err < 1e-5, `relative error ${err}, seed ${seed}`);
       });
 
-      await t.step("writing again replaces the folder", async () => {
+      await t.step("writing again replaces its own files and keeps the others", async () => {
+        await Deno.writeTextFile(`${dir}/merged/notes.txt`, "mine\n");
         await writeMergedFolder(model, FIXTURE, `${dir}/merged`);
-        const left = [...Deno.readDirSync(dir)].map((e) => e.name);
-        assert.deepEqual(left, ["merged"]);
+        assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["merged"]);
+        assert.deepEqual([...Deno.readDirSync(`${dir}/merged`)].map((e) => e.name).sort(), [
+          "config.json",
+          "model.safetensors",
+          "notes.txt",
+          "tokenizer.json",
+          "tokenizer_config.json",
+        ]);
+        assert.equal(await Deno.readTextFile(`${dir}/merged/notes.txt`), "mine\n");
+      });
+
+      await t.step("the source folder, a folder inside it or around it is refused", async () => {
+        for (const out of [FIXTURE, `${FIXTURE}/merged`, "fixtures"]) {
+          await assert.rejects(
+            () => writeMergedFolder(model, FIXTURE, out),
+            (e) => e instanceof OutputPathError && e.path === out,
+          );
+        }
+        await assert.rejects(Deno.stat(`${FIXTURE}/merged`), Deno.errors.NotFound);
       });
     } finally {
       await Deno.remove(dir, { recursive: true });
