@@ -1,23 +1,16 @@
 /**
  * The nola-gpu command line: a thin shell over the library's functions.
  *
- * Usage errors exit 2 with the usage line; runtime errors exit 1 with one clear line; anything
- * unexpected is rethrown with its stack.
+ * Usage errors exit 2 with the usage line; runtime errors a user can cause (a path, a permission,
+ * a bad file, the GPU) exit 1 with one line naming what and where (`pipelines/failure.ts`);
+ * anything unexpected is rethrown with its stack.
  *
  * @module
  */
 
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { AdapterFileError } from "./adapters/adapter_file.ts";
-import { DataError } from "./data/readers.ts";
-import { TemplateError } from "./data/templates.ts";
-import { SafetensorsError } from "./formats/safetensors.ts";
-import { GpuError } from "./kernels/gpu.ts";
-import { ModelConfigError, ModelWeightsError } from "./models/model.ts";
-import { TokenizerError } from "./models/tokenizer.ts";
-import { PipelineError } from "./pipelines/parse.ts";
-import { NonFiniteLossError } from "./train/trainer.ts";
+import { failureLine } from "./pipelines/failure.ts";
 
 const DEFAULT_PIPELINE = "pipelines/default.yaml";
 
@@ -130,22 +123,6 @@ class UsageError extends Error {
     super(message);
   }
 }
-
-const USER_ERRORS = [
-  PipelineError,
-  DataError,
-  TemplateError,
-  AdapterFileError,
-  SafetensorsError,
-  GpuError,
-  ModelConfigError,
-  ModelWeightsError,
-  TokenizerError,
-  NonFiniteLossError,
-  Deno.errors.NotFound,
-  Deno.errors.PermissionDenied,
-  Deno.errors.NotCapable,
-];
 
 function helpText(): string {
   return [
@@ -274,8 +251,9 @@ if (import.meta.main) {
       console.error(`error: ${error.message}\n${usage}`);
       Deno.exit(2);
     }
-    if (USER_ERRORS.some((E) => error instanceof E)) {
-      console.error(`error: ${(error as Error).message}`);
+    const line = failureLine(error, { command: Deno.args[0] });
+    if (line !== undefined) {
+      console.error(`error: ${line}`);
       Deno.exit(1);
     }
     throw error;

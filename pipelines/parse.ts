@@ -412,7 +412,7 @@ function readYaml(text: string, lineCounter?: LineCounter): Document {
     return parseDocument(text, { lineCounter, prettyErrors: false });
   } catch (error) {
     if (!(error instanceof Deno.errors.NotCapable)) throw error;
-    throw new Error(
+    throw new Deno.errors.NotCapable(
       "Reading YAML needs the environment variables LOG_TOKENS and LOG_STREAM (npm:yaml reads " +
         "them): run with --allow-env=LOG_TOKENS,LOG_STREAM or --ignore-env=LOG_TOKENS,LOG_STREAM",
     );
@@ -645,8 +645,9 @@ export function pipelineError(
 }
 
 /**
- * Checks that every input file and folder a pipeline names exists (data files are files, the
- * model a folder). Relative paths resolve against `baseDir`, by default the pipeline file's folder.
+ * Checks that every input file and folder a pipeline names exists and can be read (data files
+ * are files, the model a folder). Relative paths resolve against `baseDir`, by default the
+ * pipeline file's folder.
  *
  * @param pipeline A parsed pipeline.
  * @param baseDir The folder relative paths resolve against.
@@ -684,6 +685,18 @@ export async function checkFiles(pipeline: Pipeline, baseDir = pipeline.baseDir)
           pipeline,
           path,
           `${path} must be a ${what}, ${JSON.stringify(value)} is a ${folder ? "file" : "folder"}`,
+          hint,
+        );
+      }
+      try {
+        if (folder) await Deno.readDir(resolved)[Symbol.asyncIterator]().next();
+        else (await Deno.open(resolved)).close();
+      } catch (error) {
+        if (!(error instanceof Deno.errors.PermissionDenied)) throw error;
+        throw pipelineError(
+          pipeline,
+          path,
+          `${path}: cannot read ${what} ${JSON.stringify(value)}: permission denied`,
           hint,
         );
       }

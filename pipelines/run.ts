@@ -10,6 +10,7 @@ import { listCheckpoints } from "../train/checkpoint.ts";
 import { Interrupt, resumeHint } from "../train/interrupt.ts";
 import { writeReport } from "../train/report.ts";
 import { RunLog } from "../train/run_log.ts";
+import { checkOutputs } from "./outputs.ts";
 import { checkFiles, loadPipeline } from "./parse.ts";
 import type { Stage, StageKind } from "./schema.ts";
 import { data, evaluate, generate } from "./stages_data.ts";
@@ -69,6 +70,7 @@ export async function runPipeline(
   const say = options.say ?? ((line: string) => console.error(line));
   const pipeline = await loadPipeline(path, { overrides: options.overrides });
   await checkFiles(pipeline);
+  await checkOutputs(pipeline);
   const dir = pipeline.out;
   const resume = options.resume ?? false;
   const latest = resume ? (await listCheckpoints(dir)).at(-1) : undefined;
