@@ -10,6 +10,7 @@
 
 import { dirname, join } from "node:path";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
+import { oneLine } from "../formats/one_line.ts";
 
 /** A tokenizer file that cannot be read or used. */
 export class TokenizerError extends Error {
@@ -17,11 +18,12 @@ export class TokenizerError extends Error {
   readonly file: string;
 
   /**
-   * @param message The whole message, already naming the file.
+   * @param message The whole message, already naming the file; control characters (from the
+   * file) are escaped so that it stays one line.
    * @param options Where the error happened.
    */
   constructor(message: string, options: { file: string; cause?: unknown }) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    super(oneLine(message), options.cause === undefined ? undefined : { cause: options.cause });
     this.name = "TokenizerError";
     this.file = options.file;
   }
@@ -49,13 +51,14 @@ export class Tokenizer {
   readonly path: string;
   readonly #hf: HfTokenizer;
 
-  private constructor(hf: HfTokenizer, options: { path: string; eosId: number }) {
+  private constructor(
+    hf: HfTokenizer,
+    options: { path: string; eosId: number; vocabSize: number },
+  ) {
     this.#hf = hf;
     this.path = options.path;
     this.eosId = options.eosId;
-    let max = -1;
-    for (const id of hf.get_vocab(true).values()) max = Math.max(max, id);
-    this.vocabSize = max + 1;
+    this.vocabSize = options.vocabSize;
   }
 
   /**
@@ -84,9 +87,12 @@ export class Tokenizer {
         file: configPath,
       });
     }
+    checkIds(json, path);
     let hf: HfTokenizer;
+    let vocabSize: number;
     try {
       hf = new HfTokenizer(json, config);
+      vocabSize = Math.max(-1, ...hf.get_vocab(true).values()) + 1;
     } catch (e) {
       throw new TokenizerError(`Invalid tokenizer "${path}": ${messageOf(e)}`, {
         file: path,
@@ -101,17 +107,30 @@ export class Tokenizer {
         { file: path },
       );
     }
-    return new Tokenizer(hf, { path, eosId });
+    return new Tokenizer(hf, { path, eosId, vocabSize });
   }
 
   /**
    * Encodes text; special tokens written in it become their ids, nothing is added around it.
    *
    * @param text Any string.
-   * @returns Token ids.
+   * @returns Token ids, each in `[0, vocabSize)`.
+   * @throws {TokenizerError} If the tokenizer file's components fail on the text, or a piece of
+   * it has no token and the file names no `unk_token`.
    */
   encode(text: string): number[] {
-    return this.#hf.encode(text, { add_special_tokens: false }).ids;
+    const ids = this.#library("encode", () => this.#hf.encode(text, { add_special_tokens: false }))
+      .ids;
+    // The library gives `undefined` for a piece with no token when the model has no unk_token.
+    const bad = ids.findIndex((id) => !Number.isInteger(id) || id < 0 || id >= this.vocabSize);
+    if (bad >= 0) {
+      throw new TokenizerError(
+        `Cannot encode with tokenizer "${this.path}": token ${bad} of the text has no id (not ` +
+          `in the vocabulary, and the model has no unk_token)`,
+        { file: this.path },
+      );
+    }
+    return ids;
   }
 
   /**
@@ -120,6 +139,7 @@ export class Tokenizer {
    * @param ids Token ids, each in `[0, vocabSize)`.
    * @returns The text.
    * @throws {RangeError} If an id is not an integer in range.
+   * @throws {TokenizerError} If the tokenizer file's decoder fails on the ids.
    */
   decode(ids: readonly number[]): string {
     for (const id of ids) {
@@ -133,10 +153,24 @@ export class Tokenizer {
     }
     // The library rejects an empty list; the empty text is its decoding.
     if (ids.length === 0) return "";
-    return this.#hf.decode([...ids], {
-      skip_special_tokens: false,
-      clean_up_tokenization_spaces: false,
-    });
+    return this.#library("decode", () =>
+      this.#hf.decode([...ids], {
+        skip_special_tokens: false,
+        clean_up_tokenization_spaces: false,
+      }));
+  }
+
+  // The library runs the components a file describes, and fails inside them (a TypeError) when
+  // the file gives a field of the wrong kind: that is a bad file, said in one line.
+  #library<T>(what: "encode" | "decode", fn: () => T): T {
+    try {
+      return fn();
+    } catch (e) {
+      throw new TokenizerError(
+        `Cannot ${what} with tokenizer "${this.path}": ${messageOf(e)}`,
+        { file: this.path, cause: e },
+      );
+    }
   }
 
   /**
@@ -177,6 +211,33 @@ async function readJson(path: string, options: { optional: boolean }): Promise<u
       file: path,
       cause: e,
     });
+  }
+}
+
+/** The largest id accepted is one less: 65 times the largest vocabularies in use. */
+export const MAX_VOCAB = 2 ** 24;
+
+// The library takes ids as the file gives them and lays the vocabulary out as an array indexed by
+// id, so an id is checked before it is believed: an integer id 2^31 made an array of 2^31 slots
+// that listing the vocabulary walked, a string id came back from encode.
+function checkIds(json: Record<string, unknown>, path: string): void {
+  const check = (where: string, token: unknown, id: unknown) => {
+    if (typeof id === "number" && Number.isInteger(id) && id >= 0 && id < MAX_VOCAB) return;
+    throw new TokenizerError(
+      `Invalid tokenizer "${path}": ${where} ${JSON.stringify(token) ?? "?"} has id ${
+        JSON.stringify(id) ?? String(id)
+      }, expected an integer from 0 to ${MAX_VOCAB - 1}`,
+      { file: path },
+    );
+  };
+  const model = json.model;
+  if (isObject(model) && isObject(model.vocab)) {
+    for (const [token, id] of Object.entries(model.vocab)) check("token", token, id);
+  }
+  if (Array.isArray(json.added_tokens)) {
+    for (const added of json.added_tokens) {
+      if (isObject(added)) check("added token", added.content, added.id);
+    }
   }
 }
 
