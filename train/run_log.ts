@@ -154,6 +154,22 @@ export class RunLog implements Disposable {
     while (written < data.length) written += await this.#file.write(data.subarray(written));
   }
 
+  /**
+   * Cuts `metrics.jsonl` back to the complete lines whose step is at most `step`, as opening with
+   * `resumeStep` does: for a run that resumes from an older checkpoint than the log was opened
+   * for (the newest one was damaged).
+   *
+   * @param step The step of the checkpoint the run resumes from.
+   * @returns Resolves once the file is cut and open for appending again.
+   */
+  async rewind(step: number): Promise<void> {
+    if (!this.#file) throw new Error(`Cannot rewind ${this.metricsPath}: the log is closed`);
+    this.#file.close();
+    this.#file = undefined;
+    await truncateMetrics(this.metricsPath, step);
+    this.#file = await Deno.open(this.metricsPath, { append: true, create: true });
+  }
+
   /** The summary so far (a copy). */
   get summary(): Summary {
     return structuredClone(this.#summary);

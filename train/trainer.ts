@@ -14,7 +14,13 @@ import type { BatchState } from "../data/batches.ts";
 import { decodeLossTotals, LOSSACC_WORDS, LossAccumulator } from "../kernels/lossacc.ts";
 import { Tensor } from "../kernels/tensor.ts";
 import type { Model } from "../models/model.ts";
-import { listCheckpoints, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import {
+  checkpointDir,
+  CheckpointError,
+  findResumeCheckpoint,
+  type ResumePoint,
+  saveCheckpoint,
+} from "./checkpoint.ts";
 import { Optimizer, type OptimizerParam, type ParamGroup } from "./optimizer.ts";
 import type { Progress } from "./progress.ts";
 import type { MetricRecord, RunLog } from "./run_log.ts";
@@ -63,8 +69,11 @@ export interface TrainOptions {
   onBest?: (step: number, loss: number) => Promise<void>;
   /** Write a checkpoint every this many steps (and at the end); 0 disables. Default 100. */
   checkpointEvery?: number;
-  /** Continue from the newest checkpoint of the run. */
-  resume?: boolean;
+  /**
+   * Continue from the newest checkpoint of the run that verifies (`true`; damaged newer ones are
+   * reported through `progress` or stderr and skipped), or from one already chosen.
+   */
+  resume?: boolean | ResumePoint;
   /** Stops the run at the next step boundary, after writing a checkpoint (SIGINT). */
   signal?: AbortSignal;
   /** Shows steps, loss, learning rate, throughput and ETA. */
@@ -144,18 +153,31 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   let checkpoint: string | undefined;
 
   if (options.resume) {
-    const path = (await listCheckpoints(log.dir)).at(-1);
-    if (!path) throw new Error(`Cannot resume: no checkpoint in ${log.dir}/checkpoints`);
-    const state = await loadCheckpoint(path);
+    const say = (line: string) =>
+      options.progress ? options.progress.log(line) : console.error(line);
+    const point = options.resume === true
+      ? await findResumeCheckpoint(log.dir, { say })
+      : options.resume;
+    if (!point) {
+      throw new CheckpointError(`Cannot resume: no checkpoint in ${checkpointDir(log.dir)}`, {
+        file: checkpointDir(log.dir),
+      });
+    }
+    const { path, data: state } = point;
     for (const p of params) {
       const values = state.params.get(p.name);
       if (!values || values.length !== p.param.size) {
-        throw new Error(`Cannot resume from ${path}: tensor "${p.name}" is missing or resized`);
+        throw new CheckpointError(
+          `Cannot resume from "${path}": tensor "${p.name}" is missing or resized`,
+          { file: path },
+        );
       }
       gpu.write(p.param.buffer, values);
     }
     optimizer.load(state.optimizer);
     batches.restore(state.batches);
+    // The log may have been opened for a newer checkpoint that turned out damaged.
+    await log.rewind(state.step);
     Object.assign(extra, state.extra);
     checkpoint = path;
   }
