@@ -14,6 +14,7 @@ import { SafetensorsError } from "../formats/safetensors.ts";
 import { GpuError } from "../kernels/gpu.ts";
 import { ModelConfigError, ModelWeightsError } from "../models/model.ts";
 import { TokenizerError } from "../models/tokenizer.ts";
+import { CheckpointError } from "../train/checkpoint.ts";
 import { NonFiniteLossError } from "../train/trainer.ts";
 import { PipelineError } from "./parse.ts";
 
@@ -29,6 +30,7 @@ const USER_ERRORS = [
   ModelWeightsError,
   TokenizerError,
   NonFiniteLossError,
+  CheckpointError,
   OutputPathError,
 ];
 

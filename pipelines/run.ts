@@ -6,7 +6,7 @@
  */
 
 import { Gpu } from "../kernels/gpu.ts";
-import { listCheckpoints } from "../train/checkpoint.ts";
+import { checkpointDir, CheckpointError, findResumeCheckpoint } from "../train/checkpoint.ts";
 import { Interrupt, resumeHint } from "../train/interrupt.ts";
 import { writeReport } from "../train/report.ts";
 import { RunLog } from "../train/run_log.ts";
@@ -73,11 +73,15 @@ export async function runPipeline(
   await checkOutputs(pipeline);
   const dir = pipeline.out;
   const resume = options.resume ?? false;
-  const latest = resume ? (await listCheckpoints(dir)).at(-1) : undefined;
-  if (resume && !latest) {
-    throw new Error(`Cannot resume "${pipeline.name}": no checkpoint in ${dir}/checkpoints`);
+  // Chosen once, before the log is cut back to it: the newest checkpoint that verifies.
+  const resumeFrom = resume ? await findResumeCheckpoint(dir, { say }) : undefined;
+  if (resume && !resumeFrom) {
+    throw new CheckpointError(
+      `Cannot resume "${pipeline.name}": no checkpoint in ${checkpointDir(dir)}`,
+      { file: checkpointDir(dir) },
+    );
   }
-  const resumeStep = latest ? Number(/step-(\d+)/.exec(latest)![1]) : undefined;
+  const resumeStep = resumeFrom?.data.step;
   using gpu = await Gpu.acquire();
   using log = await RunLog.open(dir, { resumeStep });
   using interrupt = new Interrupt();
@@ -87,6 +91,7 @@ export async function runPipeline(
     dir,
     log,
     resume,
+    resumeFrom,
     signal: interrupt.signal,
     index: 0,
     step: 0,

@@ -136,7 +136,7 @@ export const trainStage: StageRunner<TrainStage> = async (stage, state) => {
       }
       : undefined,
     checkpointEvery: stage.checkpointEvery,
-    resume: state.resume,
+    resume: state.resumeFrom ?? state.resume,
     signal: state.signal,
     progress,
   });

@@ -13,6 +13,7 @@ import type { GenerationExample } from "../eval/evaluate.ts";
 import type { Gpu } from "../kernels/gpu.ts";
 import type { Model } from "../models/model.ts";
 import type { Tokenizer } from "../models/tokenizer.ts";
+import type { ResumePoint } from "../train/checkpoint.ts";
 import type { RunLog } from "../train/run_log.ts";
 import { pipelineError } from "./parse.ts";
 import type { Pipeline, SplitName, Stage } from "./schema.ts";
@@ -42,6 +43,8 @@ export interface RunState {
   log: RunLog;
   /** Continue the train stage from its newest checkpoint. */
   resume: boolean;
+  /** With `resume`: the checkpoint it continues from, chosen and verified before the run. */
+  resumeFrom?: ResumePoint;
   /** Raised by Ctrl-C: the train stage stops at the next step with a checkpoint. */
   signal: AbortSignal;
   /** Where in `pipeline.stages` the run is. */

@@ -18,6 +18,7 @@ import {
   sealChecksum,
   verifyChecksum,
 } from "../formats/checksum.ts";
+import { oneLine } from "../formats/one_line.ts";
 import { encodeSafetensors, SafetensorsError, SafetensorsFile } from "../formats/safetensors.ts";
 import type { BatchState } from "../data/batches.ts";
 import type { OptimizerState } from "./optimizer.ts";
@@ -55,11 +56,12 @@ export class CheckpointError extends Error {
   /**
    * Creates the error.
    *
-   * @param message The whole message, naming the file.
+   * @param message The whole message, naming the file; control characters (from a path) are
+   * escaped so that it stays one line.
    * @param options The file and an optional cause.
    */
   constructor(message: string, options: { file: string; cause?: unknown }) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    super(oneLine(message), options.cause === undefined ? undefined : { cause: options.cause });
     this.name = "CheckpointError";
     this.file = options.file;
   }
@@ -228,9 +230,9 @@ export async function findResumeCheckpoint(
     }
   }
   if (newest === undefined) return undefined;
+  // Each was reported through `say`; the newest one's error stays as the cause.
   throw new CheckpointError(
-    `Cannot resume: none of the ${paths.length} checkpoints in ${dir} is usable ` +
-      `(the newest: ${newest.message})`,
+    `Cannot resume: none of the ${paths.length} checkpoints in ${dir} is usable (see above)`,
     { file: dir, cause: newest },
   );
 }

@@ -243,16 +243,18 @@ Deno.test(
     }
     assert.deepEqual(await Deno.readFile(adapterPath(dir)), ref.adapter, `cli, seed ${seed}`);
     assert.deepEqual(await metrics(dir), ref.metrics, "cli: metrics");
-    // Both damaged: nothing to resume from, said in one line naming the folder and the newest.
+    // Both damaged: each said in one line, then one line naming the folder.
     await restore();
     await damage(newest, "flip", seed);
     await damage(older, "truncate", seed);
-    await assert.rejects(() => findResumeCheckpoint(dir, { say: () => {} }), (e: Error) => {
+    const said: string[] = [];
+    await assert.rejects(() => findResumeCheckpoint(dir, { say: (l) => said.push(l) }), (e) => {
       assert(e instanceof CheckpointError);
       assert.match(
         e.message,
-        /^Cannot resume: none of the 2 checkpoints in .* is usable \(the newest: Checkpoint ".*step-00000008/,
+        /^Cannot resume: none of the 2 checkpoints in .* is usable \(see above\)$/,
       );
+      assert.equal(said.length, 2, "each damaged checkpoint said in one line");
       assert(!e.message.includes("\n"));
       return true;
     });
