@@ -56,6 +56,7 @@ export {
 export type { TensorData } from "./formats/_safetensors_writer.ts";
 export { writeFileAtomic, writeTextFileAtomic } from "./formats/atomic.ts";
 export { inspectFile } from "./formats/inspect.ts";
+export { type ChecksumCheck, verifyChecksum } from "./formats/checksum.ts";
 
 // Models: the contract, the registry, the families
 export {
@@ -205,6 +206,12 @@ export {
 } from "./train/optimizer.ts";
 export { lrAt, type Schedule, type ScheduleKind } from "./train/schedule.ts";
 export { type MetricRecord, RunLog, type Split, type Summary } from "./train/run_log.ts";
+export {
+  type CheckpointData,
+  CheckpointError,
+  findResumeCheckpoint,
+  type ResumePoint,
+} from "./train/checkpoint.ts";
 export { Progress, type StepFigures } from "./train/progress.ts";
 export {
   accuracy,

@@ -34,7 +34,9 @@ export interface CheckpointData {
   step: number;
   /** Trainable tensors by name. */
   params: Map<string, Float32Array>;
+  /** The optimizer's step count and moments. */
   optimizer: OptimizerState;
+  /** Where the training stream stands. */
   batches: BatchState;
   /** Trainer state beyond the above (best validation loss, patience left, ...). */
   extra: Record<string, unknown>;
