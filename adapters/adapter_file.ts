@@ -46,6 +46,7 @@ import {
   unpackBits,
 } from "../formats/quantize.ts";
 import { writeFileAtomic } from "../formats/atomic.ts";
+import { oneLine } from "../formats/one_line.ts";
 import {
   CHECKSUM_KEY,
   CHECKSUM_PLACEHOLDER,
@@ -95,7 +96,8 @@ export class AdapterFileError extends Error {
    * @param options The file and an optional cause.
    */
   constructor(message: string, options: { file: string; cause?: unknown }) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    // Messages quote metadata values, which may hold line breaks.
+    super(oneLine(message), options.cause === undefined ? undefined : { cause: options.cause });
     this.name = "AdapterFileError";
     this.file = options.file;
   }
@@ -439,8 +441,14 @@ export async function loadAdapter(
     if (!nola) fail(`a LoRA adapter cannot be quantized`);
   }
   const overrides: ModuleOverride[] = [];
-  const perModule = json("modules") as Record<string, Record<string, unknown>>;
+  const perModule = json("modules");
+  const isObject = (v: unknown): v is Record<string, unknown> =>
+    typeof v === "object" && v !== null && !Array.isArray(v);
+  if (perModule !== null && !isObject(perModule)) {
+    fail(`metadata "modules" is not an object of per-module settings`);
+  }
   for (const [name, diff] of Object.entries(perModule ?? {})) {
+    if (!isObject(diff)) fail(`metadata "modules" gives module "${name}" no object of settings`);
     const o: ModuleOverride = { pattern: name };
     for (const [field, key] of PER_MODULE) {
       if (!(key in diff)) continue;

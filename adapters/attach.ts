@@ -195,9 +195,10 @@ function checkSettings(where: string, s: Partial<ModuleOverride>): void {
  * @param model The model's shape: its adaptable sites (and config hash).
  * @param attach The attach config.
  * @returns One plan per adapted module.
- * @throws {RangeError} On an invalid setting or unknown key, a pattern that matches nothing (the
- *   message lists the closest names), an override that matches no targeted module, or two
- *   targeted modules writing the same columns of one linear.
+ * @throws {RangeError} On an invalid setting or unknown key, a rank above a module's
+ *   min(in, out), a pattern that matches nothing (the message lists the closest names), an
+ *   override that matches no targeted module, or two targeted modules writing the same columns of
+ *   one linear.
  *
  * @example GPT-2's q and v parts
  * ```ts
@@ -270,6 +271,14 @@ export function planAdapters(model: Pick<ModelShape, "sites">, attach: AttachCon
   checkOverlaps(targeted);
   return targeted.map((site) => {
     const s = { ...attach, ...settings.get(site.name)! };
+    // A rank above min(in, out) adds nothing, and A [r, in] would then outgrow the base weight: an
+    // adapter file claiming r = 1e9 made attach ask the GPU for a 192 GB buffer.
+    const most = Math.min(site.inFeatures, site.outFeatures);
+    if (s.r > most) {
+      throw new RangeError(
+        `Invalid adapter r ${s.r} for "${site.name}": at most min(in, out) = ${most}`,
+      );
+    }
     const nola = method === "nola";
     const k = nola ? s.k! : 0;
     return {
