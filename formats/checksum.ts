@@ -116,7 +116,8 @@ export async function verifyChecksum(file: SafetensorsFile): Promise<ChecksumChe
   const zeros = ascii.encode("0".repeat(DIGITS));
   let sum = crc32(head);
   let offset = 8;
-  const chunk = new Uint8Array(CHUNK);
+  // Sized to the file when it is smaller: zeroing 4 MiB took longer than summing a small adapter.
+  const chunk = new Uint8Array(Math.min(CHUNK, Math.max(1, (await handle.stat()).size - 8)));
   await handle.seek(8, Deno.SeekMode.Start);
   for (;;) {
     const n = await handle.read(chunk);

@@ -77,9 +77,9 @@ function checkShape(config: ModelConfig): void {
   assert.ok(shape.sites.length > 0);
 }
 
-// Under ~8 s in all for this file on the 2-core CI machine.
-const OBJECTS = { runs: 10000, ms: 4_000 };
-const FILES = { runs: 3000, ms: 4_000 };
+// Under ~4 s in all for this file on the 2-core CI machine.
+const OBJECTS = { runs: 10000, ms: 2_000 };
+const FILES = { runs: 3000, ms: 2_000 };
 
 Deno.test("fuzz: parseModelConfig on mutated configs ends in a config or one line", async () => {
   const source = "models/fuzz/config.json";

@@ -168,11 +168,11 @@ function editHeader(header: Record<string, unknown>, edits: HeaderEdit[]): strin
   return `${text.slice(0, -1)}${text.length > 2 ? "," : ""}${duplicates.join(",")}}`;
 }
 
-// Under ~25 s in all for this file on the 2-core CI machine.
-const HEADERS = { runs: 2500, ms: 7_000 };
-const BYTES = { runs: 2500, ms: 6_000 };
-const TEXTS = { runs: 1500, ms: 3_000 };
-const CHECKPOINTS = { runs: 2000, ms: 4_000 };
+// Under ~12 s in all for this file on the 2-core CI machine.
+const HEADERS = { runs: 2500, ms: 4_000 };
+const BYTES = { runs: 2500, ms: 3_000 };
+const TEXTS = { runs: 1500, ms: 2_000 };
+const CHECKPOINTS = { runs: 2000, ms: 3_000 };
 
 Deno.test(
   "fuzz: SafetensorsFile.open on mutated headers ends in a file or one line",
