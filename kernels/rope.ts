@@ -267,7 +267,8 @@ interface StridedView {
 }
 
 // `windows` of dispatch.ts takes dense rows, whose last one would run `ld - width` elements past
-// the end of a column block; these windows bind exactly the rows' used span.
+// the end of a column block; these windows bind exactly the rows' used span. (swiglu.ts has the
+// same; a third user should move it to dispatch.ts.)
 function* stridedWindows(
   gpu: Gpu,
   rows: number,
