@@ -1,52 +1,69 @@
-// Causal multi-head self-attention of GPT-2, flash-attention style: no [T, T] score matrix is
-// ever stored; each invocation owns one query row (forward, dq) or one key row (dk/dv) of one
+// Causal self-attention with grouped-query heads, flash-attention style: no [T, T] score matrix
+// is ever stored; each invocation owns one query row (forward, dq) or one key row (dk/dv) of one
 // (batch, head) and streams over rows [lo, hi) of the other side with an online softmax. The
 // `_vec4` entry points at the end do the same 4 rows an invocation, for hd % 4 == 0.
 //
-// hd = C / NH, scale = 1 / sqrt(hd). Element (b, t, c) of a [B, T, X] tensor is at
-// (b * T + t) * X + c. Head h owns columns [h * hd, (h + 1) * hd) of q, k, v and out.
+// NH query heads, KVH key/value heads (NH % KVH == 0): query head h reads kv head
+// h / (NH / KVH). scale = 1 / sqrt(hd). q, k and v are matrix views into their bindings: row n
+// of a view (first, ld) starts at element first + n * ld, and head h owns its elements
+// [h * hd, (h + 1) * hd). Row t of batch element b is view row b * Tq + t for q, b * Tmax + t for
+// k and v. GPT-2's fused [T, 3C] c_attn output is q = (0, 3C), k = (C, 3C), v = (2C, 3C) of one
+// buffer with KVH = NH. out and dout are dense (B, T, NH * hd); lse and delta (B, NH, T).
 //
 // attention_forward: one pass per key range [lo, hi), in order; a pass with lo > 0 resumes
 // from the previous passes' out and lse (rows with no key in the range are left alone).
-//   @binding(0) out:  (B, T, C)       f32, row t - past holds query row t in [past, past + T)
-//   @binding(1) lse:  (B, NH, T)      f32, log-sum-exp of each query row's scaled scores
-//   @binding(2) qkv:  (B, Tmax, 3C)   f32, q | k | v; rows [0, past) are the KV cache (their q
-//                                     part is never read), rows >= past + T are never read
-//   @binding(3) sizes
-// attention_backward_dq (training: past = 0, Tmax = T): one pass per key range [lo, hi).
-//   @binding(0) dqkv:  (B, T, 3C)     f32, += into the q part only
-//   @binding(1) delta: (B, NH, T)     f32, written by the pass with lo = 0: sum of dout * out
-//                                     over the head
-//   @binding(2) dout:  (B, T, C)      f32
-//   @binding(3) qkv:   (B, T, 3C)     f32
-//   @binding(4) out:   (B, T, C)      f32
-//   @binding(5) lse:   (B, NH, T)     f32
-//   @binding(6) sizes
-// attention_backward_dkv (after the dq passes): one pass per query range [lo, hi).
-//   @binding(0) dqkv:  (B, T, 3C)     f32, += into the k and v parts only
-//   @binding(1) dout:  (B, T, C)      f32
-//   @binding(2) qkv:   (B, T, 3C)     f32
-//   @binding(3) lse:   (B, NH, T)     f32
-//   @binding(4) delta: (B, NH, T)     f32
+//   @binding(0) out:  (B, T, NH * hd)  f32, row r holds query row t = past + r
+//   @binding(1) lse:  (B, NH, T)       f32, log-sum-exp of each query row's scaled scores
+//   @binding(2) q:    view, (B, Tq) rows of NH * hd; rows [0, T) read
+//   @binding(3) k:    view, (B, Tmax) rows of KVH * hd; rows [0, past) are the KV cache,
+//   @binding(4) v:    likewise            rows >= past + T are never read
 //   @binding(5) sizes
+// attention_backward_dq (training: past = 0, Tq = Tmax = T): one pass per key range [lo, hi).
+//   @binding(0) dq:    view like q         f32, += into
+//   @binding(1) delta: (B, NH, T)         f32, written by the pass with lo = 0: sum of
+//                                         dout * out over the head
+//   @binding(2) dout:  (B, T, NH * hd)    f32
+//   @binding(3) q, @binding(4) k, @binding(5) v: the forward's views
+//   @binding(6) out:   (B, T, NH * hd)    f32
+//   @binding(7) lse:   (B, NH, T)         f32
+//   @binding(8) sizes
+// attention_backward_dkv (after the dq passes): one invocation per key row of a kv head, summing
+// over the query heads [g0, g1) of its group and the query rows [lo, hi), one pass per range.
+//   @binding(0) dk:    view like k         f32, += into
+//   @binding(1) dv:    view like v         f32, += into (may share dk's buffer: other elements)
+//   @binding(2) dout:  (B, T, NH * hd)    f32
+//   @binding(3) q, @binding(4) k, @binding(5) v: the forward's views
+//   @binding(6) lse:   (B, NH, T)         f32
+//   @binding(7) delta: (B, NH, T)         f32
+//   @binding(8) sizes
 //
-// Grid: x = blocks of WG rows, y = head, z = batch. Every invocation of a workgroup walks the
-// same rows of the other side (a workgroup-uniform loop, masked per row): llvmpipe runs lanes
-// in lockstep anyway. Head vectors are handled four channels at a time, zero past hd. The host
-// bounds hi - lo because llvmpipe ends every loop of an invocation once all of them together
-// have run 65535 iterations (LP_MAX_TGSI_LOOP_ITERATIONS), silently.
+// Grid: x = blocks of WG rows, y = head (query heads; kv heads for dk/dv), z = batch. Every
+// invocation of a workgroup walks the same rows of the other side (a workgroup-uniform loop,
+// masked per row): llvmpipe runs lanes in lockstep anyway. Head vectors are handled four
+// channels at a time, zero past hd. The host bounds the streamed rows of a pass because llvmpipe
+// ends every loop of an invocation once all of them together have run 65535 iterations
+// (LP_MAX_TGSI_LOOP_ITERATIONS), silently.
 
 struct Sizes {
   B: u32,
   T: u32,
   past: u32,
   Tmax: u32,
-  C: u32,
+  Tq: u32,
   NH: u32,
+  KVH: u32,
   hd: u32,
   scale: f32,
   lo: u32,
   hi: u32,
+  g0: u32,
+  g1: u32,
+  q: vec2u,
+  k: vec2u,
+  v: vec2u,
+  dq: vec2u,
+  dk: vec2u,
+  dv: vec2u,
 }
 
 override WG: u32 = 16;
@@ -63,17 +80,31 @@ fn lanes(c: u32, hd: u32) -> vec4<bool> {
   return vec4u(4u * c) + vec4u(0u, 1u, 2u, 3u) < vec4u(hd);
 }
 
+// Element of head `h`'s channel 0 in row `row` of view `at` (first, ld).
+fn head_at(at: vec2u, row: u32, h: u32, hd: u32) -> u32 {
+  return at.x + row * at.y + h * hd;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Forward
 
 @group(0) @binding(0) var<storage, read_write> fwd_out: array<f32>;
 @group(0) @binding(1) var<storage, read_write> fwd_lse: array<f32>;
-@group(0) @binding(2) var<storage, read> fwd_qkv: array<f32>;
-@group(0) @binding(3) var<uniform> fwd_sizes: Sizes;
+@group(0) @binding(2) var<storage, read> fwd_q: array<f32>;
+@group(0) @binding(3) var<storage, read> fwd_k: array<f32>;
+@group(0) @binding(4) var<storage, read> fwd_v: array<f32>;
+@group(0) @binding(5) var<uniform> fwd_sizes: Sizes;
 
-fn fwd_qkv4(i: u32, keep: vec4<bool>) -> vec4f {
-  let x = vec4f(fwd_qkv[i], fwd_qkv[i + 1u], fwd_qkv[i + 2u], fwd_qkv[i + 3u]);
-  return select(vec4f(0.0), x, keep);
+fn fwd_q4(i: u32, keep: vec4<bool>) -> vec4f {
+  return select(vec4f(0.0), vec4f(fwd_q[i], fwd_q[i + 1u], fwd_q[i + 2u], fwd_q[i + 3u]), keep);
+}
+
+fn fwd_k4(i: u32, keep: vec4<bool>) -> vec4f {
+  return select(vec4f(0.0), vec4f(fwd_k[i], fwd_k[i + 1u], fwd_k[i + 2u], fwd_k[i + 3u]), keep);
+}
+
+fn fwd_v4(i: u32, keep: vec4<bool>) -> vec4f {
+  return select(vec4f(0.0), vec4f(fwd_v[i], fwd_v[i + 1u], fwd_v[i + 2u], fwd_v[i + 3u]), keep);
 }
 
 fn fwd_out4(i: u32, keep: vec4<bool>) -> vec4f {
@@ -88,18 +119,17 @@ fn attention_forward(
 ) {
   let s = fwd_sizes;
   let h = wid.y;
+  let kvh = h / (s.NH / s.KVH);
   let b = wid.z;
-  let C3 = 3u * s.C;
   let h4 = (s.hd + 3u) / 4u;
   let first = wid.x * WG;
   // Rows past T compute a copy of the last row, so the loops stay uniform, and store nothing.
   let r = min(first + lid, s.T - 1u);
   let t = s.past + r;
-  let batch = b * s.Tmax * C3;
-  let qo = batch + t * C3 + h * s.hd;
-  let ko = batch + s.C + h * s.hd;
-  let vo = ko + s.C;
-  let oo = (b * s.T + r) * s.C + h * s.hd;
+  let qo = head_at(s.q, b * s.Tq + r, h, s.hd);
+  let ko = head_at(s.k, b * s.Tmax, kvh, s.hd);
+  let vo = head_at(s.v, b * s.Tmax, kvh, s.hd);
+  let oo = ((b * s.T + r) * s.NH + h) * s.hd;
   let stat = (b * s.NH + h) * s.T + r;
 
   var q: array<vec4f, HD4_MAX>;
@@ -108,7 +138,7 @@ fn attention_forward(
   var l = 0.0;
   for (var c = 0u; c < h4; c++) {
     let keep = lanes(c, s.hd);
-    q[c] = fwd_qkv4(qo + 4u * c, keep) * s.scale;
+    q[c] = fwd_q4(qo + 4u * c, keep) * s.scale;
     acc[c] = vec4f(0.0);
   }
   if (s.lo > 0u) {
@@ -126,10 +156,10 @@ fn attention_forward(
     let n = min(KB, end - j0);
     var mb = m;
     for (var k = 0u; k < n; k++) {
-      let row = ko + (j0 + k) * C3;
+      let row = ko + (j0 + k) * s.k.y;
       var score = 0.0;
       for (var c = 0u; c < h4; c++) {
-        score += dot(q[c], fwd_qkv4(row + 4u * c, lanes(c, s.hd)));
+        score += dot(q[c], fwd_k4(row + 4u * c, lanes(c, s.hd)));
       }
       p[k] = select(NEG, score, j0 + k <= t);
       mb = max(mb, p[k]);
@@ -143,9 +173,9 @@ fn attention_forward(
     for (var k = 0u; k < n; k++) {
       let e = exp(p[k] - m);
       l += e;
-      let row = vo + (j0 + k) * C3;
+      let row = vo + (j0 + k) * s.v.y;
       for (var c = 0u; c < h4; c++) {
-        acc[c] += e * fwd_qkv4(row + 4u * c, lanes(c, s.hd));
+        acc[c] += e * fwd_v4(row + 4u * c, lanes(c, s.hd));
       }
     }
   }
@@ -164,17 +194,26 @@ fn attention_forward(
 // ---------------------------------------------------------------------------------------------
 // Backward, dq passes: one invocation per query row, over keys [lo, hi); delta for dk/dv.
 
-@group(0) @binding(0) var<storage, read_write> dq_dqkv: array<f32>;
+@group(0) @binding(0) var<storage, read_write> dq_dq: array<f32>;
 @group(0) @binding(1) var<storage, read_write> dq_delta: array<f32>;
 @group(0) @binding(2) var<storage, read> dq_dout: array<f32>;
-@group(0) @binding(3) var<storage, read> dq_qkv: array<f32>;
-@group(0) @binding(4) var<storage, read> dq_out: array<f32>;
-@group(0) @binding(5) var<storage, read> dq_lse: array<f32>;
-@group(0) @binding(6) var<uniform> dq_sizes: Sizes;
+@group(0) @binding(3) var<storage, read> dq_q: array<f32>;
+@group(0) @binding(4) var<storage, read> dq_k: array<f32>;
+@group(0) @binding(5) var<storage, read> dq_v: array<f32>;
+@group(0) @binding(6) var<storage, read> dq_out: array<f32>;
+@group(0) @binding(7) var<storage, read> dq_lse: array<f32>;
+@group(0) @binding(8) var<uniform> dq_sizes: Sizes;
 
-fn dq_qkv4(i: u32, keep: vec4<bool>) -> vec4f {
-  let x = vec4f(dq_qkv[i], dq_qkv[i + 1u], dq_qkv[i + 2u], dq_qkv[i + 3u]);
-  return select(vec4f(0.0), x, keep);
+fn dq_q4(i: u32, keep: vec4<bool>) -> vec4f {
+  return select(vec4f(0.0), vec4f(dq_q[i], dq_q[i + 1u], dq_q[i + 2u], dq_q[i + 3u]), keep);
+}
+
+fn dq_k4(i: u32, keep: vec4<bool>) -> vec4f {
+  return select(vec4f(0.0), vec4f(dq_k[i], dq_k[i + 1u], dq_k[i + 2u], dq_k[i + 3u]), keep);
+}
+
+fn dq_v4(i: u32, keep: vec4<bool>) -> vec4f {
+  return select(vec4f(0.0), vec4f(dq_v[i], dq_v[i + 1u], dq_v[i + 2u], dq_v[i + 3u]), keep);
 }
 
 fn dq_dout4(i: u32, keep: vec4<bool>) -> vec4f {
@@ -194,15 +233,15 @@ fn attention_backward_dq(
 ) {
   let s = dq_sizes;
   let h = wid.y;
+  let kvh = h / (s.NH / s.KVH);
   let b = wid.z;
-  let C3 = 3u * s.C;
   let h4 = (s.hd + 3u) / 4u;
   let first = wid.x * WG;
   let i = min(first + lid, s.T - 1u);
-  let qo = (b * s.T + i) * C3 + h * s.hd;
-  let ko = b * s.T * C3 + s.C + h * s.hd;
-  let vo = ko + s.C;
-  let oo = (b * s.T + i) * s.C + h * s.hd;
+  let qo = head_at(s.q, b * s.T + i, h, s.hd);
+  let ko = head_at(s.k, b * s.T, kvh, s.hd);
+  let vo = head_at(s.v, b * s.T, kvh, s.hd);
+  let oo = ((b * s.T + i) * s.NH + h) * s.hd;
   let stat = (b * s.NH + h) * s.T + i;
 
   var q: array<vec4f, HD4_MAX>;
@@ -211,7 +250,7 @@ fn attention_backward_dq(
   var delta = 0.0;
   for (var c = 0u; c < h4; c++) {
     let keep = lanes(c, s.hd);
-    q[c] = dq_qkv4(qo + 4u * c, keep) * s.scale;
+    q[c] = dq_q4(qo + 4u * c, keep) * s.scale;
     g[c] = dq_dout4(oo + 4u * c, keep);
     delta += dot(g[c], dq_out4(oo + 4u * c, keep));
     dq[c] = vec4f(0.0);
@@ -219,27 +258,28 @@ fn attention_backward_dq(
   let lse = dq_lse[stat];
   let end = min(s.hi, min(first + WG, s.T));
   for (var j = s.lo; j < end; j++) {
-    let krow = ko + j * C3;
-    let vrow = vo + j * C3;
+    let krow = ko + j * s.k.y;
+    let vrow = vo + j * s.v.y;
     var score = 0.0;
     var dp = 0.0;
     for (var c = 0u; c < h4; c++) {
       let keep = lanes(c, s.hd);
-      score += dot(q[c], dq_qkv4(krow + 4u * c, keep));
-      dp += dot(g[c], dq_qkv4(vrow + 4u * c, keep));
+      score += dot(q[c], dq_k4(krow + 4u * c, keep));
+      dp += dot(g[c], dq_v4(vrow + 4u * c, keep));
     }
     let p = select(0.0, exp(score - lse), j <= i);
     let ds = p * (dp - delta);
     for (var c = 0u; c < h4; c++) {
-      dq[c] += ds * dq_qkv4(krow + 4u * c, lanes(c, s.hd));
+      dq[c] += ds * dq_k4(krow + 4u * c, lanes(c, s.hd));
     }
   }
   if (first + lid < s.T) {
     if (i >= s.lo) {
+      let at = head_at(s.dq, b * s.T + i, h, s.hd);
       for (var c = 0u; c < h4; c++) {
         let d = dq[c] * s.scale;
         for (var e = 0u; e < min(4u, s.hd - 4u * c); e++) {
-          dq_dqkv[qo + 4u * c + e] += d[e];
+          dq_dq[at + 4u * c + e] += d[e];
         }
       }
     }
@@ -250,19 +290,29 @@ fn attention_backward_dq(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Backward, dk/dv passes: one invocation per key row, over the query rows in [lo, hi) that see
-// it.
+// Backward, dk/dv passes: one invocation per key row of a kv head, over the query heads
+// [g0, g1) of its group and, for each, the query rows in [lo, hi) that see the key.
 
-@group(0) @binding(0) var<storage, read_write> kv_dqkv: array<f32>;
-@group(0) @binding(1) var<storage, read> kv_dout: array<f32>;
-@group(0) @binding(2) var<storage, read> kv_qkv: array<f32>;
-@group(0) @binding(3) var<storage, read> kv_lse: array<f32>;
-@group(0) @binding(4) var<storage, read> kv_delta: array<f32>;
-@group(0) @binding(5) var<uniform> kv_sizes: Sizes;
+@group(0) @binding(0) var<storage, read_write> kv_dk: array<f32>;
+@group(0) @binding(1) var<storage, read_write> kv_dv: array<f32>;
+@group(0) @binding(2) var<storage, read> kv_dout: array<f32>;
+@group(0) @binding(3) var<storage, read> kv_q: array<f32>;
+@group(0) @binding(4) var<storage, read> kv_k: array<f32>;
+@group(0) @binding(5) var<storage, read> kv_v: array<f32>;
+@group(0) @binding(6) var<storage, read> kv_lse: array<f32>;
+@group(0) @binding(7) var<storage, read> kv_delta: array<f32>;
+@group(0) @binding(8) var<uniform> kv_sizes: Sizes;
 
-fn kv_qkv4(i: u32, keep: vec4<bool>) -> vec4f {
-  let x = vec4f(kv_qkv[i], kv_qkv[i + 1u], kv_qkv[i + 2u], kv_qkv[i + 3u]);
-  return select(vec4f(0.0), x, keep);
+fn kv_q4(i: u32, keep: vec4<bool>) -> vec4f {
+  return select(vec4f(0.0), vec4f(kv_q[i], kv_q[i + 1u], kv_q[i + 2u], kv_q[i + 3u]), keep);
+}
+
+fn kv_k4(i: u32, keep: vec4<bool>) -> vec4f {
+  return select(vec4f(0.0), vec4f(kv_k[i], kv_k[i + 1u], kv_k[i + 2u], kv_k[i + 3u]), keep);
+}
+
+fn kv_v4(i: u32, keep: vec4<bool>) -> vec4f {
+  return select(vec4f(0.0), vec4f(kv_v[i], kv_v[i + 1u], kv_v[i + 2u], kv_v[i + 3u]), keep);
 }
 
 fn kv_dout4(i: u32, keep: vec4<bool>) -> vec4f {
@@ -276,17 +326,14 @@ fn attention_backward_dkv(
   @builtin(workgroup_id) wid: vec3u,
 ) {
   let s = kv_sizes;
-  let h = wid.y;
+  let kvh = wid.y;
+  let group = s.NH / s.KVH;
   let b = wid.z;
-  let C3 = 3u * s.C;
   let h4 = (s.hd + 3u) / 4u;
   let first = wid.x * WG;
   let j = min(first + lid, s.T - 1u);
-  let ko = (b * s.T + j) * C3 + s.C + h * s.hd;
-  let vo = ko + s.C;
-  let qo = b * s.T * C3 + h * s.hd;
-  let go = b * s.T * s.C + h * s.hd;
-  let stat = (b * s.NH + h) * s.T;
+  let ko = head_at(s.k, b * s.T + j, kvh, s.hd);
+  let vo = head_at(s.v, b * s.T + j, kvh, s.hd);
 
   var k: array<vec4f, HD4_MAX>;
   var v: array<vec4f, HD4_MAX>;
@@ -294,59 +341,81 @@ fn attention_backward_dkv(
   var dv: array<vec4f, HD4_MAX>;
   for (var c = 0u; c < h4; c++) {
     let keep = lanes(c, s.hd);
-    k[c] = kv_qkv4(ko + 4u * c, keep) * s.scale;
-    v[c] = kv_qkv4(vo + 4u * c, keep);
+    k[c] = kv_k4(ko + 4u * c, keep) * s.scale;
+    v[c] = kv_v4(vo + 4u * c, keep);
     dk[c] = vec4f(0.0);
     dv[c] = vec4f(0.0);
   }
-  // Query rows before the workgroup's first key row see none of its keys.
-  for (var i = max(s.lo, first); i < s.hi; i++) {
-    let qrow = qo + i * C3;
-    let grow = go + i * s.C;
-    var score = 0.0;
-    var dp = 0.0;
-    for (var c = 0u; c < h4; c++) {
-      let keep = lanes(c, s.hd);
-      score += dot(kv_qkv4(qrow + 4u * c, keep), k[c]);
-      dp += dot(kv_dout4(grow + 4u * c, keep), v[c]);
-    }
-    let p = select(0.0, exp(score - kv_lse[stat + i]), j <= i);
-    let ds = p * (dp - kv_delta[stat + i]);
-    for (var c = 0u; c < h4; c++) {
-      let keep = lanes(c, s.hd);
-      dv[c] += p * kv_dout4(grow + 4u * c, keep);
-      dk[c] += ds * kv_qkv4(qrow + 4u * c, keep);
+  for (var gh = s.g0; gh < s.g1; gh++) {
+    let h = kvh * group + gh;
+    let qo = head_at(s.q, b * s.T, h, s.hd);
+    let go = (b * s.T * s.NH + h) * s.hd;
+    let gw = s.NH * s.hd;
+    let stat = (b * s.NH + h) * s.T;
+    // Query rows before the workgroup's first key row see none of its keys.
+    for (var i = max(s.lo, first); i < s.hi; i++) {
+      let qrow = qo + i * s.q.y;
+      let grow = go + i * gw;
+      var score = 0.0;
+      var dp = 0.0;
+      for (var c = 0u; c < h4; c++) {
+        let keep = lanes(c, s.hd);
+        score += dot(kv_q4(qrow + 4u * c, keep), k[c]);
+        dp += dot(kv_dout4(grow + 4u * c, keep), v[c]);
+      }
+      let p = select(0.0, exp(score - kv_lse[stat + i]), j <= i);
+      let ds = p * (dp - kv_delta[stat + i]);
+      for (var c = 0u; c < h4; c++) {
+        let keep = lanes(c, s.hd);
+        dv[c] += p * kv_dout4(grow + 4u * c, keep);
+        dk[c] += ds * kv_q4(qrow + 4u * c, keep);
+      }
     }
   }
   if (first + lid < s.T && j < s.hi) {
+    let dko = head_at(s.dk, b * s.T + j, kvh, s.hd);
+    let dvo = head_at(s.dv, b * s.T + j, kvh, s.hd);
     for (var c = 0u; c < h4; c++) {
       let dkc = dk[c] * s.scale;
       for (var e = 0u; e < min(4u, s.hd - 4u * c); e++) {
-        kv_dqkv[ko + 4u * c + e] += dkc[e];
-        kv_dqkv[vo + 4u * c + e] += dv[c][e];
+        kv_dk[dko + 4u * c + e] += dkc[e];
+        kv_dv[dvo + 4u * c + e] += dv[c][e];
       }
     }
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// vec4 variants, for hd % 4 == 0 (every real model): q, k, v, out, dout and dqkv are read as
-// vec4s (one lane loop on llvmpipe per four floats instead of per float), an invocation owns 4
-// consecutive rows, and the other side streams 4 rows a step. The 4 x 4 score tile of a step
-// is built from mat4x4s of four rows' channel vec4s, so every loaded vec4 feeds four rows, and
-// the loops over channels are uniform in trip count (h4) so that the tiles stay in registers.
-// Same bindings, passes and results as the scalar kernels above; shapes in vec4 units below
-// (C4 = C / 4, h4 = hd / 4). Rows past T compute copies of row T - 1 and store nothing.
-
-@group(0) @binding(0) var<storage, read_write> v4_out: array<vec4f>;
-@group(0) @binding(2) var<storage, read> v4_qkv: array<vec4f>;
-
-// Four rows' channel vec4 c, as the columns of a matrix: `x * m` dots x with every row.
-fn fwd_rows(at: vec4u, c: u32) -> mat4x4f {
-  return mat4x4f(v4_qkv[at.x + c], v4_qkv[at.y + c], v4_qkv[at.z + c], v4_qkv[at.w + c]);
-}
+// vec4 variants, for hd % 4 == 0 (every real model) and views whose first elements and row
+// strides are multiples of 4: q, k, v, out, dout and the gradients are read as vec4s (one lane
+// loop on llvmpipe per four floats instead of per float), an invocation owns 4 consecutive rows,
+// and the other side streams 4 rows a step. The 4 x 4 score tile of a step is built from
+// mat4x4s of four rows' channel vec4s, so every loaded vec4 feeds four rows, and the loops over
+// channels are uniform in trip count (h4) so that the tiles stay in registers. Same bindings,
+// passes and results as the scalar kernels above; offsets in vec4 units below (h4 = hd / 4).
+// Rows past T compute copies of row T - 1 and store nothing.
 
 const STEP: vec4u = vec4u(0u, 1u, 2u, 3u);
+
+// Head h's channel 0 in four rows of view `at`, in vec4 units.
+fn heads_at(at: vec2u, rows: vec4u, h: u32, h4: u32) -> vec4u {
+  let a = at / 4u;
+  return vec4u(a.x + h * h4) + rows * a.y;
+}
+
+@group(0) @binding(0) var<storage, read_write> v4_out: array<vec4f>;
+@group(0) @binding(2) var<storage, read> v4_q: array<vec4f>;
+@group(0) @binding(3) var<storage, read> v4_k: array<vec4f>;
+@group(0) @binding(4) var<storage, read> v4_v: array<vec4f>;
+
+// Four rows' channel vec4 c, as the columns of a matrix: `x * m` dots x with every row.
+fn fwd_q_rows(at: vec4u, c: u32) -> mat4x4f {
+  return mat4x4f(v4_q[at.x + c], v4_q[at.y + c], v4_q[at.z + c], v4_q[at.w + c]);
+}
+
+fn fwd_v_rows(at: vec4u, c: u32) -> mat4x4f {
+  return mat4x4f(v4_v[at.x + c], v4_v[at.y + c], v4_v[at.z + c], v4_v[at.w + c]);
+}
 
 @compute @workgroup_size(WG)
 fn attention_forward_vec4(
@@ -355,17 +424,18 @@ fn attention_forward_vec4(
 ) {
   let s = fwd_sizes;
   let h = wid.y;
+  let kvh = h / (s.NH / s.KVH);
   let b = wid.z;
-  let C4 = s.C / 4u;
-  let C3 = 3u * C4;
   let h4 = s.hd / 4u;
+  let C4 = s.NH * h4;
   let first = (wid.x * WG + lid) * 4u;
   let r = min(vec4u(first) + STEP, vec4u(s.T - 1u));
   let t = vec4u(s.past) + r;
-  let batch = b * s.Tmax * C3 + h * h4;
-  let qo = vec4u(batch) + t * C3;
-  let ko = batch + C4;
-  let vo = ko + C4;
+  let qo = heads_at(s.q, vec4u(b * s.Tq) + r, h, h4);
+  let ko = heads_at(s.k, vec4u(b * s.Tmax), kvh, h4).x;
+  let vo = heads_at(s.v, vec4u(b * s.Tmax), kvh, h4).x;
+  let kld = s.k.y / 4u;
+  let vld = s.v.y / 4u;
   let oo = (vec4u(b * s.T) + r) * C4 + h * h4;
   let stat = vec4u((b * s.NH + h) * s.T) + r;
 
@@ -398,18 +468,18 @@ fn attention_forward_vec4(
   let end = min(s.hi, t.w + 1u);
   for (var j0 = s.lo; j0 < end; j0 += 4u) {
     let j = vec4u(j0) + STEP;
-    let kr = min(j, vec4u(end - 1u)) * C3;
-    let k = vec4u(ko) + kr;
+    let kr = min(j, vec4u(end - 1u));
+    let k = vec4u(ko) + kr * kld;
     var s0 = vec4f(0.0);
     var s1 = vec4f(0.0);
     var s2 = vec4f(0.0);
     var s3 = vec4f(0.0);
     for (var c = 0u; c < h4; c++) {
-      let q = fwd_rows(qo, c);
-      s0 += v4_qkv[k.x + c] * q;
-      s1 += v4_qkv[k.y + c] * q;
-      s2 += v4_qkv[k.z + c] * q;
-      s3 += v4_qkv[k.w + c] * q;
+      let q = fwd_q_rows(qo, c);
+      s0 += v4_k[k.x + c] * q;
+      s1 += v4_k[k.y + c] * q;
+      s2 += v4_k[k.z + c] * q;
+      s3 += v4_k[k.w + c] * q;
     }
     // s_k[i]: key j0 + k against query row i.
     let hit = j < vec4u(s.hi);
@@ -427,9 +497,9 @@ fn attention_forward_vec4(
     l = l * rescale + ((p0 + p1) + (p2 + p3));
     // Row i of pt: query row i's weights of the four keys.
     let pt = transpose(mat4x4f(p0, p1, p2, p3));
-    let v = vec4u(vo) + kr;
+    let v = vec4u(vo) + kr * vld;
     for (var c = 0u; c < h4; c++) {
-      let vm = fwd_rows(v, c);
+      let vm = fwd_v_rows(v, c);
       a0[c] = a0[c] * rescale.x + vm * pt[0];
       a1[c] = a1[c] * rescale.y + vm * pt[1];
       a2[c] = a2[c] * rescale.z + vm * pt[2];
@@ -451,13 +521,19 @@ fn attention_forward_vec4(
   if (keep.w) { fwd_lse[stat.w] = lse.w; }
 }
 
-@group(0) @binding(0) var<storage, read_write> dq4_dqkv: array<vec4f>;
+@group(0) @binding(0) var<storage, read_write> dq4_dq: array<vec4f>;
 @group(0) @binding(2) var<storage, read> dq4_dout: array<vec4f>;
-@group(0) @binding(3) var<storage, read> dq4_qkv: array<vec4f>;
-@group(0) @binding(4) var<storage, read> dq4_out: array<vec4f>;
+@group(0) @binding(3) var<storage, read> dq4_q: array<vec4f>;
+@group(0) @binding(4) var<storage, read> dq4_k: array<vec4f>;
+@group(0) @binding(5) var<storage, read> dq4_v: array<vec4f>;
+@group(0) @binding(6) var<storage, read> dq4_out: array<vec4f>;
 
-fn dq_rows(at: vec4u, c: u32) -> mat4x4f {
-  return mat4x4f(dq4_qkv[at.x + c], dq4_qkv[at.y + c], dq4_qkv[at.z + c], dq4_qkv[at.w + c]);
+fn dq_q_rows(at: vec4u, c: u32) -> mat4x4f {
+  return mat4x4f(dq4_q[at.x + c], dq4_q[at.y + c], dq4_q[at.z + c], dq4_q[at.w + c]);
+}
+
+fn dq_k_rows(at: vec4u, c: u32) -> mat4x4f {
+  return mat4x4f(dq4_k[at.x + c], dq4_k[at.y + c], dq4_k[at.z + c], dq4_k[at.w + c]);
 }
 
 fn dq_grad_rows(at: vec4u, c: u32) -> mat4x4f {
@@ -471,16 +547,17 @@ fn attention_backward_dq_vec4(
 ) {
   let s = dq_sizes;
   let h = wid.y;
+  let kvh = h / (s.NH / s.KVH);
   let b = wid.z;
-  let C4 = s.C / 4u;
-  let C3 = 3u * C4;
   let h4 = s.hd / 4u;
+  let C4 = s.NH * h4;
   let first = (wid.x * WG + lid) * 4u;
   let i = min(vec4u(first) + STEP, vec4u(s.T - 1u));
-  let batch = b * s.T * C3 + h * h4;
-  let qo = vec4u(batch) + i * C3;
-  let ko = batch + C4;
-  let vo = ko + C4;
+  let qo = heads_at(s.q, vec4u(b * s.T) + i, h, h4);
+  let ko = heads_at(s.k, vec4u(b * s.T), kvh, h4).x;
+  let vo = heads_at(s.v, vec4u(b * s.T), kvh, h4).x;
+  let kld = s.k.y / 4u;
+  let vld = s.v.y / 4u;
   let go = (vec4u(b * s.T) + i) * C4 + h * h4;
   let stat = vec4u((b * s.NH + h) * s.T) + i;
 
@@ -505,9 +582,9 @@ fn attention_backward_dq_vec4(
   let end = min(s.hi, i.w + 1u);
   for (var j0 = s.lo; j0 < end; j0 += 4u) {
     let j = vec4u(j0) + STEP;
-    let kr = min(j, vec4u(end - 1u)) * C3;
-    let k = vec4u(ko) + kr;
-    let v = vec4u(vo) + kr;
+    let kr = min(j, vec4u(end - 1u));
+    let k = vec4u(ko) + kr * kld;
+    let v = vec4u(vo) + kr * vld;
     var s0 = vec4f(0.0);
     var s1 = vec4f(0.0);
     var s2 = vec4f(0.0);
@@ -517,16 +594,16 @@ fn attention_backward_dq_vec4(
     var e2 = vec4f(0.0);
     var e3 = vec4f(0.0);
     for (var c = 0u; c < h4; c++) {
-      let q = dq_rows(qo, c);
+      let q = dq_q_rows(qo, c);
       let g = dq_grad_rows(go, c);
-      s0 += dq4_qkv[k.x + c] * q;
-      s1 += dq4_qkv[k.y + c] * q;
-      s2 += dq4_qkv[k.z + c] * q;
-      s3 += dq4_qkv[k.w + c] * q;
-      e0 += dq4_qkv[v.x + c] * g;
-      e1 += dq4_qkv[v.y + c] * g;
-      e2 += dq4_qkv[v.z + c] * g;
-      e3 += dq4_qkv[v.w + c] * g;
+      s0 += dq4_k[k.x + c] * q;
+      s1 += dq4_k[k.y + c] * q;
+      s2 += dq4_k[k.z + c] * q;
+      s3 += dq4_k[k.w + c] * q;
+      e0 += dq4_v[v.x + c] * g;
+      e1 += dq4_v[v.y + c] * g;
+      e2 += dq4_v[v.z + c] * g;
+      e3 += dq4_v[v.w + c] * g;
     }
     // x_k[n]: key j0 + k against query row n; ds = p (dp - delta).
     let hit = j < vec4u(s.hi);
@@ -540,7 +617,7 @@ fn attention_backward_dq_vec4(
     let ds3 = p3 * (e3 - delta);
     let ds = transpose(mat4x4f(ds0, ds1, ds2, ds3));
     for (var c = 0u; c < h4; c++) {
-      let km = dq_rows(k, c);
+      let km = dq_k_rows(k, c);
       d0[c] += km * ds[0];
       d1[c] += km * ds[1];
       d2[c] += km * ds[2];
@@ -549,11 +626,12 @@ fn attention_backward_dq_vec4(
   }
   let keep = vec4u(first) + STEP < vec4u(s.T);
   let write = keep & (i >= vec4u(s.lo));
+  let at = heads_at(s.dq, vec4u(b * s.T) + i, h, h4);
   for (var c = 0u; c < h4; c++) {
-    if (write.x) { dq4_dqkv[qo.x + c] += d0[c] * s.scale; }
-    if (write.y) { dq4_dqkv[qo.y + c] += d1[c] * s.scale; }
-    if (write.z) { dq4_dqkv[qo.z + c] += d2[c] * s.scale; }
-    if (write.w) { dq4_dqkv[qo.w + c] += d3[c] * s.scale; }
+    if (write.x) { dq4_dq[at.x + c] += d0[c] * s.scale; }
+    if (write.y) { dq4_dq[at.y + c] += d1[c] * s.scale; }
+    if (write.z) { dq4_dq[at.z + c] += d2[c] * s.scale; }
+    if (write.w) { dq4_dq[at.w + c] += d3[c] * s.scale; }
   }
   if (s.lo == 0u) {
     if (keep.x) { dq_delta[stat.x] = delta.x; }
@@ -563,12 +641,15 @@ fn attention_backward_dq_vec4(
   }
 }
 
-@group(0) @binding(0) var<storage, read_write> kv4_dqkv: array<vec4f>;
-@group(0) @binding(1) var<storage, read> kv4_dout: array<vec4f>;
-@group(0) @binding(2) var<storage, read> kv4_qkv: array<vec4f>;
+@group(0) @binding(0) var<storage, read_write> kv4_dk: array<vec4f>;
+@group(0) @binding(1) var<storage, read_write> kv4_dv: array<vec4f>;
+@group(0) @binding(2) var<storage, read> kv4_dout: array<vec4f>;
+@group(0) @binding(3) var<storage, read> kv4_q: array<vec4f>;
+@group(0) @binding(4) var<storage, read> kv4_k: array<vec4f>;
+@group(0) @binding(5) var<storage, read> kv4_v: array<vec4f>;
 
-fn kv_rows(at: vec4u, c: u32) -> mat4x4f {
-  return mat4x4f(kv4_qkv[at.x + c], kv4_qkv[at.y + c], kv4_qkv[at.z + c], kv4_qkv[at.w + c]);
+fn kv_q_rows(at: vec4u, c: u32) -> mat4x4f {
+  return mat4x4f(kv4_q[at.x + c], kv4_q[at.y + c], kv4_q[at.z + c], kv4_q[at.w + c]);
 }
 
 fn kv_grad_rows(at: vec4u, c: u32) -> mat4x4f {
@@ -581,19 +662,16 @@ fn attention_backward_dkv_vec4(
   @builtin(workgroup_id) wid: vec3u,
 ) {
   let s = kv_sizes;
-  let h = wid.y;
+  let kvh = wid.y;
+  let group = s.NH / s.KVH;
   let b = wid.z;
-  let C4 = s.C / 4u;
-  let C3 = 3u * C4;
   let h4 = s.hd / 4u;
+  let C4 = s.NH * h4;
   let first = (wid.x * WG + lid) * 4u;
   let j = min(vec4u(first) + STEP, vec4u(s.T - 1u));
-  let batch = b * s.T * C3 + h * h4;
-  let ko = vec4u(batch + C4) + j * C3;
-  let vo = ko + vec4u(C4);
-  let qo = batch;
-  let go = b * s.T * C4 + h * h4;
-  let stat = (b * s.NH + h) * s.T;
+  let ko = heads_at(s.k, vec4u(b * s.T) + j, kvh, h4);
+  let vo = heads_at(s.v, vec4u(b * s.T) + j, kvh, h4);
+  let qld = s.q.y / 4u;
 
   var dk0: array<vec4f, HD4_MAX>;
   var dk1: array<vec4f, HD4_MAX>;
@@ -613,75 +691,84 @@ fn attention_backward_dkv_vec4(
     dv2[c] = vec4f(0.0);
     dv3[c] = vec4f(0.0);
   }
-  // Query rows before this invocation's first key row see none of its keys.
-  for (var i0 = max(s.lo, j.x); i0 < s.hi; i0 += 4u) {
-    let i = vec4u(i0) + STEP;
-    let ir = min(i, vec4u(s.hi - 1u));
-    let q = vec4u(qo) + ir * C3;
-    let g = vec4u(go) + ir * C4;
-    var s0 = vec4f(0.0);
-    var s1 = vec4f(0.0);
-    var s2 = vec4f(0.0);
-    var s3 = vec4f(0.0);
-    var e0 = vec4f(0.0);
-    var e1 = vec4f(0.0);
-    var e2 = vec4f(0.0);
-    var e3 = vec4f(0.0);
-    for (var c = 0u; c < h4; c++) {
-      let qm = kv_rows(q, c);
-      let gm = kv_grad_rows(g, c);
-      s0 += kv4_qkv[ko.x + c] * qm;
-      s1 += kv4_qkv[ko.y + c] * qm;
-      s2 += kv4_qkv[ko.z + c] * qm;
-      s3 += kv4_qkv[ko.w + c] * qm;
-      e0 += kv4_qkv[vo.x + c] * gm;
-      e1 += kv4_qkv[vo.y + c] * gm;
-      e2 += kv4_qkv[vo.z + c] * gm;
-      e3 += kv4_qkv[vo.w + c] * gm;
-    }
-    // x_k[n]: this invocation's key row k against query row i0 + n.
-    let at = vec4u(stat) + ir;
-    let lse = vec4f(kv_lse[at.x], kv_lse[at.y], kv_lse[at.z], kv_lse[at.w]);
-    let delta = vec4f(kv_delta[at.x], kv_delta[at.y], kv_delta[at.z], kv_delta[at.w]);
-    let seen = i < vec4u(s.hi);
-    let p0 = select(vec4f(0.0), exp(s0 * s.scale - lse), (vec4u(j.x) <= i) & seen);
-    let p1 = select(vec4f(0.0), exp(s1 * s.scale - lse), (vec4u(j.y) <= i) & seen);
-    let p2 = select(vec4f(0.0), exp(s2 * s.scale - lse), (vec4u(j.z) <= i) & seen);
-    let p3 = select(vec4f(0.0), exp(s3 * s.scale - lse), (vec4u(j.w) <= i) & seen);
-    let ds0 = p0 * (e0 - delta);
-    let ds1 = p1 * (e1 - delta);
-    let ds2 = p2 * (e2 - delta);
-    let ds3 = p3 * (e3 - delta);
-    for (var c = 0u; c < h4; c++) {
-      let qm = kv_rows(q, c);
-      let gm = kv_grad_rows(g, c);
-      dk0[c] += qm * ds0;
-      dk1[c] += qm * ds1;
-      dk2[c] += qm * ds2;
-      dk3[c] += qm * ds3;
-      dv0[c] += gm * p0;
-      dv1[c] += gm * p1;
-      dv2[c] += gm * p2;
-      dv3[c] += gm * p3;
+  // The query heads of this kv head's group, summed in order: one writer per gradient element.
+  for (var gh = s.g0; gh < s.g1; gh++) {
+    let h = kvh * group + gh;
+    let qo = heads_at(s.q, vec4u(b * s.T), h, h4).x;
+    let go = b * s.T * C4 + h * h4;
+    let stat = (b * s.NH + h) * s.T;
+    // Query rows before this invocation's first key row see none of its keys.
+    for (var i0 = max(s.lo, j.x); i0 < s.hi; i0 += 4u) {
+      let i = vec4u(i0) + STEP;
+      let ir = min(i, vec4u(s.hi - 1u));
+      let q = vec4u(qo) + ir * qld;
+      let g = vec4u(go) + ir * C4;
+      var s0 = vec4f(0.0);
+      var s1 = vec4f(0.0);
+      var s2 = vec4f(0.0);
+      var s3 = vec4f(0.0);
+      var e0 = vec4f(0.0);
+      var e1 = vec4f(0.0);
+      var e2 = vec4f(0.0);
+      var e3 = vec4f(0.0);
+      for (var c = 0u; c < h4; c++) {
+        let qm = kv_q_rows(q, c);
+        let gm = kv_grad_rows(g, c);
+        s0 += kv4_k[ko.x + c] * qm;
+        s1 += kv4_k[ko.y + c] * qm;
+        s2 += kv4_k[ko.z + c] * qm;
+        s3 += kv4_k[ko.w + c] * qm;
+        e0 += kv4_v[vo.x + c] * gm;
+        e1 += kv4_v[vo.y + c] * gm;
+        e2 += kv4_v[vo.z + c] * gm;
+        e3 += kv4_v[vo.w + c] * gm;
+      }
+      // x_k[n]: this invocation's key row k against query row i0 + n.
+      let at = vec4u(stat) + ir;
+      let lse = vec4f(kv_lse[at.x], kv_lse[at.y], kv_lse[at.z], kv_lse[at.w]);
+      let delta = vec4f(kv_delta[at.x], kv_delta[at.y], kv_delta[at.z], kv_delta[at.w]);
+      let seen = i < vec4u(s.hi);
+      let p0 = select(vec4f(0.0), exp(s0 * s.scale - lse), (vec4u(j.x) <= i) & seen);
+      let p1 = select(vec4f(0.0), exp(s1 * s.scale - lse), (vec4u(j.y) <= i) & seen);
+      let p2 = select(vec4f(0.0), exp(s2 * s.scale - lse), (vec4u(j.z) <= i) & seen);
+      let p3 = select(vec4f(0.0), exp(s3 * s.scale - lse), (vec4u(j.w) <= i) & seen);
+      let ds0 = p0 * (e0 - delta);
+      let ds1 = p1 * (e1 - delta);
+      let ds2 = p2 * (e2 - delta);
+      let ds3 = p3 * (e3 - delta);
+      for (var c = 0u; c < h4; c++) {
+        let qm = kv_q_rows(q, c);
+        let gm = kv_grad_rows(g, c);
+        dk0[c] += qm * ds0;
+        dk1[c] += qm * ds1;
+        dk2[c] += qm * ds2;
+        dk3[c] += qm * ds3;
+        dv0[c] += gm * p0;
+        dv1[c] += gm * p1;
+        dv2[c] += gm * p2;
+        dv3[c] += gm * p3;
+      }
     }
   }
   let keep = (vec4u(first) + STEP < vec4u(s.T)) & (j < vec4u(s.hi));
+  let dko = heads_at(s.dk, vec4u(b * s.T) + j, kvh, h4);
+  let dvo = heads_at(s.dv, vec4u(b * s.T) + j, kvh, h4);
   for (var c = 0u; c < h4; c++) {
     if (keep.x) {
-      kv4_dqkv[ko.x + c] += dk0[c] * s.scale;
-      kv4_dqkv[vo.x + c] += dv0[c];
+      kv4_dk[dko.x + c] += dk0[c] * s.scale;
+      kv4_dv[dvo.x + c] += dv0[c];
     }
     if (keep.y) {
-      kv4_dqkv[ko.y + c] += dk1[c] * s.scale;
-      kv4_dqkv[vo.y + c] += dv1[c];
+      kv4_dk[dko.y + c] += dk1[c] * s.scale;
+      kv4_dv[dvo.y + c] += dv1[c];
     }
     if (keep.z) {
-      kv4_dqkv[ko.z + c] += dk2[c] * s.scale;
-      kv4_dqkv[vo.z + c] += dv2[c];
+      kv4_dk[dko.z + c] += dk2[c] * s.scale;
+      kv4_dv[dvo.z + c] += dv2[c];
     }
     if (keep.w) {
-      kv4_dqkv[ko.w + c] += dk3[c] * s.scale;
-      kv4_dqkv[vo.w + c] += dv3[c];
+      kv4_dk[dko.w + c] += dk3[c] * s.scale;
+      kv4_dv[dvo.w + c] += dv3[c];
     }
   }
 }

@@ -1,60 +1,77 @@
 /**
- * Float64 CPU reference of causal multi-head self-attention (`attention.wgsl`): plain loops that
- * materialise every score row, independent of the GPU kernels' online softmax.
+ * Float64 CPU reference of causal self-attention with grouped-query heads (`attention.wgsl`):
+ * plain loops over dense q, k and v that materialise every score row, independent of the GPU
+ * kernels' online softmax and of how their operands are laid out.
  *
  * @module
  */
 
-/** Sizes of {@link attentionForwardRef}. */
+/** Sizes of {@link attentionForwardRef} and {@link attentionBackwardRef}. */
 export interface AttentionRefSizes {
   B: number;
   /** Query rows computed: `past .. past + T - 1`. */
   T: number;
-  C: number;
+  /** Query heads. */
   NH: number;
-  /** Rows already in the KV cache (default 0). */
+  /** Key/value heads, dividing NH: query head h reads kv head `h / (NH / KVH)`; NH by default. */
+  KVH?: number;
+  /** Head size. */
+  hd: number;
+  /** Rows already in the KV cache (default 0; the backward takes none). */
   past?: number;
-  /** Rows per batch element of `qkv` (default `past + T`). */
+  /** Rows per batch element of `k` and `v` (default `past + T`). */
   tMax?: number;
+}
+
+/** Dense inputs of the reference: `q` `[B, T, NH * hd]`, `k` and `v` `[B, tMax, KVH * hd]`. */
+export interface AttentionRefInputs {
+  q: ArrayLike<number>;
+  k: ArrayLike<number>;
+  v: ArrayLike<number>;
 }
 
 /**
  * Attention forward in float64.
  *
- * @param qkv `[B, tMax, 3C]`: q | k | v of every row.
- * @param sizes Shape, past and tMax.
- * @returns `out` `[B, T, C]` and `lse` `[B, NH, T]` (log-sum-exp of the scaled scores).
+ * @param inputs Dense q (the T query rows), k and v (`tMax` rows a batch element, the first
+ * `past + T` read).
+ * @param sizes Shape, heads, past and tMax.
+ * @returns `out` `[B, T, NH * hd]` and `lse` `[B, NH, T]` (log-sum-exp of the scaled scores).
  *
  * @example One row attends to itself only
  * ```ts
  * import { attentionForwardRef } from "./kernels/attention_ref.ts";
- * const { out } = attentionForwardRef(new Float64Array([1, 2, 3]), { B: 1, T: 1, C: 1, NH: 1 });
+ * const { out } = attentionForwardRef(
+ *   { q: [1], k: [2], v: [3] },
+ *   { B: 1, T: 1, NH: 1, hd: 1 },
+ * );
  * console.log(out); // Float64Array [3]
  * ```
  */
 export function attentionForwardRef(
-  qkv: ArrayLike<number>,
+  inputs: AttentionRefInputs,
   sizes: AttentionRefSizes,
 ): { out: Float64Array; lse: Float64Array } {
-  const { B, T, C, NH } = sizes;
+  const { q, k, v } = inputs;
+  const { B, T, NH, hd } = sizes;
+  const KVH = sizes.KVH ?? NH;
   const past = sizes.past ?? 0;
   const tMax = sizes.tMax ?? past + T;
-  const hd = C / NH;
   const scale = 1 / Math.sqrt(hd);
-  const out = new Float64Array(B * T * C);
+  const out = new Float64Array(B * T * NH * hd);
   const lse = new Float64Array(B * NH * T);
   const scores = new Float64Array(past + T);
-  const at = (b: number, t: number, c: number) => (b * tMax + t) * 3 * C + c;
+  const qAt = (b: number, r: number, h: number) => ((b * T + r) * NH + h) * hd;
+  const kvAt = (b: number, j: number, g: number) => ((b * tMax + j) * KVH + g) * hd;
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < NH; h++) {
+      const g = Math.floor(h / (NH / KVH));
       for (let r = 0; r < T; r++) {
         const t = past + r;
         let max = -Infinity;
         for (let j = 0; j <= t; j++) {
           let dot = 0;
-          for (let d = 0; d < hd; d++) {
-            dot += qkv[at(b, t, h * hd + d)] * qkv[at(b, j, C + h * hd + d)];
-          }
+          for (let d = 0; d < hd; d++) dot += q[qAt(b, r, h) + d] * k[kvAt(b, j, g) + d];
           scores[j] = dot * scale;
           max = Math.max(max, scores[j]);
         }
@@ -63,9 +80,7 @@ export function attentionForwardRef(
         lse[(b * NH + h) * T + r] = max + Math.log(sum);
         for (let j = 0; j <= t; j++) {
           const p = Math.exp(scores[j] - max) / sum;
-          for (let d = 0; d < hd; d++) {
-            out[(b * T + r) * C + h * hd + d] += p * qkv[at(b, j, 2 * C + h * hd + d)];
-          }
+          for (let d = 0; d < hd; d++) out[qAt(b, r, h) + d] += p * v[kvAt(b, j, g) + d];
         }
       }
     }
@@ -74,45 +89,48 @@ export function attentionForwardRef(
 }
 
 /**
- * Attention backward in float64 (training: no past): the gradient of `qkv` given the gradient
- * of `out`, by the textbook chain rule through the full probability matrix.
+ * Attention backward in float64 (training: no past): the gradients of q, k and v given the
+ * gradient of `out`, by the textbook chain rule through the full probability matrix. A kv
+ * head's gradients sum over the query heads that read it.
  *
- * @param dout `[B, T, C]`.
- * @param qkv `[B, T, 3C]`.
- * @param sizes Shape.
- * @returns `dqkv` `[B, T, 3C]` (fresh, not accumulated).
+ * @param inputs `dout` `[B, T, NH * hd]` and the forward's dense q, k, v (`tMax = T`).
+ * @param sizes Shape and heads.
+ * @returns Fresh `dq` `[B, T, NH * hd]`, `dk` and `dv` `[B, T, KVH * hd]`.
  *
  * @example Gradient of one row that attends to itself: all of it flows into v
  * ```ts
  * import { attentionBackwardRef } from "./kernels/attention_ref.ts";
- * const dqkv = attentionBackwardRef(new Float64Array([5]), new Float64Array([1, 2, 3]), {
- *   B: 1, T: 1, C: 1, NH: 1,
- * });
- * console.log(dqkv); // Float64Array [0, 0, 5]
+ * const { dv } = attentionBackwardRef(
+ *   { dout: [5], q: [1], k: [2], v: [3] },
+ *   { B: 1, T: 1, NH: 1, hd: 1 },
+ * );
+ * console.log(dv); // Float64Array [5]
  * ```
  */
 export function attentionBackwardRef(
-  dout: ArrayLike<number>,
-  qkv: ArrayLike<number>,
-  sizes: { B: number; T: number; C: number; NH: number },
-): Float64Array {
-  const { B, T, C, NH } = sizes;
-  const hd = C / NH;
+  inputs: AttentionRefInputs & { dout: ArrayLike<number> },
+  sizes: Omit<AttentionRefSizes, "past" | "tMax">,
+): { dq: Float64Array; dk: Float64Array; dv: Float64Array } {
+  const { dout, q, k, v } = inputs;
+  const { B, T, NH, hd } = sizes;
+  const KVH = sizes.KVH ?? NH;
   const scale = 1 / Math.sqrt(hd);
-  const dqkv = new Float64Array(B * T * 3 * C);
-  const at = (b: number, t: number, c: number) => (b * T + t) * 3 * C + c;
+  const dq = new Float64Array(B * T * NH * hd);
+  const dk = new Float64Array(B * T * KVH * hd);
+  const dv = new Float64Array(B * T * KVH * hd);
+  const qAt = (b: number, t: number, h: number) => ((b * T + t) * NH + h) * hd;
+  const kvAt = (b: number, t: number, g: number) => ((b * T + t) * KVH + g) * hd;
   const p = new Float64Array(T);
   const dp = new Float64Array(T);
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < NH; h++) {
-      const q = h * hd;
-      const k = C + h * hd;
-      const v = 2 * C + h * hd;
+      const g = Math.floor(h / (NH / KVH));
       for (let t = 0; t < T; t++) {
+        const qt = qAt(b, t, h);
         let max = -Infinity;
         for (let j = 0; j <= t; j++) {
           let dot = 0;
-          for (let d = 0; d < hd; d++) dot += qkv[at(b, t, q + d)] * qkv[at(b, j, k + d)];
+          for (let d = 0; d < hd; d++) dot += q[qt + d] * k[kvAt(b, j, g) + d];
           p[j] = dot * scale;
           max = Math.max(max, p[j]);
         }
@@ -120,13 +138,13 @@ export function attentionBackwardRef(
         for (let j = 0; j <= t; j++) sum += p[j] = Math.exp(p[j] - max);
         for (let j = 0; j <= t; j++) p[j] /= sum;
         // out_t = sum_j p_j v_j: dv_j += p_j dout_t, dp_j = dout_t . v_j
-        const g = (b * T + t) * C + h * hd;
         let pdp = 0;
         for (let j = 0; j <= t; j++) {
+          const vj = kvAt(b, j, g);
           let dot = 0;
           for (let d = 0; d < hd; d++) {
-            dqkv[at(b, j, v + d)] += p[j] * dout[g + d];
-            dot += dout[g + d] * qkv[at(b, j, v + d)];
+            dv[vj + d] += p[j] * dout[qt + d];
+            dot += dout[qt + d] * v[vj + d];
           }
           dp[j] = dot;
           pdp += p[j] * dot;
@@ -134,13 +152,14 @@ export function attentionBackwardRef(
         // Softmax: ds_j = p_j (dp_j - sum_i p_i dp_i); scores = scale * q_t . k_j.
         for (let j = 0; j <= t; j++) {
           const ds = p[j] * (dp[j] - pdp) * scale;
+          const kj = kvAt(b, j, g);
           for (let d = 0; d < hd; d++) {
-            dqkv[at(b, t, q + d)] += ds * qkv[at(b, j, k + d)];
-            dqkv[at(b, j, k + d)] += ds * qkv[at(b, t, q + d)];
+            dq[qt + d] += ds * k[kj + d];
+            dk[kj + d] += ds * q[qt + d];
           }
         }
       }
     }
   }
-  return dqkv;
+  return { dq, dk, dv };
 }

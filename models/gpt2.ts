@@ -353,15 +353,20 @@ export class Gpt2 implements Model {
         outF: 3 * C,
         rowOffset: past,
       });
+      // q | k | v are column blocks of the [rows, 3C] projection; the cache holds all three.
+      const tMax = cache ? qkv.shape[0] : T;
       ops.attention.forward({
         out: a.atty,
         lse: a.lse,
-        qkv,
+        q: { tensor: qkv, offset: past * 3 * C, ld: 3 * C },
+        k: { tensor: qkv, offset: C, ld: 3 * C },
+        v: { tensor: qkv, offset: 2 * C, ld: 3 * C },
         B,
         T,
         NH,
         past,
-        tMax: cache ? qkv.shape[0] : T,
+        tMax,
+        qRows: tMax,
       });
       this.#linear(`h.${l}.attn.c_proj`, { x: a.atty, y: a.attproj, rows, inF: C, outF: C });
       ops.residual.forward({ out: a.residual2, a: residual, b: a.attproj });
@@ -506,9 +511,13 @@ export class Gpt2 implements Model {
       });
       gpu.clear(g.dqkv.buffer);
       ops.attention.backward({
-        dqkv: g.dqkv,
+        dq: { tensor: g.dqkv, ld: 3 * C },
+        dk: { tensor: g.dqkv, offset: C, ld: 3 * C },
+        dv: { tensor: g.dqkv, offset: 2 * C, ld: 3 * C },
         dout: g.datty,
-        qkv: a.qkv,
+        q: { tensor: a.qkv, ld: 3 * C },
+        k: { tensor: a.qkv, offset: C, ld: 3 * C },
+        v: { tensor: a.qkv, offset: 2 * C, ld: 3 * C },
         out: a.atty,
         lse: a.lse,
         B,
