@@ -27,8 +27,6 @@ import {
 } from "./llama_config.ts";
 import { ModelWeightsError } from "./model.ts";
 
-export type { HostTensor };
-
 /** A loaded Llama-family model: its architecture and every parameter under its canonical name. */
 export interface LlamaWeights {
   /** The architecture from `config.json`. */
