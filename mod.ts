@@ -85,6 +85,7 @@ export {
   modelShape,
   parseModelConfig,
   readModelConfig,
+  type RegisteredFamily,
 } from "./models/registry.ts";
 export { Gpt2, Gpt2Cache } from "./models/gpt2.ts";
 export { gpt2Family } from "./models/gpt2_family.ts";
@@ -102,6 +103,27 @@ export {
 export { type Gpt2Weights, type HostTensor, loadGpt2Weights } from "./models/gpt2_weights.ts";
 export { initGpt2Weights } from "./models/gpt2_init.ts";
 export { saveGpt2Folder } from "./models/gpt2_save.ts";
+export { Llama, LlamaCache } from "./models/llama.ts";
+export { llamaFamily } from "./models/llama_family.ts";
+export type { LlamaActivations } from "./models/llama_activations.ts";
+export {
+  LLAMA_MODEL_TYPES,
+  LLAMA_PEFT,
+  type LlamaConfig,
+  LlamaConfigError,
+  llamaConfigHash,
+  type LlamaModelType,
+  llamaSites,
+  parseLlamaConfig,
+  readLlamaConfig,
+} from "./models/llama_config.ts";
+export {
+  initLlamaWeights,
+  type LlamaWeights,
+  LlamaWeightsError,
+  loadLlamaWeights,
+} from "./models/llama_weights.ts";
+export { hfLlamaConfigJson, saveLlamaFolder } from "./models/llama_save.ts";
 export { Tokenizer } from "./models/tokenizer.ts";
 export {
   type GenerateOptions,
@@ -116,6 +138,7 @@ export {
   type AdapterMethod,
   type AdapterParameter,
   AdapterSet,
+  ALL_LINEAR,
   type AttachConfig,
   type AttachedModule,
   type LinearSite,

@@ -16,6 +16,11 @@
  * `h.1.attn.c_attn` the whole `c_attn` of block 1 (and not its q/k/v parts, which have one
  * component more). A pattern that matches nothing is an error naming the closest module names.
  *
+ * The target `all-linear` is a shorthand for every whole linear layer: each site whose name is
+ * its linear's (no column slices), so GPT-2's four linears of a block, or a Llama's seven
+ * (`q_proj`, `k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`); the head is not
+ * a site of any family, so it is never adapted.
+ *
  * @module
  */
 
@@ -32,6 +37,9 @@ import type { Tensor } from "../kernels/tensor.ts";
 import type { LinearSite, Model, ModelShape } from "../models/model.ts";
 
 export type { LinearSite };
+
+/** The target shorthand for every whole linear layer (see the module doc). */
+export const ALL_LINEAR = "all-linear";
 
 /** How the adapters are parameterized. */
 export type AdapterMethod = "nola" | "lora";
@@ -236,7 +244,9 @@ export function planAdapters(model: Pick<ModelShape, "sites">, attach: AttachCon
   const names = sites.map((s) => s.name);
   const chosen = new Set<string>();
   for (const pattern of targets) {
-    const hits = names.filter((n) => globMatch(pattern, n));
+    const hits = pattern === ALL_LINEAR
+      ? sites.filter((s) => s.name === s.linear).map((s) => s.name)
+      : names.filter((n) => globMatch(pattern, n));
     if (hits.length === 0) {
       throw new RangeError(
         `Target "${pattern}" matches no module; closest: ${closest(pattern, names).join(", ")}`,

@@ -9,6 +9,7 @@
 import type { Gpu } from "../kernels/gpu.ts";
 import { readConfigJson } from "./config_file.ts";
 import { gpt2Family } from "./gpt2_family.ts";
+import { llamaFamily } from "./llama_family.ts";
 import {
   type Model,
   ModelConfigError,
@@ -17,8 +18,22 @@ import {
   type ModelShape,
 } from "./model.ts";
 
+/**
+ * A registered family; one that serves several `model_type`s (Llama, Mistral and Qwen2 are one
+ * network) lists them all in `modelTypes`, its `modelType` being the first.
+ */
+export type RegisteredFamily = ModelFamily & { readonly modelTypes?: readonly string[] };
+
 /** Every family, in the order `supported` lists them. */
-export const MODEL_FAMILIES: readonly ModelFamily[] = [gpt2Family as ModelFamily];
+export const MODEL_FAMILIES: readonly RegisteredFamily[] = [
+  gpt2Family as ModelFamily,
+  llamaFamily as RegisteredFamily,
+];
+
+/** The `model_type`s a family resolves. */
+function typesOf(family: RegisteredFamily): readonly string[] {
+  return family.modelTypes ?? [family.modelType];
+}
 
 /** A parsed config and the family it belongs to. */
 export interface ModelConfig {
@@ -31,7 +46,7 @@ export interface ModelConfig {
 }
 
 function supported(): string {
-  return MODEL_FAMILIES.map((f) => `"${f.modelType}"`).join(", ");
+  return MODEL_FAMILIES.flatMap(typesOf).map((t) => `"${t}"`).join(", ");
 }
 
 /**
@@ -51,7 +66,7 @@ export function familyOf(json: unknown, source: string): ModelFamily {
   }
   const { model_type: type, architectures } = json as Record<string, unknown>;
   if (type !== undefined) {
-    const family = MODEL_FAMILIES.find((f) => f.modelType === type);
+    const family = MODEL_FAMILIES.find((f) => typesOf(f).includes(type as string));
     if (family) return family;
     throw new ModelConfigError(
       `Unsupported model_type ${JSON.stringify(type)} in "${source}": supported are ${supported()}`,

@@ -202,12 +202,17 @@ Deno.test("the registry resolves a family by model_type or architectures, and na
   assert.equal(familyOf({ model_type: "gpt2" }, "a/config.json").modelType, "gpt2");
   assert.equal(familyOf({ architectures: ["GPT2LMHeadModel"] }, "b/config.json").modelType, "gpt2");
   assert.throws(
-    () => familyOf({ model_type: "llama" }, "c/config.json"),
+    () => familyOf({ model_type: "bert" }, "c/config.json"),
     (e: unknown) =>
       e instanceof ModelConfigError && e.key === "model_type" &&
-      e.message === `Unsupported model_type "llama" in "c/config.json": supported are "gpt2"`,
+      e.message ===
+        `Unsupported model_type "bert" in "c/config.json": supported are "gpt2", "llama", ` +
+          `"mistral", "qwen2"`,
   );
-  assert.throws(() => familyOf({}, "d/config.json"), /no "model_type" \(supported are "gpt2"\)/);
+  assert.throws(
+    () => familyOf({}, "d/config.json"),
+    /no "model_type" \(supported are "gpt2", "llama", "mistral", "qwen2"\)/,
+  );
   assert.throws(() => familyOf([], "e/config.json"), /expected a JSON object/);
   const parsed = parseModelConfig({
     model_type: "gpt2",

@@ -1,0 +1,628 @@
+/**
+ * The Llama family (Llama, Mistral, Qwen2) on WebGPU, written llm.c-style: every layer's forward
+ * in order, then the backward by hand in reverse, one kernel call a line. Token embedding,
+ * per layer RMSNorm, q/k/v projections (biases for Qwen2 or `attention_bias`), RoPE on q and k,
+ * grouped-query causal attention, o_proj, residual, RMSNorm, gate/up, SwiGLU, down, residual;
+ * a final RMSNorm and the head (`lm_head`, or the tied `embed_tokens`). Weights are `nn.Linear`
+ * `[out, in]`; frozen weights get no gradient buffers unless the whole model is trained, and
+ * adapters hook into any of the seven linears of a layer.
+ *
+ * @module
+ */
+
+import type { Gpu } from "../kernels/gpu.ts";
+import type { Matmul } from "../kernels/matmul.ts";
+import type { RopeTable } from "../kernels/rope.ts";
+import { Tensor } from "../kernels/tensor.ts";
+import { LlamaActivations, LlamaCache } from "./llama_activations.ts";
+import { LLAMA_PEFT, type LlamaConfig, llamaConfigHash, llamaSites } from "./llama_config.ts";
+import { LlamaOps } from "./llama_ops.ts";
+import { saveLlamaFolder } from "./llama_save.ts";
+import { llamaWeightNames, type LlamaWeights } from "./llama_weights.ts";
+import type {
+  AttachedAdapter,
+  DecodingCache,
+  LabelledInput,
+  LinearAdapter,
+  LinearSite,
+  LinearWeight,
+  LossTargets,
+  Model,
+  ModelOptions,
+  ModelSummary,
+  PeftNaming,
+  TokenInput,
+} from "./model.ts";
+
+export { LlamaCache };
+
+const ARENAS_KEPT = 4;
+
+interface LinearCall {
+  x: Tensor;
+  y: Tensor;
+  rows: number;
+  inF: number;
+  outF: number;
+  rowOffset?: number;
+}
+
+interface LinearBackwardCall {
+  x: Tensor;
+  dy: Tensor;
+  dx: Tensor;
+  rows: number;
+  inF: number;
+  outF: number;
+  /** Add dx to what the buffer holds (k and v after q, up after gate). */
+  accumulate?: boolean;
+}
+
+/**
+ * A Llama-family model with its weights on the GPU.
+ *
+ * @example Logits of a prompt
+ * ```ts
+ * import { Gpu } from "../kernels/gpu.ts";
+ * import { loadModel } from "./registry.ts";
+ * using gpu = await Gpu.acquire();
+ * using model = await loadModel(gpu, "fixtures/tiny-llama");
+ * const acts = model.forward({ B: 1, T: 3, tokens: new Uint32Array([5, 6, 7]) });
+ * console.log((await acts.logits.read()).length); // 3 * 300
+ * ```
+ */
+export class Llama implements Model {
+  /** Next-token logits. */
+  readonly task = "causal-lm";
+  /** PEFT names the modules `base_model.model.model.<module>`. */
+  readonly peft: PeftNaming = LLAMA_PEFT;
+  /** Hash of the architecture, for adapter files. */
+  readonly configHash: string;
+  /** Every adaptable site (the seven linears of each layer), in model order. */
+  readonly sites: readonly LinearSite[];
+  /** Weights by canonical name (no `model.` prefix; `lm_head.weight` when untied). */
+  readonly params: Map<string, Tensor>;
+  /** Gradients by the same names, present only when training all weights. */
+  readonly grads: Map<string, Tensor> | null;
+  /** Adapters by linear module name (e.g. `layers.0.self_attn.q_proj`), applied in order. */
+  readonly adapters = new Map<string, AttachedAdapter[]>();
+  #acts = new Map<string, LlamaActivations>();
+  #last: { acts: LlamaActivations; tokens: Uint32Array } | null = null;
+  #linears: Set<string>;
+  #scratchTensors = new Map<string, Tensor>();
+
+  private constructor(
+    readonly gpu: Gpu,
+    readonly config: LlamaConfig,
+    /** @internal The compiled kernels. */
+    readonly ops: LlamaOps,
+    /** @internal The RoPE inverse frequencies. */
+    readonly rope: RopeTable,
+    params: Map<string, Tensor>,
+    options: ModelOptions & { configJson?: string },
+  ) {
+    this.params = params;
+    this.configHash = llamaConfigHash(config);
+    this.sites = llamaSites(config);
+    this.#linears = new Set(this.sites.map((s) => s.linear));
+    this.configJson = options.configJson;
+    this.grads = options.trainAll
+      ? new Map([...params].map(([name, t]) => {
+        const g = Tensor.empty(gpu, t.shape, { persistent: true, label: `grad ${name}` });
+        gpu.clear(g.buffer);
+        return [name, g];
+      }))
+      : null;
+  }
+
+  /** The `config.json` text the model was loaded with, written back by {@link save}. */
+  readonly configJson?: string;
+
+  /**
+   * Uploads host weights (canonical names, `[out, in]` linears) and compiles the kernels.
+   *
+   * @param gpu The device.
+   * @param weights From `loadLlamaWeights` or `initLlamaWeights`.
+   * @param options `trainAll`; `configJson`, the folder's `config.json` text for {@link save}.
+   */
+  static async fromWeights(
+    gpu: Gpu,
+    weights: LlamaWeights,
+    options: ModelOptions & { configJson?: string } = {},
+  ): Promise<Llama> {
+    const ops = await LlamaOps.load(gpu);
+    const { config } = weights;
+    const rope = ops.rope.table(config.headDim, {
+      theta: config.ropeTheta,
+      scaling: config.ropeScaling,
+    });
+    const params = new Map<string, Tensor>();
+    for (const [name, { shape, data }] of weights.tensors) {
+      params.set(name, Tensor.from(gpu, data, shape, { persistent: true, label: name }));
+    }
+    return new Llama(gpu, config, ops, rope, params, options);
+  }
+
+  /** `llama`, `mistral` or `qwen2`. */
+  get modelType(): string {
+    return this.config.modelType;
+  }
+
+  /** The device's matrix multiply. */
+  get matmul(): Matmul {
+    return this.ops.matmul;
+  }
+
+  /** Vocabulary size. */
+  get outputs(): number {
+    return this.config.vocabSize;
+  }
+
+  /** `max_position_embeddings`. */
+  get maxPositions(): number {
+    return this.config.maxPositionEmbeddings;
+  }
+
+  /** The first `eos_token_id` of the config. */
+  get eosTokenId(): number | undefined {
+    return this.config.eosTokenIds?.[0];
+  }
+
+  /** Sizes for a person. */
+  summary(): ModelSummary {
+    const c = this.config;
+    return {
+      modelType: c.modelType,
+      layers: c.numHiddenLayers,
+      width: c.hiddenSize,
+      heads: c.numAttentionHeads,
+      positions: c.maxPositionEmbeddings,
+      outputs: c.vocabSize,
+      parameters: [...this.params.values()].reduce((s, t) => s + t.size, 0),
+    };
+  }
+
+  /** A linear layer's weight (`linear`, `[out, in]`), or undefined when there is none. */
+  linearWeight(linear: string): LinearWeight | undefined {
+    const weight = this.params.get(`${linear}.weight`);
+    if (!weight || !this.#linears.has(linear)) return undefined;
+    return { weight, layout: "linear", inFeatures: weight.shape[1], outFeatures: weight.shape[0] };
+  }
+
+  /** Checkpoint names to weight names (see `llamaWeightNames`). */
+  weightNames(checkpointNames: readonly string[]): Map<string, string | null> {
+    return llamaWeightNames(checkpointNames, this.config);
+  }
+
+  /** A decoding cache of `capacity` positions: per layer, keys and values `[capacity, KVH*hd]`. */
+  newCache(capacity: number): LlamaCache {
+    const { numHiddenLayers: L, numKeyValueHeads: KVH, headDim: hd } = this.config;
+    const make = () =>
+      Array.from(
+        { length: L },
+        () => Tensor.empty(this.gpu, [capacity, KVH * hd], { label: "kv cache" }),
+      );
+    return new LlamaCache(make(), make());
+  }
+
+  /** Writes the weights as a Hugging Face folder (f32, `model.` prefix). */
+  save(outFolder: string, options: { tokenizerFrom?: string } = {}): Promise<void> {
+    return saveLlamaFolder(this, outFolder, options);
+  }
+
+  /** Adds an adapter to a linear module; its output lands in columns `colOffset ..`. */
+  attach(module: string, adapter: LinearAdapter, options: { colOffset?: number } = {}): void {
+    const shape = this.linearWeight(module);
+    if (!shape) throw new RangeError(`Cannot attach adapter to "${module}": module not found`);
+    const colOffset = options.colOffset ?? 0;
+    if (
+      adapter.inFeatures !== shape.inFeatures ||
+      colOffset < 0 || colOffset + adapter.outFeatures > shape.outFeatures
+    ) {
+      throw new RangeError(
+        `Cannot attach adapter "${adapter.name}" to "${module}": it maps ${adapter.inFeatures} -> ` +
+          `${adapter.outFeatures} at column ${colOffset}, the module ${shape.inFeatures} -> ` +
+          `${shape.outFeatures}`,
+      );
+    }
+    const list = this.adapters.get(module) ?? [];
+    list.push({ adapter, colOffset });
+    this.adapters.set(module, list);
+  }
+
+  /** Removes every adapter. */
+  detachAll(): void {
+    this.adapters.clear();
+  }
+
+  /** The activation arena for one (B, T), allocated on first use; a few recent ones are kept. */
+  activations(B: number, T: number): LlamaActivations {
+    const key = `${B}x${T}`;
+    let acts = this.#acts.get(key);
+    if (acts) this.#acts.delete(key);
+    else acts = new LlamaActivations(this.gpu, this.config, { B, T });
+    this.#acts.set(key, acts);
+    for (const [old, stale] of this.#acts) {
+      if (this.#acts.size <= ARENAS_KEPT) break;
+      if (this.#last?.acts === stale) continue;
+      stale[Symbol.dispose]();
+      this.#acts.delete(old);
+    }
+    return acts;
+  }
+
+  /** Bytes of weights, weight gradients and activation arenas on the GPU. */
+  memory(): { weights: number; gradients: number; activations: number } {
+    const sum = (ts: Iterable<Tensor>) => [...ts].reduce((s, t) => s + t.byteLength, 0);
+    return {
+      weights: sum(this.params.values()),
+      gradients: this.grads ? sum(this.grads.values()) : 0,
+      activations: [...this.#acts.values()].reduce((s, a) => s + a.bytes, 0),
+    };
+  }
+
+  /**
+   * Records the forward up to the logits (`[B*T, logitsStride]`, V valid columns a row). With a
+   * cache, the batch is the next `T` positions of one sequence (`B = 1`); its rotated keys and
+   * values join the cache.
+   */
+  forward(batch: TokenInput | LabelledInput, cache?: DecodingCache): LlamaActivations {
+    if (batch.kind === "labelled") {
+      throw new TypeError(`${this.modelType} takes token batches, not labelled inputs`);
+    }
+    if (cache && !(cache instanceof LlamaCache)) {
+      throw new TypeError(`Cannot run ${this.modelType} with another model's decoding cache`);
+    }
+    const { B, T, tokens } = batch;
+    const c = this.config;
+    const { numHiddenLayers: L, hiddenSize: D, intermediateSize: I, vocabSize: V } = c;
+    const [H, KVH, eps] = [c.numAttentionHeads, c.numKeyValueHeads, c.rmsNormEps];
+    const [Q, KV] = [H * c.headDim, KVH * c.headDim];
+    const past = cache?.past ?? 0;
+    if (tokens.length !== B * T) {
+      throw new RangeError(`Batch has ${tokens.length} tokens, expected B*T = ${B * T}`);
+    }
+    if (past + T > this.maxPositions) {
+      throw new RangeError(
+        `Sequence of ${past + T} tokens is longer than the model's ${this.maxPositions}`,
+      );
+    }
+    if (cache && B !== 1) throw new RangeError(`Generation with a cache takes B = 1, got ${B}`);
+    if (cache && past + T > cache.capacity) {
+      throw new RangeError(`Cache of ${cache.capacity} positions cannot take ${past + T}`);
+    }
+    const bad = tokens.findIndex((t) => t >= V);
+    if (bad >= 0) throw new RangeError(`Token ${tokens[bad]} at ${bad} is not below vocab ${V}`);
+    const { ops, gpu } = this;
+    const acts = this.activations(B, T);
+    const rows = B * T;
+    gpu.write(acts.tokens.buffer, tokens);
+    // Rotary models add no position embedding: the encoder reads a zero table.
+    ops.encoder.forward({
+      out: acts.encoded,
+      tokens: acts.tokens,
+      wte: this.params.get("embed_tokens.weight")!,
+      wpe: acts.zeroPos,
+    });
+    for (let l = 0; l < L; l++) {
+      const a = acts.layers[l];
+      const residual = l === 0 ? acts.encoded : acts.layers[l - 1].residual3;
+      const p = (name: string) => this.params.get(`layers.${l}.${name}`)!;
+      const at = `layers.${l}.`;
+      ops.rmsnorm.forward({
+        out: a.ln1,
+        rstd: a.rstd1,
+        inp: residual,
+        weight: p("input_layernorm.weight"),
+        eps,
+      });
+      const k = cache ? cache.k[l] : a.k;
+      const v = cache ? cache.v[l] : a.v;
+      this.#linear(`${at}self_attn.q_proj`, { x: a.ln1, y: a.q, rows, inF: D, outF: Q });
+      const kv = { x: a.ln1, rows, inF: D, outF: KV, rowOffset: past };
+      this.#linear(`${at}self_attn.k_proj`, { ...kv, y: k });
+      this.#linear(`${at}self_attn.v_proj`, { ...kv, y: v });
+      ops.rope.forward({ x: a.q, table: this.rope, heads: H, B, T, past });
+      ops.rope.forward({
+        x: { tensor: k, offset: past * KV, ld: KV },
+        table: this.rope,
+        heads: KVH,
+        B,
+        T,
+        past,
+      });
+      const tMax = cache ? k.shape[0] : T;
+      ops.attention.forward({
+        out: a.atty,
+        lse: a.lse,
+        q: a.q,
+        k,
+        v,
+        B,
+        T,
+        NH: H,
+        KVH,
+        past,
+        tMax,
+      });
+      this.#linear(`${at}self_attn.o_proj`, { x: a.atty, y: a.attproj, rows, inF: Q, outF: D });
+      ops.residual.forward({ out: a.residual2, a: residual, b: a.attproj });
+      ops.rmsnorm.forward({
+        out: a.ln2,
+        rstd: a.rstd2,
+        inp: a.residual2,
+        weight: p("post_attention_layernorm.weight"),
+        eps,
+      });
+      this.#linear(`${at}mlp.gate_proj`, { x: a.ln2, y: a.gate, rows, inF: D, outF: I });
+      this.#linear(`${at}mlp.up_proj`, { x: a.ln2, y: a.up, rows, inF: D, outF: I });
+      ops.swiglu.forward({ h: a.h, gate: a.gate, up: a.up, rows, cols: I });
+      this.#linear(`${at}mlp.down_proj`, { x: a.h, y: a.down, rows, inF: I, outF: D });
+      ops.residual.forward({ out: a.residual3, a: a.residual2, b: a.down });
+    }
+    ops.rmsnorm.forward({
+      out: acts.lnf,
+      rstd: acts.rstdf,
+      inp: acts.layers[L - 1].residual3,
+      weight: this.params.get("norm.weight")!,
+      eps,
+    });
+    // logits = lnf · headᵀ, the head [V, D] being lm_head or the tied embedding.
+    ops.matmul.raw(
+      { out: acts.logits.buffer, a: acts.lnf.buffer, b: this.#head().buffer },
+      { m: rows, n: V, k: D, transB: true, ldc: acts.logitsStride },
+    );
+    if (cache) cache.advance(T);
+    this.#last = cache ? null : { acts, tokens };
+    return acts;
+  }
+
+  /**
+   * Records the per-token losses of the last forward; with `backward`, also replaces the logits
+   * by the gradient of the weighted total loss (needed by {@link backward}).
+   */
+  loss(targets: LossTargets, options: { backward?: boolean } = {}): Tensor {
+    const { acts } = this.#requireLast("loss");
+    const n = acts.shape.B * acts.shape.T;
+    if (targets.targets.length !== n) {
+      throw new RangeError(`Got ${targets.targets.length} targets for ${n} tokens`);
+    }
+    this.gpu.write(acts.targets.buffer, targets.targets);
+    const common = {
+      losses: acts.losses,
+      logits: acts.logits,
+      targets: acts.targets,
+      eps: targets.labelSmoothing ?? 0,
+      vocab: this.config.vocabSize,
+    };
+    if (!options.backward) {
+      this.ops.crossentropy.forward(common);
+      return acts.losses;
+    }
+    const weights = targets.weights ?? new Float32Array(n).fill(1 / n);
+    if (weights.length !== n) throw new RangeError(`Got ${weights.length} weights for ${n} tokens`);
+    this.gpu.write(acts.weights.buffer, weights);
+    this.ops.crossentropy.backward({ ...common, weights: acts.weights });
+    return acts.losses;
+  }
+
+  /**
+   * Records the backward of the last forward, whose logits {@link loss} turned into their
+   * gradient: weight gradients accumulate into {@link grads} (when training all weights) and
+   * adapters accumulate their own.
+   */
+  backward(): void {
+    const { acts, tokens } = this.#requireLast("backward");
+    this.#last = null;
+    const { B, T } = acts.shape;
+    const c = this.config;
+    const { numHiddenLayers: L, hiddenSize: D, intermediateSize: I, vocabSize: V } = c;
+    const [H, KVH] = [c.numAttentionHeads, c.numKeyValueHeads];
+    const [Q, KV] = [H * c.headDim, KVH * c.headDim];
+    const { ops, gpu } = this;
+    const rows = B * T;
+    const g = acts.grads();
+    const head = this.#head();
+    const dlogits = acts.logits; // d loss / d logits since loss({ backward: true })
+    const lda = acts.logitsStride;
+    ops.matmul.raw({ out: g.dln.buffer, a: dlogits.buffer, b: head.buffer }, {
+      m: rows,
+      n: D,
+      k: V,
+      lda,
+    });
+    const dhead = this.grads?.get(c.tieWordEmbeddings ? "embed_tokens.weight" : "lm_head.weight");
+    if (dhead) {
+      ops.matmul.raw(
+        { out: dhead.buffer, a: dlogits.buffer, b: acts.lnf.buffer },
+        { m: V, n: D, k: rows, transA: true, lda, accumulate: true },
+      );
+    }
+    gpu.clear(g.dresidual.buffer);
+    this.#rmsnormBackward("norm", {
+      dout: g.dln,
+      inp: acts.layers[L - 1].residual3,
+      rstd: acts.rstdf,
+      dinp: g.dresidual,
+    });
+    for (let l = L - 1; l >= 0; l--) {
+      const a = acts.layers[l];
+      const residual = l === 0 ? acts.encoded : acts.layers[l - 1].residual3;
+      const at = `layers.${l}.`;
+      // residual3 = residual2 + down: dresidual is the gradient of both.
+      this.#linearBackward(`${at}mlp.down_proj`, {
+        x: a.h,
+        dy: g.dresidual,
+        dx: g.dh,
+        rows,
+        inF: I,
+        outF: D,
+      });
+      ops.swiglu.backward({
+        dgate: g.dgate,
+        dup: g.dup,
+        dh: g.dh,
+        gate: a.gate,
+        up: a.up,
+        rows,
+        cols: I,
+      });
+      const mlp = { x: a.ln2, dx: g.dln, rows, inF: D, outF: I };
+      this.#linearBackward(`${at}mlp.gate_proj`, { ...mlp, dy: g.dgate });
+      this.#linearBackward(`${at}mlp.up_proj`, { ...mlp, dy: g.dup, accumulate: true });
+      this.#rmsnormBackward(`${at}post_attention_layernorm`, {
+        dout: g.dln,
+        inp: a.residual2,
+        rstd: a.rstd2,
+        dinp: g.dresidual,
+      });
+      // residual2 = residual + attproj: dresidual now is the gradient of both.
+      this.#linearBackward(`${at}self_attn.o_proj`, {
+        x: a.atty,
+        dy: g.dresidual,
+        dx: g.datty,
+        rows,
+        inF: Q,
+        outF: D,
+      });
+      for (const t of [g.dq, g.dk, g.dv]) gpu.clear(t.buffer);
+      ops.attention.backward({
+        dq: g.dq,
+        dk: g.dk,
+        dv: g.dv,
+        dout: g.datty,
+        q: a.q,
+        k: a.k,
+        v: a.v,
+        out: a.atty,
+        lse: a.lse,
+        B,
+        T,
+        NH: H,
+        KVH,
+      });
+      ops.rope.backward({ x: g.dq, table: this.rope, heads: H, B, T });
+      ops.rope.backward({ x: g.dk, table: this.rope, heads: KVH, B, T });
+      const attn = { x: a.ln1, dx: g.dln, rows, inF: D };
+      this.#linearBackward(`${at}self_attn.q_proj`, { ...attn, dy: g.dq, outF: Q });
+      this.#linearBackward(`${at}self_attn.k_proj`, {
+        ...attn,
+        dy: g.dk,
+        outF: KV,
+        accumulate: true,
+      });
+      this.#linearBackward(`${at}self_attn.v_proj`, {
+        ...attn,
+        dy: g.dv,
+        outF: KV,
+        accumulate: true,
+      });
+      this.#rmsnormBackward(`${at}input_layernorm`, {
+        dout: g.dln,
+        inp: residual,
+        rstd: a.rstd1,
+        dinp: g.dresidual,
+      });
+    }
+    const dembed = this.grads?.get("embed_tokens.weight");
+    if (dembed) {
+      ops.encoder.backward({ dwte: dembed, dwpe: g.dzeroPos, dout: g.dresidual, tokens });
+    }
+  }
+
+  /** Records zeroing every weight gradient. */
+  zeroGrads(): void {
+    for (const g of this.grads?.values() ?? []) this.gpu.clear(g.buffer);
+  }
+
+  /** Frees the weights, their gradients, the activation arenas and scratch tensors. */
+  [Symbol.dispose](): void {
+    for (const acts of this.#acts.values()) acts[Symbol.dispose]();
+    this.#acts.clear();
+    for (const t of this.params.values()) t[Symbol.dispose]();
+    for (const t of this.grads?.values() ?? []) t[Symbol.dispose]();
+    for (const t of this.#scratchTensors.values()) t[Symbol.dispose]();
+    this.rope[Symbol.dispose]();
+  }
+
+  #head(): Tensor {
+    return this.params.get(
+      this.config.tieWordEmbeddings ? "embed_tokens.weight" : "lm_head.weight",
+    )!;
+  }
+
+  // y = x Wᵀ (+ b) (+ adapters), W stored [out, in]. With rowOffset, y's rows start there.
+  #linear(module: string, o: LinearCall): void {
+    const offsetC = (o.rowOffset ?? 0) * o.outF;
+    this.ops.matmul.raw(
+      {
+        out: o.y.buffer,
+        a: o.x.buffer,
+        b: this.params.get(`${module}.weight`)!.buffer,
+        bias: this.params.get(`${module}.bias`)?.buffer,
+      },
+      { m: o.rows, n: o.outF, k: o.inF, transB: true, offsetC },
+    );
+    for (const { adapter, colOffset } of this.adapters.get(module) ?? []) {
+      adapter.forward(
+        { tensor: o.x, ld: o.inF },
+        { tensor: o.y, ld: o.outF, offset: offsetC + colOffset },
+        o.rows,
+      );
+    }
+  }
+
+  // dx (+)= dy W (+ adapters); dW += dyᵀ x and db += colsum(dy) when training all weights.
+  #linearBackward(module: string, o: LinearBackwardCall): void {
+    const w = this.params.get(`${module}.weight`)!;
+    this.ops.matmul.raw(
+      { out: o.dx.buffer, a: o.dy.buffer, b: w.buffer },
+      { m: o.rows, n: o.inF, k: o.outF, accumulate: o.accumulate ?? false },
+    );
+    for (const { adapter, colOffset } of this.adapters.get(module) ?? []) {
+      adapter.backward(
+        { tensor: o.x, ld: o.inF },
+        { tensor: o.dy, ld: o.outF, offset: colOffset },
+        { tensor: o.dx, ld: o.inF },
+        o.rows,
+      );
+    }
+    const dw = this.grads?.get(`${module}.weight`);
+    if (!dw) return;
+    this.ops.matmul.raw(
+      { out: dw.buffer, a: o.dy.buffer, b: o.x.buffer },
+      { m: o.outF, n: o.inF, k: o.rows, transA: true, accumulate: true },
+    );
+    const db = this.grads!.get(`${module}.bias`);
+    if (db) this.ops.reduce.backward({ dbias: db, dout: o.dy });
+  }
+
+  // dinp += rmsnorm'(dout); frozen norm weights take their gradients in scratch buffers.
+  #rmsnormBackward(
+    name: string,
+    o: { dinp: Tensor; dout: Tensor; inp: Tensor; rstd: Tensor },
+  ): void {
+    const weight = this.params.get(`${name}.weight`)!;
+    this.ops.rmsnorm.backward({
+      ...o,
+      weight,
+      dweight: this.grads?.get(`${name}.weight`) ?? this.#scratch(`${name}.weight`, weight),
+    });
+  }
+
+  #scratch(name: string, like: Tensor): Tensor {
+    let t = this.#scratchTensors.get(name);
+    if (!t) {
+      t = Tensor.empty(this.gpu, like.shape, { persistent: true, label: `scratch ${name}` });
+      this.#scratchTensors.set(name, t);
+    }
+    return t;
+  }
+
+  #requireLast(what: string): { acts: LlamaActivations; tokens: Uint32Array } {
+    if (!this.#last) {
+      throw new Error(`Cannot compute the ${what}: run forward (without a cache) first`);
+    }
+    return this.#last;
+  }
+}
