@@ -1,38 +1,59 @@
 /**
- * A Hugging Face `tokenizer.json` (byte-level BPE for GPT-2), through `@huggingface/tokenizers`.
+ * A Hugging Face `tokenizer.json` through `@huggingface/tokenizers`: byte-level BPE (GPT-2,
+ * Llama 3, Qwen2) and SentencePiece-style BPE with byte fallback (Llama 2, Mistral), with what
+ * `tokenizer_config.json` beside it says: the special tokens, whether encoding adds the
+ * beginning- and end-of-text tokens, `model_max_length`, and the chat template (or the
+ * `chat_template.jinja` file beside it, which takes precedence as in `transformers`).
  *
- * Encoding is exact and reversible: no special tokens are added around the text, special tokens
- * written in the text (`<|endoftext|>`) become their ids, and decoding does no clean-up of
- * spaces, so `decode(encode(s)) === s` for any string.
+ * Encoding adds nothing around the text unless asked ({@linkcode Tokenizer.encode}'s
+ * `addSpecialTokens`), special tokens written in the text (`<|endoftext|>`, `<s>`) become their
+ * ids, and decoding does no clean-up of spaces. For byte-level BPE `decode(encode(s)) === s` for
+ * any string. SentencePiece-style files prepend `▁` (a space) to each stretch of ordinary text, and
+ * their decoder strips one leading space of the whole text only, so there the round trip is exact
+ * for any string without ordinary text after a special token (`"a</s>b"` comes back as
+ * `"a</s> b"`), as with the same files in Python.
  *
  * @module
  */
 
 import { dirname, join } from "node:path";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
-import { oneLine } from "../formats/one_line.ts";
+import { type ChatMessage, ChatTemplate, type ChatTemplateOptions } from "./chat_template.ts";
+import { parseTokenizerConfig } from "./tokenizer_config.ts";
+import {
+  checkIds,
+  isDirectory,
+  isObject,
+  MAX_VOCAB,
+  modelEosIds,
+  readJson,
+  readText,
+  templateEnds,
+} from "./_tokenizer_files.ts";
+import { TokenizerError } from "./tokenizer_error.ts";
 
-/** A tokenizer file that cannot be read or used. */
-export class TokenizerError extends Error {
-  /** The file the error is about. */
-  readonly file: string;
-
-  /**
-   * @param message The whole message, already naming the file; control characters (from the
-   * file) are escaped so that it stays one line.
-   * @param options Where the error happened.
-   */
-  constructor(message: string, options: { file: string; cause?: unknown }) {
-    super(oneLine(message), options.cause === undefined ? undefined : { cause: options.cause });
-    this.name = "TokenizerError";
-    this.file = options.file;
-  }
-}
+export { MAX_VOCAB, TokenizerError };
+export type { ChatMessage, ChatTemplateOptions };
 
 const DEFAULT_EOS = "<|endoftext|>";
 
+/** What {@linkcode Tokenizer.load} works out, beyond the library's tokenizer. */
+interface TokenizerParts {
+  path: string;
+  eosId: number;
+  eosToken: string;
+  eosIds: number[];
+  bosId?: number;
+  bosToken?: string;
+  addBos: boolean;
+  addEos: boolean;
+  vocabSize: number;
+  modelMaxLength?: number;
+  chatTemplates: Map<string, ChatTemplate>;
+}
+
 /**
- * Text to token ids and back.
+ * Text to token ids and back, and conversations to text through the model's chat template.
  *
  * @example Encoding and decoding
  * ```ts
@@ -45,37 +66,70 @@ const DEFAULT_EOS = "<|endoftext|>";
 export class Tokenizer {
   /** The id of the end-of-text token (`<|endoftext|>` for GPT-2). */
   readonly eosId: number;
+  /** The end-of-text token: `eos_token` of `tokenizer_config.json`, else `<|endoftext|>`. */
+  readonly eosToken: string;
+  /**
+   * The ids that end a generated text: {@linkcode eosId} first, then those of `eos_token_id` (one
+   * id or a list) in the model's `config.json` beside the tokenizer, where it has any (Llama 3
+   * Instruct lists `<|end_of_text|>` and `<|eot_id|>`). Reading that file is best effort: the
+   * model's own config reader is the one that refuses a bad `config.json`.
+   */
+  readonly eosIds: readonly number[];
+  /** The id of the beginning-of-text token (`bos_token`), when the file names one in the vocabulary. */
+  readonly bosId?: number;
+  /** The beginning-of-text token (`bos_token` of `tokenizer_config.json`), when there is one. */
+  readonly bosToken?: string;
+  /**
+   * Whether `encode(text, { addSpecialTokens: true })` starts with {@linkcode bosId}:
+   * `add_bos_token` of `tokenizer_config.json`, else whether the `tokenizer.json`
+   * post-processor's template for one text starts with the `bos_token` (Llama 3's does).
+   */
+  readonly addBos: boolean;
+  /** Whether `encode(text, { addSpecialTokens: true })` ends with {@linkcode eosId}, found as {@linkcode addBos} is. */
+  readonly addEos: boolean;
   /** One more than the largest id, added tokens included: the rows an embedding needs. */
   readonly vocabSize: number;
+  /** `model_max_length`, when the config gives a real limit. */
+  readonly modelMaxLength?: number;
+  /** The chat templates by name (`default`, and others a list of templates names); may be empty. */
+  readonly chatTemplates: ReadonlyMap<string, ChatTemplate>;
   /** The `tokenizer.json` it was loaded from. */
   readonly path: string;
   readonly #hf: HfTokenizer;
 
-  private constructor(
-    hf: HfTokenizer,
-    options: { path: string; eosId: number; vocabSize: number },
-  ) {
+  private constructor(hf: HfTokenizer, parts: TokenizerParts) {
     this.#hf = hf;
-    this.path = options.path;
-    this.eosId = options.eosId;
-    this.vocabSize = options.vocabSize;
+    this.path = parts.path;
+    this.eosId = parts.eosId;
+    this.eosToken = parts.eosToken;
+    this.eosIds = parts.eosIds;
+    this.bosId = parts.bosId;
+    this.bosToken = parts.bosToken;
+    this.addBos = parts.addBos;
+    this.addEos = parts.addEos;
+    this.vocabSize = parts.vocabSize;
+    this.modelMaxLength = parts.modelMaxLength;
+    this.chatTemplates = parts.chatTemplates;
   }
 
   /**
-   * Loads `tokenizer.json`, with `tokenizer_config.json` beside it when there is one.
+   * Loads `tokenizer.json`, with `tokenizer_config.json`, `chat_template.jinja` and the
+   * `eos_token_id` of `config.json` beside it when they are there.
    *
    * @param folderOrFile A model folder holding `tokenizer.json`, or the file itself.
    * @returns The tokenizer.
-   * @throws {TokenizerError} If the file cannot be read, is not JSON, is not a tokenizer the
-   * library understands, or has no end-of-text token.
+   * @throws {TokenizerError} If a file cannot be read or is not JSON, `tokenizer.json` is not a
+   * tokenizer the library understands or lacks the end-of-text token (or the beginning-of-text
+   * token it is to add), or a key of `tokenizer_config.json` has a value of the wrong kind.
    */
   static async load(folderOrFile: string): Promise<Tokenizer> {
     let path = folderOrFile;
     if (await isDirectory(folderOrFile)) {
       path = join(folderOrFile, "tokenizer.json");
     }
+    const folder = dirname(path);
     const json = await readJson(path, { optional: false });
-    const configPath = join(dirname(path), "tokenizer_config.json");
+    const configPath = join(folder, "tokenizer_config.json");
     const config = (await readJson(configPath, { optional: true })) ?? {};
     if (!isObject(json)) {
       throw new TokenizerError(`Invalid tokenizer "${path}": expected a JSON object`, {
@@ -87,19 +141,22 @@ export class Tokenizer {
         file: configPath,
       });
     }
+    const settings = parseTokenizerConfig(config, configPath);
     checkIds(json, path);
     let hf: HfTokenizer;
     let vocabSize: number;
     try {
       hf = new HfTokenizer(json, config);
-      vocabSize = Math.max(-1, ...hf.get_vocab(true).values()) + 1;
+      // A loop, not Math.max(...ids): spreading 128k ids as arguments overflows the stack.
+      vocabSize = 0;
+      for (const id of hf.get_vocab(true).values()) vocabSize = Math.max(vocabSize, id + 1);
     } catch (e) {
       throw new TokenizerError(`Invalid tokenizer "${path}": ${messageOf(e)}`, {
         file: path,
         cause: e,
       });
     }
-    const eosToken = tokenText(config.eos_token) ?? DEFAULT_EOS;
+    const eosToken = settings.specialTokens.eos_token ?? DEFAULT_EOS;
     const eosId = hf.token_to_id(eosToken);
     if (eosId === undefined) {
       throw new TokenizerError(
@@ -107,18 +164,65 @@ export class Tokenizer {
         { file: path },
       );
     }
-    return new Tokenizer(hf, { path, eosId, vocabSize });
+    const bosToken = settings.specialTokens.bos_token;
+    const bosId = bosToken === undefined ? undefined : hf.token_to_id(bosToken);
+    const ends = templateEnds(json.post_processor);
+    const addBos = settings.addBosToken ?? (bosToken !== undefined && ends.first === bosToken);
+    const addEos = settings.addEosToken ?? ends.last === eosToken;
+    if (addBos && bosToken === undefined) {
+      throw new TokenizerError(
+        `Invalid tokenizer config "${configPath}": "add_bos_token" is true but there is no ` +
+          `"bos_token"`,
+        { file: configPath },
+      );
+    }
+    if (addBos && bosId === undefined) {
+      throw new TokenizerError(
+        `Invalid tokenizer "${path}": the beginning-of-text token "${bosToken}" is not in its ` +
+          `vocabulary`,
+        { file: path },
+      );
+    }
+    const specialTokens = { ...settings.specialTokens, eos_token: eosToken };
+    const jinjaPath = join(folder, "chat_template.jinja");
+    const jinja = await readText(jinjaPath, { optional: true });
+    // As in `transformers`, a chat_template.jinja replaces the config's templates.
+    const sources = jinja === undefined
+      ? [...settings.chatTemplates].map(([name, source]) => ({ name, source, file: configPath }))
+      : [{ name: "default", source: jinja, file: jinjaPath }];
+    const chatTemplates = new Map(
+      sources.map(({ name, source, file }) => [
+        name,
+        new ChatTemplate(source, { file, name, specialTokens }),
+      ]),
+    );
+    return new Tokenizer(hf, {
+      path,
+      eosId,
+      eosToken,
+      eosIds: await modelEosIds(folder, eosId, vocabSize),
+      bosId,
+      bosToken,
+      addBos,
+      addEos,
+      vocabSize,
+      modelMaxLength: settings.modelMaxLength,
+      chatTemplates,
+    });
   }
 
   /**
-   * Encodes text; special tokens written in it become their ids, nothing is added around it.
+   * Encodes text; special tokens written in it become their ids.
    *
    * @param text Any string.
+   * @param options `addSpecialTokens`: put {@linkcode bosId} before the text where
+   * {@linkcode addBos} says so and {@linkcode eosId} after it where {@linkcode addEos} does, as
+   * `transformers` does by default (default false: nothing is added).
    * @returns Token ids, each in `[0, vocabSize)`.
    * @throws {TokenizerError} If the tokenizer file's components fail on the text, or a piece of
    * it has no token and the file names no `unk_token`.
    */
-  encode(text: string): number[] {
+  encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
     const ids = this.#library("encode", () => this.#hf.encode(text, { add_special_tokens: false }))
       .ids;
     // The library gives `undefined` for a piece with no token when the model has no unk_token.
@@ -130,7 +234,58 @@ export class Tokenizer {
         { file: this.path },
       );
     }
-    return ids;
+    if (!options.addSpecialTokens) return ids;
+    return [
+      ...(this.addBos ? [this.bosId as number] : []),
+      ...ids,
+      ...(this.addEos ? [this.eosId] : []),
+    ];
+  }
+
+  /**
+   * Writes a conversation as text through the model's chat template (`apply_chat_template` of
+   * `transformers`, untokenized): the template named `template`, else `tool_use` when
+   * `variables.tools` is given and there is one, else `default`.
+   *
+   * @param messages The turns, in order.
+   * @param options The generation prompt, further variables and the template's name.
+   * @returns The text; {@linkcode encode} it without `addSpecialTokens`, since the template
+   * writes the beginning-of-text token itself where the model wants one.
+   * @throws {TokenizerError} If there is no such template, or it fails to compile or render
+   * (naming its file).
+   *
+   * @example A prompt for the reply
+   * ```ts
+   * import { Tokenizer } from "./tokenizer.ts";
+   * const tok = await Tokenizer.load("path/to/Qwen2.5-0.5B-Instruct");
+   * const text = tok.applyChatTemplate([{ role: "user", content: "Hi" }], {
+   *   addGenerationPrompt: true,
+   * });
+   * const ids = tok.encode(text); // ends with <|im_start|>assistant\n
+   * ```
+   */
+  applyChatTemplate(
+    messages: readonly ChatMessage[],
+    options: ChatTemplateOptions & { template?: string } = {},
+  ): string {
+    const tools = options.variables?.tools;
+    const name = options.template ??
+      (tools !== undefined && tools !== null && this.chatTemplates.has("tool_use")
+        ? "tool_use"
+        : "default");
+    const template = this.chatTemplates.get(name);
+    if (template === undefined) {
+      const names = [...this.chatTemplates.keys()].map((n) => JSON.stringify(n));
+      throw new TokenizerError(
+        names.length === 0
+          ? `Tokenizer "${this.path}" has no chat template (no "chat_template" in ` +
+            `tokenizer_config.json and no chat_template.jinja beside it)`
+          : `Tokenizer "${this.path}" has no chat template named ${JSON.stringify(name)} ` +
+            `(it has ${names.join(", ")})`,
+        { file: this.path },
+      );
+    }
+    return template.render(messages, options);
   }
 
   /**
@@ -182,74 +337,6 @@ export class Tokenizer {
   tokenToId(token: string): number | undefined {
     return this.#hf.token_to_id(token);
   }
-}
-
-async function isDirectory(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isDirectory;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
-}
-
-async function readJson(path: string, options: { optional: boolean }): Promise<unknown> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    if (options.optional && e instanceof Deno.errors.NotFound) return undefined;
-    throw new TokenizerError(`Cannot read tokenizer file "${path}": ${messageOf(e)}`, {
-      file: path,
-      cause: e,
-    });
-  }
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new TokenizerError(`Invalid tokenizer file "${path}": not JSON (${messageOf(e)})`, {
-      file: path,
-      cause: e,
-    });
-  }
-}
-
-/** The largest id accepted is one less: 65 times the largest vocabularies in use. */
-export const MAX_VOCAB = 2 ** 24;
-
-// The library takes ids as the file gives them and lays the vocabulary out as an array indexed by
-// id, so an id is checked before it is believed: an integer id 2^31 made an array of 2^31 slots
-// that listing the vocabulary walked, a string id came back from encode.
-function checkIds(json: Record<string, unknown>, path: string): void {
-  const check = (where: string, token: unknown, id: unknown) => {
-    if (typeof id === "number" && Number.isInteger(id) && id >= 0 && id < MAX_VOCAB) return;
-    throw new TokenizerError(
-      `Invalid tokenizer "${path}": ${where} ${JSON.stringify(token) ?? "?"} has id ${
-        JSON.stringify(id) ?? String(id)
-      }, expected an integer from 0 to ${MAX_VOCAB - 1}`,
-      { file: path },
-    );
-  };
-  const model = json.model;
-  if (isObject(model) && isObject(model.vocab)) {
-    for (const [token, id] of Object.entries(model.vocab)) check("token", token, id);
-  }
-  if (Array.isArray(json.added_tokens)) {
-    for (const added of json.added_tokens) {
-      if (isObject(added)) check("added token", added.content, added.id);
-    }
-  }
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
-// tokenizer_config.json writes special tokens as strings or as AddedToken objects.
-function tokenText(value: unknown): string | undefined {
-  if (typeof value === "string") return value;
-  if (isObject(value) && typeof value.content === "string") return value.content;
-  return undefined;
 }
 
 function messageOf(e: unknown): string {
