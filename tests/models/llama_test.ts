@@ -1,11 +1,17 @@
 import assert from "node:assert/strict";
-import { AdapterSet } from "../../adapters/attach.ts";
+import { AdapterSet, planAdapters } from "../../adapters/attach.ts";
 import { mergeAdapters } from "../../adapters/merge.ts";
 import { exportPeft } from "../../adapters/peft.ts";
 import { SafetensorsFile } from "../../formats/safetensors.ts";
 import { Llama } from "../../models/llama.ts";
 import { loadLlamaWeights } from "../../models/llama_weights.ts";
-import { familyOf, loadModel } from "../../models/registry.ts";
+import {
+  familyOf,
+  initModel,
+  loadModel,
+  modelShape,
+  readModelConfig,
+} from "../../models/registry.ts";
 import type { Model } from "../../models/model.ts";
 import { Optimizer } from "../../train/optimizer.ts";
 import { GPU_TEST, relativeError, testGpu, withTempDir } from "../_util.ts";
@@ -250,3 +256,45 @@ for (const folder of FIXTURES) {
     },
   );
 }
+
+Deno.test("all-linear targets every whole linear: 4 a GPT-2 block, none of its q/k/v slices", async () => {
+  const shape = modelShape(await readModelConfig("fixtures/tiny-gpt2"));
+  const plan = planAdapters(shape, {
+    method: "lora",
+    targets: ["all-linear"],
+    r: 2,
+    loraAlpha: 2,
+    seed: 0,
+  });
+  assert.deepEqual(plan.slice(0, 4).map((m) => m.name), [
+    "h.0.attn.c_attn",
+    "h.0.attn.c_proj",
+    "h.0.mlp.c_fc",
+    "h.0.mlp.c_proj",
+  ]);
+  assert.equal(plan.length, shape.sites.filter((s) => s.name === s.linear).length);
+});
+
+Deno.test(
+  "a fresh Llama from initModel runs, saves a folder with its own config.json and loads back",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const parsed = await readModelConfig("fixtures/tiny-qwen2");
+    using model = await initModel(gpu, parsed, { seed: 3 });
+    assert.equal(model.modelType, "qwen2");
+    const batch = { B: 1, T: 4, tokens: Uint32Array.of(1, 2, 3, 4) };
+    const logits = await model.forward(batch).logits.read();
+    assert(logits.every(Number.isFinite));
+    await withTempDir("llama-init", async (dir) => {
+      await model.save(`${dir}/fresh`);
+      using file = await SafetensorsFile.open(`${dir}/fresh/model.safetensors`);
+      assert(file.names().includes("model.embed_tokens.weight"));
+      assert(!file.names().includes("lm_head.weight"));
+      using again = await loadModel(gpu, `${dir}/fresh`);
+      assert.equal(again.configHash, model.configHash);
+      const back = await again.forward(batch).logits.read();
+      assert(relativeError(back, logits) < 1e-6);
+    });
+  },
+);
