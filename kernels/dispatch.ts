@@ -313,3 +313,46 @@ export function checkDistinct(
     }
   }
 }
+
+/** A strided operand: rows `ld` elements apart, `width` of them used. */
+export interface StridedView {
+  view: BufferView;
+  ld: number;
+  width: number;
+}
+
+/**
+ * Row windows over strided operands (column blocks of wider rows, as RoPE's q and k or SwiGLU's
+ * gate and up): {@link windows} takes dense rows, whose last one would run `ld - width` elements
+ * past the end of a column block; these bind exactly the span the rows use.
+ *
+ * @param gpu The device (its binding limits).
+ * @param rows Rows in all.
+ * @param views The operands, each with its row pitch and used width.
+ * @param label Names the operation in errors.
+ * @returns Windows: first row, row count, one binding and element shift per view.
+ */
+export function* stridedWindows(
+  gpu: Gpu,
+  rows: number,
+  views: readonly StridedView[],
+  label: string,
+): Generator<{ begin: number; count: number; bindings: BufferBinding[]; shifts: number[] }> {
+  const perWindow = rowsPerBinding(gpu, { width: Math.max(...views.map((v) => v.ld)), label });
+  const ranges = views.map((v) => viewRange(v.view));
+  for (let begin = 0; begin < rows; begin += perWindow) {
+    const count = Math.min(perWindow, rows - begin);
+    const bound = views.map((v, k) =>
+      window(gpu, ranges[k].tensor.buffer, {
+        begin: ranges[k].offset + begin * v.ld,
+        end: ranges[k].offset + (begin + count - 1) * v.ld + v.width,
+      })
+    );
+    yield {
+      begin,
+      count,
+      bindings: bound.map((b) => b.binding),
+      shifts: bound.map((b) => b.shift),
+    };
+  }
+}

@@ -10,9 +10,9 @@
  * @module
  */
 
-import { grid, rowsPerBinding } from "./dispatch.ts";
-import type { BufferBinding, Gpu, Kernel } from "./gpu.ts";
-import { type BufferView, Tensor, viewRange, window } from "./tensor.ts";
+import { grid, stridedWindows } from "./dispatch.ts";
+import type { Gpu, Kernel } from "./gpu.ts";
+import { type BufferView, Tensor, viewRange } from "./tensor.ts";
 import { UniformStruct } from "./uniform_struct.ts";
 import code from "./rope.wgsl" with { type: "text" };
 
@@ -256,40 +256,5 @@ export class RopeKernels {
         workgroups: grid(this.gpu, Math.ceil((w.count * width) / 2 / WG)),
       });
     }
-  }
-}
-
-/** A strided operand: rows `ld` elements apart, `width` of them used. */
-interface StridedView {
-  view: BufferView;
-  ld: number;
-  width: number;
-}
-
-// `windows` of dispatch.ts takes dense rows, whose last one would run `ld - width` elements past
-// the end of a column block; these windows bind exactly the rows' used span. (swiglu.ts has the
-// same; a third user should move it to dispatch.ts.)
-function* stridedWindows(
-  gpu: Gpu,
-  rows: number,
-  views: readonly StridedView[],
-  label: string,
-): Generator<{ begin: number; count: number; bindings: BufferBinding[]; shifts: number[] }> {
-  const perWindow = rowsPerBinding(gpu, { width: Math.max(...views.map((v) => v.ld)), label });
-  const ranges = views.map((v) => viewRange(v.view));
-  for (let begin = 0; begin < rows; begin += perWindow) {
-    const count = Math.min(perWindow, rows - begin);
-    const bound = views.map((v, k) =>
-      window(gpu, ranges[k].tensor.buffer, {
-        begin: ranges[k].offset + begin * v.ld,
-        end: ranges[k].offset + (begin + count - 1) * v.ld + v.width,
-      })
-    );
-    yield {
-      begin,
-      count,
-      bindings: bound.map((b) => b.binding),
-      shifts: bound.map((b) => b.shift),
-    };
   }
 }
