@@ -92,7 +92,7 @@ export function templateEnds(postProcessor: unknown): { first?: string; last?: s
   return {};
 }
 
-/** `eosId`, then the ids of `eos_token_id` in config.json beside the tokenizer that are in range. */
+/** `eosId`, then the ids of `eos_token_id` in config.json beside the tokenizer (those in range). */
 export async function modelEosIds(
   folder: string,
   eosId: number,

