@@ -8,10 +8,12 @@
  * Encoding adds nothing around the text unless asked ({@linkcode Tokenizer.encode}'s
  * `addSpecialTokens`), special tokens written in the text (`<|endoftext|>`, `<s>`) become their
  * ids, and decoding does no clean-up of spaces. For byte-level BPE `decode(encode(s)) === s` for
- * any string. SentencePiece-style files prepend `▁` (a space) to each stretch of ordinary text,
- * and their decoder strips one leading space of the whole text only, so there the round trip is
- * exact for any string without ordinary text after a special token (`"a</s>b"` comes back as
- * `"a</s> b"`), as with the same files in Python.
+ * any string. SentencePiece-style files in the legacy layout (a `Prepend` normalizer: Llama 2,
+ * Mistral v0.1) prepend `▁` (a space) to each stretch of ordinary text, and their decoder strips
+ * one leading space of the whole text only, so there the round trip is exact for any string
+ * without ordinary text after a special token (`"a</s>b"` comes back as `"a</s> b"`); in the
+ * `Metaspace` layout (`prepend_scheme: "first"`) only the start of the text gets a `▁`, and a
+ * single leading space is lost instead. Both as with the same files in Python.
  *
  * @module
  */

@@ -120,6 +120,33 @@ Deno.test("SentencePiece-style decoding: exact without special tokens, a space a
   assert.equal(tok.decode([1, 22557]), "<s> Hello");
 });
 
+Deno.test("SentencePiece in the Metaspace layout: a ▁ at the start of the text only", async () => {
+  // How transformers writes tokenizer.json for legacy: false: no normalizer, a Metaspace
+  // pre-tokenizer that prepends ▁ where the text starts and not after a special token.
+  await withTempDir("tok-mistral-", async (dir) => {
+    await writeTokenizerFolder(dir, "mistral", {
+      tokenizer: (json) => {
+        json.normalizer = null;
+        json.pre_tokenizer = {
+          type: "Metaspace",
+          replacement: "▁",
+          prepend_scheme: "first",
+          split: false,
+        };
+      },
+    });
+    const tok = await Tokenizer.load(dir);
+    assert.deepEqual([tok.tokenToId("world"), tok.tokenToId("Hello")], [9471, 16230]);
+    assert.deepEqual(tok.encode("Hello</s>world"), [22557, 2, 9471]);
+    assert.deepEqual(tok.encode("<s>Hello"), [1, 16230]);
+    assert.equal(tok.decode(tok.encode("Hello</s>world")), "Hello</s>world");
+    assert.equal(tok.decode(tok.encode("<s>Hello 🦙")), "<s>Hello 🦙");
+    // The ▁ of a leading space stands for the prepended one.
+    assert.deepEqual(tok.encode(" Hello"), [22557]);
+    assert.equal(tok.decode(tok.encode(" Hello")), "Hello");
+  });
+});
+
 Deno.test("Llama 3's tokenizer encodes as the reference encoder does", async () => {
   const tok = await load("llama3");
   checkEncodings(tok, [
