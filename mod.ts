@@ -113,6 +113,7 @@ export {
   LlamaConfigError,
   llamaConfigHash,
   type LlamaModelType,
+  type LlamaRopeScaling,
   llamaSites,
   parseLlamaConfig,
   readLlamaConfig,
@@ -124,7 +125,13 @@ export {
   loadLlamaWeights,
 } from "./models/llama_weights.ts";
 export { hfLlamaConfigJson, saveLlamaFolder } from "./models/llama_save.ts";
-export { Tokenizer } from "./models/tokenizer.ts";
+export {
+  type ChatMessage,
+  type ChatTemplateOptions,
+  Tokenizer,
+  TokenizerError,
+} from "./models/tokenizer.ts";
+export { ChatTemplate } from "./models/chat_template.ts";
 export {
   type GenerateOptions,
   generateText,

@@ -67,6 +67,8 @@ export class ChatTemplate {
   #template?: Template;
 
   /**
+   * Keeps a template's source; it is compiled on first use.
+   *
    * @param source Jinja source.
    * @param options `file`: where it comes from; `name` (default `default`); `specialTokens`:
    * the text of `bos_token`, `eos_token` and the others, set as variables of those names.

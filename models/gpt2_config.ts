@@ -46,6 +46,8 @@ export interface Gpt2Config {
 /** A `config.json` that cannot describe a GPT-2 this project can run. */
 export class Gpt2ConfigError extends ModelConfigError {
   /**
+   * Makes the error.
+   *
    * @param message The whole message, already naming the file and key.
    * @param options Where the error happened.
    */

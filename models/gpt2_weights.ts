@@ -39,6 +39,8 @@ export interface Gpt2Weights {
 /** A checkpoint whose tensors do not match its config. */
 export class Gpt2WeightsError extends ModelWeightsError {
   /**
+   * Makes the error.
+   *
    * @param message The whole message, already naming the file and tensor.
    * @param options Where the error happened.
    */

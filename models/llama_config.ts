@@ -86,6 +86,8 @@ export interface LlamaConfig {
 /** A `config.json` that cannot describe a Llama-family model this project can run. */
 export class LlamaConfigError extends ModelConfigError {
   /**
+   * Makes the error.
+   *
    * @param message The whole message, already naming the file and key.
    * @param options Where the error happened.
    */

@@ -38,6 +38,8 @@ export interface LlamaWeights {
 /** A checkpoint whose tensors do not match its config. */
 export class LlamaWeightsError extends ModelWeightsError {
   /**
+   * Makes the error.
+   *
    * @param message The whole message, already naming the file and tensor.
    * @param options Where the error happened.
    */

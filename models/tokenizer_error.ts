@@ -13,6 +13,8 @@ export class TokenizerError extends Error {
   readonly file: string;
 
   /**
+   * Makes the error.
+   *
    * @param message The whole message, already naming the file; control characters (from the
    * file) are escaped so that it stays one line.
    * @param options Where the error happened.
