@@ -33,6 +33,7 @@ import type {
   PeftNaming,
   TokenInput,
 } from "./model.ts";
+import { attachToLinear } from "./model.ts";
 
 export { LlamaCache };
 
@@ -212,22 +213,7 @@ export class Llama implements Model {
 
   /** Adds an adapter to a linear module; its output lands in columns `colOffset ..`. */
   attach(module: string, adapter: LinearAdapter, options: { colOffset?: number } = {}): void {
-    const shape = this.linearWeight(module);
-    if (!shape) throw new RangeError(`Cannot attach adapter to "${module}": module not found`);
-    const colOffset = options.colOffset ?? 0;
-    if (
-      adapter.inFeatures !== shape.inFeatures ||
-      colOffset < 0 || colOffset + adapter.outFeatures > shape.outFeatures
-    ) {
-      throw new RangeError(
-        `Cannot attach adapter "${adapter.name}" to "${module}": it maps ${adapter.inFeatures} -> ` +
-          `${adapter.outFeatures} at column ${colOffset}, the module ${shape.inFeatures} -> ` +
-          `${shape.outFeatures}`,
-      );
-    }
-    const list = this.adapters.get(module) ?? [];
-    list.push({ adapter, colOffset });
-    this.adapters.set(module, list);
+    attachToLinear(this, module, adapter, options);
   }
 
   /** Removes every adapter. */

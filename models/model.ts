@@ -302,3 +302,37 @@ export interface LinearAdapter {
   /** dB += s dyᵀ (x Aᵀ), dA += (s dy B)ᵀ x, dx += (s dy B) A, for the same rows. */
   backward(x: MatrixView, dy: MatrixView, dx: MatrixView | null, rows: number): void;
 }
+
+/**
+ * What every family's `attach` does: checks that an adapter fits a linear layer's features at
+ * its column offset, then appends it to the layer's adapters (applied in order).
+ *
+ * @param model The adapters map and the linear-weight lookup of a model.
+ * @param linear The linear layer, e.g. `h.0.attn.c_attn`.
+ * @param adapter The adapter.
+ * @param options `colOffset`: first output feature the adapter writes (default 0).
+ * @throws {RangeError} If there is no such linear, or the adapter does not fit it.
+ */
+export function attachToLinear(
+  model: Pick<Model, "adapters" | "linearWeight">,
+  linear: string,
+  adapter: LinearAdapter,
+  options: { colOffset?: number } = {},
+): void {
+  const shape = model.linearWeight(linear);
+  if (!shape) throw new RangeError(`Cannot attach adapter to "${linear}": module not found`);
+  const colOffset = options.colOffset ?? 0;
+  if (
+    adapter.inFeatures !== shape.inFeatures ||
+    colOffset < 0 || colOffset + adapter.outFeatures > shape.outFeatures
+  ) {
+    throw new RangeError(
+      `Cannot attach adapter "${adapter.name}" to "${linear}": it maps ${adapter.inFeatures} -> ` +
+        `${adapter.outFeatures} at column ${colOffset}, the module ${shape.inFeatures} -> ` +
+        `${shape.outFeatures}`,
+    );
+  }
+  const list = model.adapters.get(linear) ?? [];
+  list.push({ adapter, colOffset });
+  model.adapters.set(linear, list);
+}
