@@ -29,8 +29,7 @@ import type {
   TokenInput,
 } from "./model.ts";
 import { attachToLinear } from "./model.ts";
-
-const ARENAS_KEPT = 4;
+import { Arenas, modelMemory } from "./_arenas.ts";
 
 /**
  * GPT-2's decoding cache: each layer's `qkv` rows (`[capacity, 3C]`) for positions
@@ -118,7 +117,7 @@ export class Gpt2 implements Model {
   readonly grads: Map<string, Tensor> | null;
   /** Adapters by linear module name (e.g. `h.0.attn.c_attn`), applied in order. */
   readonly adapters = new Map<string, AttachedAdapter[]>();
-  #acts = new Map<string, Gpt2Activations>();
+  #arenas = new Arenas<Gpt2Activations>();
   #last: { acts: Gpt2Activations; tokens: Uint32Array } | null = null;
 
   private constructor(
@@ -252,28 +251,15 @@ export class Gpt2 implements Model {
    * shapes are kept (training, evaluation, a prompt, single-token steps).
    */
   activations(B: number, T: number): Gpt2Activations {
-    const key = `${B}x${T}`;
-    let acts = this.#acts.get(key);
-    if (acts) this.#acts.delete(key);
-    else acts = new Gpt2Activations(this.gpu, this.config, { B, T });
-    this.#acts.set(key, acts);
-    for (const [old, stale] of this.#acts) {
-      if (this.#acts.size <= ARENAS_KEPT) break;
-      if (this.#last?.acts === stale) continue;
-      stale[Symbol.dispose]();
-      this.#acts.delete(old);
-    }
-    return acts;
+    return this.#arenas.get({ B, T }, {
+      make: () => new Gpt2Activations(this.gpu, this.config, { B, T }),
+      pinned: this.#last?.acts,
+    });
   }
 
   /** Bytes of weights, weight gradients and activation arenas on the GPU. */
   memory(): { weights: number; gradients: number; activations: number } {
-    const sum = (ts: Iterable<Tensor>) => [...ts].reduce((s, t) => s + t.byteLength, 0);
-    return {
-      weights: sum(this.params.values()),
-      gradients: this.grads ? sum(this.grads.values()) : 0,
-      activations: [...this.#acts.values()].reduce((s, a) => s + a.bytes, 0),
-    };
+    return modelMemory(this.params, this.grads, this.#arenas);
   }
 
   /**
@@ -543,8 +529,7 @@ export class Gpt2 implements Model {
 
   /** Frees the weights, their gradients, the activation arenas and scratch tensors. */
   [Symbol.dispose](): void {
-    for (const acts of this.#acts.values()) acts[Symbol.dispose]();
-    this.#acts.clear();
+    this.#arenas[Symbol.dispose]();
     for (const t of this.params.values()) t[Symbol.dispose]();
     for (const t of this.grads?.values() ?? []) t[Symbol.dispose]();
     for (const t of this.#scratchTensors.values()) t[Symbol.dispose]();

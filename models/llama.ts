@@ -34,10 +34,9 @@ import type {
   TokenInput,
 } from "./model.ts";
 import { attachToLinear } from "./model.ts";
+import { Arenas, modelMemory } from "./_arenas.ts";
 
 export { LlamaCache };
-
-const ARENAS_KEPT = 4;
 
 interface LinearCall {
   x: Tensor;
@@ -87,7 +86,7 @@ export class Llama implements Model {
   readonly grads: Map<string, Tensor> | null;
   /** Adapters by linear module name (e.g. `layers.0.self_attn.q_proj`), applied in order. */
   readonly adapters = new Map<string, AttachedAdapter[]>();
-  #acts = new Map<string, LlamaActivations>();
+  #arenas = new Arenas<LlamaActivations>();
   #last: { acts: LlamaActivations; tokens: Uint32Array } | null = null;
   #linears: Set<string>;
   #scratchTensors = new Map<string, Tensor>();
@@ -223,28 +222,15 @@ export class Llama implements Model {
 
   /** The activation arena for one (B, T), allocated on first use; a few recent ones are kept. */
   activations(B: number, T: number): LlamaActivations {
-    const key = `${B}x${T}`;
-    let acts = this.#acts.get(key);
-    if (acts) this.#acts.delete(key);
-    else acts = new LlamaActivations(this.gpu, this.config, { B, T });
-    this.#acts.set(key, acts);
-    for (const [old, stale] of this.#acts) {
-      if (this.#acts.size <= ARENAS_KEPT) break;
-      if (this.#last?.acts === stale) continue;
-      stale[Symbol.dispose]();
-      this.#acts.delete(old);
-    }
-    return acts;
+    return this.#arenas.get({ B, T }, {
+      make: () => new LlamaActivations(this.gpu, this.config, { B, T }),
+      pinned: this.#last?.acts,
+    });
   }
 
   /** Bytes of weights, weight gradients and activation arenas on the GPU. */
   memory(): { weights: number; gradients: number; activations: number } {
-    const sum = (ts: Iterable<Tensor>) => [...ts].reduce((s, t) => s + t.byteLength, 0);
-    return {
-      weights: sum(this.params.values()),
-      gradients: this.grads ? sum(this.grads.values()) : 0,
-      activations: [...this.#acts.values()].reduce((s, a) => s + a.bytes, 0),
-    };
+    return modelMemory(this.params, this.grads, this.#arenas);
   }
 
   /**
@@ -523,8 +509,7 @@ export class Llama implements Model {
 
   /** Frees the weights, their gradients, the activation arenas and scratch tensors. */
   [Symbol.dispose](): void {
-    for (const acts of this.#acts.values()) acts[Symbol.dispose]();
-    this.#acts.clear();
+    this.#arenas[Symbol.dispose]();
     for (const t of this.params.values()) t[Symbol.dispose]();
     for (const t of this.grads?.values() ?? []) t[Symbol.dispose]();
     for (const t of this.#scratchTensors.values()) t[Symbol.dispose]();
