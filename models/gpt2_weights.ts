@@ -14,11 +14,11 @@
  * @module
  */
 
-import { join } from "node:path";
 import { Checkpoint } from "../formats/safetensors.ts";
 import { readGpt2Config } from "./gpt2_config.ts";
 import type { Gpt2Config } from "./gpt2_config.ts";
 import { ModelWeightsError } from "./model.ts";
+import { describeCheckpoint, formatShape, sameShape } from "./_weight_files.ts";
 
 /** One weight on the host, row-major f32. */
 export interface HostTensor {
@@ -202,25 +202,6 @@ export async function loadGpt2Weights(folder: string): Promise<Gpt2Weights> {
     if (at >= 0) fail(`${untied} (first difference at element ${at})`, file, lmHead);
   }
   return { config, tensors };
-}
-
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
-}
-
-function formatShape(shape: readonly number[]): string {
-  return `[${shape.join(", ")}]`;
-}
-
-// The file a missing tensor should have been in: the index when sharded, as Checkpoint reads it.
-async function describeCheckpoint(folder: string): Promise<string> {
-  const index = join(folder, "model.safetensors.index.json");
-  try {
-    if ((await Deno.stat(index)).isFile) return index;
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-  return join(folder, "model.safetensors");
 }
 
 /**

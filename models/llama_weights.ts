@@ -15,7 +15,6 @@
  * @module
  */
 
-import { join } from "node:path";
 import { Random } from "../data/random.ts";
 import { Checkpoint } from "../formats/safetensors.ts";
 import type { HostTensor } from "./gpt2_weights.ts";
@@ -26,6 +25,7 @@ import {
   readLlamaConfig,
 } from "./llama_config.ts";
 import { ModelWeightsError } from "./model.ts";
+import { describeCheckpoint, formatShape, sameShape } from "./_weight_files.ts";
 
 /** A loaded Llama-family model: its architecture and every parameter under its canonical name. */
 export interface LlamaWeights {
@@ -249,25 +249,6 @@ function whyUnexpected(canonical: string, config: LlamaConfig): string {
     return "Mistral's projections have no biases";
   }
   return `a ${family} with num_hidden_layers ${config.numHiddenLayers} has no such parameter`;
-}
-
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
-}
-
-function formatShape(shape: readonly number[]): string {
-  return `[${shape.join(", ")}]`;
-}
-
-// The file a missing tensor should have been in: the index when sharded, as Checkpoint reads it.
-async function describeCheckpoint(folder: string): Promise<string> {
-  const index = join(folder, "model.safetensors.index.json");
-  try {
-    if ((await Deno.stat(index)).isFile) return index;
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-  return join(folder, "model.safetensors");
 }
 
 /**
