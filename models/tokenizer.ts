@@ -246,6 +246,21 @@ export class Tokenizer {
       ...(this.addEos ? [this.eosId] : []),
     ];
   }
+  /**
+   * A prompt to ids as the model expects to read it before writing: the text's ids, after
+   * {@linkcode bosId} when the tokenizer adds one ({@linkcode addBos}) and the text does not
+   * already start with the beginning-of-text token (chat templates write it themselves). Never
+   * the end-of-text token. Training rows, generation and scoring all start a text this way.
+   *
+   * @param text The prompt.
+   * @returns Its ids.
+   */
+  encodePrompt(text: string): number[] {
+    const ids = this.encode(text);
+    if (!this.addBos || this.bosId === undefined || ids[0] === this.bosId) return ids;
+    return [this.bosId, ...ids];
+  }
+
 
   /**
    * Writes a conversation as text through the model's chat template (`apply_chat_template` of
