@@ -86,6 +86,15 @@ export const trainStage: StageRunner<TrainStage> = async (stage, state) => {
       dampening: stage.dampening,
       nesterov: stage.nesterov,
     };
+  const warmup = stage.schedule.warmupSteps;
+  if (warmup !== undefined && warmup > batches.totalSteps) {
+    throw stageError(
+      state,
+      "schedule.warmup_steps",
+      `${warmup} warmup steps is more than the ${batches.totalSteps} steps of training`,
+      "lower warmup_steps, or give warmup_ratio",
+    );
+  }
   const validation = splits.validation.rows;
   const canEvaluate = validation.length > 0;
   const bestPath = outputPath(state, `${stage.id}-best.safetensors`);
