@@ -1,12 +1,25 @@
 /**
- * Rendered prompt/completion pairs to token rows, and train/validation/test splits.
+ * Examples to token rows, and train/validation/test splits.
  *
- * **Examples.** `tokens = encode(prompt) ++ encode(completion) ++ [eos]` (the end-of-text token is
- * optional, on by default), encoded separately so the prompt/completion boundary is exact.
- * The example's `mask` is per token: 0 over the prompt, 1 over the completion and the
- * end-of-text token. Truncation keeps the start (the prompt) and drops the end; the report counts
- * the tokens dropped, the examples affected, and the examples left with no completion token,
- * which are removed since they would teach nothing.
+ * **Examples.** An example is a list of text {@linkcode Segment}s, each trained (the loss is taken
+ * on its tokens) or not: a prompt and its completion, an Alpaca prompt and its response, or a
+ * conversation rendered by a chat template with its assistant turns trained (data/instructions.ts).
+ * The whole text is tokenized once, as the model reads it at inference:
+ * `tokens = encodePrompt(text) ++ [eos]` (`encodePrompt` puts the beginning-of-text token first
+ * where the tokenizer adds one; the end-of-text token is optional, on by default, and trained).
+ * Encoding the parts apart would tokenize differently where a token can span a boundary, and with
+ * SentencePiece-style files (Llama 2, Mistral) it would put a `▁` (space) before the completion.
+ * Each boundary between segments is found as in the original Alpaca training script, generalised
+ * to several segments: the text up to the boundary is encoded alone, and the boundary's token
+ * index is the length of the common prefix of those ids and the whole text's ids. Tokens from a
+ * boundary on take the mask of the segment starting there, so a token straddling a boundary
+ * belongs to the later segment (with byte-level BPE, a completion starting with a newline after a
+ * prompt ending with one can share that token; the loss then covers the prompt's newline too).
+ *
+ * The example's `mask` is per token: 1 on trained segments and the end-of-text token, 0 elsewhere.
+ * Truncation keeps the start and drops the end; the report counts the tokens dropped, the
+ * examples affected, and the examples left with no trained token past the first position, which
+ * are removed since they would teach nothing.
  *
  * **Rows.** A {@linkcode Row} is what one row of a micro-batch holds: at most `T` tokens and a
  * target mask per position: `mask[p]` says whether predicting `tokens[p + 1]` counts, that is the
@@ -37,17 +50,30 @@ import { type RenderedExample, renderExamples, type Templates } from "./template
 export interface TextEncoder {
   /** Text to ids, nothing added around it. */
   encode(text: string): number[];
+  /**
+   * A text to ids as the model reads it from the start: the beginning-of-text token first where
+   * the tokenizer adds one and the text does not already start with it. Absent: `encode`.
+   */
+  encodePrompt?(text: string): number[];
   /** The end-of-text id. */
   readonly eosId: number;
 }
 
+/** A piece of an example's text. */
+export interface Segment {
+  /** The text. */
+  text: string;
+  /** Whether the loss is taken on its tokens. */
+  train: boolean;
+}
+
 /** One tokenized example. */
 export interface Example {
-  /** Prompt, completion and (optionally) end-of-text ids. */
+  /** The text's ids and (optionally) the end-of-text id. */
   tokens: Uint32Array;
-  /** Per token: 1 for completion and end-of-text tokens, 0 for the prompt. */
+  /** Per token: 1 on trained segments and the end-of-text token, 0 elsewhere. */
   mask: Uint8Array;
-  /** Prompt tokens kept (after truncation). */
+  /** Tokens before the first trained one (after truncation): the prompt's length. */
   promptLength: number;
 }
 
@@ -55,7 +81,7 @@ export interface Example {
 export interface Row {
   /** At most `T` token ids. */
   tokens: Uint32Array;
-  /** `mask[p]`: 1 if predicting `tokens[p + 1]` counts (same example, completion token). */
+  /** `mask[p]`: 1 if predicting `tokens[p + 1]` counts (same example, trained token). */
   mask: Uint8Array;
   /** The examples (or chunks of one) the row holds, in order. */
   segments: { example: number; start: number; length: number }[];
@@ -69,9 +95,9 @@ export interface TruncationReport {
   truncated: number;
   /** Tokens dropped, in all. */
   droppedTokens: number;
-  /** Of those, completion and end-of-text tokens (the ones the loss would have seen). */
+  /** Of those, trained tokens (completion and end-of-text: the ones the loss would have seen). */
   droppedCompletionTokens: number;
-  /** Examples left with no completion token, and so removed. */
+  /** Examples left with no trained token past the first position, and so removed. */
   removed: number;
 }
 
@@ -89,8 +115,112 @@ export interface PackingReport {
   split: number;
 }
 
+function commonPrefix(a: readonly number[], b: readonly number[]): number {
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < n && a[i] === b[i]) i++;
+  return i;
+}
+
 /**
- * Tokenizes rendered examples, truncating each to `maxLength` tokens.
+ * Tokenizes one example's segments: the whole text at once, each boundary's token index from
+ * the common prefix of the ids of the text before it and the whole text's ids.
+ *
+ * @param segments The example's text, in order; empty segments are allowed.
+ * @param encoder The tokenizer (its `encodePrompt` when it has one).
+ * @param options `eos`: append the end-of-text id, trained (default true); give it for formats
+ * whose text ends with a trained segment.
+ * @returns `tokens` (`encodePrompt(text)`, then the end-of-text id) and the per-token `mask`.
+ *
+ * @example A prompt and its completion
+ * ```ts
+ * import { encodeSegments } from "./examples.ts";
+ * const chars = { eosId: 0, encode: (s: string) => [...s].map((c) => c.charCodeAt(0)) };
+ * encodeSegments([{ text: "ab", train: false }, { text: "c", train: true }], chars);
+ * // { tokens: [97, 98, 99, 0], mask: Uint8Array [0, 0, 1, 1] }
+ * ```
+ */
+export function encodeSegments(
+  segments: readonly Segment[],
+  encoder: TextEncoder,
+  options: { eos?: boolean } = {},
+): { tokens: number[]; mask: Uint8Array } {
+  const start = (text: string) =>
+    encoder.encodePrompt ? encoder.encodePrompt(text) : encoder.encode(text);
+  const text = segments.map((s) => s.text).join("");
+  const tokens = start(text);
+  const eos = options.eos ?? true;
+  const mask = new Uint8Array(tokens.length + (eos ? 1 : 0));
+  // Runs of segments with the same flag share a mask: only a change of flag needs a boundary.
+  let offset = 0;
+  let from = 0;
+  let train = segments.find((s) => s.text !== "")?.train ?? false;
+  for (const segment of segments) {
+    if (segment.train !== train && segment.text !== "") {
+      const to = Math.max(from, commonPrefix(start(text.slice(0, offset)), tokens));
+      if (train) mask.fill(1, from, to);
+      from = to;
+      train = segment.train;
+    }
+    offset += segment.text.length;
+  }
+  if (train) mask.fill(1, from, tokens.length);
+  if (eos) {
+    tokens.push(encoder.eosId);
+    mask[tokens.length - 1] = 1;
+  }
+  return { tokens, mask };
+}
+
+/**
+ * Tokenizes examples given as segments, truncating each to `maxLength` tokens.
+ *
+ * @param examples Each example's segments.
+ * @param encoder The tokenizer.
+ * @param options `maxLength`: keep at most this many tokens of each example (no limit when
+ * absent); `eos`: append the end-of-text token, trained (default true).
+ * @returns The examples (without the removed ones) and the truncation report.
+ */
+export function tokenizeSegments(
+  examples: readonly (readonly Segment[])[],
+  encoder: TextEncoder,
+  options: { maxLength?: number; eos?: boolean } = {},
+): { examples: Example[]; report: TruncationReport } {
+  const maxLength = options.maxLength ?? Infinity;
+  if (maxLength !== Infinity && (!Number.isInteger(maxLength) || maxLength < 2)) {
+    throw new RangeError(`Invalid maxLength ${maxLength}: expected an integer of at least 2`);
+  }
+  const report: TruncationReport = {
+    examples: examples.length,
+    truncated: 0,
+    droppedTokens: 0,
+    droppedCompletionTokens: 0,
+    removed: 0,
+  };
+  const out: Example[] = [];
+  for (const segments of examples) {
+    const { tokens: all, mask: allMask } = encodeSegments(segments, encoder, options);
+    const kept = Math.min(all.length, maxLength);
+    if (kept < all.length) {
+      report.truncated++;
+      report.droppedTokens += all.length - kept;
+      for (let i = kept; i < all.length; i++) report.droppedCompletionTokens += allMask[i];
+    }
+    const mask = allMask.slice(0, kept);
+    // A trained token at index 0 is never a target (nothing precedes it).
+    if (mask.indexOf(1, 1) < 0) {
+      report.removed++;
+      continue;
+    }
+    const first = mask.indexOf(1);
+    out.push({ tokens: Uint32Array.from(all.slice(0, kept)), mask, promptLength: first });
+  }
+  return { examples: out, report };
+}
+
+/**
+ * Tokenizes rendered prompt/completion pairs (each two segments: the prompt untrained, the
+ * completion trained), truncating each to `maxLength` tokens.
  *
  * @param pairs Rendered prompts and completions.
  * @param encoder The tokenizer.
@@ -113,44 +243,11 @@ export function tokenizeExamples(
   encoder: TextEncoder,
   options: { maxLength?: number; eos?: boolean } = {},
 ): { examples: Example[]; report: TruncationReport } {
-  const maxLength = options.maxLength ?? Infinity;
-  if (maxLength !== Infinity && (!Number.isInteger(maxLength) || maxLength < 2)) {
-    throw new RangeError(`Invalid maxLength ${maxLength}: expected an integer of at least 2`);
-  }
-  const eos = options.eos ?? true;
-  const report: TruncationReport = {
-    examples: pairs.length,
-    truncated: 0,
-    droppedTokens: 0,
-    droppedCompletionTokens: 0,
-    removed: 0,
-  };
-  const examples: Example[] = [];
-  for (const pair of pairs) {
-    const prompt = encoder.encode(pair.prompt);
-    const completion = encoder.encode(pair.completion);
-    if (eos) completion.push(encoder.eosId);
-    const total = prompt.length + completion.length;
-    const kept = Math.min(total, maxLength);
-    const promptLength = Math.min(prompt.length, kept);
-    if (kept < total) {
-      report.truncated++;
-      report.droppedTokens += total - kept;
-      report.droppedCompletionTokens += completion.length - (kept - promptLength);
-    }
-    // A completion token at index 0 is never a target (nothing precedes it), so at least one
-    // completion token past the first position must remain.
-    if (kept - promptLength === 0 || (promptLength === 0 && kept < 2)) {
-      report.removed++;
-      continue;
-    }
-    const tokens = new Uint32Array(kept);
-    tokens.set(prompt.slice(0, promptLength));
-    tokens.set(completion.slice(0, kept - promptLength), promptLength);
-    const mask = new Uint8Array(kept).fill(1, promptLength);
-    examples.push({ tokens, mask, promptLength });
-  }
-  return { examples, report };
+  return tokenizeSegments(pairSegments(pairs), encoder, options);
+}
+
+function pairSegments(pairs: readonly RenderedExample[]): Segment[][] {
+  return pairs.map((p) => [{ text: p.prompt, train: false }, { text: p.completion, train: true }]);
 }
 
 /**
@@ -246,21 +343,42 @@ export function makeRows(
  */
 export function buildRows(
   records: readonly DataRecord[],
-  options: {
-    templates: Templates;
-    encoder: TextEncoder;
-    T: number;
-    pack?: boolean;
-    eos?: boolean;
-    truncate?: boolean;
-  },
+  options: RowOptions & { templates: Templates },
 ): { rows: Row[]; truncation: TruncationReport; packing: PackingReport } {
-  const { examples, report: truncation } = tokenizeExamples(
-    renderExamples(records, options.templates),
-    options.encoder,
-    { maxLength: options.truncate === false ? undefined : options.T, eos: options.eos },
-  );
-  const { rows, report: packing } = makeRows(examples, { T: options.T, pack: options.pack });
+  return buildSegmentRows(pairSegments(renderExamples(records, options.templates)), options);
+}
+
+/** How {@linkcode buildRows} and {@linkcode buildSegmentRows} tokenize and lay out. */
+export interface RowOptions {
+  /** The tokenizer. */
+  encoder: TextEncoder;
+  /** Tokens per row. */
+  T: number;
+  /** Pack several examples into a row (default false). */
+  pack?: boolean;
+  /** Append the end-of-text token, trained (default true). */
+  eos?: boolean;
+  /** Cut examples to `T` (default true; false: examples longer than `T` become chunks). */
+  truncate?: boolean;
+}
+
+/**
+ * Examples given as segments to rows: tokenize (truncated to `T` unless `truncate: false`) and
+ * lay out.
+ *
+ * @param examples Each example's segments (data/instructions.ts makes them for Alpaca and chat).
+ * @param options `encoder`, `T`; `pack`, `eos`, `truncate` as in {@linkcode buildRows}.
+ * @returns The rows and both reports.
+ */
+export function buildSegmentRows(
+  examples: readonly (readonly Segment[])[],
+  options: RowOptions,
+): { rows: Row[]; truncation: TruncationReport; packing: PackingReport } {
+  const { examples: tokenized, report: truncation } = tokenizeSegments(examples, options.encoder, {
+    maxLength: options.truncate === false ? undefined : options.T,
+    eos: options.eos,
+  });
+  const { rows, report: packing } = makeRows(tokenized, { T: options.T, pack: options.pack });
   return { rows, truncation, packing };
 }
 
@@ -344,29 +462,51 @@ export type SplitSource =
   | { train: string; validation?: string; test?: string; format?: DataFormat }
   | { file: string; ratios: SplitRatios; seed: number; key?: string; format?: DataFormat };
 
+/** How {@linkcode loadSplits} reads items of a kind other than flat records. */
+export interface SplitReader<T> {
+  /** Reads one file's items. */
+  read(path: string): Promise<T[]>;
+  /** An item's value of a field, `undefined` when it has none (for the split key). */
+  field(item: T, name: string): unknown;
+}
+
 /**
- * Reads the records of each split.
+ * Reads the items of each split.
  *
  * @param source Separate files (a missing one gives an empty split), or one file, ratios, a seed
  * and a grouping field (`key`; for the `e2e` format `mr` by default, so one meaning's references
  * never straddle splits).
- * @returns The records of each split.
+ * @param reader How to read a file and a field of an item; by default flat records through
+ * {@linkcode readRecords} in `source.format`.
+ * @returns The items of each split.
  * @throws {DataError} If a file cannot be read.
  */
-export async function loadSplits(source: SplitSource): Promise<Splits<DataRecord>> {
-  const options = { format: source.format };
+export function loadSplits(source: SplitSource): Promise<Splits<DataRecord>>;
+export function loadSplits<T>(source: SplitSource, reader: SplitReader<T>): Promise<Splits<T>>;
+export async function loadSplits<T>(
+  source: SplitSource,
+  reader?: SplitReader<T>,
+): Promise<Splits<T | DataRecord>> {
+  const records: SplitReader<T | DataRecord> = reader as SplitReader<T | DataRecord> ?? {
+    read: (path) => readRecords(path, { format: source.format }),
+    field: (r, name) => name in (r as DataRecord) ? (r as DataRecord)[name] : undefined,
+  };
   if ("file" in source) {
-    const records = await readRecords(source.file, options);
+    const items = await records.read(source.file);
     const field = source.key ?? (source.format === "e2e" ? "mr" : undefined);
-    return splitByRatio(records, {
+    return splitByRatio(items, {
       ratios: source.ratios,
       seed: source.seed,
-      key: field === undefined ? undefined : (r, i) => field in r ? `=${r[field]}` : i,
+      key: field === undefined ? undefined : (item, i) => {
+        const value = records.field(item, field);
+        if (value === undefined) return i;
+        return `=${typeof value === "string" ? value : JSON.stringify(value)}`;
+      },
     });
   }
   return {
-    train: await readRecords(source.train, options),
-    validation: source.validation ? await readRecords(source.validation, options) : [],
-    test: source.test ? await readRecords(source.test, options) : [],
+    train: await records.read(source.train),
+    validation: source.validation ? await records.read(source.validation) : [],
+    test: source.test ? await records.read(source.test) : [],
   };
 }

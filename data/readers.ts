@@ -17,8 +17,14 @@
  * A UTF-8 byte-order mark at the start of a file is dropped. Lines and columns are 1-based;
  * columns count UTF-16 code units from the start of the line.
  *
+ * Instruction data (Alpaca and chat JSON Lines, whose `messages` are lists) is read by
+ * data/instructions.ts on top of {@linkcode parseJsonlObjects}; the flat readers here keep refusing
+ * nested values.
+ *
  * @module
  */
+
+import { oneLine } from "../formats/one_line.ts";
 
 /** A value of one field of a record. */
 export type FieldValue = string | number | boolean | null;
@@ -47,11 +53,15 @@ export class DataError extends SyntaxError {
   readonly column?: number;
 
   /**
-   * @param message The whole message, already naming the file and place.
+   * @param message The whole message, already naming the file and place; control characters
+   * (quoted from the file) are escaped so that it stays one line.
    * @param where The file and place.
    */
-  constructor(message: string, where: { file: string; line?: number; column?: number }) {
-    super(message);
+  constructor(
+    message: string,
+    where: { file: string; line?: number; column?: number; cause?: unknown },
+  ) {
+    super(oneLine(message), where.cause === undefined ? undefined : { cause: where.cause });
     this.name = "DataError";
     this.file = where.file;
     this.line = where.line;
@@ -59,7 +69,15 @@ export class DataError extends SyntaxError {
   }
 }
 
-function place(file: string, line: number, column?: number): string {
+/**
+ * A place in a dataset file as messages write it: `"train.jsonl" line 3` (`column 7` after).
+ *
+ * @param file The file.
+ * @param line 1-based line.
+ * @param column 1-based column, when known.
+ * @returns The text.
+ */
+export function place(file: string, line: number, column?: number): string {
   return column === undefined
     ? `"${file}" line ${line}`
     : `"${file}" line ${line} column ${column}`;
@@ -69,23 +87,32 @@ function stripBom(text: string): string {
   return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
 }
 
+/** One object of a JSON Lines file and the line it is on. */
+export interface JsonlObject {
+  /** 1-based line. */
+  line: number;
+  /** The object, values of any JSON kind. */
+  value: Record<string, unknown>;
+}
+
 /**
- * Parses JSON Lines text.
+ * Parses JSON Lines text into objects with their line numbers, values of any JSON kind.
  *
  * @param text The file's text.
  * @param options `file`: the name used in error messages.
- * @returns One record per non-blank line.
- * @throws {DataError} If a line is not JSON, not an object, or holds a nested value.
+ * @returns One object per non-blank line.
+ * @throws {DataError} If a line is not JSON or not a JSON object.
  *
- * @example Two records
+ * @example Nested values come through
  * ```ts
- * import { parseJsonl } from "./readers.ts";
- * parseJsonl('{"a": 1}\n\n{"a": "x"}\n', { file: "d.jsonl" }); // [{ a: 1 }, { a: "x" }]
+ * import { parseJsonlObjects } from "./readers.ts";
+ * parseJsonlObjects('\n{"messages": [{"role": "user", "content": "Hi"}]}\n', { file: "c.jsonl" });
+ * // [{ line: 2, value: { messages: [{ role: "user", content: "Hi" }] } }]
  * ```
  */
-export function parseJsonl(text: string, options: { file?: string } = {}): DataRecord[] {
+export function parseJsonlObjects(text: string, options: { file?: string } = {}): JsonlObject[] {
   const file = options.file ?? "<text>";
-  const records: DataRecord[] = [];
+  const objects: JsonlObject[] = [];
   const lines = stripBom(text).split("\n");
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i].endsWith("\r") ? lines[i].slice(0, -1) : lines[i];
@@ -106,22 +133,49 @@ export function parseJsonl(text: string, options: { file?: string } = {}): DataR
         { file, line: i + 1 },
       );
     }
+    objects.push({ line: i + 1, value: value as Record<string, unknown> });
+  }
+  return objects;
+}
+
+/**
+ * Parses JSON Lines text of flat records.
+ *
+ * @param text The file's text.
+ * @param options `file`: the name used in error messages.
+ * @returns One record per non-blank line.
+ * @throws {DataError} If a line is not JSON, not an object, or holds a nested value.
+ *
+ * @example Two records
+ * ```ts
+ * import { parseJsonl } from "./readers.ts";
+ * parseJsonl('{"a": 1}\n\n{"a": "x"}\n', { file: "d.jsonl" }); // [{ a: 1 }, { a: "x" }]
+ * ```
+ */
+export function parseJsonl(text: string, options: { file?: string } = {}): DataRecord[] {
+  const file = options.file ?? "<text>";
+  return parseJsonlObjects(text, { file }).map(({ line, value }) => {
     for (const [key, v] of Object.entries(value)) {
       if (v !== null && typeof v === "object") {
         throw new DataError(
-          `Invalid record in ${place(file, i + 1)}: field "${key}" is ${
+          `Invalid record in ${place(file, line)}: field "${key}" is ${
             kindOf(v)
           }; expected a string, number, boolean or null`,
-          { file, line: i + 1 },
+          { file, line },
         );
       }
     }
-    records.push(value as DataRecord);
-  }
-  return records;
+    return value as DataRecord;
+  });
 }
 
-function kindOf(value: unknown): string {
+/**
+ * What a JSON value is, for messages: `a string`, `an array`, `null`, ...
+ *
+ * @param value Any value.
+ * @returns Its kind with an article.
+ */
+export function kindOf(value: unknown): string {
   if (value === null) return "null";
   if (Array.isArray(value)) return "an array";
   return typeof value === "object" ? "an object" : `a ${typeof value}`;
@@ -417,16 +471,26 @@ export async function readRecords(
       { file: path },
     );
   }
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    const message = e instanceof Error ? e.message : String(e);
-    throw new DataError(`Cannot read dataset "${path}": ${message}`, { file: path });
-  }
+  const text = await readDatasetText(path);
   if (format === "jsonl") return parseJsonl(text, { file: path });
   if (format === "csv") return parseCsv(text, { file: path });
   if (format === "e2e") return parseE2e(text, { file: path });
   if (format === "text") return parseText(text);
   throw new DataError(`Cannot read dataset "${path}": unknown format "${format}"`, { file: path });
+}
+
+/**
+ * Reads a dataset file's text.
+ *
+ * @param path The file.
+ * @returns Its text.
+ * @throws {DataError} If it cannot be read (missing, a folder, no permission).
+ */
+export async function readDatasetText(path: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (e) {
+    const message = e instanceof Error ? e.message : String(e);
+    throw new DataError(`Cannot read dataset "${path}": ${message}`, { file: path, cause: e });
+  }
 }

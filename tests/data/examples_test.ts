@@ -1,11 +1,14 @@
 import assert from "node:assert/strict";
 import {
   buildRows,
+  buildSegmentRows,
+  encodeSegments,
   type Example,
   loadSplits,
   makeRows,
   splitByRatio,
   tokenizeExamples,
+  tokenizeSegments,
 } from "../../data/examples.ts";
 import { groupReferences } from "../../data/readers.ts";
 import { Tokenizer } from "../../models/tokenizer.ts";
@@ -29,15 +32,104 @@ Deno.test("tokenizeExamples masks the prompt and keeps the completion and eos", 
   assert.deepEqual([...noEos.examples[0].mask], [0, 0, 0, 1, 1]);
 });
 
-Deno.test("tokenizeExamples encodes prompt and completion apart with the real tokenizer", async () => {
+Deno.test("tokenizeExamples with GPT-2's tokenizer: the ids of the whole text, split where the prompt ends", async () => {
   const tok = await Tokenizer.load("fixtures/tiny-gpt2");
   const pair = { prompt: "name[The Mill]\n", completion: " The Mill is here." };
   const { examples } = tokenizeExamples([pair], tok);
+  assert.deepEqual([...examples[0].tokens], [
+    ...tok.encode(pair.prompt + pair.completion),
+    tok.eosId,
+  ]);
+  // Byte-level BPE splits a space-led word from a newline, so the boundary is where the prompt's
+  // own ids end, and the ids are those of encoding the two apart.
   const p = tok.encode(pair.prompt);
   const c = tok.encode(pair.completion);
   assert.deepEqual([...examples[0].tokens], [...p, ...c, tok.eosId]);
   assert.equal(examples[0].mask.indexOf(1), p.length);
   assert.equal(examples[0].mask.reduce((a, b) => a + b, 0), c.length + 1);
+});
+
+/**
+ * A little BPE, worked by hand: characters are their codes, "ab" merges into 1000 and
+ * "<s>" is one token, 1. `encodePrompt` puts 1 first unless the text starts with it.
+ */
+const merging = {
+  eosId: 0,
+  encode(text: string): number[] {
+    const ids: number[] = [];
+    for (let i = 0; i < text.length;) {
+      if (text.startsWith("<s>", i)) [ids[ids.length], i] = [1, i + 3];
+      else if (text.startsWith("ab", i)) [ids[ids.length], i] = [1000, i + 2];
+      else [ids[ids.length], i] = [text.charCodeAt(i), i + 1];
+    }
+    return ids;
+  },
+  encodePrompt(text: string): number[] {
+    const ids = this.encode(text);
+    return ids[0] === 1 ? ids : [1, ...ids];
+  },
+};
+
+Deno.test("encodeSegments encodes the whole text once; a token across a boundary goes to the later segment", () => {
+  // "xa" + "by": the whole text is x, ab, y; the prompt alone is x, a, so the common prefix is
+  // [1, x] and "ab" is trained with "y".
+  const { tokens, mask } = encodeSegments(
+    [{ text: "xa", train: false }, { text: "by", train: true }],
+    merging,
+  );
+  assert.deepEqual(tokens, [1, 120, 1000, 121, 0]);
+  assert.deepEqual([...mask], [0, 0, 1, 1, 1]);
+  // Encoding the parts apart would have given x, a, b, y: not what the model reads.
+  assert.deepEqual([...merging.encodePrompt("xa"), ...merging.encode("by")], [1, 120, 97, 98, 121]);
+});
+
+Deno.test("encodeSegments: several segments, empty ones, a text that starts with the BOS, no eos", () => {
+  const segments = [
+    { text: "<s>p", train: false },
+    { text: "", train: true },
+    { text: "c", train: true },
+    { text: "q", train: false },
+    { text: "", train: false },
+    { text: "dd", train: true },
+    { text: "e", train: false },
+  ];
+  const { tokens, mask } = encodeSegments(segments, merging, { eos: false });
+  assert.deepEqual(tokens, [1, 112, 99, 113, 100, 100, 101]);
+  assert.deepEqual([...mask], [0, 0, 1, 0, 1, 1, 0]);
+  // Without encodePrompt, encode: no BOS.
+  const plain = encodeSegments([{ text: "ab", train: false }, { text: "c", train: true }], {
+    eosId: 0,
+    encode: merging.encode,
+  });
+  assert.deepEqual(plain.tokens, [1000, 99, 0]);
+  assert.deepEqual([...plain.mask], [0, 1, 1]);
+  // A trained first segment: the BOS goes with it (it is never a target).
+  const first = encodeSegments([{ text: "c", train: true }, { text: "d", train: false }], merging, {
+    eos: false,
+  });
+  assert.deepEqual([...first.mask], [1, 1, 0]);
+});
+
+Deno.test("tokenizeSegments removes examples with no trained token past the first position", () => {
+  const { examples, report } = tokenizeSegments(
+    [
+      [{ text: "c", train: true }], // c, eos: both trained, c is never a target but eos is
+      [{ text: "abc", train: false }, { text: "", train: true }], // only eos, cut away below
+      [{ text: "", train: false }, { text: "zz", train: true }, { text: "y", train: false }],
+    ],
+    { eosId: 0, encode: merging.encode },
+    { maxLength: 2 },
+  );
+  assert.deepEqual(examples.map((e) => [...e.tokens]), [[99, 0], [122, 122]]);
+  assert.deepEqual(examples.map((e) => [...e.mask]), [[1, 1], [1, 1]]);
+  assert.deepEqual(examples.map((e) => e.promptLength), [0, 0]);
+  assert.deepEqual(report, {
+    examples: 3,
+    truncated: 2,
+    droppedTokens: 1 + 2, // 1000, 99, [eos] and z, z, 121, [eos] kept to 2
+    droppedCompletionTokens: 1 + 1,
+    removed: 1,
+  });
 });
 
 Deno.test("truncation keeps the start and reports dropped tokens and examples", () => {
@@ -157,6 +249,14 @@ Deno.test("loadSplits reads separate files, or splits one E2E file keeping an mr
     split.train.length + split.validation.length + split.test.length,
     files.train.length,
   );
+});
+
+Deno.test("buildSegmentRows lays out segments as buildRows lays out pairs", () => {
+  const segments = [[{ text: "abc:", train: false }, { text: "defghij", train: true }]];
+  const { rows, truncation } = buildSegmentRows(segments, { encoder: chars, T: 8 });
+  assert.equal(truncation.truncated, 1);
+  assert.deepEqual([...rows[0].tokens], [97, 98, 99, 58, 100, 101, 102, 103]);
+  assert.deepEqual([...rows[0].mask], [0, 0, 0, 1, 1, 1, 1, 0]);
 });
 
 Deno.test("buildRows renders, truncates to T and reports", () => {
