@@ -76,8 +76,19 @@ export interface GenerateTextOptions extends Omit<GenerateOptions, "onToken"> {
 }
 
 /**
- * Continues a text prompt, streaming decoded text, and stops at the end-of-text token, a stop
+ * Continues a text prompt, streaming decoded text, and stops at an end-of-text token, a stop
  * string, or `maxNewTokens`.
+ *
+ * The prompt is encoded as training rows start ({@linkcode Tokenizer.encodePrompt}: the
+ * beginning-of-text token first where the tokenizer adds one), and the generation stops at any
+ * of the tokenizer's `eosIds` (Llama 3 Instruct's `<|eot_id|>` and `<|end_of_text|>`, say)
+ * unless `stopTokens` is given.
+ *
+ * @param model The model.
+ * @param tokenizer Its tokenizer.
+ * @param prompt The text to continue.
+ * @param options Sampling, `maxNewTokens`, `stopTokens`, `stop` strings and `onText`.
+ * @returns The new text, cut before the first stop string.
  */
 export async function generateText(
   model: Model,
@@ -89,8 +100,8 @@ export async function generateText(
   let text = "";
   let emitted = 0;
   const stop = options.stop ?? [];
-  const stopTokens = options.stopTokens ?? [tokenizer.eosId];
-  await generateTokens(model, tokenizer.encode(prompt), {
+  const stopTokens = options.stopTokens ?? [...tokenizer.eosIds];
+  await generateTokens(model, tokenizer.encodePrompt(prompt), {
     ...options,
     stopTokens,
     onToken: (id) => {

@@ -6,7 +6,8 @@
  */
 
 import type { Gpu } from "../kernels/gpu.ts";
-import { Tensor } from "../kernels/tensor.ts";
+import type { Tensor } from "../kernels/tensor.ts";
+import { TokenArena } from "./_gpu_model.ts";
 import type { Gpt2Config } from "./gpt2_config.ts";
 
 /** What one transformer block keeps from its forward for the backward. */
@@ -42,7 +43,7 @@ export interface ActivationGradients {
  * Every tensor one forward and backward of GPT-2 needs at batch `B` and sequence `T`.
  * Gradients are allocated on first use, so inference never pays for them.
  */
-export class Gpt2Activations implements Disposable {
+export class Gpt2Activations extends TokenArena {
   /** Token plus position embeddings, the residual stream into block 0: (B,T,C). */
   readonly encoded: Tensor;
   /**
@@ -57,24 +58,7 @@ export class Gpt2Activations implements Disposable {
   readonly lnfMean: Tensor;
   /** The final layer norm's reciprocal standard deviation per position: (B*T). */
   readonly lnfRstd: Tensor;
-  /**
-   * (B*T, logitsStride) logits, overwritten in place by the loss gradient. Rows are padded to a
-   * multiple of 4 elements so the matmuls that read them can use vector loads; the padding
-   * columns are zero and never read as vocabulary.
-   */
-  readonly logits: Tensor;
-  /** Elements from one row of {@link logits} to the next: the vocabulary rounded up to 4. */
-  readonly logitsStride: number;
-  /** Unweighted per-token cross-entropy, in nats: (B*T). */
-  readonly losses: Tensor;
-  /** The input token ids: (B,T). */
-  readonly tokens: Tensor<"u32">;
-  /** The target ids of the last loss: (B*T). */
-  readonly targets: Tensor<"u32">;
-  /** Each token's weight in the total loss: (B*T). */
-  readonly weights: Tensor<"f32">;
   #grads: ActivationGradients | null = null;
-  #all: Tensor[] = [];
 
   /**
    * Allocates the forward activations for `shape`; the gradients are allocated by the first
@@ -85,14 +69,15 @@ export class Gpt2Activations implements Disposable {
    * @param shape Batch `B` and sequence length `T`.
    */
   constructor(
-    readonly gpu: Gpu,
+    gpu: Gpu,
     readonly config: Gpt2Config,
-    readonly shape: { B: number; T: number },
+    shape: { B: number; T: number },
   ) {
+    super(gpu, shape, config.vocabSize);
     const { B, T } = shape;
-    const { nEmbd: C, nHead: NH, nInner, vocabSize: V, nLayer } = config;
+    const { nEmbd: C, nHead: NH, nInner, nLayer } = config;
     const BT = B * T;
-    const f = (dims: number[]) => this.#track(Tensor.empty(gpu, dims, { persistent: true }));
+    const f = (dims: number[]) => this.tensor(dims);
     this.encoded = f([B, T, C]);
     this.layers = Array.from({ length: nLayer }, () => ({
       ln1: f([B, T, C]),
@@ -114,13 +99,6 @@ export class Gpt2Activations implements Disposable {
     this.lnf = f([B, T, C]);
     this.lnfMean = f([BT]);
     this.lnfRstd = f([BT]);
-    this.logitsStride = Math.ceil(V / 4) * 4;
-    this.logits = f([BT, this.logitsStride]);
-    gpu.clear(this.logits.buffer);
-    this.losses = f([BT]);
-    this.tokens = this.#track(Tensor.empty(gpu, [B, T], { dtype: "u32", persistent: true }));
-    this.targets = this.#track(Tensor.empty(gpu, [BT], { dtype: "u32", persistent: true }));
-    this.weights = this.#track(Tensor.empty(gpu, [BT], { dtype: "f32", persistent: true }));
   }
 
   /**
@@ -132,7 +110,7 @@ export class Gpt2Activations implements Disposable {
     if (this.#grads) return this.#grads;
     const { B, T } = this.shape;
     const { nEmbd: C, nInner } = this.config;
-    const f = (dims: number[]) => this.#track(Tensor.empty(this.gpu, dims, { persistent: true }));
+    const f = (dims: number[]) => this.tensor(dims);
     return this.#grads = {
       dresidual: f([B, T, C]),
       dln: f([B, T, C]),
@@ -141,20 +119,5 @@ export class Gpt2Activations implements Disposable {
       dfch: f([B, T, nInner]),
       dfchGelu: f([B, T, nInner]),
     };
-  }
-
-  /** Bytes allocated so far (activations, and gradients once used). */
-  get bytes(): number {
-    return this.#all.reduce((sum, t) => sum + t.byteLength, 0);
-  }
-
-  /** Frees every tensor allocated, gradients included. */
-  [Symbol.dispose](): void {
-    for (const t of this.#all.splice(0)) t[Symbol.dispose]();
-  }
-
-  #track<T extends Tensor>(t: T): T {
-    this.#all.push(t);
-    return t;
   }
 }

@@ -11,7 +11,6 @@
  */
 
 import type { Gpu } from "../kernels/gpu.ts";
-import type { Matmul } from "../kernels/matmul.ts";
 import type { RopeTable } from "../kernels/rope.ts";
 import { Tensor } from "../kernels/tensor.ts";
 import { LlamaActivations, LlamaCache } from "./llama_activations.ts";
@@ -20,43 +19,19 @@ import { LlamaOps } from "./llama_ops.ts";
 import { saveLlamaFolder } from "./llama_save.ts";
 import { llamaWeightNames, type LlamaWeights } from "./llama_weights.ts";
 import type {
-  AttachedAdapter,
   DecodingCache,
   LabelledInput,
-  LinearAdapter,
   LinearSite,
   LinearWeight,
-  LossTargets,
   Model,
   ModelOptions,
   ModelSummary,
   PeftNaming,
   TokenInput,
 } from "./model.ts";
-import { attachToLinear } from "./model.ts";
-import { Arenas, modelMemory } from "./_arenas.ts";
+import { GpuModel } from "./_gpu_model.ts";
 
 export { LlamaCache };
-
-interface LinearCall {
-  x: Tensor;
-  y: Tensor;
-  rows: number;
-  inF: number;
-  outF: number;
-  rowOffset?: number;
-}
-
-interface LinearBackwardCall {
-  x: Tensor;
-  dy: Tensor;
-  dx: Tensor;
-  rows: number;
-  inF: number;
-  outF: number;
-  /** Add dx to what the buffer holds (k and v after q, up after gate). */
-  accumulate?: boolean;
-}
 
 /**
  * A Llama-family model with its weights on the GPU.
@@ -71,7 +46,7 @@ interface LinearBackwardCall {
  * console.log((await acts.logits.read()).length); // 3 * 300
  * ```
  */
-export class Llama implements Model {
+export class Llama extends GpuModel<LlamaActivations, LlamaOps> implements Model {
   /** Next-token logits. */
   readonly task = "causal-lm";
   /** PEFT names the modules `base_model.model.model.<module>`. */
@@ -80,39 +55,22 @@ export class Llama implements Model {
   readonly configHash: string;
   /** Every adaptable site (the seven linears of each layer), in model order. */
   readonly sites: readonly LinearSite[];
-  /** Weights by canonical name (no `model.` prefix; `lm_head.weight` when untied). */
-  readonly params: Map<string, Tensor>;
-  /** Gradients by the same names, present only when training all weights. */
-  readonly grads: Map<string, Tensor> | null;
-  /** Adapters by linear module name (e.g. `layers.0.self_attn.q_proj`), applied in order. */
-  readonly adapters = new Map<string, AttachedAdapter[]>();
-  #arenas = new Arenas<LlamaActivations>();
-  #last: { acts: LlamaActivations; tokens: Uint32Array } | null = null;
   #linears: Set<string>;
-  #scratchTensors = new Map<string, Tensor>();
 
   private constructor(
-    readonly gpu: Gpu,
+    gpu: Gpu,
     readonly config: LlamaConfig,
-    /** @internal The compiled kernels. */
-    readonly ops: LlamaOps,
+    ops: LlamaOps,
     /** @internal The RoPE inverse frequencies. */
     readonly rope: RopeTable,
     params: Map<string, Tensor>,
     options: ModelOptions & { configJson?: string },
   ) {
-    this.params = params;
+    super(gpu, ops, params, options, "linear");
     this.configHash = llamaConfigHash(config);
     this.sites = llamaSites(config);
     this.#linears = new Set(this.sites.map((s) => s.linear));
     this.configJson = options.configJson;
-    this.grads = options.trainAll
-      ? new Map([...params].map(([name, t]) => {
-        const g = Tensor.empty(gpu, t.shape, { persistent: true, label: `grad ${name}` });
-        gpu.clear(g.buffer);
-        return [name, g];
-      }))
-      : null;
   }
 
   /** The `config.json` text the model was loaded with, written back by {@link save}. */
@@ -148,11 +106,6 @@ export class Llama implements Model {
     return this.config.modelType;
   }
 
-  /** The device's matrix multiply. */
-  get matmul(): Matmul {
-    return this.ops.matmul;
-  }
-
   /** Vocabulary size. */
   get outputs(): number {
     return this.config.vocabSize;
@@ -178,7 +131,7 @@ export class Llama implements Model {
       heads: c.numAttentionHeads,
       positions: c.maxPositionEmbeddings,
       outputs: c.vocabSize,
-      parameters: [...this.params.values()].reduce((s, t) => s + t.size, 0),
+      parameters: this.parameterCount,
     };
   }
 
@@ -210,27 +163,9 @@ export class Llama implements Model {
     return saveLlamaFolder(this, outFolder, options);
   }
 
-  /** Adds an adapter to a linear module; its output lands in columns `colOffset ..`. */
-  attach(module: string, adapter: LinearAdapter, options: { colOffset?: number } = {}): void {
-    attachToLinear(this, module, adapter, options);
-  }
-
-  /** Removes every adapter. */
-  detachAll(): void {
-    this.adapters.clear();
-  }
-
-  /** The activation arena for one (B, T), allocated on first use; a few recent ones are kept. */
-  activations(B: number, T: number): LlamaActivations {
-    return this.#arenas.get({ B, T }, {
-      make: () => new LlamaActivations(this.gpu, this.config, { B, T }),
-      pinned: this.#last?.acts,
-    });
-  }
-
-  /** Bytes of weights, weight gradients and activation arenas on the GPU. */
-  memory(): { weights: number; gradients: number; activations: number } {
-    return modelMemory(this.params, this.grads, this.#arenas);
+  /** A new activation arena for (B, T). */
+  protected newArena(shape: { B: number; T: number }): LlamaActivations {
+    return new LlamaActivations(this.gpu, this.config, shape);
   }
 
   /**
@@ -239,36 +174,18 @@ export class Llama implements Model {
    * values join the cache.
    */
   forward(batch: TokenInput | LabelledInput, cache?: DecodingCache): LlamaActivations {
-    if (batch.kind === "labelled") {
-      throw new TypeError(`${this.modelType} takes token batches, not labelled inputs`);
-    }
-    if (cache && !(cache instanceof LlamaCache)) {
-      throw new TypeError(`Cannot run ${this.modelType} with another model's decoding cache`);
-    }
-    const { B, T, tokens } = batch;
+    const { acts, B, T, tokens, past, cache: kvCache } = this.startForward(
+      batch,
+      cache,
+      LlamaCache,
+      this.maxPositions,
+    );
     const c = this.config;
     const { numHiddenLayers: L, hiddenSize: D, intermediateSize: I, vocabSize: V } = c;
     const [H, KVH, eps] = [c.numAttentionHeads, c.numKeyValueHeads, c.rmsNormEps];
     const [Q, KV] = [H * c.headDim, KVH * c.headDim];
-    const past = cache?.past ?? 0;
-    if (tokens.length !== B * T) {
-      throw new RangeError(`Batch has ${tokens.length} tokens, expected B*T = ${B * T}`);
-    }
-    if (past + T > this.maxPositions) {
-      throw new RangeError(
-        `Sequence of ${past + T} tokens is longer than the model's ${this.maxPositions}`,
-      );
-    }
-    if (cache && B !== 1) throw new RangeError(`Generation with a cache takes B = 1, got ${B}`);
-    if (cache && past + T > cache.capacity) {
-      throw new RangeError(`Cache of ${cache.capacity} positions cannot take ${past + T}`);
-    }
-    const bad = tokens.findIndex((t) => t >= V);
-    if (bad >= 0) throw new RangeError(`Token ${tokens[bad]} at ${bad} is not below vocab ${V}`);
-    const { ops, gpu } = this;
-    const acts = this.activations(B, T);
+    const { ops } = this;
     const rows = B * T;
-    gpu.write(acts.tokens.buffer, tokens);
     // Rotary models add no position embedding: the encoder reads a zero table.
     ops.encoder.forward({
       out: acts.encoded,
@@ -288,12 +205,12 @@ export class Llama implements Model {
         weight: p("input_layernorm.weight"),
         eps,
       });
-      const k = cache ? cache.k[l] : a.k;
-      const v = cache ? cache.v[l] : a.v;
-      this.#linear(`${at}self_attn.q_proj`, { x: a.ln1, y: a.q, rows, inF: D, outF: Q });
+      const k = kvCache ? kvCache.k[l] : a.k;
+      const v = kvCache ? kvCache.v[l] : a.v;
+      this.linear(`${at}self_attn.q_proj`, { x: a.ln1, y: a.q, rows, inF: D, outF: Q });
       const kv = { x: a.ln1, rows, inF: D, outF: KV, rowOffset: past };
-      this.#linear(`${at}self_attn.k_proj`, { ...kv, y: k });
-      this.#linear(`${at}self_attn.v_proj`, { ...kv, y: v });
+      this.linear(`${at}self_attn.k_proj`, { ...kv, y: k });
+      this.linear(`${at}self_attn.v_proj`, { ...kv, y: v });
       ops.rope.forward({ x: a.q, table: this.rope, heads: H, B, T, past });
       ops.rope.forward({
         x: { tensor: k, offset: past * KV, ld: KV },
@@ -303,7 +220,7 @@ export class Llama implements Model {
         T,
         past,
       });
-      const tMax = cache ? k.shape[0] : T;
+      const tMax = kvCache ? k.shape[0] : T;
       ops.attention.forward({
         out: a.atty,
         lse: a.lse,
@@ -317,7 +234,7 @@ export class Llama implements Model {
         past,
         tMax,
       });
-      this.#linear(`${at}self_attn.o_proj`, { x: a.atty, y: a.attproj, rows, inF: Q, outF: D });
+      this.linear(`${at}self_attn.o_proj`, { x: a.atty, y: a.attproj, rows, inF: Q, outF: D });
       ops.residual.forward({ out: a.residual2, a: residual, b: a.attproj });
       ops.rmsnorm.forward({
         out: a.ln2,
@@ -326,10 +243,10 @@ export class Llama implements Model {
         weight: p("post_attention_layernorm.weight"),
         eps,
       });
-      this.#linear(`${at}mlp.gate_proj`, { x: a.ln2, y: a.gate, rows, inF: D, outF: I });
-      this.#linear(`${at}mlp.up_proj`, { x: a.ln2, y: a.up, rows, inF: D, outF: I });
+      this.linear(`${at}mlp.gate_proj`, { x: a.ln2, y: a.gate, rows, inF: D, outF: I });
+      this.linear(`${at}mlp.up_proj`, { x: a.ln2, y: a.up, rows, inF: D, outF: I });
       ops.swiglu.forward({ h: a.h, gate: a.gate, up: a.up, rows, cols: I });
-      this.#linear(`${at}mlp.down_proj`, { x: a.h, y: a.down, rows, inF: I, outF: D });
+      this.linear(`${at}mlp.down_proj`, { x: a.h, y: a.down, rows, inF: I, outF: D });
       ops.residual.forward({ out: a.residual3, a: a.residual2, b: a.down });
     }
     ops.rmsnorm.forward({
@@ -344,38 +261,8 @@ export class Llama implements Model {
       { out: acts.logits.buffer, a: acts.lnf.buffer, b: this.#head().buffer },
       { m: rows, n: V, k: D, transB: true, ldc: acts.logitsStride },
     );
-    if (cache) cache.advance(T);
-    this.#last = cache ? null : { acts, tokens };
+    this.endForward(acts, tokens, kvCache);
     return acts;
-  }
-
-  /**
-   * Records the per-token losses of the last forward; with `backward`, also replaces the logits
-   * by the gradient of the weighted total loss (needed by {@link backward}).
-   */
-  loss(targets: LossTargets, options: { backward?: boolean } = {}): Tensor {
-    const { acts } = this.#requireLast("loss");
-    const n = acts.shape.B * acts.shape.T;
-    if (targets.targets.length !== n) {
-      throw new RangeError(`Got ${targets.targets.length} targets for ${n} tokens`);
-    }
-    this.gpu.write(acts.targets.buffer, targets.targets);
-    const common = {
-      losses: acts.losses,
-      logits: acts.logits,
-      targets: acts.targets,
-      eps: targets.labelSmoothing ?? 0,
-      vocab: this.config.vocabSize,
-    };
-    if (!options.backward) {
-      this.ops.crossentropy.forward(common);
-      return acts.losses;
-    }
-    const weights = targets.weights ?? new Float32Array(n).fill(1 / n);
-    if (weights.length !== n) throw new RangeError(`Got ${weights.length} weights for ${n} tokens`);
-    this.gpu.write(acts.weights.buffer, weights);
-    this.ops.crossentropy.backward({ ...common, weights: acts.weights });
-    return acts.losses;
   }
 
   /**
@@ -384,8 +271,8 @@ export class Llama implements Model {
    * adapters accumulate their own.
    */
   backward(): void {
-    const { acts, tokens } = this.#requireLast("backward");
-    this.#last = null;
+    const { acts, tokens } = this.requireLast("backward");
+    this.last = null;
     const { B, T } = acts.shape;
     const c = this.config;
     const { numHiddenLayers: L, hiddenSize: D, intermediateSize: I, vocabSize: V } = c;
@@ -422,7 +309,7 @@ export class Llama implements Model {
       const residual = l === 0 ? acts.encoded : acts.layers[l - 1].residual3;
       const at = `layers.${l}.`;
       // residual3 = residual2 + down: dresidual is the gradient of both.
-      this.#linearBackward(`${at}mlp.down_proj`, {
+      this.linearBackward(`${at}mlp.down_proj`, {
         x: a.h,
         dy: g.dresidual,
         dx: g.dh,
@@ -440,8 +327,8 @@ export class Llama implements Model {
         cols: I,
       });
       const mlp = { x: a.ln2, dx: g.dln, rows, inF: D, outF: I };
-      this.#linearBackward(`${at}mlp.gate_proj`, { ...mlp, dy: g.dgate });
-      this.#linearBackward(`${at}mlp.up_proj`, { ...mlp, dy: g.dup, accumulate: true });
+      this.linearBackward(`${at}mlp.gate_proj`, { ...mlp, dy: g.dgate });
+      this.linearBackward(`${at}mlp.up_proj`, { ...mlp, dy: g.dup, accumulate: true });
       this.#rmsnormBackward(`${at}post_attention_layernorm`, {
         dout: g.dln,
         inp: a.residual2,
@@ -449,7 +336,7 @@ export class Llama implements Model {
         dinp: g.dresidual,
       });
       // residual2 = residual + attproj: dresidual now is the gradient of both.
-      this.#linearBackward(`${at}self_attn.o_proj`, {
+      this.linearBackward(`${at}self_attn.o_proj`, {
         x: a.atty,
         dy: g.dresidual,
         dx: g.datty,
@@ -476,14 +363,14 @@ export class Llama implements Model {
       ops.rope.backward({ x: g.dq, table: this.rope, heads: H, B, T });
       ops.rope.backward({ x: g.dk, table: this.rope, heads: KVH, B, T });
       const attn = { x: a.ln1, dx: g.dln, rows, inF: D };
-      this.#linearBackward(`${at}self_attn.q_proj`, { ...attn, dy: g.dq, outF: Q });
-      this.#linearBackward(`${at}self_attn.k_proj`, {
+      this.linearBackward(`${at}self_attn.q_proj`, { ...attn, dy: g.dq, outF: Q });
+      this.linearBackward(`${at}self_attn.k_proj`, {
         ...attn,
         dy: g.dk,
         outF: KV,
         accumulate: true,
       });
-      this.#linearBackward(`${at}self_attn.v_proj`, {
+      this.linearBackward(`${at}self_attn.v_proj`, {
         ...attn,
         dy: g.dv,
         outF: KV,
@@ -502,17 +389,9 @@ export class Llama implements Model {
     }
   }
 
-  /** Records zeroing every weight gradient. */
-  zeroGrads(): void {
-    for (const g of this.grads?.values() ?? []) this.gpu.clear(g.buffer);
-  }
-
-  /** Frees the weights, their gradients, the activation arenas and scratch tensors. */
-  [Symbol.dispose](): void {
-    this.#arenas[Symbol.dispose]();
-    for (const t of this.params.values()) t[Symbol.dispose]();
-    for (const t of this.grads?.values() ?? []) t[Symbol.dispose]();
-    for (const t of this.#scratchTensors.values()) t[Symbol.dispose]();
+  /** Frees the weights, their gradients, the activation arenas, scratch tensors, rope table. */
+  override [Symbol.dispose](): void {
+    super[Symbol.dispose]();
     this.rope[Symbol.dispose]();
   }
 
@@ -520,52 +399,6 @@ export class Llama implements Model {
     return this.params.get(
       this.config.tieWordEmbeddings ? "embed_tokens.weight" : "lm_head.weight",
     )!;
-  }
-
-  // y = x Wᵀ (+ b) (+ adapters), W stored [out, in]. With rowOffset, y's rows start there.
-  #linear(module: string, o: LinearCall): void {
-    const offsetC = (o.rowOffset ?? 0) * o.outF;
-    this.ops.matmul.raw(
-      {
-        out: o.y.buffer,
-        a: o.x.buffer,
-        b: this.params.get(`${module}.weight`)!.buffer,
-        bias: this.params.get(`${module}.bias`)?.buffer,
-      },
-      { m: o.rows, n: o.outF, k: o.inF, transB: true, offsetC },
-    );
-    for (const { adapter, colOffset } of this.adapters.get(module) ?? []) {
-      adapter.forward(
-        { tensor: o.x, ld: o.inF },
-        { tensor: o.y, ld: o.outF, offset: offsetC + colOffset },
-        o.rows,
-      );
-    }
-  }
-
-  // dx (+)= dy W (+ adapters); dW += dyᵀ x and db += colsum(dy) when training all weights.
-  #linearBackward(module: string, o: LinearBackwardCall): void {
-    const w = this.params.get(`${module}.weight`)!;
-    this.ops.matmul.raw(
-      { out: o.dx.buffer, a: o.dy.buffer, b: w.buffer },
-      { m: o.rows, n: o.inF, k: o.outF, accumulate: o.accumulate ?? false },
-    );
-    for (const { adapter, colOffset } of this.adapters.get(module) ?? []) {
-      adapter.backward(
-        { tensor: o.x, ld: o.inF },
-        { tensor: o.dy, ld: o.outF, offset: colOffset },
-        { tensor: o.dx, ld: o.inF },
-        o.rows,
-      );
-    }
-    const dw = this.grads?.get(`${module}.weight`);
-    if (!dw) return;
-    this.ops.matmul.raw(
-      { out: dw.buffer, a: o.dy.buffer, b: o.x.buffer },
-      { m: o.outF, n: o.inF, k: o.rows, transA: true, accumulate: true },
-    );
-    const db = this.grads!.get(`${module}.bias`);
-    if (db) this.ops.reduce.backward({ dbias: db, dout: o.dy });
   }
 
   // dinp += rmsnorm'(dout); frozen norm weights take their gradients in scratch buffers.
@@ -577,23 +410,7 @@ export class Llama implements Model {
     this.ops.rmsnorm.backward({
       ...o,
       weight,
-      dweight: this.grads?.get(`${name}.weight`) ?? this.#scratch(`${name}.weight`, weight),
+      dweight: this.gradOrScratch(`${name}.weight`),
     });
-  }
-
-  #scratch(name: string, like: Tensor): Tensor {
-    let t = this.#scratchTensors.get(name);
-    if (!t) {
-      t = Tensor.empty(this.gpu, like.shape, { persistent: true, label: `scratch ${name}` });
-      this.#scratchTensors.set(name, t);
-    }
-    return t;
-  }
-
-  #requireLast(what: string): { acts: LlamaActivations; tokens: Uint32Array } {
-    if (!this.#last) {
-      throw new Error(`Cannot compute the ${what}: run forward (without a cache) first`);
-    }
-    return this.#last;
   }
 }

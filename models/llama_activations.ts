@@ -6,9 +6,9 @@
  */
 
 import type { Gpu } from "../kernels/gpu.ts";
-import { Tensor } from "../kernels/tensor.ts";
+import type { Tensor } from "../kernels/tensor.ts";
 import type { LlamaConfig } from "./llama_config.ts";
-import type { DecodingCache } from "./model.ts";
+import { RowCache, TokenArena } from "./_gpu_model.ts";
 
 /** What one decoder layer keeps from its forward for the backward. */
 export interface LlamaLayerActivations {
@@ -49,7 +49,7 @@ export interface LlamaActivationGradients {
  * Every tensor one forward and backward of a Llama-family model needs at batch `B` and sequence
  * `T`. Gradients are allocated on first use.
  */
-export class LlamaActivations implements Disposable {
+export class LlamaActivations extends TokenArena {
   /** Token embeddings, the residual stream into layer 0: (B,T,D). */
   readonly encoded: Tensor;
   /**
@@ -67,20 +67,7 @@ export class LlamaActivations implements Disposable {
   readonly lnf: Tensor;
   /** The final norm's reciprocal root mean square per position: (B*T). */
   readonly rstdf: Tensor;
-  /** (B*T, logitsStride) logits, overwritten in place by the loss gradient; padding is zero. */
-  readonly logits: Tensor;
-  /** Elements from one row of {@link logits} to the next: the vocabulary rounded up to 4. */
-  readonly logitsStride: number;
-  /** Unweighted per-token cross-entropy, in nats: (B*T). */
-  readonly losses: Tensor;
-  /** The input token ids: (B,T). */
-  readonly tokens: Tensor<"u32">;
-  /** The target ids of the last loss: (B*T). */
-  readonly targets: Tensor<"u32">;
-  /** Each token's weight in the total loss: (B*T). */
-  readonly weights: Tensor<"f32">;
   #grads: LlamaActivationGradients | null = null;
-  #all: Tensor[] = [];
 
   /**
    * Allocates the forward activations for `shape`.
@@ -90,16 +77,17 @@ export class LlamaActivations implements Disposable {
    * @param shape Batch `B` and sequence length `T`.
    */
   constructor(
-    readonly gpu: Gpu,
+    gpu: Gpu,
     readonly config: LlamaConfig,
-    readonly shape: { B: number; T: number },
+    shape: { B: number; T: number },
   ) {
+    super(gpu, shape, config.vocabSize);
     const { B, T } = shape;
-    const { hiddenSize: D, intermediateSize: I, vocabSize: V, headDim: hd } = config;
+    const { hiddenSize: D, intermediateSize: I, headDim: hd } = config;
     const Q = config.numAttentionHeads * hd;
     const KV = config.numKeyValueHeads * hd;
     const BT = B * T;
-    const f = (dims: number[]) => this.#track(Tensor.empty(gpu, dims, { persistent: true }));
+    const f = (dims: number[]) => this.tensor(dims);
     this.encoded = f([B, T, D]);
     this.zeroPos = f([T, D]);
     gpu.clear(this.zeroPos.buffer);
@@ -123,13 +111,6 @@ export class LlamaActivations implements Disposable {
     }));
     this.lnf = f([BT, D]);
     this.rstdf = f([BT]);
-    this.logitsStride = Math.ceil(V / 4) * 4;
-    this.logits = f([BT, this.logitsStride]);
-    gpu.clear(this.logits.buffer);
-    this.losses = f([BT]);
-    this.tokens = this.#track(Tensor.empty(gpu, [B, T], { dtype: "u32", persistent: true }));
-    this.targets = this.#track(Tensor.empty(gpu, [BT], { dtype: "u32", persistent: true }));
-    this.weights = this.#track(Tensor.empty(gpu, [BT], { dtype: "f32", persistent: true }));
   }
 
   /**
@@ -145,7 +126,7 @@ export class LlamaActivations implements Disposable {
     const Q = c.numAttentionHeads * c.headDim;
     const KV = c.numKeyValueHeads * c.headDim;
     const BT = B * T;
-    const f = (dims: number[]) => this.#track(Tensor.empty(this.gpu, dims, { persistent: true }));
+    const f = (dims: number[]) => this.tensor(dims);
     return this.#grads = {
       dresidual: f([B, T, D]),
       dln: f([BT, D]),
@@ -159,78 +140,20 @@ export class LlamaActivations implements Disposable {
       dzeroPos: f([T, D]),
     };
   }
-
-  /** Bytes allocated so far (activations, and gradients once used). */
-  get bytes(): number {
-    return this.#all.reduce((sum, t) => sum + t.byteLength, 0);
-  }
-
-  /** Frees every tensor allocated, gradients included. */
-  [Symbol.dispose](): void {
-    for (const t of this.#all.splice(0)) t[Symbol.dispose]();
-  }
-
-  #track<T extends Tensor>(t: T): T {
-    this.#all.push(t);
-    return t;
-  }
 }
 
 /**
  * A Llama-family decoding cache: each layer's rotated keys and values (`[capacity, KVH * hd]`
  * each) for positions `0 .. past-1`.
  */
-export class LlamaCache implements DecodingCache {
-  #past = 0;
-
+export class LlamaCache extends RowCache {
   /**
    * Wraps per-layer tensors as an empty cache (use `Llama.newCache`).
    *
    * @param k One `[capacity, KVH * hd]` tensor a layer.
    * @param v One `[capacity, KVH * hd]` tensor a layer.
    */
-  constructor(readonly k: Tensor[], readonly v: Tensor[]) {}
-
-  /** Positions already in the cache. */
-  get past(): number {
-    return this.#past;
-  }
-
-  /** Positions the cache can hold. */
-  get capacity(): number {
-    return this.k[0]?.shape[0] ?? 0;
-  }
-
-  /**
-   * Counts `n` more positions as cached (the forward wrote them).
-   *
-   * @internal
-   */
-  advance(n: number): void {
-    this.#past += n;
-  }
-
-  /** Records copying another cache of the same model's first `past` positions into this one. */
-  copyFrom(source: DecodingCache): void {
-    if (
-      !(source instanceof LlamaCache) || source.k.length !== this.k.length ||
-      source.k[0]?.shape[1] !== this.k[0]?.shape[1]
-    ) {
-      throw new TypeError("Cannot copy a decoding cache of another model");
-    }
-    if (source.past > this.capacity) {
-      throw new RangeError(`Cannot copy ${source.past} positions into a cache of ${this.capacity}`);
-    }
-    const bytes = source.past * this.k[0].shape[1] * 4;
-    if (bytes > 0) {
-      source.k.forEach((src, l) => src.gpu.copy(src.buffer, this.k[l].buffer, { size: bytes }));
-      source.v.forEach((src, l) => src.gpu.copy(src.buffer, this.v[l].buffer, { size: bytes }));
-    }
-    this.#past = source.past;
-  }
-
-  /** Frees the layers' tensors. */
-  [Symbol.dispose](): void {
-    for (const t of [...this.k, ...this.v]) t[Symbol.dispose]();
+  constructor(readonly k: Tensor[], readonly v: Tensor[]) {
+    super([...k, ...v]);
   }
 }

@@ -261,7 +261,6 @@ export class Tokenizer {
     return [this.bosId, ...ids];
   }
 
-
   /**
    * Writes a conversation as text through the model's chat template (`apply_chat_template` of
    * `transformers`, untokenized): the template named `template`, else `tool_use` when

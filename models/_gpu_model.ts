@@ -1,0 +1,470 @@
+/**
+ * What every family's GPU model shares, whatever its layers: weights and their gradients by
+ * name, adapters hooked into linear layers, activation arenas per (B, T), the loss over the
+ * logits of the last forward, the decoding cache's bookkeeping, and the checks of a token batch.
+ * A family writes only its forward and backward, in its own file, calling {@link GpuModel.linear}
+ * and {@link GpuModel.linearBackward} for each linear layer.
+ *
+ * @module
+ */
+
+import type { CrossEntropyKernels } from "../kernels/crossentropy.ts";
+import type { Gpu } from "../kernels/gpu.ts";
+import type { Matmul } from "../kernels/matmul.ts";
+import type { ReduceKernels } from "../kernels/reduce.ts";
+import { Tensor } from "../kernels/tensor.ts";
+import {
+  type AttachedAdapter,
+  attachToLinear,
+  type DecodingCache,
+  type LabelledInput,
+  type LinearAdapter,
+  type LinearWeight,
+  type LossTargets,
+  type ModelOptions,
+  type TokenInput,
+  type WeightLayout,
+} from "./model.ts";
+import { Arenas, modelMemory } from "./_arenas.ts";
+
+/**
+ * The tensors of one forward and backward at batch `B` and sequence `T`, allocated together and
+ * freed together. Holds what every text family's loss needs: the token ids, the logits (rows
+ * padded to a multiple of 4 elements for vector loads; the padding is zero and never read as
+ * vocabulary), the per-token losses, targets and weights. A family's arena adds its layers'
+ * tensors through {@link tensor}.
+ */
+export class TokenArena implements Disposable {
+  /** (B*T, logitsStride) logits, overwritten in place by the loss gradient. */
+  readonly logits: Tensor;
+  /** Elements from one row of {@link logits} to the next: the vocabulary rounded up to 4. */
+  readonly logitsStride: number;
+  /** Unweighted per-token cross-entropy, in nats: (B*T). */
+  readonly losses: Tensor;
+  /** The input token ids: (B,T). */
+  readonly tokens: Tensor<"u32">;
+  /** The target ids of the last loss: (B*T). */
+  readonly targets: Tensor<"u32">;
+  /** Each token's weight in the total loss: (B*T). */
+  readonly weights: Tensor<"f32">;
+  #all: Tensor[] = [];
+
+  /**
+   * Allocates the loss tensors for `shape`.
+   *
+   * @param gpu The device.
+   * @param shape Batch `B` and sequence length `T`.
+   * @param vocab The logits per token.
+   */
+  constructor(
+    readonly gpu: Gpu,
+    readonly shape: { B: number; T: number },
+    vocab: number,
+  ) {
+    const { B, T } = shape;
+    this.logitsStride = Math.ceil(vocab / 4) * 4;
+    this.logits = this.tensor([B * T, this.logitsStride]);
+    gpu.clear(this.logits.buffer);
+    this.losses = this.tensor([B * T]);
+    this.tokens = this.#track(Tensor.empty(gpu, [B, T], { dtype: "u32", persistent: true }));
+    this.targets = this.#track(Tensor.empty(gpu, [B * T], { dtype: "u32", persistent: true }));
+    this.weights = this.#track(Tensor.empty(gpu, [B * T], { dtype: "f32", persistent: true }));
+  }
+
+  /**
+   * A new f32 tensor of the arena (freed and counted with it).
+   *
+   * @param dims Its shape.
+   * @returns The tensor, uninitialised.
+   */
+  tensor(dims: number[]): Tensor {
+    return this.#track(Tensor.empty(this.gpu, dims, { persistent: true }));
+  }
+
+  /** Bytes allocated so far (activations, and gradients once used). */
+  get bytes(): number {
+    return this.#all.reduce((sum, t) => sum + t.byteLength, 0);
+  }
+
+  /** Frees every tensor allocated, gradients included. */
+  [Symbol.dispose](): void {
+    for (const t of this.#all.splice(0)) t[Symbol.dispose]();
+  }
+
+  #track<T extends Tensor>(t: T): T {
+    this.#all.push(t);
+    return t;
+  }
+}
+
+/**
+ * A decoding cache made of per-layer tensors whose rows are positions (`[capacity, width]`
+ * each): keys and values, or a layer's whole q|k|v projection. Copying copies the first `past`
+ * rows of each tensor.
+ */
+export class RowCache implements DecodingCache {
+  #past = 0;
+
+  /**
+   * Wraps the tensors as an empty cache.
+   *
+   * @param tensors All the cache's tensors, each `[capacity, width]`, the same capacity.
+   */
+  constructor(readonly tensors: readonly Tensor[]) {}
+
+  /** Positions already in the cache. */
+  get past(): number {
+    return this.#past;
+  }
+
+  /** Positions the cache can hold. */
+  get capacity(): number {
+    return this.tensors[0]?.shape[0] ?? 0;
+  }
+
+  /**
+   * Counts `n` more positions as cached (the forward wrote them).
+   *
+   * @internal
+   */
+  advance(n: number): void {
+    this.#past += n;
+  }
+
+  /** Records copying another cache of the same model's first `past` positions into this one. */
+  copyFrom(source: DecodingCache): void {
+    if (
+      !(source instanceof RowCache) || source.constructor !== this.constructor ||
+      source.tensors.length !== this.tensors.length ||
+      source.tensors.some((t, i) => t.shape[1] !== this.tensors[i].shape[1])
+    ) {
+      throw new TypeError("Cannot copy a decoding cache of another model");
+    }
+    if (source.past > this.capacity) {
+      throw new RangeError(`Cannot copy ${source.past} positions into a cache of ${this.capacity}`);
+    }
+    source.tensors.forEach((src, i) => {
+      const size = source.past * src.shape[1] * 4;
+      if (size > 0) src.gpu.copy(src.buffer, this.tensors[i].buffer, { size });
+    });
+    this.#past = source.past;
+  }
+
+  /** Frees the tensors. */
+  [Symbol.dispose](): void {
+    for (const t of this.tensors) t[Symbol.dispose]();
+  }
+}
+
+/** The kernels {@link GpuModel} itself calls. */
+export interface SharedKernels {
+  /** Linear layers and the head. */
+  readonly matmul: Matmul;
+  /** Bias gradients. */
+  readonly reduce: ReduceKernels;
+  /** The loss. */
+  readonly crossentropy: CrossEntropyKernels;
+}
+
+/** One linear layer's forward: `y = x·W (+ b) (+ adapters)` over `rows` rows. */
+export interface LinearCall {
+  /** Input, `[rows, inF]`. */
+  x: Tensor;
+  /** Output, `[rows, outF]` from row `rowOffset`. */
+  y: Tensor;
+  /** Rows. */
+  rows: number;
+  /** Input features. */
+  inF: number;
+  /** Output features. */
+  outF: number;
+  /** First row of `y` written (a decoding cache's `past`). */
+  rowOffset?: number;
+}
+
+/** One linear layer's backward. */
+export interface LinearBackwardCall {
+  /** The forward's input, `[rows, inF]`. */
+  x: Tensor;
+  /** Gradient of the output, `[rows, outF]`. */
+  dy: Tensor;
+  /** Gradient of the input, `[rows, inF]`: written, or added to with `accumulate`. */
+  dx: Tensor;
+  /** Rows. */
+  rows: number;
+  /** Input features. */
+  inF: number;
+  /** Output features. */
+  outF: number;
+  /** Add to what `dx` holds (a second linear reading the same input). */
+  accumulate?: boolean;
+}
+
+/**
+ * The part of a family's model that is the same for every family (see the module doc).
+ *
+ * @typeParam Acts The family's activation arena.
+ * @typeParam Ops The family's compiled kernels.
+ */
+export abstract class GpuModel<Acts extends TokenArena, Ops extends SharedKernels>
+  implements Disposable {
+  /** Weights by canonical name. */
+  readonly params: Map<string, Tensor>;
+  /** Gradients by the same names, present only when training all weights. */
+  readonly grads: Map<string, Tensor> | null;
+  /** Adapters by linear module name, applied in order. */
+  readonly adapters = new Map<string, AttachedAdapter[]>();
+  /** The `model_type`. */
+  abstract readonly modelType: string;
+  /** The arenas of recent shapes. */
+  protected readonly arenas = new Arenas<Acts>();
+  /** The last forward without a cache, for the loss and the backward. */
+  protected last: { acts: Acts; tokens: Uint32Array } | null = null;
+  #scratch = new Map<string, Tensor>();
+
+  /**
+   * @param gpu The device.
+   * @param ops The family's kernels.
+   * @param params The weights on the GPU.
+   * @param options `trainAll` gives every weight a zeroed gradient.
+   * @param layout How the family stores its linear weights.
+   */
+  protected constructor(
+    readonly gpu: Gpu,
+    /** @internal The compiled kernels. */
+    readonly ops: Ops,
+    params: Map<string, Tensor>,
+    options: ModelOptions,
+    readonly layout: WeightLayout,
+  ) {
+    this.params = params;
+    this.grads = options.trainAll
+      ? new Map([...params].map(([name, t]) => {
+        const g = Tensor.empty(gpu, t.shape, { persistent: true, label: `grad ${name}` });
+        gpu.clear(g.buffer);
+        return [name, g];
+      }))
+      : null;
+  }
+
+  /** A new arena for (B, T). */
+  protected abstract newArena(shape: { B: number; T: number }): Acts;
+
+  /** A linear layer's weight, or undefined when there is none. */
+  abstract linearWeight(linear: string): LinearWeight | undefined;
+
+  /** The device's matrix multiply. */
+  get matmul(): Matmul {
+    return this.ops.matmul;
+  }
+
+  /** Weights, counted. */
+  get parameterCount(): number {
+    return [...this.params.values()].reduce((s, t) => s + t.size, 0);
+  }
+
+  /**
+   * The activation arena for one (B, T), allocated on first use; the few most recently used
+   * shapes are kept (training, evaluation, a prompt, single-token steps).
+   */
+  activations(B: number, T: number): Acts {
+    return this.arenas.get({ B, T }, {
+      make: () => this.newArena({ B, T }),
+      pinned: this.last?.acts,
+    });
+  }
+
+  /**
+   * Adds an adapter to a linear module. Its output lands in features `colOffset ..
+   * colOffset + adapter.outFeatures` of the module's output (e.g. the q or v part of a fused
+   * projection).
+   */
+  attach(module: string, adapter: LinearAdapter, options: { colOffset?: number } = {}): void {
+    attachToLinear(this, module, adapter, options);
+  }
+
+  /** Removes every adapter. */
+  detachAll(): void {
+    this.adapters.clear();
+  }
+
+  /** Bytes of weights, weight gradients and activation arenas on the GPU. */
+  memory(): { weights: number; gradients: number; activations: number } {
+    return modelMemory(this.params, this.grads, this.arenas);
+  }
+
+  /** Records zeroing every weight gradient. */
+  zeroGrads(): void {
+    for (const g of this.grads?.values() ?? []) this.gpu.clear(g.buffer);
+  }
+
+  /**
+   * Records the per-token losses of the last forward into its `losses`; with `backward`, also
+   * replaces the logits by the gradient of the weighted total loss (needed by the backward).
+   */
+  loss(targets: LossTargets, options: { backward?: boolean } = {}): Tensor {
+    const { acts } = this.requireLast("loss");
+    const n = acts.shape.B * acts.shape.T;
+    if (targets.targets.length !== n) {
+      throw new RangeError(`Got ${targets.targets.length} targets for ${n} tokens`);
+    }
+    this.gpu.write(acts.targets.buffer, targets.targets);
+    const common = {
+      losses: acts.losses,
+      logits: acts.logits,
+      targets: acts.targets,
+      eps: targets.labelSmoothing ?? 0,
+      vocab: this.outputs,
+    };
+    if (!options.backward) {
+      this.ops.crossentropy.forward(common);
+      return acts.losses;
+    }
+    const weights = targets.weights ?? new Float32Array(n).fill(1 / n);
+    if (weights.length !== n) throw new RangeError(`Got ${weights.length} weights for ${n} tokens`);
+    this.gpu.write(acts.weights.buffer, weights);
+    this.ops.crossentropy.backward({ ...common, weights: acts.weights });
+    return acts.losses;
+  }
+
+  /** The logits a token (the vocabulary). */
+  abstract get outputs(): number;
+
+  /** Frees the weights, their gradients, the activation arenas and scratch tensors. */
+  [Symbol.dispose](): void {
+    this.arenas[Symbol.dispose]();
+    for (const t of this.params.values()) t[Symbol.dispose]();
+    for (const t of this.grads?.values() ?? []) t[Symbol.dispose]();
+    for (const t of this.#scratch.values()) t[Symbol.dispose]();
+  }
+
+  /**
+   * Checks a token batch against the model and the cache, and writes its ids into the arena.
+   *
+   * @param batch The input.
+   * @param cache The decoding cache, if any; it must be an instance of `cacheClass`.
+   * @param cacheClass The family's cache class.
+   * @param positions The model's positions.
+   * @returns The arena, the batch's shape and the positions already cached.
+   */
+  protected startForward<C extends DecodingCache>(
+    batch: TokenInput | LabelledInput,
+    cache: DecodingCache | undefined,
+    cacheClass: abstract new (...args: never[]) => C,
+    positions: number,
+  ): { acts: Acts; B: number; T: number; tokens: Uint32Array; past: number; cache?: C } {
+    if (batch.kind === "labelled") {
+      throw new TypeError(`${this.modelType} takes token batches, not labelled inputs`);
+    }
+    if (cache && !(cache instanceof cacheClass)) {
+      throw new TypeError(`Cannot run ${this.modelType} with another model's decoding cache`);
+    }
+    const { B, T, tokens } = batch;
+    const past = cache?.past ?? 0;
+    if (tokens.length !== B * T) {
+      throw new RangeError(`Batch has ${tokens.length} tokens, expected B*T = ${B * T}`);
+    }
+    if (past + T > positions) {
+      throw new RangeError(
+        `Sequence of ${past + T} tokens is longer than the model's ${positions}`,
+      );
+    }
+    if (cache && B !== 1) throw new RangeError(`Generation with a cache takes B = 1, got ${B}`);
+    if (cache && past + T > cache.capacity) {
+      throw new RangeError(`Cache of ${cache.capacity} positions cannot take ${past + T}`);
+    }
+    const V = this.outputs;
+    const bad = tokens.findIndex((t) => t >= V);
+    if (bad >= 0) throw new RangeError(`Token ${tokens[bad]} at ${bad} is not below vocab ${V}`);
+    const acts = this.activations(B, T);
+    this.gpu.write(acts.tokens.buffer, tokens);
+    return { acts, B, T, tokens, past, cache: cache as C | undefined };
+  }
+
+  /** Ends a forward: advances the cache, or keeps the arena for the loss and the backward. */
+  protected endForward(acts: Acts, tokens: Uint32Array, cache?: RowCache): void {
+    if (cache) cache.advance(acts.shape.T);
+    this.last = cache ? null : { acts, tokens };
+  }
+
+  /** The last forward without a cache; the backward takes it. */
+  protected requireLast(what: string): { acts: Acts; tokens: Uint32Array } {
+    if (!this.last) {
+      throw new Error(`Cannot compute the ${what}: run forward (without a cache) first`);
+    }
+    return this.last;
+  }
+
+  /**
+   * Records `y = x·W (+ b) (+ adapters)`, whatever the layout the weight is stored in
+   * (`conv1d` `[in, out]`, or `linear` `[out, in]`).
+   */
+  protected linear(module: string, o: LinearCall): void {
+    const offsetC = (o.rowOffset ?? 0) * o.outF;
+    this.ops.matmul.raw(
+      {
+        out: o.y.buffer,
+        a: o.x.buffer,
+        b: this.params.get(`${module}.weight`)!.buffer,
+        bias: this.params.get(`${module}.bias`)?.buffer,
+      },
+      { m: o.rows, n: o.outF, k: o.inF, transB: this.layout === "linear", offsetC },
+    );
+    for (const { adapter, colOffset } of this.adapters.get(module) ?? []) {
+      adapter.forward(
+        { tensor: o.x, ld: o.inF },
+        { tensor: o.y, ld: o.outF, offset: offsetC + colOffset },
+        o.rows,
+      );
+    }
+  }
+
+  /**
+   * Records `dx (+)= dy·Wᵀ (+ adapters)`; when training all weights, also `dW += xᵀ·dy` (in the
+   * weight's layout) and `db += colsum(dy)`.
+   */
+  protected linearBackward(module: string, o: LinearBackwardCall): void {
+    const w = this.params.get(`${module}.weight`)!;
+    const stored = this.layout === "linear"; // [out, in]
+    this.ops.matmul.raw(
+      { out: o.dx.buffer, a: o.dy.buffer, b: w.buffer },
+      { m: o.rows, n: o.inF, k: o.outF, transB: !stored, accumulate: o.accumulate ?? false },
+    );
+    for (const { adapter, colOffset } of this.adapters.get(module) ?? []) {
+      adapter.backward(
+        { tensor: o.x, ld: o.inF },
+        { tensor: o.dy, ld: o.outF, offset: colOffset },
+        { tensor: o.dx, ld: o.inF },
+        o.rows,
+      );
+    }
+    const dw = this.grads?.get(`${module}.weight`);
+    if (!dw) return;
+    this.ops.matmul.raw(
+      stored
+        ? { out: dw.buffer, a: o.dy.buffer, b: o.x.buffer }
+        : { out: dw.buffer, a: o.x.buffer, b: o.dy.buffer },
+      stored
+        ? { m: o.outF, n: o.inF, k: o.rows, transA: true, accumulate: true }
+        : { m: o.inF, n: o.outF, k: o.rows, transA: true, accumulate: true },
+    );
+    const db = this.grads!.get(`${module}.bias`);
+    if (db) this.ops.reduce.backward({ dbias: db, dout: o.dy });
+  }
+
+  /**
+   * The gradient buffer of a norm weight: its real gradient when training all weights, else a
+   * scratch tensor the kernel may write and nobody reads.
+   */
+  protected gradOrScratch(name: string): Tensor {
+    const real = this.grads?.get(name);
+    if (real) return real;
+    let t = this.#scratch.get(name);
+    if (!t) {
+      const like = this.params.get(name)!;
+      t = Tensor.empty(this.gpu, like.shape, { persistent: true, label: `scratch ${name}` });
+      this.#scratch.set(name, t);
+    }
+    return t;
+  }
+}
