@@ -5,14 +5,9 @@
  * @module
  */
 
-import { join } from "node:path";
-import { copyFileAtomic, writeTextFileAtomic } from "../formats/atomic.ts";
-import { checkOutputFolder, checkOutputPath, ensureFolder } from "../formats/folder.ts";
-import { type TensorToWrite, writeSafetensors } from "../formats/safetensors.ts";
 import type { Tensor } from "../kernels/tensor.ts";
 import type { Gpt2Config } from "./gpt2_config.ts";
-
-const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"];
+import { writeModelFolder } from "./_model_folder.ts";
 
 /** `config.json` in Hugging Face's GPT2Config keys. */
 export function hfConfigJson(config: Gpt2Config, extra: Record<string, unknown> = {}): string {
@@ -46,36 +41,15 @@ export function hfConfigJson(config: Gpt2Config, extra: Record<string, unknown> 
  * lies inside or contains `tokenizerFrom`, or holds a sharded checkpoint's index (which loaders
  * would read instead), is refused with an `OutputPathError`.
  */
-export async function saveGpt2Folder(
+export function saveGpt2Folder(
   model: { config: Gpt2Config; params: Map<string, Tensor> },
   outFolder: string,
   options: { tokenizerFrom?: string; metadata?: Record<string, string> } = {},
 ): Promise<void> {
-  const tensors: TensorToWrite[] = [];
-  for (const [name, t] of model.params) {
-    tensors.push({
-      name,
-      dtype: "F32" as const,
-      shape: [...t.shape],
-      data: await t.read() as Float32Array,
-    });
-  }
-  if (options.tokenizerFrom) {
-    await checkOutputPath(outFolder, [{ path: options.tokenizerFrom, what: "model folder" }]);
-  }
-  await checkOutputFolder(outFolder, { shadowedBy: ["model.safetensors.index.json"] });
-  await ensureFolder(outFolder);
-  await writeSafetensors(join(outFolder, "model.safetensors"), tensors, {
-    format: "pt",
-    ...options.metadata,
+  return writeModelFolder(outFolder, {
+    params: model.params,
+    checkpointName: (name) => name,
+    configJson: hfConfigJson(model.config),
+    ...options,
   });
-  for (const file of TOKENIZER_FILES) {
-    if (!options.tokenizerFrom) break;
-    try {
-      await copyFileAtomic(join(options.tokenizerFrom, file), join(outFolder, file));
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
-    }
-  }
-  await writeTextFileAtomic(join(outFolder, "config.json"), hfConfigJson(model.config));
 }

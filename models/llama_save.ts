@@ -7,23 +7,10 @@
  * @module
  */
 
-import { join } from "node:path";
-import { copyFileAtomic, writeTextFileAtomic } from "../formats/atomic.ts";
-import { checkOutputFolder, checkOutputPath, ensureFolder } from "../formats/folder.ts";
-import { type TensorToWrite, writeSafetensors } from "../formats/safetensors.ts";
 import type { Tensor } from "../kernels/tensor.ts";
 import { LLAMA_MODEL_TYPES, type LlamaConfig } from "./llama_config.ts";
 import { MODEL_PREFIX } from "./llama_weights.ts";
-
-const TOKENIZER_FILES = [
-  "tokenizer.json",
-  "tokenizer_config.json",
-  "special_tokens_map.json",
-  "tokenizer.model",
-  "vocab.json",
-  "merges.txt",
-  "generation_config.json",
-];
+import { writeModelFolder } from "./_model_folder.ts";
 
 /**
  * `config.json` in Hugging Face's keys for an architecture (used when the model was not loaded
@@ -79,36 +66,15 @@ export function hfLlamaConfigJson(config: LlamaConfig): string {
  * `config.json` last). A folder that is, lies inside or contains `tokenizerFrom`, or holds a
  * sharded checkpoint's index, is refused with an `OutputPathError`.
  */
-export async function saveLlamaFolder(
+export function saveLlamaFolder(
   model: { config: LlamaConfig; configJson?: string; params: Map<string, Tensor> },
   outFolder: string,
   options: { tokenizerFrom?: string } = {},
 ): Promise<void> {
-  const tensors: TensorToWrite[] = [];
-  for (const [name, t] of model.params) {
-    tensors.push({
-      name: name === "lm_head.weight" ? name : MODEL_PREFIX + name,
-      dtype: "F32" as const,
-      shape: [...t.shape],
-      data: await t.read() as Float32Array,
-    });
-  }
-  if (options.tokenizerFrom) {
-    await checkOutputPath(outFolder, [{ path: options.tokenizerFrom, what: "model folder" }]);
-  }
-  await checkOutputFolder(outFolder, { shadowedBy: ["model.safetensors.index.json"] });
-  await ensureFolder(outFolder);
-  await writeSafetensors(join(outFolder, "model.safetensors"), tensors, { format: "pt" });
-  for (const file of TOKENIZER_FILES) {
-    if (!options.tokenizerFrom) break;
-    try {
-      await copyFileAtomic(join(options.tokenizerFrom, file), join(outFolder, file));
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
-    }
-  }
-  await writeTextFileAtomic(
-    join(outFolder, "config.json"),
-    model.configJson ?? hfLlamaConfigJson(model.config),
-  );
+  return writeModelFolder(outFolder, {
+    params: model.params,
+    checkpointName: (name) => name === "lm_head.weight" ? name : MODEL_PREFIX + name,
+    configJson: model.configJson ?? hfLlamaConfigJson(model.config),
+    tokenizerFrom: options.tokenizerFrom,
+  });
 }
