@@ -18,6 +18,7 @@ import type { ModuleOverride } from "../adapters/attach.ts";
 import type { NolaInit } from "../adapters/nola_factors.ts";
 import type { QuantOptions, QuantScheme } from "../formats/quantize.ts";
 import type { DataFormat } from "../data/readers.ts";
+import { INSTRUCTION_FORMATS, type InstructionFormat } from "../data/instructions.ts";
 import type { ScheduleKind } from "../train/schedule.ts";
 
 /** The names of the three dataset splits. */
@@ -62,8 +63,8 @@ export interface SplitSpec {
 export interface DataStage extends StageBase {
   /** The stage kind. */
   kind: "data";
-  /** Absent: from each file's extension. */
-  format?: DataFormat;
+  /** Absent: from each file's extension. `alpaca` and `chat` are JSON Lines of instructions. */
+  format?: DataFormat | InstructionFormat;
   /** Split files (give `train`), or one `file` with a `split`. */
   train?: string;
   /** Validation file. */
@@ -74,15 +75,15 @@ export interface DataStage extends StageBase {
   file?: string;
   /** Shares of `file`, summing to 1. */
   split?: SplitSpec;
-  /** Jinja template of the prompt (no loss). */
-  prompt: string;
-  /** Jinja template of the completion (the loss). */
-  completion: string;
+  /** Jinja template of the prompt (no loss); absent with `alpaca` and `chat`. */
+  prompt?: string;
+  /** Jinja template of the completion (the loss); absent with `alpaca` and `chat`. */
+  completion?: string;
   /** Positions per row (T). */
   seqLen: number;
   /** Pack several examples per row. */
   pack: boolean;
-  /** End each example with the end-of-text token. */
+  /** End each example with the end-of-text token (not with `chat`: the template ends turns). */
   eos: boolean;
   /** Cut examples to `seq_len` (false: split them into chunks). */
   truncate: boolean;
@@ -513,14 +514,28 @@ export const STAGES: readonly StageSchema[] = [
   {
     kind: "data",
     doc: "Reads the dataset, renders the templates and lays out rows of `seq_len` tokens. " +
-      "The loss is taken on completion tokens only.",
+      "The loss is taken on completion tokens only. Each example's text is tokenized whole, as " +
+      "the model reads it (the beginning-of-text token first where the tokenizer adds one); " +
+      "the prompt/completion boundary is the common prefix of the prompt's ids and the whole's. " +
+      "Instruction data: `format: alpaca` (JSON Lines with `instruction`, optional `input`, " +
+      "`output`; the standard Alpaca prompt with or without its `### Input:` part, the loss on " +
+      "`output` and the end-of-text token) or `format: chat` (JSON Lines with `messages`, a list " +
+      "of `{role, content}`, written by the tokenizer's chat template; the loss on every " +
+      "assistant turn and the text the template ends it with). With either, `prompt` and " +
+      "`completion` are not given, and the evaluation prompts are the Alpaca prompt (reference: " +
+      "`output`) or the conversation before its last assistant turn with the generation prompt " +
+      "(reference: that turn's content).",
     fields: [
       {
         key: "format",
-        type: { type: "enum", values: ["jsonl", "csv", "e2e", "text"] },
+        type: {
+          type: "enum",
+          values: ["jsonl", "csv", "e2e", "text", ...INSTRUCTION_FORMATS],
+        },
         absent: "from each file's extension",
-        doc: "`jsonl`, `csv`, `e2e` (the E2E NLG CSV: `mr`, `ref`) or `text` (one document " +
-          "a line, as the field `text`).",
+        doc: "`jsonl`, `csv`, `e2e` (the E2E NLG CSV: `mr`, `ref`), `text` (one document " +
+          "a line, as the field `text`), `alpaca` or `chat` (JSON Lines of instructions, named " +
+          "explicitly).",
       },
       { key: "train", type: { type: "path", is: "file" }, doc: "Training file." },
       {
@@ -559,11 +574,16 @@ export const STAGES: readonly StageSchema[] = [
           }],
         },
       },
-      { key: "prompt", type: str, required: true, doc: "Jinja template of the prompt (no loss)." },
+      {
+        key: "prompt",
+        type: str,
+        absent: "only with `alpaca` and `chat`",
+        doc: "Jinja template of the prompt (no loss); a record's fields are its variables.",
+      },
       {
         key: "completion",
         type: str,
-        required: true,
+        absent: "only with `alpaca` and `chat`",
         doc: "Jinja template of the completion (the loss).",
       },
       {
@@ -578,7 +598,8 @@ export const STAGES: readonly StageSchema[] = [
         key: "eos",
         type: bool,
         default: true,
-        doc: "End each example with the end-of-text token.",
+        doc: "End each example with the end-of-text token (trained). Not with `chat`, whose " +
+          "template ends each turn.",
       },
       {
         key: "truncate",
@@ -603,6 +624,34 @@ export const STAGES: readonly StageSchema[] = [
           if (given.has("file") && !given.has("split")) return { message: `"file" needs "split"` };
         },
       },
+      {
+        doc: "`prompt` and `completion` are needed, except with `alpaca` and `chat`, which " +
+          "refuse them (the format writes the prompt).",
+        check(value, given) {
+          const format = value.format as string | undefined;
+          const instructions = (INSTRUCTION_FORMATS as readonly unknown[]).includes(format);
+          for (const key of ["prompt", "completion"]) {
+            if (instructions && given.has(key)) {
+              return {
+                key,
+                message: `is not used with format "${format}", which writes the prompt ` +
+                  `itself; remove it`,
+              };
+            }
+            if (!instructions && !given.has(key)) {
+              return {
+                message: `needs "${key}" (a Jinja template over the record's fields), or ` +
+                  `"format: alpaca" or "format: chat" for instruction data`,
+              };
+            }
+          }
+        },
+      },
+      onlyWith(
+        "eos",
+        (v) => v.format !== "chat",
+        "with a `format` other than `chat` (whose template ends each turn itself)",
+      ),
     ],
   },
   {
