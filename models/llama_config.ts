@@ -512,6 +512,24 @@ export async function readLlamaConfig(
 }
 
 /**
+ * `rope_scaling` as Hugging Face writes it (`rope_type` key), or null for none.
+ *
+ * @param s The parsed scaling.
+ * @returns The JSON value.
+ */
+export function ropeScalingJson(s: LlamaConfig["ropeScaling"]): Record<string, unknown> | null {
+  if (s === undefined) return null;
+  if (s.type === "linear") return { rope_type: "linear", factor: s.factor };
+  return {
+    rope_type: "llama3",
+    factor: s.factor,
+    low_freq_factor: s.lowFreqFactor,
+    high_freq_factor: s.highFreqFactor,
+    original_max_position_embeddings: s.originalMaxPositionEmbeddings,
+  };
+}
+
+/**
  * The canonical text {@linkcode llamaConfigHash} hashes: a JSON object with exactly these keys in
  * this order, `JSON.stringify` number formatting, no spaces: `model_type`, `num_hidden_layers`,
  * `hidden_size`, `intermediate_size`, `num_attention_heads`, `num_key_value_heads`, `head_dim`,
@@ -531,18 +549,7 @@ export async function readLlamaConfig(
  * ```
  */
 export function canonicalLlamaConfigJson(config: LlamaConfig): string {
-  const s = config.ropeScaling;
-  const ropeScaling = s === undefined
-    ? null
-    : s.type === "linear"
-    ? { rope_type: "linear", factor: s.factor }
-    : {
-      rope_type: "llama3",
-      factor: s.factor,
-      low_freq_factor: s.lowFreqFactor,
-      high_freq_factor: s.highFreqFactor,
-      original_max_position_embeddings: s.originalMaxPositionEmbeddings,
-    };
+  const ropeScaling = ropeScalingJson(config.ropeScaling);
   return JSON.stringify({
     model_type: config.modelType,
     num_hidden_layers: config.numHiddenLayers,

@@ -8,7 +8,7 @@
  */
 
 import type { Tensor } from "../kernels/tensor.ts";
-import { LLAMA_MODEL_TYPES, type LlamaConfig } from "./llama_config.ts";
+import { LLAMA_MODEL_TYPES, type LlamaConfig, ropeScalingJson } from "./llama_config.ts";
 import { MODEL_PREFIX } from "./llama_weights.ts";
 import { writeModelFolder } from "./_model_folder.ts";
 
@@ -20,7 +20,6 @@ import { writeModelFolder } from "./_model_folder.ts";
  * @returns The JSON text.
  */
 export function hfLlamaConfigJson(config: LlamaConfig): string {
-  const s = config.ropeScaling;
   const json: Record<string, unknown> = {
     architectures: [LLAMA_MODEL_TYPES[config.modelType].architectures[0]],
     model_type: config.modelType,
@@ -35,17 +34,7 @@ export function hfLlamaConfigJson(config: LlamaConfig): string {
     max_position_embeddings: config.maxPositionEmbeddings,
     rms_norm_eps: config.rmsNormEps,
     rope_theta: config.ropeTheta,
-    rope_scaling: s === undefined
-      ? null
-      : s.type === "linear"
-      ? { rope_type: "linear", factor: s.factor }
-      : {
-        rope_type: "llama3",
-        factor: s.factor,
-        low_freq_factor: s.lowFreqFactor,
-        high_freq_factor: s.highFreqFactor,
-        original_max_position_embeddings: s.originalMaxPositionEmbeddings,
-      },
+    rope_scaling: ropeScalingJson(config.ropeScaling),
     tie_word_embeddings: config.tieWordEmbeddings,
     initializer_range: config.initializerRange,
     torch_dtype: "float32",
