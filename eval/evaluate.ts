@@ -154,7 +154,7 @@ export async function evaluateGenerations(
       text = await generateText(model, tokenizer, example.prompt, { maxNewTokens, stop });
     } else {
       // Greedy with an n-gram ban is beam search with one beam.
-      const ids = await beamSearch(model, tokenizer.encode(example.prompt), {
+      const ids = await beamSearch(model, tokenizer.encodePrompt(example.prompt), {
         beams: options.decoding === "beam" ? options.beams ?? 4 : 1,
         lengthPenalty: options.lengthPenalty,
         noRepeatNgram,
