@@ -192,15 +192,39 @@ export {
 export { type DataFormat, type DataRecord, type FieldValue, readRecords } from "./data/readers.ts";
 export {
   buildRows,
+  buildSegmentRows,
+  encodeSegments,
   loadSplits,
   type PackingReport,
   type Row,
+  type RowOptions,
+  type Segment,
   type SplitRatios,
+  type SplitReader,
   type Splits,
   type SplitSource,
   type TextEncoder,
   type TruncationReport,
 } from "./data/examples.ts";
+export {
+  alpacaPrompt,
+  type AlpacaRecord,
+  alpacaSegments,
+  type ChatRecord,
+  type ChatRenderer,
+  chatSegments,
+  type ChatTurn,
+  INSTRUCTION_FORMATS,
+  type InstructionExample,
+  instructionExample,
+  type InstructionFormat,
+  type InstructionRecord,
+  instructionSegments,
+  parseAlpaca,
+  parseChat,
+  readInstructions,
+  type RecordSource,
+} from "./data/instructions.ts";
 export type { Templates } from "./data/templates.ts";
 export {
   type BatchOf,

@@ -471,17 +471,33 @@ export interface SplitReader<T> {
 }
 
 /**
- * Reads the items of each split.
+ * Reads the records of each split.
  *
  * @param source Separate files (a missing one gives an empty split), or one file, ratios, a seed
  * and a grouping field (`key`; for the `e2e` format `mr` by default, so one meaning's references
  * never straddle splits).
- * @param reader How to read a file and a field of an item; by default flat records through
- * {@linkcode readRecords} in `source.format`.
- * @returns The items of each split.
+ * @returns The records of each split, read by {@linkcode readRecords} in `source.format`.
  * @throws {DataError} If a file cannot be read.
  */
 export function loadSplits(source: SplitSource): Promise<Splits<DataRecord>>;
+/**
+ * Reads the items of each split with a reader of their own (Alpaca or chat records, say).
+ *
+ * @param source Separate files, or one file, ratios, a seed and a grouping field (`key`).
+ * @param reader How to read a file, and a field of an item for the split key.
+ * @returns The items of each split.
+ * @throws {DataError} If a file cannot be read.
+ *
+ * @example Alpaca records split by ratio
+ * ```ts
+ * import { loadSplits } from "./examples.ts";
+ * import { type InstructionRecord, readInstructions } from "./instructions.ts";
+ * const splits = await loadSplits<InstructionRecord>(
+ *   { file: "alpaca.jsonl", ratios: { train: 0.9, test: 0.1 }, seed: 0 },
+ *   { read: (path) => readInstructions(path, "alpaca"), field: (r, name) => r.fields[name] },
+ * );
+ * ```
+ */
 export function loadSplits<T>(source: SplitSource, reader: SplitReader<T>): Promise<Splits<T>>;
 export async function loadSplits<T>(
   source: SplitSource,
