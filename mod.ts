@@ -227,6 +227,14 @@ export {
 } from "./data/instructions.ts";
 export type { Templates } from "./data/templates.ts";
 export {
+  type ChoiceFormat,
+  type ChoiceItem,
+  choiceLetter,
+  parseChoiceItems,
+  readChoiceItems,
+  subjectOfFile,
+} from "./data/choices.ts";
+export {
   type BatchOf,
   type BatchState,
   evalBatches,
@@ -289,6 +297,20 @@ export {
   corpusBleu,
 } from "./eval/bleu.ts";
 export { rougeL, type RougeOptions, type RougeResult } from "./eval/rouge.ts";
+export {
+  type ChoiceAccuracy,
+  choiceAccuracy,
+  type ChoicePrediction,
+  choicePrompt,
+  type ChoiceScore,
+  evaluateMultipleChoice,
+  formatChoiceItem,
+  MultipleChoiceError,
+  type MultipleChoiceOptions,
+  type MultipleChoiceReason,
+  type MultipleChoiceResult,
+  type SubjectAccuracy,
+} from "./eval/multiple_choice.ts";
 
 // Pipelines
 export {
@@ -300,6 +322,7 @@ export {
 export type {
   AttachOverride,
   AttachStage,
+  ChoiceSet,
   DataStage,
   EvaluateStage,
   ExportPeftStage,

@@ -39,8 +39,19 @@ export function pipelineInputs(pipeline: Pipeline, baseDir = pipeline.baseDir): 
   }
   for (const stage of pipeline.stages) {
     for (const field of stageSchema(stage.kind)!.fields) {
-      if (field.type.type !== "path" || field.type.is === "output") continue;
       const value = (stage as unknown as Record<string, unknown>)[camelCase(field.key)];
+      // A mapping's paths (`choices.test`, `choices.dev`: multiple-choice items) are inputs too.
+      if (field.type.type === "mapping" && value && typeof value === "object") {
+        for (const inner of field.type.fields) {
+          const path = (value as Record<string, unknown>)[camelCase(inner.key)];
+          if (inner.type.type !== "path" || inner.type.is === "output") continue;
+          if (typeof path !== "string") continue;
+          const what = `${field.key}.${inner.key} items`;
+          inputs.push({ path: isAbsolute(path) ? path : join(baseDir, path), what });
+        }
+        continue;
+      }
+      if (field.type.type !== "path" || field.type.is === "output") continue;
       if (typeof value !== "string") continue;
       const what = field.type.is === "folder"
         ? `${field.key} folder`

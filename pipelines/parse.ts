@@ -691,8 +691,9 @@ export function pipelineError(
 
 /**
  * Checks that every input file and folder a pipeline names exists and can be read (data files
- * are files, the model a folder). Relative paths resolve against `baseDir`, by default the
- * pipeline file's folder.
+ * are files, the model a folder, multiple-choice items either), in stage keys and in their
+ * mappings (`choices.test`). Relative paths resolve against `baseDir`, by default the pipeline
+ * file's folder.
  *
  * @param pipeline A parsed pipeline.
  * @param baseDir The folder relative paths resolve against.
@@ -701,50 +702,66 @@ export function pipelineError(
 export async function checkFiles(pipeline: Pipeline, baseDir = pipeline.baseDir): Promise<void> {
   for (const [i, stage] of pipeline.stages.entries()) {
     const fields = stageSchema(stage.kind)!.fields;
-    for (const field of fields) {
-      if (field.type.type !== "path" || field.type.is === "output") continue;
-      const value = (stage as unknown as Record<string, unknown>)[camelCase(field.key)];
-      if (typeof value !== "string") continue;
-      const folder = field.type.is === "folder";
-      const resolved = isAbsolute(value) ? value : join(baseDir, value);
-      let info: Deno.FileInfo | undefined;
-      try {
-        info = await Deno.stat(resolved);
-      } catch (error) {
-        if (!(error instanceof Deno.errors.NotFound)) throw error;
-      }
-      const path = `stages[${i}].${field.key}`;
-      const what = folder ? "folder" : "file";
-      const shown = isAbsolute(value) ? value : relative(".", resolved) || ".";
-      const hint = shown === value ? undefined : `looked for ${JSON.stringify(shown)}`;
-      if (!info) {
-        throw pipelineError(
-          pipeline,
-          path,
-          `${path}: no such ${what} ${JSON.stringify(value)}`,
-          hint,
-        );
-      }
-      if (info.isDirectory !== folder) {
-        throw pipelineError(
-          pipeline,
-          path,
-          `${path} must be a ${what}, ${JSON.stringify(value)} is a ${folder ? "file" : "folder"}`,
-          hint,
-        );
-      }
-      try {
-        if (folder) await Deno.readDir(resolved)[Symbol.asyncIterator]().next();
-        else (await Deno.open(resolved)).close();
-      } catch (error) {
-        if (!(error instanceof Deno.errors.PermissionDenied)) throw error;
-        throw pipelineError(
-          pipeline,
-          path,
-          `${path}: cannot read ${what} ${JSON.stringify(value)}: permission denied`,
-          hint,
-        );
-      }
+    await checkInputs(pipeline, baseDir, fields, stage, `stages[${i}]`);
+  }
+}
+
+async function checkInputs(
+  pipeline: Pipeline,
+  baseDir: string,
+  fields: readonly Field[],
+  values: object,
+  at: string,
+): Promise<void> {
+  for (const field of fields) {
+    const value = (values as Record<string, unknown>)[camelCase(field.key)];
+    const path = `${at}.${field.key}`;
+    if (field.type.type === "mapping" && value && typeof value === "object") {
+      await checkInputs(pipeline, baseDir, field.type.fields, value, path);
+      continue;
+    }
+    if (field.type.type !== "path" || field.type.is === "output") continue;
+    if (typeof value !== "string") continue;
+    const is = field.type.is;
+    const resolved = isAbsolute(value) ? value : join(baseDir, value);
+    let info: Deno.FileInfo | undefined;
+    try {
+      info = await Deno.stat(resolved);
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    }
+    const what = is === "file-or-folder" ? "file or folder" : is;
+    const shown = isAbsolute(value) ? value : relative(".", resolved) || ".";
+    const hint = shown === value ? undefined : `looked for ${JSON.stringify(shown)}`;
+    if (!info) {
+      throw pipelineError(
+        pipeline,
+        path,
+        `${path}: no such ${what} ${JSON.stringify(value)}`,
+        hint,
+      );
+    }
+    const folder = info.isDirectory;
+    if (is !== "file-or-folder" && folder !== (is === "folder")) {
+      throw pipelineError(
+        pipeline,
+        path,
+        `${path} must be a ${is}, ${JSON.stringify(value)} is a ${folder ? "folder" : "file"}`,
+        hint,
+      );
+    }
+    try {
+      if (folder) await Deno.readDir(resolved)[Symbol.asyncIterator]().next();
+      else (await Deno.open(resolved)).close();
+    } catch (error) {
+      if (!(error instanceof Deno.errors.PermissionDenied)) throw error;
+      throw pipelineError(
+        pipeline,
+        path,
+        `${path}: cannot read ${folder ? "folder" : "file"} ${JSON.stringify(value)}: ` +
+          `permission denied`,
+        hint,
+      );
     }
   }
 }

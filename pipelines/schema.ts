@@ -25,7 +25,13 @@ import type { ScheduleKind } from "../train/schedule.ts";
 export type SplitName = "train" | "validation" | "test";
 
 /** The scores an `evaluate` stage can compute. */
-export type MetricName = "loss" | "bleu" | "rouge_l" | "exact_match" | "accuracy";
+export type MetricName =
+  | "loss"
+  | "bleu"
+  | "rouge_l"
+  | "exact_match"
+  | "accuracy"
+  | "multiple_choice";
 
 /** Keys every stage has. */
 export interface StageBase {
@@ -188,7 +194,19 @@ export interface QuantizeStage extends StageBase {
   scheme: QuantScheme;
 }
 
-/** `evaluate`: loss and generation scores on one split. */
+/** The multiple-choice items of an `evaluate` stage (MMLU's layout and scoring). */
+export interface ChoiceSet {
+  /** Items scored: a file or a folder of files, relative to the pipeline file's folder. */
+  test: string;
+  /** Items the shots come from; absent: no shots. */
+  dev?: string;
+  /** Shots before each question. */
+  shots: number;
+  /** Absent: every item of `test`. */
+  maxItems?: number;
+}
+
+/** `evaluate`: loss and generation scores on one split, multiple-choice accuracy. */
 export interface EvaluateStage extends StageBase {
   /** The stage kind. */
   kind: "evaluate";
@@ -196,9 +214,11 @@ export interface EvaluateStage extends StageBase {
   split: SplitName;
   /**
    * `loss` (and perplexity), `bleu`, `rouge_l`, `exact_match` (generations), `accuracy`
-   * (completion tokens).
+   * (completion tokens), `multiple_choice` (the items of `choices`).
    */
   metrics: MetricName[];
+  /** Absent: no multiple-choice items (needed by `multiple_choice`). */
+  choices?: ChoiceSet;
   /** Decoding of generations. */
   decoding: "greedy" | "beam";
   /** Beam width. */
@@ -309,7 +329,7 @@ export interface Pipeline {
 /** The type of a key's value. */
 export type FieldType =
   | { type: "string"; pattern?: RegExp; patternDoc?: string }
-  | { type: "path"; is: "file" | "folder" | "output" }
+  | { type: "path"; is: "file" | "folder" | "file-or-folder" | "output" }
   | {
     type: "number";
     integer?: boolean;
@@ -888,21 +908,82 @@ export const STAGES: readonly StageSchema[] = [
   },
   {
     kind: "evaluate",
-    doc: "Scores the model as it stands on one split.",
-    needs: [{ kind: "load" }, { kind: "data" }],
+    doc: "Scores the model as it stands: on one split of the data (`loss`, `bleu`, `rouge_l`, " +
+      "`exact_match`, `accuracy`), and on multiple-choice items scored as MMLU is " +
+      "(`multiple_choice`: a k-shot prompt from the dev items of each subject, the answer letter " +
+      "of highest log-likelihood; accuracy overall, per subject and the mean over subjects). " +
+      "Multiple choice needs a text model.",
+    needs: [{ kind: "load" }, {
+      kind: "data",
+      when: (s) => (s.metrics as string[]).some((m) => m !== "multiple_choice"),
+      note: "unless `multiple_choice` is its only metric",
+    }],
     fields: [
       { key: "split", type: splitName, default: "validation", doc: "The split." },
       {
         key: "metrics",
         type: {
           type: "list",
-          item: { type: "enum", values: ["loss", "bleu", "rouge_l", "exact_match", "accuracy"] },
+          item: {
+            type: "enum",
+            values: ["loss", "bleu", "rouge_l", "exact_match", "accuracy", "multiple_choice"],
+          },
           minItems: 1,
           unique: true,
         },
         default: ["loss"],
         doc: "`loss` (and perplexity), `bleu`, `rouge_l`, `exact_match` (generations), " +
-          "`accuracy` (completion tokens).",
+          "`accuracy` (completion tokens), `multiple_choice` (the items of `choices`).",
+      },
+      {
+        key: "choices",
+        absent: "none (`multiple_choice` needs them)",
+        doc: "The items of `multiple_choice`. Item files: `.jsonl`, one item a line as the rows " +
+          "of Hugging Face's `cais/mmlu` (`question`; `choices`, 2 to 26 distinct strings; " +
+          "`answer`, the right choice's 0-based index, letter or text; `subject`, absent: the " +
+          "file's name), or MMLU's `.csv` (no header: question, choices, answer letter; the " +
+          "subject is the file's name). A subject named after a file drops a `_dev`, `_test` " +
+          "or `_val` suffix, so `physics_dev.csv` gives shots to `physics_test.csv`.",
+        type: {
+          type: "mapping",
+          fields: [
+            {
+              key: "test",
+              type: { type: "path", is: "file-or-folder" },
+              required: true,
+              doc: "The items scored: a file, or a folder of item files (read in name order).",
+            },
+            {
+              key: "dev",
+              type: { type: "path", is: "file-or-folder" },
+              absent: "no shots",
+              doc: "The items the shots come from: the first `shots` of each subject.",
+            },
+            {
+              key: "shots",
+              type: int(0),
+              derive: {
+                doc: "5 with `dev`, else 0",
+                value: ({ self }) => (self.dev === undefined ? 0 : 5),
+              },
+              doc: "Solved examples before each question. Where a prompt would not fit the " +
+                "model, the fewest are dropped from the front (counted as `mc_lost_shots`).",
+            },
+            {
+              key: "max_items",
+              type: int(1),
+              absent: "all",
+              doc: "Score only the first items of `test`.",
+            },
+          ],
+          rules: [{
+            doc: "`shots` above 0 needs `dev`.",
+            check: (v, given) =>
+              given.has("shots") && (v.shots as number) > 0 && v.dev === undefined
+                ? { key: "shots", message: `needs "dev" (the items the shots come from)` }
+                : undefined,
+          }],
+        },
       },
       {
         key: "decoding",
@@ -921,11 +1002,35 @@ export const STAGES: readonly StageSchema[] = [
       },
       { key: "max_new_tokens", type: int(1), default: 32, doc: "Most tokens per generation." },
       { key: "stop", type: strings, default: [], doc: "Strings that end a generation." },
-      { key: "max_examples", type: int(1), absent: "all", doc: "Score only the first examples." },
+      {
+        key: "max_examples",
+        type: int(1),
+        absent: "all",
+        doc: "Score only the first examples of the split.",
+      },
     ],
     rules: [
       onlyWith("beams", (v) => v.decoding === "beam", "with `decoding: beam`"),
       onlyWith("length_penalty", (v) => v.decoding === "beam", "with `decoding: beam`"),
+      {
+        doc: "`choices` goes with the metric `multiple_choice`, which needs it.",
+        check(v, given) {
+          const mc = (v.metrics as string[]).includes("multiple_choice");
+          if (mc && !given.has("choices")) {
+            return { key: "metrics", message: `multiple_choice needs "choices" (its items)` };
+          }
+          if (!mc && given.has("choices")) {
+            return { key: "choices", message: "only applies with the metric multiple_choice" };
+          }
+        },
+      },
+      ...["split", "max_examples"].map((key) =>
+        onlyWith(
+          key,
+          (v) => (v.metrics as string[]).some((m) => m !== "multiple_choice"),
+          "with a metric scored on the split (not `multiple_choice` alone)",
+        )
+      ),
     ],
   },
   {

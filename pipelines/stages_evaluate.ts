@@ -1,36 +1,37 @@
 /**
- * Stages that score and sample the model: evaluate (loss and generation scores on a split),
- * generate (samples).
+ * Stages that score and sample the model: evaluate (loss and generation scores on a split,
+ * multiple-choice accuracy on items of its own), generate (samples).
  *
  * @module
  */
 
+import { readChoiceItems } from "../data/choices.ts";
 import { evalBatches } from "../data/batches.ts";
 import { evaluateGenerations, evaluateLoss } from "../eval/evaluate.ts";
+import {
+  evaluateMultipleChoice,
+  MultipleChoiceError,
+  type MultipleChoiceResult,
+} from "../eval/multiple_choice.ts";
 import { generateText } from "../models/generate.ts";
-import type { ModelTask } from "../models/model.ts";
+import type { Model, ModelTask } from "../models/model.ts";
+import type { Tokenizer } from "../models/tokenizer.ts";
 import type { EvaluateStage, GenerateStage, MetricName } from "./schema.ts";
-import { need, stageError, type StageRunner } from "./state.ts";
+import { inputPath, need, type RunState, stageError, type StageRunner } from "./state.ts";
 
 // The metrics each kind of head supports.
 const METRICS_OF: Record<ModelTask, readonly MetricName[]> = {
-  "causal-lm": ["loss", "bleu", "rouge_l", "exact_match"],
+  "causal-lm": ["loss", "bleu", "rouge_l", "exact_match", "multiple_choice"],
   classification: ["loss", "accuracy"],
 };
 
-/** `evaluate`: loss / perplexity over completion tokens and generation scores on a split. */
+/**
+ * `evaluate`: loss / perplexity over completion tokens and generation scores on a split, and
+ * multiple-choice accuracy on the items of `choices`.
+ */
 export const evaluate: StageRunner<EvaluateStage> = async (stage, state) => {
   const model = need(state, "model");
   const tokenizer = need(state, "tokenizer");
-  const { T, splits } = need(state, "data");
-  const split = splits[stage.split];
-  if (split.rows.length === 0) {
-    throw stageError(
-      state,
-      "split",
-      `The ${stage.split} split is empty: give the data stage a ${stage.split} file or ratio`,
-    );
-  }
   const supported = METRICS_OF[model.task];
   const unsupported = stage.metrics.find((m) => !supported.includes(m));
   if (unsupported) {
@@ -50,6 +51,64 @@ export const evaluate: StageRunner<EvaluateStage> = async (stage, state) => {
     throw stageError(state, "metrics", "accuracy needs a labelled split; this data has token rows");
   }
   state.adapters?.prepareStep();
+  let recorded: Record<string, unknown> = {};
+  if (stage.metrics.some((m) => m !== "multiple_choice")) {
+    const figures = await onSplit(stage, state, model, tokenizer);
+    state.evaluations.push({ stage: stage.id, split: stage.split, figures });
+    state.say(
+      `${stage.id} (${stage.split}): ` +
+        Object.entries(figures).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(", "),
+    );
+    if (figures.loss !== undefined && !state.resume) {
+      await state.log.append({
+        step: state.step,
+        split: stage.split,
+        stage: stage.id,
+        ...figures,
+        loss: figures.loss,
+      });
+    }
+    recorded = { split: stage.split, ...figures };
+  }
+  if (stage.metrics.includes("multiple_choice")) {
+    const r = await multipleChoice(stage, state, model, tokenizer);
+    const figures = { mc_accuracy: r.accuracy, mc_macro_accuracy: r.macroAccuracy };
+    state.evaluations.push({ stage: stage.id, split: "choices", figures });
+    state.say(
+      `${stage.id} (choices): mc_accuracy ${r.accuracy.toFixed(2)}, mc_macro_accuracy ` +
+        `${r.macroAccuracy.toFixed(2)}; ${r.n} items, ${r.subjects.length} subjects, ` +
+        `${r.shotsAsked}-shot` +
+        (r.lostShots > 0 ? ` (${r.lostShots} items with fewer shots, to fit the model)` : ""),
+    );
+    state.say(subjectTable(r));
+    recorded = {
+      ...recorded,
+      ...figures,
+      mc_items: r.n,
+      mc_shots: r.shotsAsked,
+      mc_lost_shots: r.lostShots,
+      ...Object.fromEntries(r.subjects.map((s) => [`mc_accuracy/${s.subject}`, s.accuracy])),
+    };
+  }
+  await state.log.recordStage(stage.id, recorded);
+};
+
+// Loss and generation scores on the stage's split.
+async function onSplit(
+  stage: EvaluateStage,
+  state: RunState,
+  model: Model,
+  tokenizer: Tokenizer,
+): Promise<Record<string, number>> {
+  const { T, splits } = need(state, "data");
+  const split = splits[stage.split];
+  if (split.rows.length === 0) {
+    throw stageError(
+      state,
+      "split",
+      `The ${stage.split} split is empty: give the data stage a ${stage.split} file or ratio`,
+    );
+  }
   const figures: Record<string, number> = {};
   if (stage.metrics.includes("loss")) {
     const rows = stage.maxExamples ? split.rows.slice(0, stage.maxExamples) : split.rows;
@@ -75,22 +134,55 @@ export const evaluate: StageRunner<EvaluateStage> = async (stage, state) => {
     if (wanted.includes("rouge_l")) figures.rouge_l = r.rougeL;
     if (wanted.includes("exact_match")) figures.exact_match = r.exactMatch;
   }
-  state.evaluations.push({ stage: stage.id, split: stage.split, figures });
-  state.say(
-    `${stage.id} (${stage.split}): ` +
-      Object.entries(figures).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(", "),
-  );
-  if (figures.loss !== undefined && !state.resume) {
-    await state.log.append({
-      step: state.step,
-      split: stage.split,
-      stage: stage.id,
-      ...figures,
-      loss: figures.loss,
+  return figures;
+}
+
+// The items of `choices`, scored; what the items cannot give becomes an error at their key.
+async function multipleChoice(
+  stage: EvaluateStage,
+  state: RunState,
+  model: Model,
+  tokenizer: Tokenizer,
+): Promise<MultipleChoiceResult> {
+  const set = stage.choices!;
+  const test = await readChoiceItems(inputPath(state, set.test));
+  const dev = set.dev === undefined ? undefined : await readChoiceItems(inputPath(state, set.dev));
+  const started = performance.now();
+  let said = started;
+  try {
+    return await evaluateMultipleChoice(model, test, {
+      tokenizer,
+      dev,
+      shots: set.shots,
+      maxItems: set.maxItems,
+      onProgress: (done, total) => {
+        const now = performance.now();
+        if (done === total || now - said < 30_000) return;
+        said = now;
+        state.say(`  ${done}/${total} items (${((now - started) / 1000).toFixed(0)} s)`);
+      },
     });
+  } catch (e) {
+    if (!(e instanceof MultipleChoiceError)) throw e;
+    const key = { shots: "choices.shots", length: "choices.test", tokens: "choices" }[e.reason];
+    throw stageError(state, key, e.message);
   }
-  await state.log.recordStage(stage.id, { split: stage.split, ...figures });
-};
+}
+
+// Accuracy per subject, then over all items and the mean over subjects.
+function subjectTable(r: MultipleChoiceResult): string {
+  const rows = [
+    ...r.subjects.map((s) => [s.subject, String(s.n), s.accuracy.toFixed(2)]),
+    ["all items", String(r.n), r.accuracy.toFixed(2)],
+    ["mean of subjects", "", r.macroAccuracy.toFixed(2)],
+  ];
+  const header = ["subject", "items", "accuracy"];
+  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((row) => row[c].length)));
+  const line = (row: string[]) =>
+    "  " + row.map((cell, c) => c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))
+      .join("  ");
+  return [line(header), ...rows.map(line)].join("\n");
+}
 
 /** `generate`: samples from the given prompts or from a split's prompts. */
 export const generate: StageRunner<GenerateStage> = async (stage, state) => {

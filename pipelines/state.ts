@@ -28,8 +28,8 @@ export interface SplitData {
 export interface EvaluationRow {
   /** The `evaluate` stage's id. */
   stage: string;
-  /** The split it evaluated. */
-  split: SplitName;
+  /** The split it evaluated, or `choices` for the multiple-choice items of the stage. */
+  split: SplitName | "choices";
   /** Each computed metric by name (`loss`, `perplexity`, `bleu`, ...). */
   figures: Record<string, number>;
 }
