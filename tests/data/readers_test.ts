@@ -5,6 +5,7 @@ import {
   parseCsv,
   parseE2e,
   parseJsonl,
+  parseJsonlObjects,
   readRecords,
 } from "../../data/readers.ts";
 
@@ -45,6 +46,30 @@ Deno.test("parseJsonl names the file and line of a bad line", () => {
     'Invalid record in "d.jsonl" line 1: field "a" is an object; expected a string, number, boolean or null',
     { line: 1 },
   );
+});
+
+Deno.test("parseJsonlObjects keeps nested values and line numbers; the flat reader still refuses them", () => {
+  const text =
+    '\uFEFF{"messages": [{"role": "user", "content": "Hi"}]}\r\n\n  \n{"n": {"a": null}}\n';
+  assert.deepEqual(parseJsonlObjects(text, { file: "c.jsonl" }), [
+    { line: 1, value: { messages: [{ role: "user", content: "Hi" }] } },
+    { line: 4, value: { n: { a: null } } },
+  ]);
+  throwsData(
+    () => parseJsonl(text, { file: "c.jsonl" }),
+    'Invalid record in "c.jsonl" line 1: field "messages" is an array; expected a string, number, boolean or null',
+    { line: 1 },
+  );
+  throwsData(
+    () => parseJsonlObjects('{"a": 1}\n"text"\n', { file: "c.jsonl" }),
+    'Invalid record in "c.jsonl" line 2: expected a JSON object, found a string',
+    { line: 2 },
+  );
+});
+
+Deno.test("a DataError's message is one line even when it quotes line breaks", () => {
+  const e = new DataError('Invalid record in "d.jsonl" line 1: field "a\nb"', { file: "d.jsonl" });
+  assert.equal(e.message, 'Invalid record in "d.jsonl" line 1: field "a\\nb"');
 });
 
 Deno.test("parseCsv handles quotes, escaped quotes, embedded commas and newlines, CRLF, BOM", () => {
