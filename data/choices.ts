@@ -23,7 +23,7 @@
 
 import { basename, join } from "node:path";
 import { messageOf, oneLine } from "../formats/one_line.ts";
-import { DataError, parseCsvRows } from "./readers.ts";
+import { DataError, parseCsvRows, parseJsonlObjects } from "./readers.ts";
 
 /** One multiple-choice question with its choices and the index of the right one. */
 export interface ChoiceItem {
@@ -205,21 +205,7 @@ function shown(value: unknown): string {
 
 function parseJsonlItems(text: string, file: string): ChoiceItem[] {
   const items: ChoiceItem[] = [];
-  const lines = text.replace(/^\uFEFF/, "").split("\n");
-  for (let i = 0; i < lines.length; i++) {
-    const source = lines[i].endsWith("\r") ? lines[i].slice(0, -1) : lines[i];
-    if (source.trim() === "") continue;
-    const line = i + 1;
-    let value: unknown;
-    try {
-      value = JSON.parse(source);
-    } catch (e) {
-      fail(file, line, `invalid JSON: ${messageOf(e)}`);
-    }
-    if (typeof value !== "object" || value === null || Array.isArray(value)) {
-      fail(file, line, `expected a JSON object, found ${kindOf(value)}`);
-    }
-    const row = value as Record<string, unknown>;
+  for (const { line, value: row } of parseJsonlObjects(text, { file })) {
     if (!("question" in row)) fail(file, line, `no "question"`);
     if (typeof row.question !== "string") {
       fail(file, line, `"question" is ${kindOf(row.question)}; expected a string`);

@@ -146,10 +146,15 @@ Deno.test("every malformed item is one line naming the file and line", () => {
     `Invalid multiple-choice item in "mc.jsonl" line ${line}: ${why}`;
   const good = { question: "q", choices: ["a", "b", "c"], answer: 0 };
   const one = (row: unknown) => () => parseChoiceItems(jsonl([good, row]), { file: f });
-  throwsData(one([1, 2]), at(2, "expected a JSON object, found a list"), 2);
+  // Lines that are not JSON objects: the JSON Lines reader's own messages.
+  throwsData(
+    one([1, 2]),
+    'Invalid record in "mc.jsonl" line 2: expected a JSON object, found an array',
+    2,
+  );
   throwsData(
     () => parseChoiceItems('{"question": "q",\n', { file: f }),
-    at(1, "invalid JSON: " + jsonError('{"question": "q",')),
+    'Invalid JSON in "mc.jsonl" line 1: ' + jsonError('{"question": "q",'),
     1,
   );
   throwsData(one({ choices: ["a", "b"], answer: 0 }), at(2, 'no "question"'), 2);
