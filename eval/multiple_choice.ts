@@ -19,10 +19,13 @@
  * its continuation tokens are those after its common prefix with the prompt's own ids. The
  * prediction is the letter of highest log-likelihood, the earlier letter on ties.
  *
- * On the GPU: one forward per item, of one row per choice (padded to a multiple of 16 positions
- * so that activation arenas are reused), per-row losses from `model.loss`, no gradient. Only the
- * losses of continuation tokens are copied out, into one buffer read back once per group of
- * items.
+ * On the GPU: one forward per item, no gradient. When the choices' texts differ in their last
+ * token only (the usual case), one row holds the prompt and the shared part of the answer: the
+ * losses of that part and the logits of the last position give every choice's score (the
+ * log-softmax in float64 on the host). Otherwise one row per choice, and the per-token losses of
+ * each continuation from `model.loss`. Rows are padded to a multiple of 16 positions so that
+ * activation arenas are reused; what the scores need is copied into one buffer read back once
+ * per group of items.
  *
  * @module
  */
@@ -450,45 +453,85 @@ function plan(
   return { item, shots: shots.length, rows, from };
 }
 
-// Records one forward per item and copies its continuation losses out; one read for the group.
-// Returns each item's log-likelihoods.
+// Whether every choice's text differs from the others' in its last token only (the usual case:
+// " A", " B", ... are one token each, or the same space token and one letter token), so one row
+// scores them all from the logits of its last position.
+function sharesAllButLast(rows: readonly number[][]): boolean {
+  const first = rows[0];
+  return rows.every((row) =>
+    row.length === first.length && row.every((id, t) => t === row.length - 1 || id === first[t])
+  );
+}
+
+// Records one forward per item and copies out what its scores need: with a shared prefix, the
+// losses of the shared continuation tokens and the logits of the last position; else one row per
+// choice and the losses of each continuation. One read for the group. Returns each item's
+// log-likelihoods.
 async function scoreGroup(model: Model, group: readonly Planned[]): Promise<number[][]> {
   const gpu = model.gpu;
+  const V = model.outputs;
+  const shared = group.map((p) => sharesAllButLast(p.rows));
   let total = 0;
-  for (const p of group) p.rows.forEach((row, j) => total += row.length - p.from[j]);
-  using collected = Tensor.empty(gpu, [total], { label: "multiple-choice losses" });
+  group.forEach((p, i) => {
+    if (shared[i]) total += p.rows[0].length - 1 - p.from[0] + V;
+    else p.rows.forEach((row, j) => total += row.length - p.from[j]);
+  });
+  using collected = Tensor.empty(gpu, [total], { label: "multiple-choice scores" });
   let offset = 0;
-  for (const p of group) {
-    const B = p.rows.length;
-    const longest = Math.max(...p.rows.map((r) => r.length)) - 1;
-    const T = Math.min(model.maxPositions, Math.ceil(longest / T_STEP) * T_STEP);
-    // Padding (id 0) comes after each row's tokens, so causal attention never reads it.
-    const tokens = new Uint32Array(B * T);
-    const targets = new Uint32Array(B * T);
-    p.rows.forEach((row, b) => {
-      tokens.set(row.slice(0, -1), b * T);
-      targets.set(row.slice(1), b * T);
-    });
-    model.forward({ B, T, tokens });
-    const losses = model.loss({ targets });
-    p.rows.forEach((row, b) => {
-      // Target t is token t + 1: the continuation's targets are positions from - 1 .. len - 2.
-      const count = row.length - p.from[b];
-      gpu.copy(losses.buffer, collected.buffer, {
-        sourceOffset: (b * T + p.from[b] - 1) * 4,
+  const copy = (from: Tensor, start: number, count: number) => {
+    if (count > 0) {
+      gpu.copy(from.buffer, collected.buffer, {
+        sourceOffset: start * 4,
         targetOffset: offset * 4,
         size: count * 4,
       });
-      offset += count;
+    }
+    offset += count;
+  };
+  group.forEach((p, i) => {
+    // Padding (id 0) comes after each row's tokens, so causal attention never reads it.
+    const inputs = shared[i] ? [p.rows[0].slice(0, -1)] : p.rows;
+    const B = inputs.length;
+    const longest = Math.max(...inputs.map((r) => r.length)) - (shared[i] ? 0 : 1);
+    const T = Math.min(model.maxPositions, Math.ceil(longest / T_STEP) * T_STEP);
+    const tokens = new Uint32Array(B * T);
+    const targets = new Uint32Array(B * T);
+    inputs.forEach((row, b) => {
+      tokens.set(shared[i] ? row : row.slice(0, -1), b * T);
+      targets.set(row.slice(1), b * T);
     });
-  }
+    const acts = model.forward({ B, T, tokens });
+    const losses = model.loss({ targets });
+    if (shared[i]) {
+      // Target t is token t + 1: the shared continuation's targets are positions from - 1 ..
+      // len - 3; the last token's distribution is the logits row at len - 2.
+      const n = p.rows[0].length;
+      copy(losses, p.from[0] - 1, n - 1 - p.from[0]);
+      copy(acts.logits, (n - 2) * acts.logitsStride, V);
+      return;
+    }
+    p.rows.forEach((row, b) => copy(losses, b * T + p.from[b] - 1, row.length - p.from[b]));
+  });
   const values = await collected.read();
   offset = 0;
-  return group.map((p) =>
-    p.rows.map((row, b) => {
+  return group.map((p, i) => {
+    if (shared[i]) {
+      const n = p.rows[0].length;
+      let prefix = 0;
+      for (let t = p.from[0]; t < n - 1; t++) prefix -= values[offset++];
+      const logits = values.subarray(offset, offset + V);
+      offset += V;
+      let max = -Infinity;
+      for (const x of logits) max = Math.max(max, x);
+      let sum = 0;
+      for (const x of logits) sum += Math.exp(x - max);
+      const logZ = max + Math.log(sum);
+      return p.rows.map((row) => prefix + logits[row[n - 1]] - logZ);
+    }
+    return p.rows.map((row, b) => {
       let ll = 0;
-      for (let i = p.from[b]; i < row.length; i++) ll -= values[offset++];
+      for (let t = p.from[b]; t < row.length; t++) ll -= values[offset++];
       return ll;
-    })
-  );
+    });
+  });
 }

@@ -322,6 +322,30 @@ Deno.test(
 );
 
 Deno.test(
+  "choices whose texts differ before their last token are scored one row a choice, as the reference",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    using model = await loadModel(gpu, "fixtures/tiny-llama");
+    await withTempDir("mc-tok", async (dir) => {
+      // The last merge becomes "Ġ A": " A" is one token, " B" two, so the rows differ in length.
+      const json = JSON.parse(await Deno.readTextFile("fixtures/tiny-gpt2/tokenizer.json"));
+      const merges: string[] = json.model.merges;
+      const [left, right] = merges.at(-1)!.split(" ");
+      const id = json.model.vocab[left + right];
+      delete json.model.vocab[left + right];
+      json.model.vocab["\u0120A"] = id;
+      merges[merges.length - 1] = "\u0120 A";
+      await Deno.writeTextFile(`${dir}/tokenizer.json`, JSON.stringify(json));
+      const tok = await Tokenizer.load(dir);
+      assert.equal(tok.encode(" A").length, 1);
+      assert.equal(tok.encode(" B").length, 2);
+      await checkAgainstReference(model, tok, "per-choice rows");
+    });
+  },
+);
+
+Deno.test(
   "too few dev items for the shots, an item longer than the model, or a classifier: one line each",
   GPU_TEST,
   async () => {
