@@ -251,6 +251,23 @@ Deno.test("loadSplits reads separate files, or splits one E2E file keeping an mr
   );
 });
 
+Deno.test("loadSplits with a reader of its own keeps items with the same key field together", async () => {
+  // Twelve conversations, three per topic; the split key is a field outside the records' text.
+  const items = Array.from({ length: 12 }, (_, i) => ({ topic: { name: `t${i % 4}` }, n: i }));
+  const read = (path: string) => Promise.resolve(path === "all" ? items : []);
+  const split = await loadSplits(
+    { file: "all", ratios: { train: 0.5, test: 0.5 }, seed: 3, key: "topic" },
+    { read, field: (item, name) => name === "topic" ? item.topic : undefined },
+  );
+  const topics = (xs: typeof items) => new Set(xs.map((x) => x.topic.name));
+  assert.equal(topics(split.train).size, 2);
+  assert.equal(topics(split.test).size, 2);
+  for (const t of topics(split.test)) assert.ok(!topics(split.train).has(t));
+  assert.equal(split.train.length + split.test.length, 12);
+  const files = await loadSplits({ train: "all", test: "none" }, { read, field: () => undefined });
+  assert.deepEqual([files.train.length, files.validation.length, files.test.length], [12, 0, 0]);
+});
+
 Deno.test("buildSegmentRows lays out segments as buildRows lays out pairs", () => {
   const segments = [[{ text: "abc:", train: false }, { text: "defghij", train: true }]];
   const { rows, truncation } = buildSegmentRows(segments, { encoder: chars, T: 8 });
