@@ -8,7 +8,7 @@
  *   the allowed tokens' probabilities are renormalised), added to the beam's running sum; the
  *   `beams` best (beam, token) pairs over all live beams become the next beams (the first step
  *   expands the prompt alone).
- * - A beam whose new token is `eosId` ends: it becomes a finished hypothesis and keeps its slot
+ * - A beam whose new token is one of `eosIds` ends: it becomes a finished hypothesis and keeps its slot
  *   for this step only, so fewer beams may run on. After `maxNewTokens` steps every live beam
  *   ends too. The search also stops when no beam is live.
  * - A hypothesis scores `sum of log-probabilities / length ** lengthPenalty`, `length` counting
@@ -40,8 +40,8 @@ export interface BeamSearchOptions {
   noRepeatNgram?: number;
   /** Most tokens to add after the prompt. Default 32. */
   maxNewTokens?: number;
-  /** Token that ends a hypothesis (not included in the output). */
-  eosId?: number;
+  /** Tokens that end a hypothesis (not included in the output), e.g. `Tokenizer.eosIds`. */
+  eosIds?: readonly number[];
 }
 
 /** A finished hypothesis: its tokens (the end token included if it has one) and score. */
@@ -88,7 +88,7 @@ interface Candidate {
  *   lengthPenalty: 0.8,
  *   noRepeatNgram: 4,
  *   maxNewTokens: 16,
- *   eosId: 299,
+ *   eosIds: [299],
  * });
  * ```
  */
@@ -100,7 +100,9 @@ export async function beamSearch(
   const best = await beamSearchHypothesis(model, prompt, options);
   if (!best) return [];
   // Only a hypothesis ended by the end token has it, as its last token.
-  return best.tokens.at(-1) === options.eosId ? best.tokens.slice(0, -1) : best.tokens;
+  const last = best.tokens.at(-1);
+  const ended = last !== undefined && (options.eosIds ?? []).includes(last);
+  return ended ? best.tokens.slice(0, -1) : best.tokens;
 }
 
 /**
@@ -136,6 +138,7 @@ export async function beamSearchHypothesis(
   const steps = Math.min(maxNew, maxPositions - prompt.length + 1);
   if (steps === 0) return null;
   const V = model.outputs;
+  const ends = new Set(options.eosIds ?? []);
   const tMax = prompt.length + steps - 1;
   const caches: DecodingCache[] = [];
   const newCache = (): DecodingCache => {
@@ -162,7 +165,7 @@ export async function beamSearchHypothesis(
       for (const c of top) {
         const parent = live[c.beam];
         const tokens = [...parent.tokens, c.token];
-        if (c.token === options.eosId) finish(tokens, c.logProb);
+        if (ends.has(c.token)) finish(tokens, c.logProb);
         else next.push({ parent, tokens, logProb: c.logProb });
       }
       if (step === steps - 1) {

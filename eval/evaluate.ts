@@ -159,7 +159,7 @@ export async function evaluateGenerations(
         lengthPenalty: options.lengthPenalty,
         noRepeatNgram,
         maxNewTokens,
-        eosId: tokenizer.eosId,
+        eosIds: tokenizer.eosIds,
       });
       text = cutAtStop(tokenizer.decode(ids), stop);
     }

@@ -11,7 +11,7 @@ interface RefOptions {
   lengthPenalty: number;
   noRepeatNgram: number;
   maxNewTokens: number;
-  eosId?: number;
+  eosIds?: readonly number[];
 }
 
 // Every n-gram of `seq` (as text keys), to test the ban independently of bannedTokens.
@@ -53,7 +53,7 @@ async function referenceBeam(model: Gpt2, prompt: number[], o: RefOptions) {
     const next: typeof live = [];
     for (const c of cands.slice(0, o.beams)) {
       const toks = [...live[c.b].toks, c.v];
-      if (c.v === o.eosId) finish(toks, c.logProb);
+      if (o.eosIds?.includes(c.v)) finish(toks, c.logProb);
       else next.push({ toks, logProb: c.logProb });
     }
     if (step === o.maxNewTokens - 1) { for (const n of next) finish(n.toks, n.logProb); }
@@ -71,7 +71,10 @@ Deno.test("beam search with one beam equals greedy decoding", GPU_TEST, async ()
   // An end token stops both at the same place.
   const eosId = greedy[4];
   const stopped = await generateTokens(model, prompt, { maxNewTokens: 10, stopTokens: [eosId] });
-  assert.deepEqual(await beamSearch(model, prompt, { beams: 1, maxNewTokens: 10, eosId }), stopped);
+  assert.deepEqual(
+    await beamSearch(model, prompt, { beams: 1, maxNewTokens: 10, eosIds: [eosId] }),
+    stopped,
+  );
 });
 
 Deno.test(
@@ -95,8 +98,14 @@ Deno.test(
     // length penalty decides between them.
     const prompt = [9, 8, 7];
     const first = await beamSearch(model, prompt, { beams: 1, maxNewTokens: 3 });
-    for (const lengthPenalty of [0, 2]) {
-      const o = { beams: 3, lengthPenalty, noRepeatNgram: 0, maxNewTokens: 5, eosId: first[1] };
+    // One end token, then two (a tokenizer's eosIds, as Llama 3's lists several).
+    for (
+      const [lengthPenalty, eosIds] of [[0, [first[1]]], [2, [first[1]]], [
+        1,
+        first.slice(1),
+      ]] as const
+    ) {
+      const o = { beams: 3, lengthPenalty, noRepeatNgram: 0, maxNewTokens: 5, eosIds };
       const ref = await referenceBeam(model, prompt, o);
       const got = await beamSearchHypothesis(model, prompt, o);
       assert.deepEqual(got?.tokens, ref?.toks, JSON.stringify(o));

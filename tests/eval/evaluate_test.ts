@@ -112,7 +112,7 @@ Deno.test(
     for (const [i, prompt] of prompts.entries()) {
       const ids = await beamSearch(model, tokenizer.encode(prompt), {
         ...o,
-        eosId: tokenizer.eosId,
+        eosIds: tokenizer.eosIds,
       });
       assert.equal(beam.generations[i], tokenizer.decode(ids));
     }
@@ -125,7 +125,7 @@ Deno.test(
       beams: 1,
       noRepeatNgram: 2,
       maxNewTokens: 10,
-      eosId: tokenizer.eosId,
+      eosIds: tokenizer.eosIds,
     });
     assert.equal(banned.generations[0], tokenizer.decode(ids));
     // A stop string cuts the beam output before it.
