@@ -1,8 +1,9 @@
 // Matrix products with a frozen weight W kept packed (formats/base_quant.ts): f16, bf16, int8 or
 // nf4, widened or dequantized in registers, accumulated in f32. W is [N, K] ([out, in]), its rows
 // padded to 16 bytes. Prepend one of the preludes (qmatmul.ts picks it): both define
-// `half_pair(at: u32) -> vec2f`, the two f16 values of u32 `at` of the codes, low half first;
-// qmatmul_f16.wgsl reads them as the f16 type (binding 7), qmatmul_unpack.wgsl unpacks them.
+// `half_pair(at: u32) -> vec2f`, the two f16 values of u32 `at` of the codes, low half first, and
+// `half8(at4: u32) -> Eight`, the eight of vec4u `at4`; qmatmul_f16.wgsl reads them as the f16
+// type (binding 7), qmatmul_unpack.wgsl unpacks them.
 //
 // qmatmul_forward   y[M, N] (+)= x[M, K] · Wᵀ (+ bias)           16 x 16 outputs an invocation
 // qmatmul_narrow    the same, 4 x 16 outputs an invocation (few rows: decoding)
@@ -16,12 +17,14 @@
 //                                      vec4s, for the tiled entry points: off_inp and ld_inp are
 //                                      multiples of 4)
 //   2 codes    array<u32>, read        W's codes: row w_row0 + r at code_shift + r * row_words
+//                                      (codes4: the same as vec4u, for the tiled entry points;
+//                                      code_shift and row_words are multiples of 4)
 //   3 scales   array<u32>, read        per block absmax (f32 bits), or with double quantization
 //                                      its byte codes, four a u32; unused for 16-bit
 //   4 scales2  array<f32>, read        [offset, absmax2 of each group of 256 blocks]
 //   5 book     array<f32>, read        the codebook of formats/base_quant.ts (baseCodebook)
 //   6 bias     array<f32>, read        bias[off_bias + j], read only with HAS_BIAS
-//   7 codes    the codes once more, as array<vec2<f16>> (declared by qmatmul_f16.wgsl only)
+//   7 codes    the codes once more, as f16 (declared by qmatmul_f16.wgsl only)
 //   8 p        Params, uniform
 //
 // The format is the pipeline constant FORMAT (0 f16, 1 bf16, 2 int8, 3 nf4), so each pipeline
@@ -60,8 +63,10 @@ override WG_Y: u32 = 1u;
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read> inp: array<f32>;
 @group(0) @binding(1) var<storage, read> inp4: array<vec4f>;
-// One view a binding per entry point: codes and scales are read as u32 whatever they hold.
+// One view of a binding per entry point: the scalar ones read codes as u32, the tiled ones as
+// vec4u (one 16-byte load a column for 32 values of nf4); scales are u32 whatever they hold.
 @group(0) @binding(2) var<storage, read> codes: array<u32>;
+@group(0) @binding(2) var<storage, read> codes4: array<vec4u>;
 @group(0) @binding(3) var<storage, read> scales: array<u32>;
 @group(0) @binding(4) var<storage, read> scales2: array<f32>;
 @group(0) @binding(5) var<storage, read> book: array<f32>;
@@ -95,9 +100,28 @@ fn block_of(r: u32, b: u32) -> u32 {
   return (p.w_row0 + r) * p.blocks_per_row + b;
 }
 
+// NF4 levels (NF4_LEVELS of formats/base_quant.ts, the same f32 values) by a tree of selects on
+// the code's bits: on CPU drivers a table lookup is a load per SIMD lane, several times slower.
 fn nf4_levels(c: vec4u) -> vec4f {
-  return vec4f(book[NF4_LEVELS + c.x], book[NF4_LEVELS + c.y], book[NF4_LEVELS + c.z],
-    book[NF4_LEVELS + c.w]);
+  let b0 = (c & vec4u(1u)) != vec4u(0u);
+  let b1 = (c & vec4u(2u)) != vec4u(0u);
+  let b2 = (c & vec4u(4u)) != vec4u(0u);
+  let b3 = (c & vec4u(8u)) != vec4u(0u);
+  let l0 = select(vec4f(-1.0), vec4f(-0.69619280099868774), b0);
+  let l1 = select(vec4f(-0.52507305145263672), vec4f(-0.39491748809814453), b0);
+  let l2 = select(vec4f(-0.28444138169288635), vec4f(-0.18477343022823334), b0);
+  let l3 = select(vec4f(-0.091050036251544952), vec4f(0.0), b0);
+  let l4 = select(vec4f(0.079580299556255341), vec4f(0.16093020141124725), b0);
+  let l5 = select(vec4f(0.24611230194568634), vec4f(0.33791524171829224), b0);
+  let l6 = select(vec4f(0.44070982933044434), vec4f(0.56261700391769409), b0);
+  let l7 = select(vec4f(0.72295683622360229), vec4f(1.0), b0);
+  let m0 = select(l0, l1, b1);
+  let m1 = select(l2, l3, b1);
+  let m2 = select(l4, l5, b1);
+  let m3 = select(l6, l7, b1);
+  let n0 = select(m0, m1, b2);
+  let n1 = select(m2, m3, b2);
+  return select(n0, n1, b3);
 }
 
 // Four nf4 values of a word, the first of each byte in its high nibble: `shifts` picks them.
@@ -112,14 +136,6 @@ fn int8_four(w: u32) -> vec4f {
 
 fn bf16_two(w: u32) -> vec2f {
   return vec2f(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u));
-}
-
-// The 16-bit values in u32s at and at + 1 of the codes.
-fn half_four(at: u32) -> vec4f {
-  if (FORMAT == BF16) {
-    return vec4f(bf16_two(codes[at]), bf16_two(codes[at + 1u]));
-  }
-  return vec4f(half_pair(at), half_pair(at + 1u));
 }
 
 // What multiplies a block's values: its absmax (nf4), absmax / 127 (int8: the values are q), 1.
@@ -138,33 +154,63 @@ struct Eight {
   hi: vec4f,
 }
 
-// Values k0 .. k0 + 7 of W row r, unscaled (k0 a multiple of 8).
-fn row8(r: u32, k0: u32) -> Eight {
-  let base = row_base(r);
-  if (FORMAT == NF4) {
-    let w = codes[base + k0 / 8u];
-    return Eight(nf4_four(w, vec4u(4u, 0u, 12u, 8u)), nf4_four(w, vec4u(20u, 16u, 28u, 24u)));
-  }
-  if (FORMAT == INT8) {
-    let at = base + k0 / 4u;
-    return Eight(int8_four(codes[at]), int8_four(codes[at + 1u]));
-  }
-  let at = base + k0 / 2u;
-  return Eight(half_four(at), half_four(at + 2u));
+fn bf16_eight(q: vec4u) -> Eight {
+  return Eight(vec4f(bf16_two(q.x), bf16_two(q.y)), vec4f(bf16_two(q.z), bf16_two(q.w)));
 }
 
-// W rows j (four output columns) at k0 .. k0 + 7, scaled by s: lo[q] and hi[q] hold the four
-// columns' values at k0 + q and k0 + 4 + q.
+// The eight 16-bit values in vec4u at4 of the codes.
+fn halves8(at4: u32) -> Eight {
+  if (FORMAT == BF16) {
+    return bf16_eight(codes4[at4]);
+  }
+  return half8(at4);
+}
+
+// The codes of values k0 .. k0 + 31 of W row r (k0 a multiple of 32) for int8 and nf4; 16-bit
+// values are loaded where they are decoded.
+struct Words {
+  a: vec4u,
+  b: vec4u,
+}
+
+fn col_words(r: u32, k0: u32) -> Words {
+  if (FORMAT == NF4) {
+    return Words(codes4[(row_base(r) + k0 / 8u) / 4u], vec4u());
+  }
+  if (FORMAT == INT8) {
+    let at = (row_base(r) + k0 / 4u) / 4u;
+    return Words(codes4[at], codes4[at + 1u]);
+  }
+  return Words(vec4u(), vec4u());
+}
+
+// Values k0 + 8t .. k0 + 8t + 7 of W row r, unscaled, from its words (t = 0..3, a constant
+// where it is called).
+fn col_eight(r: u32, k0: u32, w: Words, t: u32) -> Eight {
+  if (FORMAT == NF4) {
+    let word = w.a[t];
+    return Eight(nf4_four(word, vec4u(4u, 0u, 12u, 8u)), nf4_four(word, vec4u(20u, 16u, 28u, 24u)));
+  }
+  if (FORMAT == INT8) {
+    let q = select(w.b, w.a, t < 2u);
+    let i = 2u * (t % 2u);
+    return Eight(int8_four(q[i]), int8_four(q[i + 1u]));
+  }
+  return halves8((row_base(r) + k0 / 2u) / 4u + t);
+}
+
+// W rows j (four output columns) at k0 + 8t .. k0 + 8t + 7, scaled by s: lo[q] and hi[q] hold
+// the four columns' values at k0 + 8t + q and k0 + 8t + 4 + q.
 struct Cols {
   lo: mat4x4f,
   hi: mat4x4f,
 }
 
-fn cols4(j: vec4u, k0: u32, s: vec4f) -> Cols {
-  let a = row8(j.x, k0);
-  let b = row8(j.y, k0);
-  let c = row8(j.z, k0);
-  let d = row8(j.w, k0);
+fn cols4(j: vec4u, k0: u32, t: u32, wa: Words, wb: Words, wc: Words, wd: Words, s: vec4f) -> Cols {
+  let a = col_eight(j.x, k0, wa, t);
+  let b = col_eight(j.y, k0, wb, t);
+  let c = col_eight(j.z, k0, wc, t);
+  let d = col_eight(j.w, k0, wd, t);
   let lo = transpose(mat4x4f(a.lo, b.lo, c.lo, d.lo));
   let hi = transpose(mat4x4f(a.hi, b.hi, c.hi, d.hi));
   return Cols(
@@ -225,7 +271,9 @@ fn scales4(j: vec4u, b: u32) -> vec4f {
 }
 
 // 16 rows x 16 columns an invocation; the k loop runs block by block so each block's scales are
-// decoded once.
+// decoded once, 32 values a step (one vec4u of nf4 codes a column). The body is written out, row
+// by row and step by step (indexing private arrays is slow on CPU drivers): qmatmul_narrow and
+// qmatmul_backward repeat the same lines for their tiles.
 @compute @workgroup_size(WG_X, WG_Y)
 fn qmatmul_forward(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
   let row = (wg.y * WG_Y + lid.y) * 16u;
@@ -256,43 +304,155 @@ fn qmatmul_forward(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_i
     let s2 = scales4(j2, b);
     let s3 = scales4(j3, b);
     let k_end = min(b * p.block + p.block, p.k);
-    for (var k0 = b * p.block; k0 < k_end; k0 += 8u) {
-      let w0 = cols4(j0, k0, s0);
-      let w1 = cols4(j1, k0, s1);
-      let w2 = cols4(j2, k0, s2);
-      let w3 = cols4(j3, k0, s3);
-      let x0 = load_x8(row + 0u, k0);
-      c0_0 = fma8(c0_0, x0, w0); c0_1 = fma8(c0_1, x0, w1); c0_2 = fma8(c0_2, x0, w2); c0_3 = fma8(c0_3, x0, w3);
-      let x1 = load_x8(row + 1u, k0);
-      c1_0 = fma8(c1_0, x1, w0); c1_1 = fma8(c1_1, x1, w1); c1_2 = fma8(c1_2, x1, w2); c1_3 = fma8(c1_3, x1, w3);
-      let x2 = load_x8(row + 2u, k0);
-      c2_0 = fma8(c2_0, x2, w0); c2_1 = fma8(c2_1, x2, w1); c2_2 = fma8(c2_2, x2, w2); c2_3 = fma8(c2_3, x2, w3);
-      let x3 = load_x8(row + 3u, k0);
-      c3_0 = fma8(c3_0, x3, w0); c3_1 = fma8(c3_1, x3, w1); c3_2 = fma8(c3_2, x3, w2); c3_3 = fma8(c3_3, x3, w3);
-      let x4 = load_x8(row + 4u, k0);
-      c4_0 = fma8(c4_0, x4, w0); c4_1 = fma8(c4_1, x4, w1); c4_2 = fma8(c4_2, x4, w2); c4_3 = fma8(c4_3, x4, w3);
-      let x5 = load_x8(row + 5u, k0);
-      c5_0 = fma8(c5_0, x5, w0); c5_1 = fma8(c5_1, x5, w1); c5_2 = fma8(c5_2, x5, w2); c5_3 = fma8(c5_3, x5, w3);
-      let x6 = load_x8(row + 6u, k0);
-      c6_0 = fma8(c6_0, x6, w0); c6_1 = fma8(c6_1, x6, w1); c6_2 = fma8(c6_2, x6, w2); c6_3 = fma8(c6_3, x6, w3);
-      let x7 = load_x8(row + 7u, k0);
-      c7_0 = fma8(c7_0, x7, w0); c7_1 = fma8(c7_1, x7, w1); c7_2 = fma8(c7_2, x7, w2); c7_3 = fma8(c7_3, x7, w3);
-      let x8 = load_x8(row + 8u, k0);
-      c8_0 = fma8(c8_0, x8, w0); c8_1 = fma8(c8_1, x8, w1); c8_2 = fma8(c8_2, x8, w2); c8_3 = fma8(c8_3, x8, w3);
-      let x9 = load_x8(row + 9u, k0);
-      c9_0 = fma8(c9_0, x9, w0); c9_1 = fma8(c9_1, x9, w1); c9_2 = fma8(c9_2, x9, w2); c9_3 = fma8(c9_3, x9, w3);
-      let x10 = load_x8(row + 10u, k0);
-      c10_0 = fma8(c10_0, x10, w0); c10_1 = fma8(c10_1, x10, w1); c10_2 = fma8(c10_2, x10, w2); c10_3 = fma8(c10_3, x10, w3);
-      let x11 = load_x8(row + 11u, k0);
-      c11_0 = fma8(c11_0, x11, w0); c11_1 = fma8(c11_1, x11, w1); c11_2 = fma8(c11_2, x11, w2); c11_3 = fma8(c11_3, x11, w3);
-      let x12 = load_x8(row + 12u, k0);
-      c12_0 = fma8(c12_0, x12, w0); c12_1 = fma8(c12_1, x12, w1); c12_2 = fma8(c12_2, x12, w2); c12_3 = fma8(c12_3, x12, w3);
-      let x13 = load_x8(row + 13u, k0);
-      c13_0 = fma8(c13_0, x13, w0); c13_1 = fma8(c13_1, x13, w1); c13_2 = fma8(c13_2, x13, w2); c13_3 = fma8(c13_3, x13, w3);
-      let x14 = load_x8(row + 14u, k0);
-      c14_0 = fma8(c14_0, x14, w0); c14_1 = fma8(c14_1, x14, w1); c14_2 = fma8(c14_2, x14, w2); c14_3 = fma8(c14_3, x14, w3);
-      let x15 = load_x8(row + 15u, k0);
-      c15_0 = fma8(c15_0, x15, w0); c15_1 = fma8(c15_1, x15, w1); c15_2 = fma8(c15_2, x15, w2); c15_3 = fma8(c15_3, x15, w3);
+    for (var k0 = b * p.block; k0 < k_end; k0 += 32u) {
+      let q0 = col_words(j0.x, k0); let q1 = col_words(j0.y, k0); let q2 = col_words(j0.z, k0); let q3 = col_words(j0.w, k0);
+      let q4 = col_words(j1.x, k0); let q5 = col_words(j1.y, k0); let q6 = col_words(j1.z, k0); let q7 = col_words(j1.w, k0);
+      let q8 = col_words(j2.x, k0); let q9 = col_words(j2.y, k0); let q10 = col_words(j2.z, k0); let q11 = col_words(j2.w, k0);
+      let q12 = col_words(j3.x, k0); let q13 = col_words(j3.y, k0); let q14 = col_words(j3.z, k0); let q15 = col_words(j3.w, k0);
+      let w0_0 = cols4(j0, k0, 0u, q0, q1, q2, q3, s0);
+      let w0_1 = cols4(j1, k0, 0u, q4, q5, q6, q7, s1);
+      let w0_2 = cols4(j2, k0, 0u, q8, q9, q10, q11, s2);
+      let w0_3 = cols4(j3, k0, 0u, q12, q13, q14, q15, s3);
+      let x0_0 = load_x8(row + 0u, k0 + 0u);
+      c0_0 = fma8(c0_0, x0_0, w0_0); c0_1 = fma8(c0_1, x0_0, w0_1); c0_2 = fma8(c0_2, x0_0, w0_2); c0_3 = fma8(c0_3, x0_0, w0_3);
+      let x0_1 = load_x8(row + 1u, k0 + 0u);
+      c1_0 = fma8(c1_0, x0_1, w0_0); c1_1 = fma8(c1_1, x0_1, w0_1); c1_2 = fma8(c1_2, x0_1, w0_2); c1_3 = fma8(c1_3, x0_1, w0_3);
+      let x0_2 = load_x8(row + 2u, k0 + 0u);
+      c2_0 = fma8(c2_0, x0_2, w0_0); c2_1 = fma8(c2_1, x0_2, w0_1); c2_2 = fma8(c2_2, x0_2, w0_2); c2_3 = fma8(c2_3, x0_2, w0_3);
+      let x0_3 = load_x8(row + 3u, k0 + 0u);
+      c3_0 = fma8(c3_0, x0_3, w0_0); c3_1 = fma8(c3_1, x0_3, w0_1); c3_2 = fma8(c3_2, x0_3, w0_2); c3_3 = fma8(c3_3, x0_3, w0_3);
+      let x0_4 = load_x8(row + 4u, k0 + 0u);
+      c4_0 = fma8(c4_0, x0_4, w0_0); c4_1 = fma8(c4_1, x0_4, w0_1); c4_2 = fma8(c4_2, x0_4, w0_2); c4_3 = fma8(c4_3, x0_4, w0_3);
+      let x0_5 = load_x8(row + 5u, k0 + 0u);
+      c5_0 = fma8(c5_0, x0_5, w0_0); c5_1 = fma8(c5_1, x0_5, w0_1); c5_2 = fma8(c5_2, x0_5, w0_2); c5_3 = fma8(c5_3, x0_5, w0_3);
+      let x0_6 = load_x8(row + 6u, k0 + 0u);
+      c6_0 = fma8(c6_0, x0_6, w0_0); c6_1 = fma8(c6_1, x0_6, w0_1); c6_2 = fma8(c6_2, x0_6, w0_2); c6_3 = fma8(c6_3, x0_6, w0_3);
+      let x0_7 = load_x8(row + 7u, k0 + 0u);
+      c7_0 = fma8(c7_0, x0_7, w0_0); c7_1 = fma8(c7_1, x0_7, w0_1); c7_2 = fma8(c7_2, x0_7, w0_2); c7_3 = fma8(c7_3, x0_7, w0_3);
+      let x0_8 = load_x8(row + 8u, k0 + 0u);
+      c8_0 = fma8(c8_0, x0_8, w0_0); c8_1 = fma8(c8_1, x0_8, w0_1); c8_2 = fma8(c8_2, x0_8, w0_2); c8_3 = fma8(c8_3, x0_8, w0_3);
+      let x0_9 = load_x8(row + 9u, k0 + 0u);
+      c9_0 = fma8(c9_0, x0_9, w0_0); c9_1 = fma8(c9_1, x0_9, w0_1); c9_2 = fma8(c9_2, x0_9, w0_2); c9_3 = fma8(c9_3, x0_9, w0_3);
+      let x0_10 = load_x8(row + 10u, k0 + 0u);
+      c10_0 = fma8(c10_0, x0_10, w0_0); c10_1 = fma8(c10_1, x0_10, w0_1); c10_2 = fma8(c10_2, x0_10, w0_2); c10_3 = fma8(c10_3, x0_10, w0_3);
+      let x0_11 = load_x8(row + 11u, k0 + 0u);
+      c11_0 = fma8(c11_0, x0_11, w0_0); c11_1 = fma8(c11_1, x0_11, w0_1); c11_2 = fma8(c11_2, x0_11, w0_2); c11_3 = fma8(c11_3, x0_11, w0_3);
+      let x0_12 = load_x8(row + 12u, k0 + 0u);
+      c12_0 = fma8(c12_0, x0_12, w0_0); c12_1 = fma8(c12_1, x0_12, w0_1); c12_2 = fma8(c12_2, x0_12, w0_2); c12_3 = fma8(c12_3, x0_12, w0_3);
+      let x0_13 = load_x8(row + 13u, k0 + 0u);
+      c13_0 = fma8(c13_0, x0_13, w0_0); c13_1 = fma8(c13_1, x0_13, w0_1); c13_2 = fma8(c13_2, x0_13, w0_2); c13_3 = fma8(c13_3, x0_13, w0_3);
+      let x0_14 = load_x8(row + 14u, k0 + 0u);
+      c14_0 = fma8(c14_0, x0_14, w0_0); c14_1 = fma8(c14_1, x0_14, w0_1); c14_2 = fma8(c14_2, x0_14, w0_2); c14_3 = fma8(c14_3, x0_14, w0_3);
+      let x0_15 = load_x8(row + 15u, k0 + 0u);
+      c15_0 = fma8(c15_0, x0_15, w0_0); c15_1 = fma8(c15_1, x0_15, w0_1); c15_2 = fma8(c15_2, x0_15, w0_2); c15_3 = fma8(c15_3, x0_15, w0_3);
+      let w1_0 = cols4(j0, k0, 1u, q0, q1, q2, q3, s0);
+      let w1_1 = cols4(j1, k0, 1u, q4, q5, q6, q7, s1);
+      let w1_2 = cols4(j2, k0, 1u, q8, q9, q10, q11, s2);
+      let w1_3 = cols4(j3, k0, 1u, q12, q13, q14, q15, s3);
+      let x1_0 = load_x8(row + 0u, k0 + 8u);
+      c0_0 = fma8(c0_0, x1_0, w1_0); c0_1 = fma8(c0_1, x1_0, w1_1); c0_2 = fma8(c0_2, x1_0, w1_2); c0_3 = fma8(c0_3, x1_0, w1_3);
+      let x1_1 = load_x8(row + 1u, k0 + 8u);
+      c1_0 = fma8(c1_0, x1_1, w1_0); c1_1 = fma8(c1_1, x1_1, w1_1); c1_2 = fma8(c1_2, x1_1, w1_2); c1_3 = fma8(c1_3, x1_1, w1_3);
+      let x1_2 = load_x8(row + 2u, k0 + 8u);
+      c2_0 = fma8(c2_0, x1_2, w1_0); c2_1 = fma8(c2_1, x1_2, w1_1); c2_2 = fma8(c2_2, x1_2, w1_2); c2_3 = fma8(c2_3, x1_2, w1_3);
+      let x1_3 = load_x8(row + 3u, k0 + 8u);
+      c3_0 = fma8(c3_0, x1_3, w1_0); c3_1 = fma8(c3_1, x1_3, w1_1); c3_2 = fma8(c3_2, x1_3, w1_2); c3_3 = fma8(c3_3, x1_3, w1_3);
+      let x1_4 = load_x8(row + 4u, k0 + 8u);
+      c4_0 = fma8(c4_0, x1_4, w1_0); c4_1 = fma8(c4_1, x1_4, w1_1); c4_2 = fma8(c4_2, x1_4, w1_2); c4_3 = fma8(c4_3, x1_4, w1_3);
+      let x1_5 = load_x8(row + 5u, k0 + 8u);
+      c5_0 = fma8(c5_0, x1_5, w1_0); c5_1 = fma8(c5_1, x1_5, w1_1); c5_2 = fma8(c5_2, x1_5, w1_2); c5_3 = fma8(c5_3, x1_5, w1_3);
+      let x1_6 = load_x8(row + 6u, k0 + 8u);
+      c6_0 = fma8(c6_0, x1_6, w1_0); c6_1 = fma8(c6_1, x1_6, w1_1); c6_2 = fma8(c6_2, x1_6, w1_2); c6_3 = fma8(c6_3, x1_6, w1_3);
+      let x1_7 = load_x8(row + 7u, k0 + 8u);
+      c7_0 = fma8(c7_0, x1_7, w1_0); c7_1 = fma8(c7_1, x1_7, w1_1); c7_2 = fma8(c7_2, x1_7, w1_2); c7_3 = fma8(c7_3, x1_7, w1_3);
+      let x1_8 = load_x8(row + 8u, k0 + 8u);
+      c8_0 = fma8(c8_0, x1_8, w1_0); c8_1 = fma8(c8_1, x1_8, w1_1); c8_2 = fma8(c8_2, x1_8, w1_2); c8_3 = fma8(c8_3, x1_8, w1_3);
+      let x1_9 = load_x8(row + 9u, k0 + 8u);
+      c9_0 = fma8(c9_0, x1_9, w1_0); c9_1 = fma8(c9_1, x1_9, w1_1); c9_2 = fma8(c9_2, x1_9, w1_2); c9_3 = fma8(c9_3, x1_9, w1_3);
+      let x1_10 = load_x8(row + 10u, k0 + 8u);
+      c10_0 = fma8(c10_0, x1_10, w1_0); c10_1 = fma8(c10_1, x1_10, w1_1); c10_2 = fma8(c10_2, x1_10, w1_2); c10_3 = fma8(c10_3, x1_10, w1_3);
+      let x1_11 = load_x8(row + 11u, k0 + 8u);
+      c11_0 = fma8(c11_0, x1_11, w1_0); c11_1 = fma8(c11_1, x1_11, w1_1); c11_2 = fma8(c11_2, x1_11, w1_2); c11_3 = fma8(c11_3, x1_11, w1_3);
+      let x1_12 = load_x8(row + 12u, k0 + 8u);
+      c12_0 = fma8(c12_0, x1_12, w1_0); c12_1 = fma8(c12_1, x1_12, w1_1); c12_2 = fma8(c12_2, x1_12, w1_2); c12_3 = fma8(c12_3, x1_12, w1_3);
+      let x1_13 = load_x8(row + 13u, k0 + 8u);
+      c13_0 = fma8(c13_0, x1_13, w1_0); c13_1 = fma8(c13_1, x1_13, w1_1); c13_2 = fma8(c13_2, x1_13, w1_2); c13_3 = fma8(c13_3, x1_13, w1_3);
+      let x1_14 = load_x8(row + 14u, k0 + 8u);
+      c14_0 = fma8(c14_0, x1_14, w1_0); c14_1 = fma8(c14_1, x1_14, w1_1); c14_2 = fma8(c14_2, x1_14, w1_2); c14_3 = fma8(c14_3, x1_14, w1_3);
+      let x1_15 = load_x8(row + 15u, k0 + 8u);
+      c15_0 = fma8(c15_0, x1_15, w1_0); c15_1 = fma8(c15_1, x1_15, w1_1); c15_2 = fma8(c15_2, x1_15, w1_2); c15_3 = fma8(c15_3, x1_15, w1_3);
+      let w2_0 = cols4(j0, k0, 2u, q0, q1, q2, q3, s0);
+      let w2_1 = cols4(j1, k0, 2u, q4, q5, q6, q7, s1);
+      let w2_2 = cols4(j2, k0, 2u, q8, q9, q10, q11, s2);
+      let w2_3 = cols4(j3, k0, 2u, q12, q13, q14, q15, s3);
+      let x2_0 = load_x8(row + 0u, k0 + 16u);
+      c0_0 = fma8(c0_0, x2_0, w2_0); c0_1 = fma8(c0_1, x2_0, w2_1); c0_2 = fma8(c0_2, x2_0, w2_2); c0_3 = fma8(c0_3, x2_0, w2_3);
+      let x2_1 = load_x8(row + 1u, k0 + 16u);
+      c1_0 = fma8(c1_0, x2_1, w2_0); c1_1 = fma8(c1_1, x2_1, w2_1); c1_2 = fma8(c1_2, x2_1, w2_2); c1_3 = fma8(c1_3, x2_1, w2_3);
+      let x2_2 = load_x8(row + 2u, k0 + 16u);
+      c2_0 = fma8(c2_0, x2_2, w2_0); c2_1 = fma8(c2_1, x2_2, w2_1); c2_2 = fma8(c2_2, x2_2, w2_2); c2_3 = fma8(c2_3, x2_2, w2_3);
+      let x2_3 = load_x8(row + 3u, k0 + 16u);
+      c3_0 = fma8(c3_0, x2_3, w2_0); c3_1 = fma8(c3_1, x2_3, w2_1); c3_2 = fma8(c3_2, x2_3, w2_2); c3_3 = fma8(c3_3, x2_3, w2_3);
+      let x2_4 = load_x8(row + 4u, k0 + 16u);
+      c4_0 = fma8(c4_0, x2_4, w2_0); c4_1 = fma8(c4_1, x2_4, w2_1); c4_2 = fma8(c4_2, x2_4, w2_2); c4_3 = fma8(c4_3, x2_4, w2_3);
+      let x2_5 = load_x8(row + 5u, k0 + 16u);
+      c5_0 = fma8(c5_0, x2_5, w2_0); c5_1 = fma8(c5_1, x2_5, w2_1); c5_2 = fma8(c5_2, x2_5, w2_2); c5_3 = fma8(c5_3, x2_5, w2_3);
+      let x2_6 = load_x8(row + 6u, k0 + 16u);
+      c6_0 = fma8(c6_0, x2_6, w2_0); c6_1 = fma8(c6_1, x2_6, w2_1); c6_2 = fma8(c6_2, x2_6, w2_2); c6_3 = fma8(c6_3, x2_6, w2_3);
+      let x2_7 = load_x8(row + 7u, k0 + 16u);
+      c7_0 = fma8(c7_0, x2_7, w2_0); c7_1 = fma8(c7_1, x2_7, w2_1); c7_2 = fma8(c7_2, x2_7, w2_2); c7_3 = fma8(c7_3, x2_7, w2_3);
+      let x2_8 = load_x8(row + 8u, k0 + 16u);
+      c8_0 = fma8(c8_0, x2_8, w2_0); c8_1 = fma8(c8_1, x2_8, w2_1); c8_2 = fma8(c8_2, x2_8, w2_2); c8_3 = fma8(c8_3, x2_8, w2_3);
+      let x2_9 = load_x8(row + 9u, k0 + 16u);
+      c9_0 = fma8(c9_0, x2_9, w2_0); c9_1 = fma8(c9_1, x2_9, w2_1); c9_2 = fma8(c9_2, x2_9, w2_2); c9_3 = fma8(c9_3, x2_9, w2_3);
+      let x2_10 = load_x8(row + 10u, k0 + 16u);
+      c10_0 = fma8(c10_0, x2_10, w2_0); c10_1 = fma8(c10_1, x2_10, w2_1); c10_2 = fma8(c10_2, x2_10, w2_2); c10_3 = fma8(c10_3, x2_10, w2_3);
+      let x2_11 = load_x8(row + 11u, k0 + 16u);
+      c11_0 = fma8(c11_0, x2_11, w2_0); c11_1 = fma8(c11_1, x2_11, w2_1); c11_2 = fma8(c11_2, x2_11, w2_2); c11_3 = fma8(c11_3, x2_11, w2_3);
+      let x2_12 = load_x8(row + 12u, k0 + 16u);
+      c12_0 = fma8(c12_0, x2_12, w2_0); c12_1 = fma8(c12_1, x2_12, w2_1); c12_2 = fma8(c12_2, x2_12, w2_2); c12_3 = fma8(c12_3, x2_12, w2_3);
+      let x2_13 = load_x8(row + 13u, k0 + 16u);
+      c13_0 = fma8(c13_0, x2_13, w2_0); c13_1 = fma8(c13_1, x2_13, w2_1); c13_2 = fma8(c13_2, x2_13, w2_2); c13_3 = fma8(c13_3, x2_13, w2_3);
+      let x2_14 = load_x8(row + 14u, k0 + 16u);
+      c14_0 = fma8(c14_0, x2_14, w2_0); c14_1 = fma8(c14_1, x2_14, w2_1); c14_2 = fma8(c14_2, x2_14, w2_2); c14_3 = fma8(c14_3, x2_14, w2_3);
+      let x2_15 = load_x8(row + 15u, k0 + 16u);
+      c15_0 = fma8(c15_0, x2_15, w2_0); c15_1 = fma8(c15_1, x2_15, w2_1); c15_2 = fma8(c15_2, x2_15, w2_2); c15_3 = fma8(c15_3, x2_15, w2_3);
+      let w3_0 = cols4(j0, k0, 3u, q0, q1, q2, q3, s0);
+      let w3_1 = cols4(j1, k0, 3u, q4, q5, q6, q7, s1);
+      let w3_2 = cols4(j2, k0, 3u, q8, q9, q10, q11, s2);
+      let w3_3 = cols4(j3, k0, 3u, q12, q13, q14, q15, s3);
+      let x3_0 = load_x8(row + 0u, k0 + 24u);
+      c0_0 = fma8(c0_0, x3_0, w3_0); c0_1 = fma8(c0_1, x3_0, w3_1); c0_2 = fma8(c0_2, x3_0, w3_2); c0_3 = fma8(c0_3, x3_0, w3_3);
+      let x3_1 = load_x8(row + 1u, k0 + 24u);
+      c1_0 = fma8(c1_0, x3_1, w3_0); c1_1 = fma8(c1_1, x3_1, w3_1); c1_2 = fma8(c1_2, x3_1, w3_2); c1_3 = fma8(c1_3, x3_1, w3_3);
+      let x3_2 = load_x8(row + 2u, k0 + 24u);
+      c2_0 = fma8(c2_0, x3_2, w3_0); c2_1 = fma8(c2_1, x3_2, w3_1); c2_2 = fma8(c2_2, x3_2, w3_2); c2_3 = fma8(c2_3, x3_2, w3_3);
+      let x3_3 = load_x8(row + 3u, k0 + 24u);
+      c3_0 = fma8(c3_0, x3_3, w3_0); c3_1 = fma8(c3_1, x3_3, w3_1); c3_2 = fma8(c3_2, x3_3, w3_2); c3_3 = fma8(c3_3, x3_3, w3_3);
+      let x3_4 = load_x8(row + 4u, k0 + 24u);
+      c4_0 = fma8(c4_0, x3_4, w3_0); c4_1 = fma8(c4_1, x3_4, w3_1); c4_2 = fma8(c4_2, x3_4, w3_2); c4_3 = fma8(c4_3, x3_4, w3_3);
+      let x3_5 = load_x8(row + 5u, k0 + 24u);
+      c5_0 = fma8(c5_0, x3_5, w3_0); c5_1 = fma8(c5_1, x3_5, w3_1); c5_2 = fma8(c5_2, x3_5, w3_2); c5_3 = fma8(c5_3, x3_5, w3_3);
+      let x3_6 = load_x8(row + 6u, k0 + 24u);
+      c6_0 = fma8(c6_0, x3_6, w3_0); c6_1 = fma8(c6_1, x3_6, w3_1); c6_2 = fma8(c6_2, x3_6, w3_2); c6_3 = fma8(c6_3, x3_6, w3_3);
+      let x3_7 = load_x8(row + 7u, k0 + 24u);
+      c7_0 = fma8(c7_0, x3_7, w3_0); c7_1 = fma8(c7_1, x3_7, w3_1); c7_2 = fma8(c7_2, x3_7, w3_2); c7_3 = fma8(c7_3, x3_7, w3_3);
+      let x3_8 = load_x8(row + 8u, k0 + 24u);
+      c8_0 = fma8(c8_0, x3_8, w3_0); c8_1 = fma8(c8_1, x3_8, w3_1); c8_2 = fma8(c8_2, x3_8, w3_2); c8_3 = fma8(c8_3, x3_8, w3_3);
+      let x3_9 = load_x8(row + 9u, k0 + 24u);
+      c9_0 = fma8(c9_0, x3_9, w3_0); c9_1 = fma8(c9_1, x3_9, w3_1); c9_2 = fma8(c9_2, x3_9, w3_2); c9_3 = fma8(c9_3, x3_9, w3_3);
+      let x3_10 = load_x8(row + 10u, k0 + 24u);
+      c10_0 = fma8(c10_0, x3_10, w3_0); c10_1 = fma8(c10_1, x3_10, w3_1); c10_2 = fma8(c10_2, x3_10, w3_2); c10_3 = fma8(c10_3, x3_10, w3_3);
+      let x3_11 = load_x8(row + 11u, k0 + 24u);
+      c11_0 = fma8(c11_0, x3_11, w3_0); c11_1 = fma8(c11_1, x3_11, w3_1); c11_2 = fma8(c11_2, x3_11, w3_2); c11_3 = fma8(c11_3, x3_11, w3_3);
+      let x3_12 = load_x8(row + 12u, k0 + 24u);
+      c12_0 = fma8(c12_0, x3_12, w3_0); c12_1 = fma8(c12_1, x3_12, w3_1); c12_2 = fma8(c12_2, x3_12, w3_2); c12_3 = fma8(c12_3, x3_12, w3_3);
+      let x3_13 = load_x8(row + 13u, k0 + 24u);
+      c13_0 = fma8(c13_0, x3_13, w3_0); c13_1 = fma8(c13_1, x3_13, w3_1); c13_2 = fma8(c13_2, x3_13, w3_2); c13_3 = fma8(c13_3, x3_13, w3_3);
+      let x3_14 = load_x8(row + 14u, k0 + 24u);
+      c14_0 = fma8(c14_0, x3_14, w3_0); c14_1 = fma8(c14_1, x3_14, w3_1); c14_2 = fma8(c14_2, x3_14, w3_2); c14_3 = fma8(c14_3, x3_14, w3_3);
+      let x3_15 = load_x8(row + 15u, k0 + 24u);
+      c15_0 = fma8(c15_0, x3_15, w3_0); c15_1 = fma8(c15_1, x3_15, w3_1); c15_2 = fma8(c15_2, x3_15, w3_2); c15_3 = fma8(c15_3, x3_15, w3_3);
     }
   }
   store4(row + 0u, col + 0u, c0_0); store4(row + 0u, col + 4u, c0_1); store4(row + 0u, col + 8u, c0_2); store4(row + 0u, col + 12u, c0_3);
@@ -332,19 +492,59 @@ fn qmatmul_narrow(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id
     let s2 = scales4(j2, b);
     let s3 = scales4(j3, b);
     let k_end = min(b * p.block + p.block, p.k);
-    for (var k0 = b * p.block; k0 < k_end; k0 += 8u) {
-      let w0 = cols4(j0, k0, s0);
-      let w1 = cols4(j1, k0, s1);
-      let w2 = cols4(j2, k0, s2);
-      let w3 = cols4(j3, k0, s3);
-      let x0 = load_x8(row + 0u, k0);
-      c0_0 = fma8(c0_0, x0, w0); c0_1 = fma8(c0_1, x0, w1); c0_2 = fma8(c0_2, x0, w2); c0_3 = fma8(c0_3, x0, w3);
-      let x1 = load_x8(row + 1u, k0);
-      c1_0 = fma8(c1_0, x1, w0); c1_1 = fma8(c1_1, x1, w1); c1_2 = fma8(c1_2, x1, w2); c1_3 = fma8(c1_3, x1, w3);
-      let x2 = load_x8(row + 2u, k0);
-      c2_0 = fma8(c2_0, x2, w0); c2_1 = fma8(c2_1, x2, w1); c2_2 = fma8(c2_2, x2, w2); c2_3 = fma8(c2_3, x2, w3);
-      let x3 = load_x8(row + 3u, k0);
-      c3_0 = fma8(c3_0, x3, w0); c3_1 = fma8(c3_1, x3, w1); c3_2 = fma8(c3_2, x3, w2); c3_3 = fma8(c3_3, x3, w3);
+    for (var k0 = b * p.block; k0 < k_end; k0 += 32u) {
+      let q0 = col_words(j0.x, k0); let q1 = col_words(j0.y, k0); let q2 = col_words(j0.z, k0); let q3 = col_words(j0.w, k0);
+      let q4 = col_words(j1.x, k0); let q5 = col_words(j1.y, k0); let q6 = col_words(j1.z, k0); let q7 = col_words(j1.w, k0);
+      let q8 = col_words(j2.x, k0); let q9 = col_words(j2.y, k0); let q10 = col_words(j2.z, k0); let q11 = col_words(j2.w, k0);
+      let q12 = col_words(j3.x, k0); let q13 = col_words(j3.y, k0); let q14 = col_words(j3.z, k0); let q15 = col_words(j3.w, k0);
+      let w0_0 = cols4(j0, k0, 0u, q0, q1, q2, q3, s0);
+      let w0_1 = cols4(j1, k0, 0u, q4, q5, q6, q7, s1);
+      let w0_2 = cols4(j2, k0, 0u, q8, q9, q10, q11, s2);
+      let w0_3 = cols4(j3, k0, 0u, q12, q13, q14, q15, s3);
+      let x0_0 = load_x8(row + 0u, k0 + 0u);
+      c0_0 = fma8(c0_0, x0_0, w0_0); c0_1 = fma8(c0_1, x0_0, w0_1); c0_2 = fma8(c0_2, x0_0, w0_2); c0_3 = fma8(c0_3, x0_0, w0_3);
+      let x0_1 = load_x8(row + 1u, k0 + 0u);
+      c1_0 = fma8(c1_0, x0_1, w0_0); c1_1 = fma8(c1_1, x0_1, w0_1); c1_2 = fma8(c1_2, x0_1, w0_2); c1_3 = fma8(c1_3, x0_1, w0_3);
+      let x0_2 = load_x8(row + 2u, k0 + 0u);
+      c2_0 = fma8(c2_0, x0_2, w0_0); c2_1 = fma8(c2_1, x0_2, w0_1); c2_2 = fma8(c2_2, x0_2, w0_2); c2_3 = fma8(c2_3, x0_2, w0_3);
+      let x0_3 = load_x8(row + 3u, k0 + 0u);
+      c3_0 = fma8(c3_0, x0_3, w0_0); c3_1 = fma8(c3_1, x0_3, w0_1); c3_2 = fma8(c3_2, x0_3, w0_2); c3_3 = fma8(c3_3, x0_3, w0_3);
+      let w1_0 = cols4(j0, k0, 1u, q0, q1, q2, q3, s0);
+      let w1_1 = cols4(j1, k0, 1u, q4, q5, q6, q7, s1);
+      let w1_2 = cols4(j2, k0, 1u, q8, q9, q10, q11, s2);
+      let w1_3 = cols4(j3, k0, 1u, q12, q13, q14, q15, s3);
+      let x1_0 = load_x8(row + 0u, k0 + 8u);
+      c0_0 = fma8(c0_0, x1_0, w1_0); c0_1 = fma8(c0_1, x1_0, w1_1); c0_2 = fma8(c0_2, x1_0, w1_2); c0_3 = fma8(c0_3, x1_0, w1_3);
+      let x1_1 = load_x8(row + 1u, k0 + 8u);
+      c1_0 = fma8(c1_0, x1_1, w1_0); c1_1 = fma8(c1_1, x1_1, w1_1); c1_2 = fma8(c1_2, x1_1, w1_2); c1_3 = fma8(c1_3, x1_1, w1_3);
+      let x1_2 = load_x8(row + 2u, k0 + 8u);
+      c2_0 = fma8(c2_0, x1_2, w1_0); c2_1 = fma8(c2_1, x1_2, w1_1); c2_2 = fma8(c2_2, x1_2, w1_2); c2_3 = fma8(c2_3, x1_2, w1_3);
+      let x1_3 = load_x8(row + 3u, k0 + 8u);
+      c3_0 = fma8(c3_0, x1_3, w1_0); c3_1 = fma8(c3_1, x1_3, w1_1); c3_2 = fma8(c3_2, x1_3, w1_2); c3_3 = fma8(c3_3, x1_3, w1_3);
+      let w2_0 = cols4(j0, k0, 2u, q0, q1, q2, q3, s0);
+      let w2_1 = cols4(j1, k0, 2u, q4, q5, q6, q7, s1);
+      let w2_2 = cols4(j2, k0, 2u, q8, q9, q10, q11, s2);
+      let w2_3 = cols4(j3, k0, 2u, q12, q13, q14, q15, s3);
+      let x2_0 = load_x8(row + 0u, k0 + 16u);
+      c0_0 = fma8(c0_0, x2_0, w2_0); c0_1 = fma8(c0_1, x2_0, w2_1); c0_2 = fma8(c0_2, x2_0, w2_2); c0_3 = fma8(c0_3, x2_0, w2_3);
+      let x2_1 = load_x8(row + 1u, k0 + 16u);
+      c1_0 = fma8(c1_0, x2_1, w2_0); c1_1 = fma8(c1_1, x2_1, w2_1); c1_2 = fma8(c1_2, x2_1, w2_2); c1_3 = fma8(c1_3, x2_1, w2_3);
+      let x2_2 = load_x8(row + 2u, k0 + 16u);
+      c2_0 = fma8(c2_0, x2_2, w2_0); c2_1 = fma8(c2_1, x2_2, w2_1); c2_2 = fma8(c2_2, x2_2, w2_2); c2_3 = fma8(c2_3, x2_2, w2_3);
+      let x2_3 = load_x8(row + 3u, k0 + 16u);
+      c3_0 = fma8(c3_0, x2_3, w2_0); c3_1 = fma8(c3_1, x2_3, w2_1); c3_2 = fma8(c3_2, x2_3, w2_2); c3_3 = fma8(c3_3, x2_3, w2_3);
+      let w3_0 = cols4(j0, k0, 3u, q0, q1, q2, q3, s0);
+      let w3_1 = cols4(j1, k0, 3u, q4, q5, q6, q7, s1);
+      let w3_2 = cols4(j2, k0, 3u, q8, q9, q10, q11, s2);
+      let w3_3 = cols4(j3, k0, 3u, q12, q13, q14, q15, s3);
+      let x3_0 = load_x8(row + 0u, k0 + 24u);
+      c0_0 = fma8(c0_0, x3_0, w3_0); c0_1 = fma8(c0_1, x3_0, w3_1); c0_2 = fma8(c0_2, x3_0, w3_2); c0_3 = fma8(c0_3, x3_0, w3_3);
+      let x3_1 = load_x8(row + 1u, k0 + 24u);
+      c1_0 = fma8(c1_0, x3_1, w3_0); c1_1 = fma8(c1_1, x3_1, w3_1); c1_2 = fma8(c1_2, x3_1, w3_2); c1_3 = fma8(c1_3, x3_1, w3_3);
+      let x3_2 = load_x8(row + 2u, k0 + 24u);
+      c2_0 = fma8(c2_0, x3_2, w3_0); c2_1 = fma8(c2_1, x3_2, w3_1); c2_2 = fma8(c2_2, x3_2, w3_2); c2_3 = fma8(c2_3, x3_2, w3_3);
+      let x3_3 = load_x8(row + 3u, k0 + 24u);
+      c3_0 = fma8(c3_0, x3_3, w3_0); c3_1 = fma8(c3_1, x3_3, w3_1); c3_2 = fma8(c3_2, x3_3, w3_2); c3_3 = fma8(c3_3, x3_3, w3_3);
     }
   }
   store4(row + 0u, col + 0u, c0_0); store4(row + 0u, col + 4u, c0_1); store4(row + 0u, col + 8u, c0_2); store4(row + 0u, col + 12u, c0_3);
@@ -359,26 +559,20 @@ struct Row32 {
 
 // Values k0 .. k0 + 31 of W row r, times s (k0 a multiple of 32, so all in one block).
 fn row32(r: u32, k0: u32, s: f32) -> Row32 {
-  let base = row_base(r);
-  if (FORMAT == NF4) {
-    let at = base + k0 / 8u;
-    let w = vec4u(codes[at], codes[at + 1u], codes[at + 2u], codes[at + 3u]);
-    let lo = vec4u(4u, 0u, 12u, 8u);
-    let hi = vec4u(20u, 16u, 28u, 24u);
-    return Row32(nf4_four(w.x, lo) * s, nf4_four(w.x, hi) * s, nf4_four(w.y, lo) * s,
-      nf4_four(w.y, hi) * s, nf4_four(w.z, lo) * s, nf4_four(w.z, hi) * s, nf4_four(w.w, lo) * s,
-      nf4_four(w.w, hi) * s);
+  if (is_half()) {
+    let at = (row_base(r) + k0 / 2u) / 4u;
+    let a = halves8(at);
+    let b = halves8(at + 1u);
+    let c = halves8(at + 2u);
+    let d = halves8(at + 3u);
+    return Row32(a.lo, a.hi, b.lo, b.hi, c.lo, c.hi, d.lo, d.hi);
   }
-  if (FORMAT == INT8) {
-    let at = base + k0 / 4u;
-    let a = vec4u(codes[at], codes[at + 1u], codes[at + 2u], codes[at + 3u]);
-    let b = vec4u(codes[at + 4u], codes[at + 5u], codes[at + 6u], codes[at + 7u]);
-    return Row32(int8_four(a.x) * s, int8_four(a.y) * s, int8_four(a.z) * s, int8_four(a.w) * s,
-      int8_four(b.x) * s, int8_four(b.y) * s, int8_four(b.z) * s, int8_four(b.w) * s);
-  }
-  let at = base + k0 / 2u;
-  return Row32(half_four(at), half_four(at + 2u), half_four(at + 4u), half_four(at + 6u),
-    half_four(at + 8u), half_four(at + 10u), half_four(at + 12u), half_four(at + 14u));
+  let w = col_words(r, k0);
+  let a = col_eight(r, k0, w, 0u);
+  let b = col_eight(r, k0, w, 1u);
+  let c = col_eight(r, k0, w, 2u);
+  let d = col_eight(r, k0, w, 3u);
+  return Row32(a.lo * s, a.hi * s, b.lo * s, b.hi * s, c.lo * s, c.hi * s, d.lo * s, d.hi * s);
 }
 
 // dy[i, n0 .. n0 + 3], zero past N; rows past M are clamped (never stored).

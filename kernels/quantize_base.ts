@@ -86,7 +86,7 @@ export function weightParams(
   const half = layout.blockSize === 0;
   return {
     row_words: layout.rowBytes / 4,
-    block: half ? align(layout.cols, 8) : layout.blockSize,
+    block: half ? align(layout.cols, 32) : layout.blockSize,
     blocks_per_row: half ? 1 : layout.blocksPerRow,
     double_quant: layout.doubleQuant,
   };

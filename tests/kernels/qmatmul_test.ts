@@ -3,6 +3,7 @@ import fc from "fast-check";
 import {
   type BaseFormat,
   type BaseQuantOptions,
+  NF4_LEVELS,
   packWeight,
   unpackWeight,
 } from "../../formats/base_quant.ts";
@@ -280,6 +281,15 @@ Deno.test("operands over one storage binding are split into chunks", GPU_TEST, a
     { m: 150, n: 280, k: 97, backward: false, format: "f16" }, // odd K: the scalar kernel
   ];
   for (const c of cases) await check(q, c, seed);
+});
+
+Deno.test("the NF4 levels written into qmatmul.wgsl are the table's, bit for bit", async () => {
+  const code = await Deno.readTextFile(new URL("../../kernels/qmatmul.wgsl", import.meta.url));
+  const tree = code.slice(code.indexOf("fn nf4_levels"), code.indexOf("return select(n0, n1, b3)"));
+  const literals = [...tree.matchAll(/vec4f\((-?[0-9.]+)\)/g)].map((m) =>
+    Math.fround(Number(m[1]))
+  );
+  assert.deepEqual(literals, [...NF4_LEVELS]);
 });
 
 Deno.test("misuse is refused with one line naming the weight", GPU_TEST, async () => {
