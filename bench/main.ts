@@ -14,6 +14,7 @@ import { benchAdapters } from "./adapters.ts";
 import { benchBasis } from "./basis.ts";
 import { benchGpt2 } from "./gpt2.ts";
 import { benchMatmul } from "./matmul.ts";
+import { benchQMatmul } from "./qmatmul.ts";
 import { formatTable } from "./table.ts";
 import { benchTrain } from "./train.ts";
 
@@ -37,6 +38,24 @@ const SUITES: Record<string, Suite> = {
       ]),
     ));
     return { auto, rows };
+  },
+  async qmatmul(gpu, { filter }) {
+    const rows = await benchQMatmul(gpu, { filter });
+    console.log(formatTable(
+      ["shape", "op", "format", "M x out x in", "ms", "GFLOP/s", "vs f32", "W MiB", "W / f32"],
+      rows.map((r) => [
+        r.shape,
+        r.op,
+        r.format,
+        `${r.m} x ${r.out} x ${r.in}`,
+        r.ms.toFixed(2),
+        r.gflops.toFixed(1),
+        r.speedup.toFixed(2),
+        (r.weightBytes / 2 ** 20).toFixed(2),
+        r.bytesRatio.toFixed(3),
+      ]),
+    ));
+    return { rows };
   },
   async basis(gpu) {
     const r = await benchBasis(gpu);
@@ -116,9 +135,9 @@ const SUITES: Record<string, Suite> = {
 
 /** Options of {@link runBench}. */
 export interface RunBenchOptions {
-  /** Suites to run (default all): matmul, basis, gpt2, adapters, train. */
+  /** Suites to run (default all): matmul, qmatmul, basis, gpt2, adapters, train. */
   suites?: string[];
-  /** Matmul: keeps rows whose variant, op or shape contains this text. */
+  /** Matmul: rows whose variant, op or shape contain this text; qmatmul: shapes, ops, formats. */
   filter?: string;
   /** Folder of the JSON reports (default `out/bench`). */
   outDir?: string;
