@@ -93,8 +93,8 @@ base's own layout and dtype).
   },
   bench: {
     usage: "bench [SUITE]... [--filter TEXT]",
-    help: `Runs the benchmarks (matmul, basis, gpt2, adapters, train; default all): a table each
-on stdout and JSON under out/bench/. --filter keeps matching matmul rows.
+    help: `Runs the benchmarks (matmul, basis, gpt2, llama, adapters, train; default all): a table
+each on stdout and JSON under out/bench/. --filter keeps matching matmul rows and llama models.
 
   deno task bench
   deno task bench matmul --filter square`,

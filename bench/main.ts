@@ -13,6 +13,7 @@ import { Matmul } from "../kernels/matmul.ts";
 import { benchAdapters } from "./adapters.ts";
 import { benchBasis } from "./basis.ts";
 import { benchGpt2 } from "./gpt2.ts";
+import { benchLlama, formatLlamaBench } from "./llama.ts";
 import { benchMatmul } from "./matmul.ts";
 import { benchQMatmul } from "./qmatmul.ts";
 import { formatTable } from "./table.ts";
@@ -92,6 +93,11 @@ const SUITES: Record<string, Suite> = {
     ));
     return { rows };
   },
+  async llama(gpu, { filter }) {
+    const rows = await benchLlama(gpu, { filter });
+    console.log(formatLlamaBench(rows));
+    return { rows };
+  },
   async adapters(gpu) {
     const r = await benchAdapters(gpu);
     console.log(`${r.model}, batch ${r.B} x ${r.T}, q and v adapters, r = 8:`);
@@ -135,9 +141,12 @@ const SUITES: Record<string, Suite> = {
 
 /** Options of {@link runBench}. */
 export interface RunBenchOptions {
-  /** Suites to run (default all): matmul, qmatmul, basis, gpt2, adapters, train. */
+  /** Suites to run (default all): matmul, qmatmul, basis, gpt2, llama, adapters, train. */
   suites?: string[];
-  /** Matmul: rows whose variant, op or shape contain this text; qmatmul: shapes, ops, formats. */
+  /**
+   * Matmul: keeps rows whose variant, op or shape contains this text; qmatmul: shapes, ops or
+   * formats; llama: models by name.
+   */
   filter?: string;
   /** Folder of the JSON reports (default `out/bench`). */
   outDir?: string;
