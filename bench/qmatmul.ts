@@ -10,7 +10,8 @@ import { BASE_FORMATS, type BaseFormat } from "../formats/base_quant.ts";
 import type { Gpu } from "../kernels/gpu.ts";
 import { Matmul } from "../kernels/matmul.ts";
 import { QMatmul } from "../kernels/qmatmul.ts";
-import { BaseQuantKernels, type PackedTensor } from "../kernels/quantize_base.ts";
+import type { PackedTensor } from "../kernels/packed_tensor.ts";
+import { BaseQuantKernels } from "../kernels/quantize_base.ts";
 import { Tensor } from "../kernels/tensor.ts";
 
 /** The products measured: the forward `x · Wᵀ` and the backward to activations `dy · W`. */

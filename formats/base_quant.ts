@@ -17,7 +17,8 @@
  * largest |x| in it; its values are normalized as `v = fround(x * fround(1 / absmax))` (as
  * bitsandbytes does) and each takes the code of its nearest level, NF4's sixteen or int8's
  * `q / 127` for q = -127..127 (`v` above the midpoint of two neighbouring levels goes up, a tie
- * goes down). A block of zeros has absmax 0 and every code the one for 0.
+ * goes down). A block of zeros has absmax 0 and every code the one for 0. Magnitudes below the
+ * smallest normal f32 (2^-126) count as 0, so devices that flush subnormals write the same bytes.
  *
  * Double quantization (QLoRA; on by default for `nf4`) stores each absmax in one byte: `offset`,
  * the mean of the tensor's absmaxes (summed in the order {@link absmaxMean} gives), is subtracted,
@@ -34,6 +35,9 @@ export type BaseFormat = "f16" | "bf16" | "int8" | "nf4";
 
 /** Every packed format, in the order messages list them. */
 export const BASE_FORMATS: readonly BaseFormat[] = ["f16", "bf16", "int8", "nf4"];
+
+/** The smallest normal float32: int8 and nf4 blocks count smaller magnitudes as 0. */
+export const F32_MIN_NORMAL = 2 ** -126;
 
 /** The largest finite float32. */
 const F32_MAX = 3.4028234663852886e38;
@@ -295,19 +299,23 @@ export function packWeight(
     return { ...layout, codes };
   }
   const absmax = new Float32Array(layout.blocks);
+  const value = (r: number, c: number) => {
+    const x = at(r, c);
+    return Math.abs(x) < F32_MIN_NORMAL ? 0 : x;
+  };
   for (let r = 0; r < rows; r++) {
     for (let b = 0; b < blocksPerRow; b++) {
       const end = Math.min(cols, (b + 1) * blockSize);
       let m = 0;
-      for (let c = b * blockSize; c < end; c++) m = Math.max(m, Math.abs(at(r, c)));
+      for (let c = b * blockSize; c < end; c++) m = Math.max(m, Math.abs(value(r, c)));
       absmax[r * blocksPerRow + b] = m;
       const inv = m === 0 ? 0 : Math.fround(1 / m);
       for (let c = b * blockSize; c < end; c++) {
         const code = m === 0
           ? (format === "nf4" ? NF4_ZERO : 0)
           : format === "nf4"
-          ? countBelow(NF4_THRESHOLDS, Math.fround(at(r, c) * inv))
-          : int8Code(Math.fround(at(r, c) * inv));
+          ? countBelow(NF4_THRESHOLDS, Math.fround(value(r, c) * inv))
+          : int8Code(Math.fround(value(r, c) * inv));
         if (format === "nf4") {
           codes[r * layout.rowBytes + (c >> 1)] |= (c & 1) === 0 ? code << 4 : code;
         } else {

@@ -12,9 +12,10 @@
 
 import type { BaseFormat } from "../formats/base_quant.ts";
 import type { BufferBinding, Gpu, Kernel } from "./gpu.ts";
-import { formatId, type PackedTensor, QMATMUL_PARAMS, weightParams } from "./quantize_base.ts";
+import { formatId, type PackedTensor, weightParams } from "./packed_tensor.ts";
 import { baseCodebook } from "../formats/base_quant.ts";
 import { Tensor, window } from "./tensor.ts";
+import { UniformStruct } from "./uniform_struct.ts";
 import QMATMUL_WGSL from "./qmatmul.wgsl" with { type: "text" };
 import F16_PRELUDE from "./qmatmul_f16.wgsl" with { type: "text" };
 import UNPACK_PRELUDE from "./qmatmul_unpack.wgsl" with { type: "text" };
@@ -77,6 +78,26 @@ export interface QMatmulLoadOptions {
   /** How to widen f16: default `native` where the device has `shader-f16`, else `unpack`. */
   f16?: F16Path | "auto";
 }
+
+/** The `Params` of `qmatmul.wgsl`, which the dequantize kernel shares with the products. */
+export const QMATMUL_PARAMS = new UniformStruct("Params", {
+  m: "u32",
+  n: "u32",
+  k: "u32",
+  flags: "u32",
+  ld_out: "u32",
+  ld_inp: "u32",
+  off_out: "u32",
+  off_inp: "u32",
+  off_bias: "u32",
+  row_words: "u32",
+  w_row0: "u32",
+  code_shift: "u32",
+  block: "u32",
+  blocks_per_row: "u32",
+  double_quant: "u32",
+  zero: "u32",
+}, { wgsl: QMATMUL_WGSL });
 
 const FLAG_BIAS = 1;
 const FLAG_ACCUMULATE = 2;

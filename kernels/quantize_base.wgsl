@@ -129,6 +129,13 @@ fn src_at(r: u32, c: u32) -> f32 {
   return inp[p.src_shift + (r - p.row0) * p.src_row + (c - p.col0) * p.src_col];
 }
 
+// A block's value: magnitudes below the smallest normal f32 count as 0 (tested on the bits), so
+// that devices which flush subnormals and devices which keep them write the same codes.
+fn block_value(r: u32, c: u32) -> f32 {
+  let x = src_at(r, c);
+  return select(x, 0.0, (bitcast<u32>(x) & 0x7f800000u) == 0u);
+}
+
 fn code_index(r: u32, w: u32) -> u32 {
   return p.code_shift + (r - p.code_row0) * p.row_words + w;
 }
@@ -252,7 +259,7 @@ fn quantize_blocks(
   var m = 0.0;
   var bad = 0u;
   for (var c = begin + t; c < end; c += WG) {
-    let x = src_at(r, c);
+    let x = block_value(r, c);
     if (is_finite(x)) {
       m = max(m, abs(x));
     } else {
@@ -282,7 +289,7 @@ fn quantize_blocks(
     for (var e = 0u; e < per_word; e++) {
       let c = w * per_word + e;
       if (c < end) {
-        let code = block_code(src_at(r, c), inv);
+        let code = block_code(block_value(r, c), inv);
         // nf4: the first value of a pair in the high nibble; int8: one byte a value.
         let shift = select(8u * e, 8u * (e / 2u) + 4u * (1u - e % 2u), p.format == NF4);
         word = word | (code << shift);

@@ -126,7 +126,8 @@ Deno.test("every value takes its nearest level, ties down (fast-check)", () => {
           assert.equal(out[i], 0);
           continue;
         }
-        const v = Math.fround(values[i] * Math.fround(1 / absmax));
+        const x = Math.abs(values[i]) < 2 ** -126 ? 0 : values[i];
+        const v = Math.fround(x * Math.fround(1 / absmax));
         const chosen = out[i] / absmax;
         const best = Math.min(...levels.map((l) => Math.abs(v - l)));
         const got = levels.reduce((a, l) => Math.abs(l - chosen) < Math.abs(a - chosen) ? l : a);
@@ -159,8 +160,8 @@ Deno.test("round trips stay within half a level gap of each block's absmax", () 
         const out = unpackWeight(p);
         for (let i = 0; i < values.length; i++) {
           const absmax = p.absmax![Math.floor(i / blockSize)];
-          // The normalization and the decoding each round once more.
-          const bound = bounds[f] * absmax + 4 * absmax * 2 ** -24;
+          // The normalization and the decoding each round once more; subnormals count as 0.
+          const bound = bounds[f] * absmax + 4 * absmax * 2 ** -24 + 2 ** -126;
           assert(Math.abs(out[i] - values[i]) <= bound, `${f} ${values[i]} -> ${out[i]}`);
         }
         // Packing what came out gives the same bytes again.
@@ -202,6 +203,16 @@ Deno.test("absmax rules: zero blocks, negative-only blocks, one huge value", () 
     // The huge value comes back exactly; the small ones are lost in its block's steps.
     assert.equal(out[70], 5e4);
     for (let i = 64; i < 96; i++) if (i !== 70) assert.equal(out[i], 0, `${format} value ${i}`);
+  }
+});
+
+Deno.test("magnitudes below the smallest normal f32 count as zero in blocks", () => {
+  const values = Float32Array.of(1e-40, -3e-39, 2 ** -149, 0, 2e-38, -1e-39, 0, 0);
+  for (const format of ["int8", "nf4"] as const) {
+    const p = packWeight(values, [2, 4], { format, blockSize: 32, doubleQuant: false });
+    // Row 0 holds subnormals only: a block of zeros. Row 1 keeps its normal value.
+    assert.deepEqual([...p.absmax!], [0, Math.fround(2e-38)]);
+    assert.deepEqual([...unpackWeight(p)], [0, 0, 0, 0, Math.fround(2e-38), 0, 0, 0]);
   }
 });
 

@@ -9,7 +9,7 @@ import {
 } from "../../formats/base_quant.ts";
 import { Gpu } from "../../kernels/gpu.ts";
 import { type F16Path, QMatmul, type QMatmulLayout } from "../../kernels/qmatmul.ts";
-import { PackedTensor } from "../../kernels/quantize_base.ts";
+import { PackedTensor } from "../../kernels/packed_tensor.ts";
 import { Tensor } from "../../kernels/tensor.ts";
 import { freshSeed, GPU_TEST, randomArray, testGpu } from "../_util.ts";
 
