@@ -187,6 +187,13 @@ Deno.test("operands over one storage binding are packed window by window", GPU_T
     using out = k.dequantize(packed);
     assert.deepEqual(await out.read(), unpackWeight(want), `unpack: ${label}`);
   }
+  // Absmaxes are bound whole: a weight whose absmaxes do not fit in one binding is refused.
+  assert.throws(
+    () => PackedTensor.empty(gpu, [1024, 4096], { format: "int8", blockSize: 32, label: "lm" }),
+    (e: Error) =>
+      /Cannot pack "lm" as int8: its absmaxes take 524288 bytes, over this adapter's 65536-byte storage binding limit \(maxStorageBufferBindingSize\); use a larger block size or split the weight/
+        .test(e.message) && !e.message.includes("\n"),
+  );
 });
 
 Deno.test("misuse is refused with one line naming the weight", GPU_TEST, async () => {
