@@ -42,6 +42,13 @@ export {
   Tensor,
 } from "./kernels/tensor.ts";
 export { Matmul, type MatmulOptions, type MatmulVariant } from "./kernels/matmul.ts";
+export { PackedTensor } from "./kernels/packed_tensor.ts";
+export type {
+  BaseFormat,
+  BaseQuantOptions,
+  PackedLayout,
+  PackedWeight,
+} from "./formats/base_quant.ts";
 
 // Files
 export {
@@ -62,6 +69,7 @@ export { type ChecksumCheck, verifyChecksum } from "./formats/checksum.ts";
 export {
   type Activations,
   type AttachedAdapter,
+  type BaseWeightFormat,
   type DecodingCache,
   type LinearWeight,
   type LossTargets,

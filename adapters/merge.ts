@@ -149,11 +149,11 @@ export function mergeAdapters(model: Model): DetachedAdapters {
     [...model.adapters].map(([module, list]) => [module, [...list]]),
   );
   for (const [module, list] of detached) {
-    linearOf(model, module);
+    f32WeightOf(model, module);
     for (const { adapter } of list) lowRankOf(module, adapter);
   }
   for (const [module, list] of detached) {
-    const { weight, layout } = linearOf(model, module);
+    const { weight, layout } = f32WeightOf(model, module);
     for (const { adapter, colOffset } of list) {
       addLowRankDelta(model.matmul, weight, lowRankOf(module, adapter), { layout, colOffset });
     }
@@ -171,7 +171,7 @@ export function mergeAdapters(model: Model): DetachedAdapters {
  */
 export function unmergeAdapters(model: Model, detached: DetachedAdapters): void {
   for (const [module, list] of detached) {
-    const { weight, layout } = linearOf(model, module);
+    const { weight, layout } = f32WeightOf(model, module);
     for (const { adapter, colOffset } of list) {
       addLowRankDelta(model.matmul, weight, lowRankOf(module, adapter), {
         layout,
@@ -185,36 +185,47 @@ export function unmergeAdapters(model: Model, detached: DetachedAdapters): void 
 
 /**
  * The model's weights with its attached adapters folded in, on the host, under canonical names.
- * The model itself is left exactly as it was: each adapted weight is merged in a GPU copy.
+ * The model itself is left exactly as it was: each adapted weight is merged in a GPU copy. A
+ * linear weight kept packed (`ModelOptions.baseFormat`) is unpacked to f32 first, so its merged
+ * values are the dequantized base plus the adapters' delta.
  *
  * @param model The model, with or without adapters.
  * @returns Every weight, f32, by canonical name.
  */
 export async function mergedWeights(model: Model): Promise<Map<string, Float32Array>> {
   const { gpu } = model;
-  // The weight tensor of each adapted linear, and the linear's adapters.
-  const adapted = new Map<Tensor, { linear: LinearWeight; list: AttachedAdapter[] }>();
+  // The adapters of each adapted linear, by its weight name.
+  const adapted = new Map<string, { linear: LinearWeight; list: AttachedAdapter[] }>();
   for (const [module, list] of model.adapters) {
     const linear = linearOf(model, module);
     for (const { adapter } of list) lowRankOf(module, adapter);
-    if (list.length > 0) adapted.set(linear.weight, { linear, list });
+    if (list.length > 0) adapted.set(`${module}.weight`, { linear, list });
   }
+  const merge = async (name: string, copy: Tensor) => {
+    const entry = adapted.get(name);
+    for (const { adapter, colOffset } of entry?.list ?? []) {
+      addLowRankDelta(model.matmul, copy, adapter as LowRankFactors, {
+        layout: entry!.linear.layout,
+        colOffset,
+      });
+    }
+    out.set(name, await copy.read() as Float32Array);
+  };
   const out = new Map<string, Float32Array>();
   for (const [name, param] of model.params) {
-    const entry = adapted.get(param);
-    if (!entry) {
+    if (!adapted.has(name)) {
       out.set(name, await param.read() as Float32Array);
       continue;
     }
     using copy = Tensor.empty(gpu, param.shape, { label: `merged ${name}` });
     gpu.copy(param.buffer, copy.buffer, { size: param.byteLength });
-    for (const { adapter, colOffset } of entry.list) {
-      addLowRankDelta(model.matmul, copy, adapter as LowRankFactors, {
-        layout: entry.linear.layout,
-        colOffset,
-      });
-    }
-    out.set(name, await copy.read() as Float32Array);
+    await merge(name, copy);
+  }
+  for (const linear of new Set(model.sites.map((s) => s.linear))) {
+    const weight = model.linearWeight(linear);
+    if (!weight?.dequantize) continue;
+    using copy = weight.dequantize();
+    await merge(`${linear}.weight`, copy);
   }
   return out;
 }
@@ -284,7 +295,7 @@ export async function writeMergedFolder(
       if (!FLOATS.includes(dtype)) {
         throw new RangeError(`Cannot write ${where} as ${dtype}: merged weights are floats`);
       }
-      const modelShape = model.params.get(canonical)!.shape;
+      const modelShape = model.params.get(canonical)?.shape ?? linearShape(model, canonical);
       if (shape.join() !== modelShape.join()) {
         throw new RangeError(`Cannot merge ${where}: shape [${shape}], model has [${modelShape}]`);
       }
@@ -314,6 +325,28 @@ function linearOf(model: Model, module: string): LinearWeight {
   const linear = model.linearWeight(module);
   if (!linear) throw new RangeError(`Cannot merge adapters of "${module}": module not found`);
   return linear;
+}
+
+/** A linear weight's f32 tensor, refusing one kept packed (it cannot change in place). */
+function f32WeightOf(model: Model, module: string): LinearWeight & { weight: Tensor } {
+  const linear = linearOf(model, module);
+  if (!linear.weight) {
+    throw new TypeError(
+      `Cannot merge adapters into "${module}" in place: its weight is kept ` +
+        `${linear.packed?.layout.format ?? "packed"}; write a merged copy (mergedWeights, ` +
+        `writeMergedFolder) or load the model with baseFormat "f32"`,
+    );
+  }
+  return linear as LinearWeight & { weight: Tensor };
+}
+
+/** The shape of a packed linear weight `<linear>.weight` in the model's layout. */
+function linearShape(model: Model, name: string): number[] {
+  const linear = model.linearWeight(name.replace(/\.weight$/, ""));
+  if (!linear) return [];
+  return linear.layout === "conv1d"
+    ? [linear.inFeatures, linear.outFeatures]
+    : [linear.outFeatures, linear.inFeatures];
 }
 
 function lowRankOf(module: string, adapter: LinearAdapter): LowRankFactors {

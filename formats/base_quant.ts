@@ -145,11 +145,15 @@ export interface BaseQuantOptions {
 
 /** Where every part of a packed `[rows, cols]` weight lies, and how many bytes it takes. */
 export interface PackedLayout {
+  /** The format of the codes. */
   format: BaseFormat;
+  /** Rows: output features. */
   rows: number;
+  /** Columns: input features. */
   cols: number;
   /** Values a block (0 for 16-bit formats). */
   blockSize: number;
+  /** Whether the absmaxes are stored as byte codes (second-level quantization). */
   doubleQuant: boolean;
   /** Bytes from one row of codes to the next (a multiple of {@link ROW_ALIGN}). */
   rowBytes: number;

@@ -26,6 +26,8 @@ import {
   type WeightLayout,
 } from "./model.ts";
 import { Arenas, modelMemory } from "./_arenas.ts";
+import type { PackedBase } from "./_base_weights.ts";
+import type { PackedTensor } from "../kernels/packed_tensor.ts";
 
 /**
  * The tensors of one forward and backward at batch `B` and sequence `T`, allocated together and
@@ -214,6 +216,13 @@ export abstract class GpuModel<Acts extends TokenArena, Ops extends SharedKernel
   readonly grads: Map<string, Tensor> | null;
   /** Adapters by linear module name, applied in order. */
   readonly adapters = new Map<string, AttachedAdapter[]>();
+  /**
+   * Linear weights kept packed (`ModelOptions.baseFormat`), by weight name, `[out, in]` whatever
+   * the family's layout; they are not in {@link params}.
+   */
+  readonly packed: ReadonlyMap<string, PackedTensor>;
+  /** The kernels reading packed weights, when any is. */
+  readonly #base: PackedBase | null;
   /** The `model_type`. */
   abstract readonly modelType: string;
   /** The arenas of recent shapes. */
@@ -228,6 +237,8 @@ export abstract class GpuModel<Acts extends TokenArena, Ops extends SharedKernel
    * @param params The weights on the GPU.
    * @param options `trainAll` gives every weight a zeroed gradient.
    * @param layout How the family stores its linear weights.
+   * @param base The packed linear weights and their kernels, when the base is not f32.
+   * @throws {RangeError} On `trainAll` with packed weights (they have no gradient).
    */
   protected constructor(
     readonly gpu: Gpu,
@@ -236,8 +247,17 @@ export abstract class GpuModel<Acts extends TokenArena, Ops extends SharedKernel
     params: Map<string, Tensor>,
     options: ModelOptions,
     readonly layout: WeightLayout,
+    base: PackedBase | null = null,
   ) {
+    if (options.trainAll && base && base.weights.size > 0) {
+      throw new RangeError(
+        `Cannot train all weights of a packed base (baseFormat "${options.baseFormat}"): full ` +
+          `fine-tuning needs baseFormat "f32"`,
+      );
+    }
     this.params = params;
+    this.#base = base;
+    this.packed = base?.weights ?? new Map();
     this.grads = options.trainAll
       ? new Map([...params].map(([name, t]) => {
         const g = Tensor.empty(gpu, t.shape, { persistent: true, label: `grad ${name}` });
@@ -258,9 +278,40 @@ export abstract class GpuModel<Acts extends TokenArena, Ops extends SharedKernel
     return this.ops.matmul;
   }
 
-  /** Weights, counted. */
+  /** Weights, counted (packed ones included). */
   get parameterCount(): number {
-    return [...this.params.values()].reduce((s, t) => s + t.size, 0);
+    const packed = [...this.packed.values()].reduce((s, t) => s + t.layout.rows * t.layout.cols, 0);
+    return [...this.params.values()].reduce((s, t) => s + t.size, packed);
+  }
+
+  /**
+   * The weight of a linear layer as {@link Model.linearWeight} returns it: the f32 tensor, or the
+   * packed one with a way to unpack it.
+   *
+   * @param linear The linear layer's name.
+   * @returns The weight and its sizes, or undefined when the model has no `<linear>.weight`.
+   */
+  protected linearWeightOf(linear: string): LinearWeight | undefined {
+    const name = `${linear}.weight`;
+    const conv = this.layout === "conv1d";
+    const weight = this.params.get(name);
+    if (weight) {
+      const [inFeatures, outFeatures] = conv
+        ? [weight.shape[0], weight.shape[1]]
+        : [weight.shape[1], weight.shape[0]];
+      return { weight, layout: this.layout, inFeatures, outFeatures };
+    }
+    const packed = this.packed.get(name);
+    if (!packed) return undefined;
+    const quant = this.#base!.quant;
+    return {
+      weight: null,
+      packed,
+      layout: this.layout,
+      inFeatures: packed.layout.cols,
+      outFeatures: packed.layout.rows,
+      dequantize: () => quant.dequantize(packed, { transposed: conv }),
+    };
   }
 
   /**
@@ -334,6 +385,7 @@ export abstract class GpuModel<Acts extends TokenArena, Ops extends SharedKernel
   [Symbol.dispose](): void {
     this.arenas[Symbol.dispose]();
     for (const t of this.params.values()) t[Symbol.dispose]();
+    for (const t of this.packed.values()) t[Symbol.dispose]();
     for (const t of this.grads?.values() ?? []) t[Symbol.dispose]();
     for (const t of this.#scratch.values()) t[Symbol.dispose]();
   }
@@ -401,15 +453,24 @@ export abstract class GpuModel<Acts extends TokenArena, Ops extends SharedKernel
    */
   protected linear(module: string, o: LinearCall): void {
     const offsetC = (o.rowOffset ?? 0) * o.outF;
-    this.ops.matmul.raw(
-      {
-        out: o.y.buffer,
-        a: o.x.buffer,
-        b: this.params.get(`${module}.weight`)!.buffer,
-        bias: this.params.get(`${module}.bias`)?.buffer,
-      },
-      { m: o.rows, n: o.outF, k: o.inF, transB: this.layout === "linear", offsetC },
-    );
+    const packed = this.packed.get(`${module}.weight`);
+    if (packed) {
+      this.#base!.qmatmul.forwardRaw(
+        packed,
+        { out: o.y.buffer, inp: o.x.buffer, bias: this.params.get(`${module}.bias`)?.buffer },
+        { m: o.rows, offsetOut: offsetC },
+      );
+    } else {
+      this.ops.matmul.raw(
+        {
+          out: o.y.buffer,
+          a: o.x.buffer,
+          b: this.params.get(`${module}.weight`)!.buffer,
+          bias: this.params.get(`${module}.bias`)?.buffer,
+        },
+        { m: o.rows, n: o.outF, k: o.inF, transB: this.layout === "linear", offsetC },
+      );
+    }
     for (const { adapter, colOffset } of this.adapters.get(module) ?? []) {
       adapter.forward(
         { tensor: o.x, ld: o.inF },
@@ -424,12 +485,19 @@ export abstract class GpuModel<Acts extends TokenArena, Ops extends SharedKernel
    * weight's layout) and `db += colsum(dy)`.
    */
   protected linearBackward(module: string, o: LinearBackwardCall): void {
-    const w = this.params.get(`${module}.weight`)!;
     const stored = this.layout === "linear"; // [out, in]
-    this.ops.matmul.raw(
-      { out: o.dx.buffer, a: o.dy.buffer, b: w.buffer },
-      { m: o.rows, n: o.inF, k: o.outF, transB: !stored, accumulate: o.accumulate ?? false },
-    );
+    const packed = this.packed.get(`${module}.weight`);
+    if (packed) {
+      this.#base!.qmatmul.backwardRaw(packed, { out: o.dx.buffer, inp: o.dy.buffer }, {
+        m: o.rows,
+        accumulate: o.accumulate ?? false,
+      });
+    } else {
+      this.ops.matmul.raw(
+        { out: o.dx.buffer, a: o.dy.buffer, b: this.params.get(`${module}.weight`)!.buffer },
+        { m: o.rows, n: o.inF, k: o.outF, transB: !stored, accumulate: o.accumulate ?? false },
+      );
+    }
     for (const { adapter, colOffset } of this.adapters.get(module) ?? []) {
       adapter.backward(
         { tensor: o.x, ld: o.inF },

@@ -25,6 +25,8 @@ import type {
   TokenInput,
 } from "./model.ts";
 import { GpuModel, RowCache } from "./_gpu_model.ts";
+import { type PackedBase, storedDtypes, uploadWeights } from "./_base_weights.ts";
+import type { Dtype } from "../formats/safetensors.ts";
 
 /**
  * GPT-2's decoding cache: each layer's `qkv` rows (`[capacity, 3C]`) for positions
@@ -71,29 +73,46 @@ export class Gpt2 extends GpuModel<Gpt2Activations, Gpt2Ops> implements Model {
     ops: Gpt2Ops,
     params: Map<string, Tensor>,
     options: ModelOptions,
+    base: PackedBase | null,
   ) {
-    super(gpu, ops, params, options, "conv1d");
+    super(gpu, ops, params, options, "conv1d", base);
     this.configHash = configHash(config);
     this.sites = gpt2Sites(config);
   }
 
   /** Loads a Hugging Face GPT-2 folder (config.json, model.safetensors or shards). */
   static async load(gpu: Gpu, folder: string, options: ModelOptions = {}): Promise<Gpt2> {
-    return Gpt2.fromWeights(gpu, await loadGpt2Weights(folder), options);
+    const weights = await loadGpt2Weights(folder);
+    const dtypes = options.baseFormat === "as-stored"
+      ? await storedDtypes(folder, gpt2WeightNames)
+      : undefined;
+    return Gpt2.fromWeights(gpu, weights, { ...options, storedDtypes: dtypes });
   }
 
-  /** Uploads host weights (canonical names, GPT-2 layout) and compiles the kernels. */
+  /**
+   * Uploads host weights (canonical names, GPT-2 layout) and compiles the kernels.
+   *
+   * @param gpu The device.
+   * @param weights The config and the host weights.
+   * @param options `trainAll`, the base format; `storedDtypes`, the checkpoint's dtype of each
+   * weight (for `as-stored`).
+   * @returns The model.
+   * @throws {RangeError} On a packed base with `trainAll`, or a weight that cannot be quantized.
+   */
   static async fromWeights(
     gpu: Gpu,
     weights: { config: Gpt2Config; tensors: Map<string, { shape: number[]; data: Float32Array }> },
-    options: ModelOptions = {},
+    options: ModelOptions & { storedDtypes?: ReadonlyMap<string, Dtype> } = {},
   ): Promise<Gpt2> {
     const ops = await Gpt2Ops.load(gpu);
-    const params = new Map<string, Tensor>();
-    for (const [name, { shape, data }] of weights.tensors) {
-      params.set(name, Tensor.from(gpu, data, shape, { persistent: true, label: name }));
-    }
-    return new Gpt2(gpu, weights.config, ops, params, options);
+    const linears = new Set(gpt2Sites(weights.config).map((s) => `${s.linear}.weight`));
+    const { params, packed } = await uploadWeights(gpu, weights.tensors, {
+      linears,
+      layout: "conv1d",
+      options,
+      storedDtypes: options.storedDtypes,
+    });
+    return new Gpt2(gpu, weights.config, ops, params, options, packed);
   }
 
   /** The weight `name` of block `layer` (e.g. `attn.c_attn.weight`). */
@@ -132,11 +151,8 @@ export class Gpt2 extends GpuModel<Gpt2Activations, Gpt2Ops> implements Model {
 
   /** A linear layer's weight (`conv1d`, `[in, out]`), or undefined when there is none. */
   linearWeight(linear: string): LinearWeight | undefined {
-    const weight = this.params.get(`${linear}.weight`);
-    if (!weight || !this.sites.some((s) => s.name === linear && s.linear === linear)) {
-      return undefined;
-    }
-    return { weight, layout: "conv1d", inFeatures: weight.shape[0], outFeatures: weight.shape[1] };
+    if (!this.sites.some((s) => s.name === linear && s.linear === linear)) return undefined;
+    return this.linearWeightOf(linear);
   }
 
   /** Checkpoint names to weight names (see {@link gpt2WeightNames}). */

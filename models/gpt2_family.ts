@@ -7,7 +7,8 @@
 import { configHash, type Gpt2Config, gpt2Sites, parseGpt2Config } from "./gpt2_config.ts";
 import { Gpt2 } from "./gpt2.ts";
 import { initGpt2Weights } from "./gpt2_init.ts";
-import { loadGpt2Weights } from "./gpt2_weights.ts";
+import { gpt2WeightNames, loadGpt2Weights } from "./gpt2_weights.ts";
+import { storedDtypes } from "./_base_weights.ts";
 import type { ModelFamily } from "./model.ts";
 
 /** GPT-2: Conv1D weights `[in, out]`, tied head, optional `transformer.` prefix. */
@@ -22,7 +23,10 @@ export const gpt2Family: ModelFamily<Gpt2Config> = {
     if (configHash(weights.config) !== configHash(config)) {
       throw new RangeError(`The config of "${folder}" changed while it was being loaded`);
     }
-    return Gpt2.fromWeights(gpu, weights, options);
+    const dtypes = options?.baseFormat === "as-stored"
+      ? await storedDtypes(folder, gpt2WeightNames)
+      : undefined;
+    return Gpt2.fromWeights(gpu, weights, { ...options, storedDtypes: dtypes });
   },
   init: (gpu, config, options = {}) =>
     Gpt2.fromWeights(gpu, initGpt2Weights(config, { seed: options.seed }), options),

@@ -30,6 +30,8 @@ import type {
   TokenInput,
 } from "./model.ts";
 import { GpuModel } from "./_gpu_model.ts";
+import { type PackedBase, uploadWeights } from "./_base_weights.ts";
+import type { Dtype } from "../formats/safetensors.ts";
 
 export { LlamaCache };
 
@@ -65,8 +67,9 @@ export class Llama extends GpuModel<LlamaActivations, LlamaOps> implements Model
     readonly rope: RopeTable,
     params: Map<string, Tensor>,
     options: ModelOptions & { configJson?: string },
+    base: PackedBase | null,
   ) {
-    super(gpu, ops, params, options, "linear");
+    super(gpu, ops, params, options, "linear", base);
     this.configHash = llamaConfigHash(config);
     this.sites = llamaSites(config);
     this.#linears = new Set(this.sites.map((s) => s.linear));
@@ -81,12 +84,18 @@ export class Llama extends GpuModel<LlamaActivations, LlamaOps> implements Model
    *
    * @param gpu The device.
    * @param weights From `loadLlamaWeights` or `initLlamaWeights`.
-   * @param options `trainAll`; `configJson`, the folder's `config.json` text for {@link save}.
+   * @param options `trainAll`, the base format; `configJson`, the folder's `config.json` text
+   * for {@link save}; `storedDtypes`, the checkpoint's dtype of each weight (for `as-stored`).
+   * @returns The model.
+   * @throws {RangeError} On a packed base with `trainAll`, or a weight that cannot be quantized.
    */
   static async fromWeights(
     gpu: Gpu,
     weights: LlamaWeights,
-    options: ModelOptions & { configJson?: string } = {},
+    options: ModelOptions & {
+      configJson?: string;
+      storedDtypes?: ReadonlyMap<string, Dtype>;
+    } = {},
   ): Promise<Llama> {
     const ops = await LlamaOps.load(gpu);
     const { config } = weights;
@@ -94,11 +103,19 @@ export class Llama extends GpuModel<LlamaActivations, LlamaOps> implements Model
       theta: config.ropeTheta,
       scaling: config.ropeScaling,
     });
-    const params = new Map<string, Tensor>();
-    for (const [name, { shape, data }] of weights.tensors) {
-      params.set(name, Tensor.from(gpu, data, shape, { persistent: true, label: name }));
+    const linears = new Set(llamaSites(config).map((s) => `${s.linear}.weight`));
+    try {
+      const { params, packed } = await uploadWeights(gpu, weights.tensors, {
+        linears,
+        layout: "linear",
+        options,
+        storedDtypes: options.storedDtypes,
+      });
+      return new Llama(gpu, config, ops, rope, params, options, packed);
+    } catch (error) {
+      rope[Symbol.dispose]();
+      throw error;
     }
-    return new Llama(gpu, config, ops, rope, params, options);
   }
 
   /** `llama`, `mistral` or `qwen2`. */
@@ -137,9 +154,8 @@ export class Llama extends GpuModel<LlamaActivations, LlamaOps> implements Model
 
   /** A linear layer's weight (`linear`, `[out, in]`), or undefined when there is none. */
   linearWeight(linear: string): LinearWeight | undefined {
-    const weight = this.params.get(`${linear}.weight`);
-    if (!weight || !this.#linears.has(linear)) return undefined;
-    return { weight, layout: "linear", inFeatures: weight.shape[1], outFeatures: weight.shape[0] };
+    if (!this.#linears.has(linear)) return undefined;
+    return this.linearWeightOf(linear);
   }
 
   /** Checkpoint names to weight names (see `llamaWeightNames`). */

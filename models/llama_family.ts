@@ -14,7 +14,8 @@ import {
   llamaFamilyShape,
   parseLlamaConfig,
 } from "./llama_config.ts";
-import { initLlamaWeights, loadLlamaWeights } from "./llama_weights.ts";
+import { initLlamaWeights, llamaWeightNames, loadLlamaWeights } from "./llama_weights.ts";
+import { storedDtypes } from "./_base_weights.ts";
 import type { ModelFamily } from "./model.ts";
 
 /**
@@ -37,7 +38,10 @@ export const llamaFamily: ModelFamily<LlamaConfig> & { readonly modelTypes: read
       throw new RangeError(`The config of "${folder}" changed while it was being loaded`);
     }
     const configJson = JSON.stringify(json, null, 2) + "\n";
-    return Llama.fromWeights(gpu, weights, { ...options, configJson });
+    const dtypes = options?.baseFormat === "as-stored"
+      ? await storedDtypes(folder, (names) => llamaWeightNames(names, config))
+      : undefined;
+    return Llama.fromWeights(gpu, weights, { ...options, configJson, storedDtypes: dtypes });
   },
   init: (gpu, config, options = {}) =>
     Llama.fromWeights(gpu, initLlamaWeights(config, { seed: options.seed }), options),

@@ -22,6 +22,7 @@ import type { LabelledInput, TokenInput } from "../data/batches.ts";
 import type { Gpu } from "../kernels/gpu.ts";
 import type { Matmul } from "../kernels/matmul.ts";
 import type { MatrixView, Tensor } from "../kernels/tensor.ts";
+import type { PackedTensor } from "../kernels/packed_tensor.ts";
 import { oneLine } from "../formats/one_line.ts";
 
 export type { LabelledInput, TokenInput };
@@ -48,8 +49,15 @@ export interface LinearSite {
 
 /** A linear layer's weight as the model holds it. */
 export interface LinearWeight {
-  /** The f32 weight on the GPU, in the family's layout. */
-  weight: Tensor;
+  /** The f32 weight on the GPU, in the family's layout; null when the weight is {@link packed}. */
+  weight: Tensor | null;
+  /** The weight kept packed (16-bit, int8 or nf4, `[out, in]`), when the base is not f32. */
+  packed?: PackedTensor;
+  /**
+   * Records unpacking a {@link packed} weight into a new f32 tensor in the family's layout (the
+   * caller disposes it); absent when the weight is f32.
+   */
+  dequantize?: () => Tensor;
   /** `[in, out]` (`conv1d`) or `[out, in]` (`linear`). */
   layout: WeightLayout;
   /** Input features. */
@@ -140,7 +148,20 @@ export interface PeftNaming {
 export interface ModelOptions {
   /** Give every weight a gradient buffer (full fine-tuning). Default false: weights are frozen. */
   trainAll?: boolean;
+  /**
+   * How the weights of adaptable linear layers are kept on the GPU (embeddings, norms, biases and
+   * the head stay f32): `f32` (default), `as-stored` (f16/bf16 checkpoints stay 16-bit), `int8`
+   * or `nf4` (quantized on the GPU at load). Anything but f32 is frozen: `trainAll` refuses it.
+   */
+  baseFormat?: BaseWeightFormat;
+  /** int8/nf4: values a quantization block, a power of two from 32 to 4096; default 64. */
+  blockSize?: number;
+  /** int8/nf4: store each block's absmax in a byte (QLoRA); default true for nf4, false for int8. */
+  doubleQuant?: boolean;
 }
+
+/** The precision of a model's frozen linear weights ({@link ModelOptions.baseFormat}). */
+export type BaseWeightFormat = "f32" | "as-stored" | "int8" | "nf4";
 
 /**
  * A model on the GPU: the one type everything above `models/` speaks to.
