@@ -76,6 +76,7 @@ export {
   type Model,
   ModelConfigError,
   type ModelFamily,
+  type ModelMemory,
   type ModelOptions,
   type ModelShape,
   type ModelSummary,

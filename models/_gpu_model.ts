@@ -21,6 +21,7 @@ import {
   type LinearAdapter,
   type LinearWeight,
   type LossTargets,
+  type ModelMemory,
   type ModelOptions,
   type TokenInput,
   type WeightLayout,
@@ -339,9 +340,19 @@ export abstract class GpuModel<Acts extends TokenArena, Ops extends SharedKernel
     this.adapters.clear();
   }
 
-  /** Bytes of weights, weight gradients and activation arenas on the GPU. */
-  memory(): { weights: number; gradients: number; activations: number } {
-    return modelMemory(this.params, this.grads, this.arenas);
+  /**
+   * Bytes on the GPU: weights (f32 and packed together), weight gradients, activation arenas,
+   * and the weights' bytes by precision (`f32`, and `f16`, `bf16`, `int8`, `nf4` for packed
+   * linear weights, absmaxes included).
+   */
+  memory(): ModelMemory {
+    const base = modelMemory(this.params, this.grads, this.arenas);
+    const byPrecision: Record<string, number> = { f32: base.weights };
+    for (const t of this.packed.values()) {
+      byPrecision[t.layout.format] = (byPrecision[t.layout.format] ?? 0) + t.byteLength;
+    }
+    const weights = Object.values(byPrecision).reduce((s, n) => s + n, 0);
+    return { ...base, weights, weightsByPrecision: byPrecision };
   }
 
   /** Records zeroing every weight gradient. */

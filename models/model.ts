@@ -144,6 +144,21 @@ export interface PeftNaming {
   taskType: string;
 }
 
+/** A model's bytes on the GPU by kind ({@link Model.memory}). */
+export interface ModelMemory {
+  /** Every weight: f32 tensors and packed linear weights. */
+  weights: number;
+  /** Weight gradients (full fine-tuning). */
+  gradients: number;
+  /** Activation arenas allocated so far. */
+  activations: number;
+  /**
+   * The weights' bytes by precision: `f32`, and `f16`, `bf16`, `int8` or `nf4` for linear
+   * weights kept packed (their absmaxes included). Absent where a model does not report it.
+   */
+  weightsByPrecision?: Record<string, number>;
+}
+
 /** Options of loading or initialising a model. */
 export interface ModelOptions {
   /** Give every weight a gradient buffer (full fine-tuning). Default false: weights are frozen. */
@@ -227,7 +242,7 @@ export interface Model extends ModelShape, Disposable {
    */
   newCache(capacity: number): DecodingCache;
   /** Bytes of weights, gradients and activations on the GPU. */
-  memory(): { weights: number; gradients: number; activations: number };
+  memory(): ModelMemory;
   /**
    * Maps the tensor names of a checkpoint of this family to the model's weight names, so a merged
    * model is written in the checkpoint's own naming; `null` marks tensors that are not weights

@@ -1,10 +1,12 @@
 /**
  * `inspect DIR`: what a Hugging Face model folder is to this project, without a GPU: its family
- * and sizes, its weights by dtype, the sites adapters can target, and how a PEFT export names them.
+ * and sizes, its weights by dtype, the GPU bytes of its linear weights in each base precision the
+ * `load` stage offers, the sites adapters can target, and how a PEFT export names them.
  *
  * @module
  */
 
+import { packedLayout } from "../formats/base_quant.ts";
 import { Checkpoint } from "../formats/safetensors.ts";
 import { sharedBasisKey } from "../kernels/basis_spec.ts";
 import { modelShape, readModelConfig } from "../models/registry.ts";
@@ -40,6 +42,7 @@ export async function inspectModelFolder(folder: string): Promise<string> {
       `  ${dtype}: ${n(row.tensors)} tensors, ${n(row.elements)} values, ${n(row.bytes)} bytes`,
     );
   }
+  out.push("", ...linearBytes(shape.sites));
   // Sites repeat block by block: one line a kind, with the blocks it occurs in.
   const kinds = new Map<string, { inF: number; outF: number; count: number; slice: boolean }>();
   for (const s of shape.sites) {
@@ -64,4 +67,41 @@ export async function inspectModelFolder(folder: string): Promise<string> {
     );
   }
   return out.join("\n");
+}
+
+/**
+ * The GPU bytes of a model's adaptable linear weights (those `dtype` and `quantize_base` apply
+ * to) in each precision, at the default block size and double quantization.
+ *
+ * @param sites The model's adaptable sites.
+ * @returns Lines for a person.
+ */
+export function linearBytes(
+  sites: readonly { linear: string; inFeatures: number; outFeatures: number; colOffset: number }[],
+): string[] {
+  // A fused linear's sites are slices of it: its whole output is the widest slice's end.
+  const linears = new Map<string, { inF: number; outF: number }>();
+  for (const s of sites) {
+    const l = linears.get(s.linear) ?? { inF: s.inFeatures, outF: 0 };
+    l.outF = Math.max(l.outF, s.colOffset + s.outFeatures);
+    linears.set(s.linear, l);
+  }
+  const n = (x: number) => x.toLocaleString("en-US");
+  const total = (format: "f16" | "int8" | "nf4" | null) =>
+    [...linears.values()].reduce(
+      (sum, { inF, outF }) =>
+        sum + (format ? packedLayout(outF, inF, { format }).bytes : 4 * inF * outF),
+      0,
+    );
+  const f32 = total(null);
+  const row = (label: string, bytes: number) =>
+    `  ${label.padEnd(28)}${n(bytes).padStart(16)} bytes  ${(bytes / f32).toFixed(3)}x`;
+  return [
+    `linear weights on the GPU by base precision (${linears.size} linears, block 64; the ` +
+    `rest stays f32):`,
+    row("f32", f32),
+    row("16-bit (as-stored f16/bf16)", total("f16")),
+    row("int8", total("int8")),
+    row("nf4 (double quantization)", total("nf4")),
+  ];
 }

@@ -604,7 +604,7 @@ export interface ParseOptions {
  *   file: "demo.yaml",
  *   overrides: ["seed=7"],
  * });
- * console.log(p.seed, p.out, p.stages[0]); // 7 out/demo { kind: "load", id: "load", model: "m", dtype: "f32" }
+ * console.log(p.seed, p.out, p.stages[0]); // 7 out/demo { kind: "load", id: "load", model: "m", dtype: "as-stored" }
  * ```
  */
 export function parsePipeline(text: string, options: ParseOptions = {}): Pipeline {

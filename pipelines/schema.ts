@@ -45,8 +45,14 @@ export interface LoadStage extends StageBase {
   kind: "load";
   /** A Hugging Face folder, relative to the pipeline file's folder. */
   model: string;
-  /** Compute dtype; f16/bf16 checkpoints are widened on upload. */
-  dtype: "f32";
+  /** The frozen linear weights' precision: `as-stored` keeps f16/bf16 checkpoints 16-bit. */
+  dtype: "f32" | "as-stored";
+  /** Quantize the frozen linear weights at load; absent: not quantized. */
+  quantizeBase?: "int8" | "nf4";
+  /** Values a quantization block; absent: 64. */
+  blockSize?: number;
+  /** Store each block's absmax in a byte; absent: true for nf4, false for int8. */
+  doubleQuant?: boolean;
   /** `pretrained`: the folder's weights; `random`: fresh weights for its config (pretraining). */
   init: "pretrained" | "random";
 }
@@ -518,9 +524,36 @@ export const STAGES: readonly StageSchema[] = [
       },
       {
         key: "dtype",
-        type: { type: "enum", values: ["f32"] },
-        default: "f32",
-        doc: "Compute dtype; f16/bf16 checkpoints are widened on upload.",
+        type: { type: "enum", values: ["f32", "as-stored"] },
+        default: "as-stored",
+        doc: "Precision of the frozen linear weights (those adapters can target) on the GPU: " +
+          "`as-stored` keeps f16/bf16 checkpoints in 16 bits, widened inside the products (f32 " +
+          "checkpoints stay f32; with a `train` stage with `full: true` every weight is widened " +
+          "to f32); `f32` widens every weight on upload. Embeddings, norms, biases and the head " +
+          "are always f32; computation is f32 either way.",
+      },
+      {
+        key: "quantize_base",
+        type: { type: "enum", values: ["int8", "nf4"] },
+        absent: "not quantized",
+        doc: "Quantize the frozen linear weights on the GPU at load, tensor by tensor: `int8` " +
+          "(per-block absmax, 8 bits a weight) or `nf4` (QLoRA's 4-bit NormalFloat); adapters " +
+          "still train in f32. Cannot go with a `train` stage with `full: true`. See " +
+          "docs/base-quantization.md.",
+      },
+      {
+        key: "block_size",
+        type: int(32, 4096),
+        absent: "64",
+        doc: "With `quantize_base`: weights a block sharing one absmax, a power of two from 32 " +
+          "to 4096.",
+      },
+      {
+        key: "double_quant",
+        type: bool,
+        absent: "true for nf4, false for int8",
+        doc: "With `quantize_base`: store each block's absmax in one byte (QLoRA's double " +
+          "quantization).",
       },
       {
         key: "init",
@@ -528,6 +561,19 @@ export const STAGES: readonly StageSchema[] = [
         default: "pretrained",
         doc: "`pretrained` loads the folder's weights; `random` draws fresh GPT-2 weights for " +
           "its `config.json` from the pipeline seed (to pretrain; no `model.safetensors` needed).",
+      },
+    ],
+    rules: [
+      onlyWith("block_size", (v) => v.quantizeBase !== undefined, "with `quantize_base`"),
+      onlyWith("double_quant", (v) => v.quantizeBase !== undefined, "with `quantize_base`"),
+      {
+        doc: "`block_size` is a power of two.",
+        check: (v) => {
+          const b = v.blockSize as number | undefined;
+          return b !== undefined && (b & (b - 1)) !== 0
+            ? { key: "block_size", message: `must be a power of two from 32 to 4096, got ${b}` }
+            : undefined;
+        },
       },
     ],
   },

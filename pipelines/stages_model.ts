@@ -12,6 +12,7 @@ import { mergeAdapters, unmergeAdapters, writeMergedFolder } from "../adapters/m
 import { exportPeft } from "../adapters/peft.ts";
 import { initModel, readModelConfig } from "../models/registry.ts";
 import { Tokenizer } from "../models/tokenizer.ts";
+import type { ModelOptions } from "../models/model.ts";
 import type {
   AttachStage,
   ExportPeftStage,
@@ -33,11 +34,28 @@ import {
 export const load: StageRunner<LoadStage> = async (stage, state) => {
   const folder = inputPath(state, stage.model);
   // Full fine-tuning anywhere in the pipeline needs weight gradients from the start.
-  const trainAll = state.pipeline.stages.some((s) => s.kind === "train" && s.full);
+  const full = state.pipeline.stages.findIndex((s) => s.kind === "train" && s.full);
+  const trainAll = full >= 0;
+  if (trainAll && stage.quantizeBase) {
+    throw stageError(
+      state,
+      "quantize_base",
+      `a base quantized to ${stage.quantizeBase} cannot be trained whole, and stages[${full}] is ` +
+        `a train stage with "full: true"`,
+      "remove quantize_base (full fine-tuning needs f32 weights) or train adapters instead",
+    );
+  }
+  const options: ModelOptions = {
+    trainAll,
+    // Full fine-tuning needs f32 weights: as-stored 16-bit weights are widened then.
+    baseFormat: stage.quantizeBase ?? (trainAll ? "f32" : stage.dtype),
+    blockSize: stage.blockSize,
+    doubleQuant: stage.doubleQuant,
+  };
   const config = await readModelConfig(folder);
   state.model = stage.init === "random"
-    ? await initModel(state.gpu, config, { seed: state.pipeline.seed, trainAll })
-    : await config.family.load(state.gpu, folder, config.config, { trainAll });
+    ? await initModel(state.gpu, config, { ...options, seed: state.pipeline.seed })
+    : await config.family.load(state.gpu, folder, config.config, options);
   state.tokenizer = await Tokenizer.load(folder);
   state.modelFolder = folder;
   state.modelName = basename(folder);
@@ -49,8 +67,29 @@ export const load: StageRunner<LoadStage> = async (stage, state) => {
       `${c.layers} layers, ${c.width} wide, ${c.heads} heads, ${c.positions} positions, ` +
       `${outputs} ${c.outputs} (${params.toLocaleString("en-US")} parameters)`,
   );
-  await state.log.recordStage(stage.id, { parameters: params, init: stage.init });
+  const byPrecision = state.model.memory().weightsByPrecision ?? {};
+  state.say(`weights on the GPU: ${weightBytes(byPrecision)}`);
+  await state.log.recordStage(stage.id, {
+    parameters: params,
+    init: stage.init,
+    ...Object.fromEntries(
+      Object.entries(byPrecision).map(([precision, bytes]) => [`weight_bytes_${precision}`, bytes]),
+    ),
+  });
 };
+
+/**
+ * Weight bytes by precision for a person: `1,234,567 bytes (f32 234,567, nf4 1,000,000)`.
+ *
+ * @param byPrecision Bytes by precision, as `Model.memory` reports them.
+ * @returns One line.
+ */
+export function weightBytes(byPrecision: Record<string, number>): string {
+  const n = (v: number) => v.toLocaleString("en-US");
+  const parts = Object.entries(byPrecision).filter(([, b]) => b > 0);
+  const total = parts.reduce((s, [, b]) => s + b, 0);
+  return `${n(total)} bytes (${parts.map(([p, b]) => `${p} ${n(b)}`).join(", ") || "none"})`;
+}
 
 /** The rows one forward may need: the largest batch of any train stage at the data's length. */
 function maxRows(state: RunState): number {
@@ -115,7 +154,11 @@ export const save: StageRunner<SaveStage> = async (stage, state) => {
 export const merge: StageRunner<MergeStage> = async (stage, state) => {
   const model = need(state, "model");
   const out = outputPath(state, stage.out);
-  if (model.adapters.size === 0) {
+  const packed = model.sites.some((s) => model.linearWeight(s.linear)?.packed);
+  if (packed) {
+    // Packed weights cannot change in place: the copy is the dequantized base plus the delta.
+    await writeMergedFolder(model, state.modelFolder!, out);
+  } else if (model.adapters.size === 0) {
     await model.save(out, { tokenizerFrom: state.modelFolder });
   } else {
     const detached = mergeAdapters(model);

@@ -55,7 +55,13 @@ const EXPECTED: Pipeline = {
   file: "tests/full.yaml",
   baseDir: "tests",
   stages: [
-    { kind: "load", id: "load", model: "fixtures/tiny-gpt2", dtype: "f32", init: "pretrained" },
+    {
+      kind: "load",
+      id: "load",
+      model: "fixtures/tiny-gpt2",
+      dtype: "as-stored",
+      init: "pretrained",
+    },
     {
       kind: "data",
       id: "data",
