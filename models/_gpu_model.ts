@@ -355,6 +355,22 @@ export abstract class GpuModel<Acts extends TokenArena, Ops extends SharedKernel
     return { ...base, weights, weightsByPrecision: byPrecision };
   }
 
+  /**
+   * Throws when linear weights are kept packed: a folder written from {@link params} alone would
+   * lack them.
+   *
+   * @throws {TypeError} In one line, saying how to write the weights instead.
+   */
+  protected refusePackedSave(): void {
+    const first = this.packed.values().next().value;
+    if (!first) return;
+    throw new TypeError(
+      `Cannot save ${this.modelType} with its linear weights kept ${first.layout.format} ` +
+        `("${first.label}"): write a merged copy with writeMergedFolder (the merge stage), which ` +
+        `unpacks them, or load the model with baseFormat "f32"`,
+    );
+  }
+
   /** Records zeroing every weight gradient. */
   zeroGrads(): void {
     for (const g of this.grads?.values() ?? []) this.gpu.clear(g.buffer);

@@ -171,9 +171,10 @@ export class Gpt2 extends GpuModel<Gpt2Activations, Gpt2Ops> implements Model {
     );
   }
 
-  /** Writes the weights as a Hugging Face GPT-2 folder (f32). */
-  save(outFolder: string, options: { tokenizerFrom?: string } = {}): Promise<void> {
-    return saveGpt2Folder(this, outFolder, options);
+  /** Writes the weights as a Hugging Face GPT-2 folder (f32); refuses a packed base. */
+  async save(outFolder: string, options: { tokenizerFrom?: string } = {}): Promise<void> {
+    this.refusePackedSave();
+    await saveGpt2Folder(this, outFolder, options);
   }
 
   /** A new activation arena for (B, T). */

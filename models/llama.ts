@@ -174,9 +174,10 @@ export class Llama extends GpuModel<LlamaActivations, LlamaOps> implements Model
     return new LlamaCache(make(), make());
   }
 
-  /** Writes the weights as a Hugging Face folder (f32, `model.` prefix). */
-  save(outFolder: string, options: { tokenizerFrom?: string } = {}): Promise<void> {
-    return saveLlamaFolder(this, outFolder, options);
+  /** Writes the weights as a Hugging Face folder (f32, `model.` prefix); refuses a packed base. */
+  async save(outFolder: string, options: { tokenizerFrom?: string } = {}): Promise<void> {
+    this.refusePackedSave();
+    await saveLlamaFolder(this, outFolder, options);
   }
 
   /** A new activation arena for (B, T). */

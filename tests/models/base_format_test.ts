@@ -228,6 +228,10 @@ Deno.test("nf4: NOLA training on a quantized base lowers the loss", GPU_TEST, as
       assert(err < 1e-5, `${folder}: merged folder vs adapted nf4 model: ${err}`);
     });
     assert.throws(() => mergeAdapters(model), /in place: its weight is kept nf4.*baseFormat "f32"/);
+    await assert.rejects(
+      () => model.save("out/tmp/never-written"),
+      /Cannot save .* kept nf4 .*writeMergedFolder.*baseFormat "f32"/,
+    );
   }
 });
 
