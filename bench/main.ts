@@ -16,6 +16,7 @@ import { benchGpt2 } from "./gpt2.ts";
 import { benchLlama, formatLlamaBench } from "./llama.ts";
 import { benchMatmul } from "./matmul.ts";
 import { benchQMatmul } from "./qmatmul.ts";
+import { benchMemory } from "./memory.ts";
 import { formatTable } from "./table.ts";
 import { benchTrain } from "./train.ts";
 
@@ -54,6 +55,22 @@ const SUITES: Record<string, Suite> = {
         r.speedup.toFixed(2),
         (r.weightBytes / 2 ** 20).toFixed(2),
         r.bytesRatio.toFixed(3),
+      ]),
+    ));
+    return { rows };
+  },
+  async memory(gpu, { filter }) {
+    const rows = await benchMemory(gpu, { models: filter ? [filter] : undefined });
+    const mib = (b: number) => (b / 2 ** 20).toFixed(1);
+    console.log(formatTable(
+      ["model", "precision", "linear MiB", "other MiB (f32)", "total MiB", "vs f32"],
+      rows.map((r) => [
+        r.model,
+        r.precision,
+        mib(r.linearBytes),
+        mib(r.otherBytes),
+        mib(r.bytes),
+        r.ratio.toFixed(3),
       ]),
     ));
     return { rows };
@@ -141,7 +158,7 @@ const SUITES: Record<string, Suite> = {
 
 /** Options of {@link runBench}. */
 export interface RunBenchOptions {
-  /** Suites to run (default all): matmul, qmatmul, basis, gpt2, llama, adapters, train. */
+  /** Suites to run (default all): matmul, qmatmul, memory, basis, gpt2, llama, adapters, train. */
   suites?: string[];
   /**
    * Matmul: keeps rows whose variant, op or shape contains this text; qmatmul: shapes, ops or
