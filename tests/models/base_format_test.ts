@@ -185,6 +185,38 @@ for (const folder of FIXTURES) {
   );
 }
 
+for (const folder of FIXTURES) {
+  Deno.test(
+    `${folder} nf4: cached decoding gives the full forward's logits`,
+    GPU_TEST,
+    async () => {
+      const gpu = await testGpu();
+      const { tokens } = randomBatch(freshSeed(), 1, 6);
+      using model = await loadModel(gpu, folder, { baseFormat: "nf4" });
+      const full = await logits(model, { B: 1, T: 6, tokens });
+      const V = model.outputs;
+      using cache = model.newCache(8);
+      // A prompt of 4, then one token at a time: later rows are written at the cache's offset.
+      const step = async (begin: number, end: number) => {
+        const T = end - begin;
+        const acts = model.forward({ B: 1, T, tokens: tokens.slice(begin, end) }, cache);
+        const all = await acts.logits.read() as Float32Array;
+        return Array.from(
+          { length: T * V },
+          (_, j) => all[Math.floor(j / V) * acts.logitsStride + (j % V)],
+        );
+      };
+      const stepped = Float32Array.from([
+        ...await step(0, 4),
+        ...await step(4, 5),
+        ...await step(5, 6),
+      ]);
+      const err = relativeError(stepped, full);
+      assert(err < 1e-5, `${folder}: cached vs full ${err}`);
+    },
+  );
+}
+
 Deno.test("nf4: NOLA training on a quantized base lowers the loss", GPU_TEST, async () => {
   const gpu = await testGpu();
   for (const folder of ["fixtures/tiny-gpt2", "fixtures/tiny-llama"]) {
