@@ -96,6 +96,13 @@ export {
   readModelConfig,
   type RegisteredFamily,
 } from "./models/registry.ts";
+export {
+  GpuModel,
+  type LinearBackwardCall,
+  type LinearCall,
+  RowCache,
+  TokenArena,
+} from "./models/_gpu_model.ts";
 export { Gpt2, Gpt2Cache } from "./models/gpt2.ts";
 export { gpt2Family } from "./models/gpt2_family.ts";
 export type { Gpt2Activations } from "./models/gpt2_activations.ts";

@@ -207,10 +207,8 @@ export interface LinearBackwardCall {
  * The part of a family's model that is the same for every family (see the module doc).
  *
  * @typeParam Acts The family's activation arena.
- * @typeParam Ops The family's compiled kernels.
  */
-export abstract class GpuModel<Acts extends TokenArena, Ops extends SharedKernels>
-  implements Disposable {
+export abstract class GpuModel<Acts extends TokenArena> implements Disposable {
   /** Weights by canonical name. */
   readonly params: Map<string, Tensor>;
   /** Gradients by the same names, present only when training all weights. */
@@ -231,10 +229,14 @@ export abstract class GpuModel<Acts extends TokenArena, Ops extends SharedKernel
   /** The last forward without a cache, for the loss and the backward. */
   protected last: { acts: Acts; tokens: Uint32Array } | null = null;
   #scratch = new Map<string, Tensor>();
+  readonly #kernels: SharedKernels;
 
   /**
+   * Holds the weights (and their gradients when training all of them); the family's
+   * constructor calls it.
+   *
    * @param gpu The device.
-   * @param ops The family's kernels.
+   * @param kernels The family's kernels (those the base calls).
    * @param params The weights on the GPU.
    * @param options `trainAll` gives every weight a zeroed gradient.
    * @param layout How the family stores its linear weights.
@@ -242,11 +244,12 @@ export abstract class GpuModel<Acts extends TokenArena, Ops extends SharedKernel
    * @throws {RangeError} On `trainAll` with packed weights (they have no gradient).
    */
   protected constructor(
+    /** The device. */
     readonly gpu: Gpu,
-    /** @internal The compiled kernels. */
-    readonly ops: Ops,
+    kernels: SharedKernels,
     params: Map<string, Tensor>,
     options: ModelOptions,
+    /** How the family stores its linear weights. */
     readonly layout: WeightLayout,
     base: PackedBase | null = null,
   ) {
@@ -257,6 +260,7 @@ export abstract class GpuModel<Acts extends TokenArena, Ops extends SharedKernel
       );
     }
     this.params = params;
+    this.#kernels = kernels;
     this.#base = base;
     this.packed = base?.weights ?? new Map();
     this.grads = options.trainAll
@@ -276,7 +280,7 @@ export abstract class GpuModel<Acts extends TokenArena, Ops extends SharedKernel
 
   /** The device's matrix multiply. */
   get matmul(): Matmul {
-    return this.ops.matmul;
+    return this.#kernels.matmul;
   }
 
   /** Weights, counted (packed ones included). */
@@ -395,13 +399,13 @@ export abstract class GpuModel<Acts extends TokenArena, Ops extends SharedKernel
       vocab: this.outputs,
     };
     if (!options.backward) {
-      this.ops.crossentropy.forward(common);
+      this.#kernels.crossentropy.forward(common);
       return acts.losses;
     }
     const weights = targets.weights ?? new Float32Array(n).fill(1 / n);
     if (weights.length !== n) throw new RangeError(`Got ${weights.length} weights for ${n} tokens`);
     this.gpu.write(acts.weights.buffer, weights);
-    this.ops.crossentropy.backward({ ...common, weights: acts.weights });
+    this.#kernels.crossentropy.backward({ ...common, weights: acts.weights });
     return acts.losses;
   }
 
@@ -488,7 +492,7 @@ export abstract class GpuModel<Acts extends TokenArena, Ops extends SharedKernel
         { m: o.rows, offsetOut: offsetC },
       );
     } else {
-      this.ops.matmul.raw(
+      this.#kernels.matmul.raw(
         {
           out: o.y.buffer,
           a: o.x.buffer,
@@ -520,7 +524,7 @@ export abstract class GpuModel<Acts extends TokenArena, Ops extends SharedKernel
         accumulate: o.accumulate ?? false,
       });
     } else {
-      this.ops.matmul.raw(
+      this.#kernels.matmul.raw(
         { out: o.dx.buffer, a: o.dy.buffer, b: this.params.get(`${module}.weight`)!.buffer },
         { m: o.rows, n: o.inF, k: o.outF, transB: !stored, accumulate: o.accumulate ?? false },
       );
@@ -535,7 +539,7 @@ export abstract class GpuModel<Acts extends TokenArena, Ops extends SharedKernel
     }
     const dw = this.grads?.get(`${module}.weight`);
     if (!dw) return;
-    this.ops.matmul.raw(
+    this.#kernels.matmul.raw(
       stored
         ? { out: dw.buffer, a: o.dy.buffer, b: o.x.buffer }
         : { out: dw.buffer, a: o.x.buffer, b: o.dy.buffer },
@@ -544,7 +548,7 @@ export abstract class GpuModel<Acts extends TokenArena, Ops extends SharedKernel
         : { m: o.inF, n: o.outF, k: o.rows, transA: true, accumulate: true },
     );
     const db = this.grads!.get(`${module}.bias`);
-    if (db) this.ops.reduce.backward({ dbias: db, dout: o.dy });
+    if (db) this.#kernels.reduce.backward({ dbias: db, dout: o.dy });
   }
 
   /**

@@ -56,7 +56,7 @@ export class Gpt2Cache extends RowCache {
  * console.log((await acts.logits.read()).length); // 3 * 300
  * ```
  */
-export class Gpt2 extends GpuModel<Gpt2Activations, Gpt2Ops> implements Model {
+export class Gpt2 extends GpuModel<Gpt2Activations> implements Model {
   /** `gpt2`. */
   readonly modelType = "gpt2";
   /** Next-token logits. */
@@ -70,7 +70,8 @@ export class Gpt2 extends GpuModel<Gpt2Activations, Gpt2Ops> implements Model {
   private constructor(
     gpu: Gpu,
     readonly config: Gpt2Config,
-    ops: Gpt2Ops,
+    /** @internal The compiled kernels. */
+    readonly ops: Gpt2Ops,
     params: Map<string, Tensor>,
     options: ModelOptions,
     base: PackedBase | null,

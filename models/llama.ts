@@ -48,7 +48,7 @@ export { LlamaCache };
  * console.log((await acts.logits.read()).length); // 3 * 300
  * ```
  */
-export class Llama extends GpuModel<LlamaActivations, LlamaOps> implements Model {
+export class Llama extends GpuModel<LlamaActivations> implements Model {
   /** Next-token logits. */
   readonly task = "causal-lm";
   /** PEFT names the modules `base_model.model.model.<module>`. */
@@ -62,7 +62,8 @@ export class Llama extends GpuModel<LlamaActivations, LlamaOps> implements Model
   private constructor(
     gpu: Gpu,
     readonly config: LlamaConfig,
-    ops: LlamaOps,
+    /** @internal The compiled kernels. */
+    readonly ops: LlamaOps,
     /** @internal The RoPE inverse frequencies. */
     readonly rope: RopeTable,
     params: Map<string, Tensor>,
