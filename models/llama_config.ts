@@ -17,6 +17,17 @@
 
 import { fnv1a64 } from "../kernels/basis_spec.ts";
 import { readConfigJson } from "./config_file.ts";
+import {
+  describe,
+  type Fail,
+  isTokenId,
+  LLAMA_MAX_DIM,
+  LLAMA_MAX_LAYERS,
+  reader,
+} from "./llama_config_keys.ts";
+import { type LlamaRopeScaling, readRope, ropeScalingJson } from "./llama_rope_config.ts";
+
+export { LLAMA_MAX_DIM, LLAMA_MAX_LAYERS, type LlamaRopeScaling, ropeScalingJson };
 import { type LinearSite, ModelConfigError, type ModelShape, type PeftNaming } from "./model.ts";
 
 /** The `model_type`s this family reads, with the `architectures` each is saved under. */
@@ -28,20 +39,6 @@ export const LLAMA_MODEL_TYPES = {
 
 /** One of the keys of {@linkcode LLAMA_MODEL_TYPES}. */
 export type LlamaModelType = keyof typeof LLAMA_MODEL_TYPES;
-
-/**
- * A `rope_scaling` this project implements; the same shape as `RopeScaling` in `kernels/rope.ts`,
- * so a config's scaling is handed to the RoPE frequencies as it is.
- */
-export type LlamaRopeScaling =
-  | { type: "linear"; factor: number }
-  | {
-    type: "llama3";
-    factor: number;
-    lowFreqFactor: number;
-    highFreqFactor: number;
-    originalMaxPositionEmbeddings: number;
-  };
 
 /** The architecture of a Llama-family model: everything that fixes its weights and its math. */
 export interface LlamaConfig {
@@ -97,19 +94,8 @@ export class LlamaConfigError extends ModelConfigError {
   }
 }
 
-/** The deepest model accepted (`num_hidden_layers`): sites are listed per layer from the config. */
-export const LLAMA_MAX_LAYERS = 4096;
-/** The largest width, vocabulary or position count accepted (2^24). */
-export const LLAMA_MAX_DIM = 2 ** 24;
-
 /** How PEFT names the family's modules: `base_model.model.model.layers.0.self_attn.q_proj`. */
 export const LLAMA_PEFT: PeftNaming = { modulePrefix: "model.", taskType: "CAUSAL_LM" };
-
-const ROPE_KEYS = {
-  default: [],
-  linear: ["factor"],
-  llama3: ["factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"],
-} as const;
 
 /**
  * Reads a Llama-family architecture from a parsed Hugging Face `config.json`.
@@ -274,8 +260,6 @@ export function parseLlamaConfig(
   return config;
 }
 
-type Fail = (message: string, key?: string) => never;
-
 function modelTypeOf(
   obj: Record<string, unknown>,
   expected: LlamaModelType | undefined,
@@ -302,50 +286,6 @@ function modelTypeOf(
     fail(`"model_type" is "${type}", expected "${expected}"`, "model_type");
   }
   return type!;
-}
-
-// Readers of one object's keys; `path` prefixes the names in messages (`rope_scaling.`).
-function reader(obj: Record<string, unknown>, path: string, fail: Fail) {
-  const top = path === "" ? undefined : path.slice(0, -1);
-  return {
-    positiveInt(key: string, max = Number.MAX_SAFE_INTEGER, what?: string): number {
-      const v = obj[key];
-      if (v === undefined) return fail(`missing key "${path}${key}"`, top ?? key);
-      if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1) {
-        return fail(`"${path}${key}" is ${describe(v)}, expected a positive integer`, top ?? key);
-      }
-      if (v > max) {
-        fail(
-          `"${path}${key}" is ${v}, more than the ${max}${what ? ` ${what}` : ""} this project ` +
-            `supports`,
-          top ?? key,
-        );
-      }
-      return v;
-    },
-    positiveNumber(key: string, min = 0): number {
-      const v = obj[key];
-      if (v === undefined) return fail(`missing key "${path}${key}"`, top ?? key);
-      const inRange = min > 0 ? v as number >= min : v as number > 0;
-      if (typeof v !== "number" || !Number.isFinite(v) || !inRange) {
-        return fail(
-          `"${path}${key}" is ${describe(v)}, expected ${
-            min > 0 ? `a number at least ${min}` : "a positive number"
-          }`,
-          top ?? key,
-        );
-      }
-      return v;
-    },
-    flag(key: string, absent: boolean): boolean {
-      const v = obj[key];
-      if (v === undefined || v === null) return absent;
-      if (typeof v !== "boolean") {
-        return fail(`"${path}${key}" is ${describe(v)}, expected true or false`, top ?? key);
-      }
-      return v;
-    },
-  };
 }
 
 // Full attention over a window-limited model would be a different model, not an approximation
@@ -388,105 +328,6 @@ function refuseSlidingWindow(
   }
 }
 
-// `rope_theta` and `rope_scaling` (transformers 4), or `rope_parameters` (transformers 5), which
-// holds both; a config with both forms must not disagree.
-function readRope(
-  obj: Record<string, unknown>,
-  fail: Fail,
-): { ropeTheta: number; ropeScaling?: LlamaRopeScaling } {
-  const theta = obj.rope_theta === undefined
-    ? 10000
-    : reader(obj, "", fail).positiveNumber("rope_theta");
-  const legacy = ropeScalingOf(obj.rope_scaling, "rope_scaling", fail);
-  if (obj.rope_parameters === undefined || obj.rope_parameters === null) {
-    return { ropeTheta: theta, ...legacy };
-  }
-  const params = obj.rope_parameters;
-  const parsed = ropeScalingOf(params, "rope_parameters", fail, ["rope_theta"]);
-  const inner = params as Record<string, unknown>;
-  const ropeTheta = inner.rope_theta === undefined
-    ? theta
-    : reader(inner, "rope_parameters.", fail).positiveNumber("rope_theta");
-  const scalingText = (s: { ropeScaling?: LlamaRopeScaling }) => JSON.stringify(s.ropeScaling);
-  if (obj.rope_scaling != null && scalingText(parsed) !== scalingText(legacy)) {
-    fail(`"rope_parameters" disagrees with "rope_scaling"`, "rope_parameters");
-  }
-  if (obj.rope_theta !== undefined && ropeTheta !== theta) {
-    fail(`"rope_parameters" disagrees with "rope_theta"`, "rope_parameters");
-  }
-  return { ropeTheta, ...parsed };
-}
-
-function ropeScalingOf(
-  value: unknown,
-  key: string,
-  fail: Fail,
-  alsoAllowed: readonly string[] = [],
-): { ropeScaling?: LlamaRopeScaling } {
-  if (value === undefined || value === null) return {};
-  if (typeof value !== "object" || Array.isArray(value)) {
-    return fail(`"${key}" is ${describe(value)}, expected null or an object`, key);
-  }
-  const obj = value as Record<string, unknown>;
-  const { rope_type: ropeType, type } = obj;
-  if (ropeType !== undefined && type !== undefined && ropeType !== type) {
-    fail(`"${key}" has "rope_type" ${describe(ropeType)} and "type" ${describe(type)}`, key);
-  }
-  const kind = ropeType ?? type;
-  if (kind === undefined) return fail(`"${key}" has no "rope_type" or "type"`, key);
-  if (kind !== "default" && kind !== "linear" && kind !== "llama3") {
-    return fail(
-      `"${key}" type ${describe(kind)} is not supported (supported are "default", "linear" and ` +
-        `"llama3")`,
-      key,
-    );
-  }
-  const known = ["rope_type", "type", ...ROPE_KEYS[kind], ...alsoAllowed];
-  const extra = Object.keys(obj).find((k) => !known.includes(k));
-  if (extra !== undefined) {
-    fail(`"${key}" has key ${describe(extra)}, which "${kind}" scaling does not use`, key);
-  }
-  if (kind === "default") return {};
-  const read = reader(obj, `${key}.`, fail);
-  const factor = read.positiveNumber("factor", 1);
-  if (kind === "linear") return { ropeScaling: { type: "linear", factor } };
-  const lowFreqFactor = read.positiveNumber("low_freq_factor");
-  const highFreqFactor = read.positiveNumber("high_freq_factor");
-  if (!(highFreqFactor > lowFreqFactor)) {
-    fail(
-      `"${key}.high_freq_factor" (${highFreqFactor}) is not greater than ` +
-        `"${key}.low_freq_factor" (${lowFreqFactor})`,
-      key,
-    );
-  }
-  const originalMaxPositionEmbeddings = read.positiveInt(
-    "original_max_position_embeddings",
-    LLAMA_MAX_DIM,
-  );
-  return {
-    ropeScaling: {
-      type: "llama3",
-      factor,
-      lowFreqFactor,
-      highFreqFactor,
-      originalMaxPositionEmbeddings,
-    },
-  };
-}
-
-function isTokenId(v: unknown): boolean {
-  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
-}
-
-function describe(value: unknown): string {
-  if (value === undefined) return "missing";
-  if (typeof value === "string") return JSON.stringify(value);
-  if (Array.isArray(value)) return "an array";
-  if (value === null) return "null";
-  if (typeof value === "object") return "an object";
-  return String(value);
-}
-
 /**
  * Reads and parses `<folder>/config.json`.
  *
@@ -509,24 +350,6 @@ export async function readLlamaConfig(
 ): Promise<LlamaConfig> {
   const { path, json } = await readConfigJson(folder);
   return parseLlamaConfig(json, path, options);
-}
-
-/**
- * `rope_scaling` as Hugging Face writes it (`rope_type` key), or null for none.
- *
- * @param s The parsed scaling.
- * @returns The JSON value.
- */
-export function ropeScalingJson(s: LlamaConfig["ropeScaling"]): Record<string, unknown> | null {
-  if (s === undefined) return null;
-  if (s.type === "linear") return { rope_type: "linear", factor: s.factor };
-  return {
-    rope_type: "llama3",
-    factor: s.factor,
-    low_freq_factor: s.lowFreqFactor,
-    high_freq_factor: s.highFreqFactor,
-    original_max_position_embeddings: s.originalMaxPositionEmbeddings,
-  };
 }
 
 /**
