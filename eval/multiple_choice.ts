@@ -501,15 +501,16 @@ async function scoreGroup(model: Model, group: readonly Planned[]): Promise<numb
       targets.set(row.slice(1), b * T);
     });
     const acts = model.forward({ B, T, tokens });
-    const losses = model.loss({ targets });
     if (shared[i]) {
       // Target t is token t + 1: the shared continuation's targets are positions from - 1 ..
-      // len - 3; the last token's distribution is the logits row at len - 2.
+      // len - 3 (usually none: the answer is one token); the last token's distribution is the
+      // logits row at len - 2.
       const n = p.rows[0].length;
-      copy(losses, p.from[0] - 1, n - 1 - p.from[0]);
+      if (n - 1 > p.from[0]) copy(model.loss({ targets }), p.from[0] - 1, n - 1 - p.from[0]);
       copy(acts.logits, (n - 2) * acts.logitsStride, V);
       return;
     }
+    const losses = model.loss({ targets });
     p.rows.forEach((row, b) => copy(losses, b * T + p.from[b] - 1, row.length - p.from[b]));
   });
   const values = await collected.read();
