@@ -116,6 +116,27 @@ export class Gpt2 extends GpuModel<Gpt2Activations> implements Model {
     return new Gpt2(gpu, weights.config, ops, params, options, packed);
   }
 
+  /**
+   * Wraps weights already on the GPU (drawn there by `models/random_base.ts`, say) and compiles
+   * the kernels; the model owns the tensors from then on.
+   *
+   * @param gpu The device.
+   * @param config The architecture.
+   * @param weights Every f32 weight by canonical name, and the packed linear weights.
+   * @param options `trainAll` and the base format the weights were made in.
+   * @returns The model.
+   * @throws {RangeError} On a packed base with `trainAll`.
+   */
+  static async fromGpuWeights(
+    gpu: Gpu,
+    config: Gpt2Config,
+    weights: { params: Map<string, Tensor>; packed: PackedBase | null },
+    options: ModelOptions = {},
+  ): Promise<Gpt2> {
+    const ops = await Gpt2Ops.load(gpu);
+    return new Gpt2(gpu, config, ops, weights.params, options, weights.packed);
+  }
+
   /** The weight `name` of block `layer` (e.g. `attn.c_attn.weight`). */
   param(layer: number, name: string): Tensor {
     return this.params.get(`h.${layer}.${name}`)!;

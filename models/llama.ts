@@ -119,6 +119,36 @@ export class Llama extends GpuModel<LlamaActivations> implements Model {
     }
   }
 
+  /**
+   * Wraps weights already on the GPU (drawn there by `models/random_base.ts`, say) and compiles
+   * the kernels; the model owns the tensors from then on.
+   *
+   * @param gpu The device.
+   * @param config The architecture.
+   * @param weights Every f32 weight by canonical name, and the packed linear weights.
+   * @param options `trainAll` and the base format the weights were made in.
+   * @returns The model.
+   * @throws {RangeError} On a packed base with `trainAll`.
+   */
+  static async fromGpuWeights(
+    gpu: Gpu,
+    config: LlamaConfig,
+    weights: { params: Map<string, Tensor>; packed: PackedBase | null },
+    options: ModelOptions = {},
+  ): Promise<Llama> {
+    const ops = await LlamaOps.load(gpu);
+    const rope = ops.rope.table(config.headDim, {
+      theta: config.ropeTheta,
+      scaling: config.ropeScaling,
+    });
+    try {
+      return new Llama(gpu, config, ops, rope, weights.params, options, weights.packed);
+    } catch (error) {
+      rope[Symbol.dispose]();
+      throw error;
+    }
+  }
+
   /** `llama`, `mistral` or `qwen2`. */
   get modelType(): string {
     return this.config.modelType;
