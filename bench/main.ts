@@ -16,7 +16,15 @@ import { benchGpt2 } from "./gpt2.ts";
 import { benchLlama, formatLlamaBench } from "./llama.ts";
 import { benchMatmul } from "./matmul.ts";
 import { benchQMatmul } from "./qmatmul.ts";
-import { benchMemory } from "./memory.ts";
+import {
+  benchMemory,
+  benchQuantStep,
+  formatQuantStep,
+  MEMORY_MODELS,
+  quantRatios,
+  type QuantStepReport,
+} from "./memory.ts";
+import { QMATMUL_SHAPES } from "./qmatmul.ts";
 import { formatTable } from "./table.ts";
 import { benchTrain } from "./train.ts";
 
@@ -60,7 +68,10 @@ const SUITES: Record<string, Suite> = {
     return { rows };
   },
   async memory(gpu, { filter }) {
-    const rows = await benchMemory(gpu, { models: filter ? [filter] : undefined });
+    // --filter keeps the models (bytes and the training step) and qmatmul shapes it names.
+    const match = (name: string) => !filter || name.includes(filter);
+    const models = Object.keys(MEMORY_MODELS).filter(match);
+    const rows = models.length > 0 ? await benchMemory(gpu, { models }) : [];
     const mib = (b: number) => (b / 2 ** 20).toFixed(1);
     console.log(formatTable(
       ["model", "precision", "linear MiB", "other MiB (f32)", "total MiB", "vs f32"],
@@ -73,7 +84,32 @@ const SUITES: Record<string, Suite> = {
         r.ratio.toFixed(3),
       ]),
     ));
-    return { rows };
+    const ratios = QMATMUL_SHAPES.some((s) => match(s.shape))
+      ? await quantRatios(gpu, { filter })
+      : [];
+    const formats = [...new Set(ratios.flatMap((r) => Object.keys(r.ratios)))];
+    console.log(
+      "\npacked products against the f32 matmul (f32 ms / format ms; above 1 is faster):",
+    );
+    console.log(formatTable(
+      ["shape", "op", "M x out x in", "f32 ms", ...formats],
+      ratios.map((r) => [
+        r.shape,
+        r.op,
+        r.size,
+        r.f32Ms.toFixed(2),
+        ...formats.map((f) => r.ratios[f]?.toFixed(2) ?? "-"),
+      ]),
+    ));
+    let step: QuantStepReport | undefined;
+    if (match("llama-2-7b")) {
+      console.log(
+        "\nllama-2-7b in nf4 (random weights drawn and packed on the GPU), one NOLA step:",
+      );
+      step = await benchQuantStep(gpu, { log: (line) => console.log(`  ${line}`) });
+      console.log(formatQuantStep(step));
+    }
+    return { rows, ratios, step };
   },
   async basis(gpu) {
     const r = await benchBasis(gpu);

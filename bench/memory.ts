@@ -7,6 +7,11 @@
  * shape only, so the linears of one block are packed for real and their bytes counted once a
  * block; the bench checks them against `packedLayout`'s arithmetic.
  *
+ * {@link benchQuantStep} then builds the whole Llama-2-7B shape in nf4, its weights drawn and
+ * packed on the GPU tensor by tensor (`models/random_base.ts`), and runs one NOLA training step
+ * on every linear, reporting seconds, GPU bytes by kind and the peak host memory;
+ * {@link quantRatios} puts the packed products' speed beside the f32 matmul's (`bench/qmatmul.ts`).
+ *
  * @module
  */
 
@@ -20,6 +25,10 @@ import { expectedGpt2Shapes } from "../models/gpt2_weights.ts";
 import type { LlamaConfig } from "../models/llama_config.ts";
 import { expectedLlamaShapes } from "../models/llama_weights.ts";
 import { modelShape } from "../models/registry.ts";
+import { AdapterSet, ALL_LINEAR } from "../adapters/attach.ts";
+import { initRandomBase } from "../models/random_base.ts";
+import { Optimizer } from "../train/optimizer.ts";
+import { benchQMatmul, type BenchQMatmulOptions, type QMatmulOp } from "./qmatmul.ts";
 
 /** The precisions measured. */
 export type MemoryPrecision = "f32" | "16-bit" | "int8" | "nf4";
@@ -144,4 +153,224 @@ export async function benchMemory(
 
 function firstBlockPrefix(layout: "conv1d" | "linear"): string {
   return layout === "conv1d" ? "h.0." : "layers.0.";
+}
+
+/** Options of {@link benchQuantStep}. */
+export interface QuantStepOptions {
+  /** A `config.json` object (default {@link MEMORY_MODELS}' `llama-2-7b`). */
+  config?: Record<string, unknown>;
+  /** Name in the report (default `llama-2-7b`). */
+  name?: string;
+  /** The base's format (default `nf4`). */
+  format?: "f32" | "int8" | "nf4";
+  /** Batch rows and positions (default 1 x 16). */
+  B?: number;
+  T?: number;
+  /** NOLA on every linear: rank and bases (default r 8, k = l = 64). */
+  r?: number;
+  k?: number;
+  l?: number;
+  /** Seed of the weights, the bases and the tokens (default 0). */
+  seed?: number;
+  /** Progress lines. */
+  log?: (line: string) => void;
+}
+
+/** What {@link benchQuantStep} measures. */
+export interface QuantStepReport {
+  model: string;
+  format: string;
+  B: number;
+  T: number;
+  /** NOLA's settings and the adapted modules. */
+  nola: { r: number; k: number; l: number; modules: number; coefficients: number };
+  /** Seconds to draw and pack the base on the GPU (to the last weight finished). */
+  buildSeconds: number;
+  /** Seconds of the training step: forward, loss, backward, coefficient gradients, AdamW. */
+  stepSeconds: number;
+  /** The step's loss (mean over the tokens; finite, about ln(vocab) for a random base). */
+  loss: number;
+  /** GPU bytes by kind after the step, and their sum. */
+  gpu: {
+    weightsByPrecision: Record<string, number>;
+    weights: number;
+    adapters: number;
+    optimizer: number;
+    activations: number;
+    /** The buffer pool's peak during the step, above what it held before. */
+    temporaries: number;
+    total: number;
+  };
+  /** Peak resident host memory of the process (sampled), and before the build. */
+  peakRssBytes: number;
+  startRssBytes: number;
+}
+
+/**
+ * Builds a model with a random base drawn and packed on the GPU and runs one NOLA training step
+ * on all its linears: the 7B-in-little-memory figure of the memory suite.
+ *
+ * @param gpu The device.
+ * @param options The shape, format, batch, NOLA settings, seed, progress.
+ * @returns Seconds, loss, GPU bytes by kind, peak host memory.
+ * @throws {Error} If the loss is not finite.
+ */
+export async function benchQuantStep(
+  gpu: Gpu,
+  options: QuantStepOptions = {},
+): Promise<QuantStepReport> {
+  const { B = 1, T = 16, r = 8, k = 64, l = 64, seed = 0, format = "nf4" } = options;
+  const name = options.name ?? "llama-2-7b";
+  const parsed = parseModelConfig(options.config ?? MEMORY_MODELS["llama-2-7b"], `<${name}>`);
+  const startRssBytes = Deno.memoryUsage().rss;
+  let peakRssBytes = startRssBytes;
+  const sample = () => {
+    peakRssBytes = Math.max(peakRssBytes, Deno.memoryUsage().rss);
+  };
+  const timer = setInterval(sample, 100);
+  try {
+    let start = performance.now();
+    let packedWeights = 0;
+    using model = await initRandomBase(gpu, parsed, {
+      baseFormat: format,
+      seed,
+      log: (line) => {
+        sample();
+        if (++packedWeights % 16 === 0) options.log?.(`${name}: ${packedWeights} weights packed`);
+        else if (packedWeights === 1) options.log?.(line);
+      },
+    });
+    await gpu.sync();
+    sample();
+    const buildSeconds = (performance.now() - start) / 1000;
+    options.log?.(`${name}: built in ${buildSeconds.toFixed(1)} s`);
+    using set = await AdapterSet.attach(model, {
+      method: "nola",
+      targets: [ALL_LINEAR],
+      r,
+      k,
+      l,
+      loraAlpha: r,
+      seed,
+      init: "uniform-coeffs",
+    }, { maxRows: B * T });
+    const params = set.parameters();
+    using optimizer = await Optimizer.create(gpu, [{ kind: "adamw", lr: 1e-3, params }]);
+    const V = model.outputs;
+    const tokens = new Uint32Array(B * T).map((_, i) => (i * 7919 + seed) % V);
+    const targets = tokens.map((t) => (t + 1) % V);
+    await gpu.sync();
+    gpu.pool.resetPeak();
+    const before = gpu.pool.stats().inUse;
+    start = performance.now();
+    set.zeroGrads();
+    set.prepareStep();
+    model.forward({ B, T, tokens });
+    const losses = model.loss({ targets }, { backward: true });
+    model.backward();
+    set.finishBackward();
+    optimizer.step(1);
+    const perToken = await losses.read();
+    const stepSeconds = (performance.now() - start) / 1000;
+    sample();
+    const loss = Array.from(perToken as Float32Array).reduce((s, v) => s + v, 0) / perToken.length;
+    if (!Number.isFinite(loss)) throw new Error(`${name}: the step's loss is ${loss}`);
+    const temporaries = gpu.pool.stats().peak - before;
+    const state = await optimizer.state();
+    const optimizerBytes = [...state.tensors.values()].reduce((s, t) => s + t.byteLength, 0);
+    const memory = model.memory();
+    const coefficients = params.reduce((s, p) => s + p.param.size, 0);
+    const total = memory.weights + memory.gradients + set.bytes + optimizerBytes +
+      memory.activations + temporaries;
+    return {
+      model: name,
+      format,
+      B,
+      T,
+      nola: { r, k, l, modules: set.modules.length, coefficients },
+      buildSeconds,
+      stepSeconds,
+      loss,
+      gpu: {
+        weightsByPrecision: memory.weightsByPrecision ?? { f32: memory.weights },
+        weights: memory.weights,
+        adapters: set.bytes,
+        optimizer: optimizerBytes,
+        activations: memory.activations,
+        temporaries,
+        total,
+      },
+      peakRssBytes,
+      startRssBytes,
+    };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+/** One row of {@link quantRatios}: a shape and op, the f32 time and each format's ratio. */
+export interface QuantRatioRow {
+  shape: string;
+  op: QMatmulOp;
+  /** `M x out x in`. */
+  size: string;
+  /** Milliseconds of the f32 matmul. */
+  f32Ms: number;
+  /** Each packed format's speed over f32's (f32 ms / format ms; above 1 is faster). */
+  ratios: Record<string, number>;
+}
+
+/**
+ * The packed products' speed against the f32 matmul on the same shapes, one row a shape and op
+ * (the measurements of `bench/qmatmul.ts`, interleaved rounds).
+ *
+ * @param gpu The device.
+ * @param options Filter and time budget, as {@link benchQMatmul}.
+ * @returns One row a shape and op.
+ */
+export async function quantRatios(
+  gpu: Gpu,
+  options: BenchQMatmulOptions = {},
+): Promise<QuantRatioRow[]> {
+  const rows = await benchQMatmul(gpu, options);
+  const out = new Map<string, QuantRatioRow>();
+  for (const r of rows) {
+    const key = `${r.shape}|${r.op}`;
+    const row = out.get(key) ?? {
+      shape: r.shape,
+      op: r.op,
+      size: `${r.m} x ${r.out} x ${r.in}`,
+      f32Ms: NaN,
+      ratios: {},
+    };
+    if (r.format === "f32") row.f32Ms = r.ms;
+    else row.ratios[r.format] = r.speedup;
+    out.set(key, row);
+  }
+  return [...out.values()];
+}
+
+/**
+ * {@link benchQuantStep}'s report for a person: a few lines.
+ *
+ * @param r The report.
+ * @returns Lines of text.
+ */
+export function formatQuantStep(r: QuantStepReport): string {
+  const mib = (b: number) =>
+    b < 2 ** 20 ? `${(b / 2 ** 10).toFixed(1)} KiB` : `${(b / 2 ** 20).toFixed(1)} MiB`;
+  const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
+  const precisions = Object.entries(r.gpu.weightsByPrecision)
+    .map(([p, b]) => `${p} ${mib(b)}`).join(", ");
+  return [
+    `  ${r.model} in ${r.format}, NOLA r ${r.nola.r}, k = l = ${r.nola.k} on ${r.nola.modules} ` +
+    `linears (${r.nola.coefficients} coefficients), B ${r.B} x T ${r.T}`,
+    `  build (draw + pack on the GPU): ${r.buildSeconds.toFixed(1)} s; one training step: ` +
+    `${r.stepSeconds.toFixed(1)} s; loss ${r.loss.toFixed(4)}`,
+    `  GPU bytes: ${gib(r.gpu.total)} = weights ${gib(r.gpu.weights)} (${precisions}) + ` +
+    `adapters ${mib(r.gpu.adapters)} + optimizer ${mib(r.gpu.optimizer)} + activations ` +
+    `${mib(r.gpu.activations)} + step temporaries ${mib(r.gpu.temporaries)}`,
+    `  host memory (RSS): peak ${gib(r.peakRssBytes)}, ${gib(r.startRssBytes)} before the build` +
+    ` (llvmpipe's GPU buffers live in host memory and count here)`,
+  ].join("\n");
 }
