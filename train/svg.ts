@@ -1,7 +1,8 @@
 /**
  * Dependency-free SVG charts for run reports: line series (train and validation loss against
- * step) and labelled scatter points (validation loss against trainable parameters), on linear or
- * log axes with 1-2-5 ticks. The output is a standalone SVG file with a white background, so it
+ * step) and labelled scatter points (validation loss against trainable parameters), with optional
+ * vertical error bars (a mean ± one standard deviation over seeds), on linear or log axes with
+ * 1-2-5 ticks. The output is a standalone SVG file with a white background, so it
  * reads the same in a browser, in GitHub markdown and in dark mode.
  *
  * @module
@@ -12,6 +13,11 @@ export interface ChartPoint {
   x: number;
   y: number;
   label?: string;
+  /**
+   * Half-length of a vertical error bar drawn from `y - yError` to `y + yError` (e.g. one
+   * standard deviation); absent, zero or not finite: no bar.
+   */
+  yError?: number;
 }
 
 /** A named series of points, drawn in its given order. */
@@ -204,6 +210,11 @@ export function lineChart(series: readonly ChartSeries[], options: ChartOptions 
       x1 = Math.max(x1, p.x);
       y0 = Math.min(y0, p.y);
       y1 = Math.max(y1, p.y);
+      const e = errorOf(p);
+      if (e === 0) continue;
+      // The bars fit on the axes too; on a log axis only an end above zero can be placed.
+      if (!options.yLog || p.y - e > 0) y0 = Math.min(y0, p.y - e);
+      y1 = Math.max(y1, p.y + e);
     }
   }
   const xTicks = options.xLog ? logTicks(x0, x1) : niceTicks(x0, x1, Math.round(width / 110));
@@ -321,6 +332,21 @@ export function lineChart(series: readonly ChartSeries[], options: ChartOptions 
         }
       }
     }
+    // Error bars under the markers: a whisker with a cap at each end.
+    s.points.forEach((p, j) => {
+      const at = xy[j];
+      const e = errorOf(p);
+      if (!at || e === 0) return;
+      const hi = sy(p.y + e);
+      // On a log axis an end at or below zero runs off the bottom of the plot.
+      const lo = Number.isFinite(sy(p.y - e)) ? sy(p.y - e) : plot.y + plot.h;
+      const cap = 4;
+      out.push(
+        `<path d="M${n(at[0])} ${n(lo)}L${n(at[0])} ${n(hi)}M${n(at[0] - cap)} ${n(lo)}` +
+          `L${n(at[0] + cap)} ${n(lo)}M${n(at[0] - cap)} ${n(hi)}L${n(at[0] + cap)} ${n(hi)}" ` +
+          `stroke="${color}" stroke-width="1.25" class="error-bar"/>`,
+      );
+    });
     if (style !== "line") {
       s.points.forEach((p, j) => {
         const at = xy[j];
@@ -398,6 +424,12 @@ function splitRuns(
   }
   if (current.length) runs.push(current);
   return runs;
+}
+
+/** A point's error-bar half-length, or 0 when it has none. */
+function errorOf(p: ChartPoint): number {
+  const e = p.yError;
+  return e !== undefined && Number.isFinite(e) && e > 0 ? e : 0;
 }
 
 /** A coordinate with at most two decimals: small files, sub-pixel precision. */

@@ -257,3 +257,66 @@ Deno.test("long runs render without exhausting the stack", () => {
   assert.ok(svg.length > 1_000_000);
   assert.equal(svg.match(/<path /g)?.length, 1);
 });
+
+Deno.test("error bars span y ± yError on the axis, centred on their markers, inside the plot", () => {
+  const points = [
+    { x: 1e3, y: 40, yError: 2, label: "a" },
+    { x: 1e4, y: 55, yError: 6, label: "b" },
+    { x: 1e5, y: 61, yError: 0.5, label: "c" },
+  ];
+  const root = parseXml(
+    lineChart([{ name: "BLEU", style: "line+markers", points }], { xLog: true }),
+  );
+  const bars = all(root, "path").filter((p) => p.attrs.class === "error-bar");
+  assert.equal(bars.length, 3);
+  const markers = all(root, "circle").slice(0, 3);
+  const frame = all(root, "rect").find((r) => r.attrs.stroke === "#444444")!;
+  const [top, bottom] = [Number(frame.attrs.y), Number(frame.attrs.y) + Number(frame.attrs.height)];
+  const perUnit: number[] = [];
+  bars.forEach((bar, i) => {
+    // M x lo L x hi, then the two caps.
+    const nums = bar.attrs.d.match(/-?[\d.]+/g)!.map(Number);
+    const [x, lo, x2, hi] = nums;
+    assert.equal(x, x2, "the whisker is vertical");
+    assert.equal(x, Number(markers[i].attrs.cx), "at its marker's x");
+    assert.ok(Math.abs((lo + hi) / 2 - Number(markers[i].attrs.cy)) < 0.02, "centred on y");
+    assert.ok(lo > hi && hi >= top && lo <= bottom, `inside the plot: ${hi}..${lo}`);
+    perUnit.push((lo - hi) / (2 * points[i].yError));
+    assert.equal(nums.length, 12, "a whisker and two caps");
+  });
+  // A linear y axis: every bar has the pixels per unit that separate the markers.
+  const cy = markers.map((m) => Number(m.attrs.cy));
+  const axis = (cy[0] - cy[2]) / (points[2].y - points[0].y);
+  for (const p of perUnit) assert.ok(Math.abs(p - axis) < 0.01 * axis, `${perUnit} vs ${axis}`);
+});
+
+Deno.test("error bars widen the y axis to fit, and none is drawn for 0, NaN or absent", () => {
+  const base = [{ x: 1, y: 10 }, { x: 2, y: 11 }];
+  const plain = lineChart([{ name: "s", style: "line+markers", points: base }]);
+  for (const yError of [0, NaN, -1, undefined]) {
+    const same = lineChart([{
+      name: "s",
+      style: "line+markers",
+      points: base.map((p) => ({ ...p, yError })),
+    }]);
+    assert.equal(same, plain, `yError ${yError} changes nothing`);
+  }
+  const wide = parseXml(lineChart([{
+    name: "s",
+    style: "line+markers",
+    points: base.map((p) => ({ ...p, yError: 5 })),
+  }]));
+  const labels = all(wide, "g").find((g) => g.attrs["text-anchor"] === "end")!;
+  const ticks = all(labels, "text").map((t) => Number(t.text));
+  assert.ok(Math.min(...ticks) <= 5 && Math.max(...ticks) >= 16, `y ticks ${ticks} cover 5..16`);
+
+  // On a log axis an end at or below zero runs to the bottom of the plot instead of vanishing.
+  const log = lineChart([{ name: "s", style: "scatter", points: [{ x: 1, y: 2, yError: 3 }] }], {
+    yLog: true,
+  });
+  assert.ok(!/NaN|Infinity/.test(log));
+  const bar = all(parseXml(log), "path").find((p) => p.attrs.class === "error-bar")!;
+  const frame = all(parseXml(log), "rect").find((r) => r.attrs.stroke === "#444444")!;
+  const lo = Number(bar.attrs.d.match(/-?[\d.]+/g)![1]);
+  assert.equal(lo, Number(frame.attrs.y) + Number(frame.attrs.height));
+});
