@@ -43,6 +43,8 @@ export interface RunPipelineOptions {
   command?: string;
   /** Prints progress lines; default stderr. */
   say?: (line: string) => void;
+  /** Run on this device (left open) instead of acquiring one: runs in a row share compiled kernels. */
+  gpu?: Gpu;
 }
 
 /** How a run ended. */
@@ -83,7 +85,8 @@ export async function runPipeline(
     );
   }
   const resumeStep = resumeFrom?.data.step;
-  using gpu = await Gpu.acquire();
+  using acquired = options.gpu ? undefined : await Gpu.acquire();
+  const gpu = options.gpu ?? acquired!;
   using log = await RunLog.open(dir, { resumeStep });
   using interrupt = new Interrupt();
   const state: RunState = {
