@@ -314,6 +314,15 @@ export {
 } from "./eval/bleu.ts";
 export { rougeL, type RougeOptions, type RougeResult } from "./eval/rouge.ts";
 export {
+  findMr,
+  parseMr,
+  type Slot,
+  type SlotCheck,
+  slotErrorRate,
+  type SlotErrorResult,
+  SlotLexicon,
+} from "./eval/slot_error.ts";
+export {
   type ChoiceAccuracy,
   choiceAccuracy,
   type ChoicePrediction,

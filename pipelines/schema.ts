@@ -30,6 +30,7 @@ export type MetricName =
   | "bleu"
   | "rouge_l"
   | "exact_match"
+  | "slot_error"
   | "accuracy"
   | "multiple_choice";
 
@@ -219,8 +220,8 @@ export interface EvaluateStage extends StageBase {
   /** The split. */
   split: SplitName;
   /**
-   * `loss` (and perplexity), `bleu`, `rouge_l`, `exact_match` (generations), `accuracy`
-   * (completion tokens), `multiple_choice` (the items of `choices`).
+   * `loss` (and perplexity), `bleu`, `rouge_l`, `exact_match`, `slot_error` (generations),
+   * `accuracy` (completion tokens), `multiple_choice` (the items of `choices`).
    */
   metrics: MetricName[];
   /** Absent: no multiple-choice items (needed by `multiple_choice`). */
@@ -955,7 +956,7 @@ export const STAGES: readonly StageSchema[] = [
   {
     kind: "evaluate",
     doc: "Scores the model as it stands: on one split of the data (`loss`, `bleu`, `rouge_l`, " +
-      "`exact_match`, `accuracy`), and on multiple-choice items scored as MMLU is " +
+      "`exact_match`, `slot_error`, `accuracy`), and on multiple-choice items scored as MMLU is " +
       "(`multiple_choice`: a k-shot prompt from the dev items of each subject, the answer letter " +
       "of highest log-likelihood; accuracy overall, per subject and the mean over subjects). " +
       "Multiple choice needs a text model.",
@@ -972,13 +973,24 @@ export const STAGES: readonly StageSchema[] = [
           type: "list",
           item: {
             type: "enum",
-            values: ["loss", "bleu", "rouge_l", "exact_match", "accuracy", "multiple_choice"],
+            values: [
+              "loss",
+              "bleu",
+              "rouge_l",
+              "exact_match",
+              "slot_error",
+              "accuracy",
+              "multiple_choice",
+            ],
           },
           minItems: 1,
           unique: true,
         },
         default: ["loss"],
         doc: "`loss` (and perplexity), `bleu`, `rouge_l`, `exact_match` (generations), " +
+          "`slot_error` (generations against the E2E meaning representation " +
+          "`slot[value], ...` in each prompt: its slots left out, `slot_missing`, plus values " +
+          "stated that it does not hold, `slot_hallucinated`, in percent of its slots), " +
           "`accuracy` (completion tokens), `multiple_choice` (the items of `choices`).",
       },
       {

@@ -7,12 +7,13 @@
 
 import { readChoiceItems } from "../data/choices.ts";
 import { evalBatches } from "../data/batches.ts";
-import { evaluateGenerations, evaluateLoss } from "../eval/evaluate.ts";
+import { evaluateGenerations, evaluateLoss, type GenerationExample } from "../eval/evaluate.ts";
 import {
   evaluateMultipleChoice,
   MultipleChoiceError,
   type MultipleChoiceResult,
 } from "../eval/multiple_choice.ts";
+import { findMr, parseMr, type Slot, slotErrorRate, SlotLexicon } from "../eval/slot_error.ts";
 import { generateText } from "../models/generate.ts";
 import type { Model, ModelTask } from "../models/model.ts";
 import type { Tokenizer } from "../models/tokenizer.ts";
@@ -21,7 +22,7 @@ import { inputPath, need, type RunState, stageError, type StageRunner } from "./
 
 // The metrics each kind of head supports.
 const METRICS_OF: Record<ModelTask, readonly MetricName[]> = {
-  "causal-lm": ["loss", "bleu", "rouge_l", "exact_match", "multiple_choice"],
+  "causal-lm": ["loss", "bleu", "rouge_l", "exact_match", "slot_error", "multiple_choice"],
   classification: ["loss", "accuracy"],
 };
 
@@ -116,12 +117,14 @@ async function onSplit(
     Object.assign(figures, { loss: r.loss, perplexity: r.perplexity });
   }
   const wanted = stage.metrics.filter((m) =>
-    m === "bleu" || m === "rouge_l" || m === "exact_match"
+    m === "bleu" || m === "rouge_l" || m === "exact_match" || m === "slot_error"
   );
   if (wanted.length > 0) {
     const examples = stage.maxExamples
       ? split.examples.slice(0, stage.maxExamples)
       : split.examples;
+    // Read before decoding, so a prompt without a meaning representation fails at once.
+    const mrs = wanted.includes("slot_error") ? splitMrs(state, split.examples) : undefined;
     const r = await evaluateGenerations(model, tokenizer, examples, {
       decoding: stage.decoding,
       beams: stage.beams,
@@ -133,8 +136,40 @@ async function onSplit(
     if (wanted.includes("bleu")) figures.bleu = r.bleu;
     if (wanted.includes("rouge_l")) figures.rouge_l = r.rougeL;
     if (wanted.includes("exact_match")) figures.exact_match = r.exactMatch;
+    if (mrs) {
+      // Hallucinations are looked for among the values of the whole split.
+      const lexicon = SlotLexicon.fromMrs(mrs);
+      const s = slotErrorRate(r.generations, mrs.slice(0, examples.length), { lexicon });
+      figures.slot_error = s.slotError;
+      figures.slot_missing = s.missing;
+      figures.slot_hallucinated = s.hallucinated;
+    }
   }
   return figures;
+}
+
+// The meaning representation of every example, read from its prompt; one that is not there or
+// cannot be read is an error at the stage's metrics.
+function splitMrs(state: RunState, examples: readonly GenerationExample[]): Slot[][] {
+  return examples.map(({ prompt }, i) => {
+    const mr = findMr(prompt);
+    const hint = 'render the mr into the prompt (prompt: "{{ mr }}\\n"), or drop slot_error';
+    if (mr === undefined) {
+      throw stageError(
+        state,
+        "metrics",
+        `slot_error needs a meaning representation (slot[value], ...) in each prompt, and ` +
+          `example ${i + 1}'s prompt ${JSON.stringify(prompt)} holds none`,
+        hint,
+      );
+    }
+    try {
+      return parseMr(mr);
+    } catch (e) {
+      if (!(e instanceof SyntaxError)) throw e;
+      throw stageError(state, "metrics", `slot_error: example ${i + 1}: ${e.message}`);
+    }
+  });
 }
 
 // The items of `choices`, scored; what the items cannot give becomes an error at their key.
