@@ -227,6 +227,12 @@ export async function mergedWeights(model: Model): Promise<Map<string, Float32Ar
     using copy = weight.dequantize();
     await merge(`${linear}.weight`, copy);
   }
+  // Other packed weights (a 16-bit embedding or head) are copied unpacked.
+  for (const name of model.packed?.keys() ?? []) {
+    if (out.has(name)) continue;
+    using copy = model.unpackWeight!(name);
+    out.set(name, await copy.read() as Float32Array);
+  }
   return out;
 }
 
@@ -340,10 +346,13 @@ function f32WeightOf(model: Model, module: string): LinearWeight & { weight: Ten
   return linear as LinearWeight & { weight: Tensor };
 }
 
-/** The shape of a packed linear weight `<linear>.weight` in the model's layout. */
+/** The shape of a packed weight: a linear's in the model's layout, a table's `[rows, cols]`. */
 function linearShape(model: Model, name: string): number[] {
   const linear = model.linearWeight(name.replace(/\.weight$/, ""));
-  if (!linear) return [];
+  if (!linear) {
+    const layout = model.packed?.get(name)?.layout;
+    return layout ? [layout.rows, layout.cols] : [];
+  }
   return linear.layout === "conv1d"
     ? [linear.inFeatures, linear.outFeatures]
     : [linear.outFeatures, linear.inFeatures];

@@ -9,6 +9,7 @@
  */
 
 import type { CrossEntropyKernels } from "../kernels/crossentropy.ts";
+import type { EncoderKernels } from "../kernels/encoder.ts";
 import type { Gpu } from "../kernels/gpu.ts";
 import type { Matmul } from "../kernels/matmul.ts";
 import type { ReduceKernels } from "../kernels/reduce.ts";
@@ -167,6 +168,46 @@ export interface SharedKernels {
   readonly reduce: ReduceKernels;
   /** The loss. */
   readonly crossentropy: CrossEntropyKernels;
+  /** The token embedding from an f32 table. */
+  readonly encoder: EncoderKernels;
+}
+
+/** One token-embedding lookup ({@link GpuModel.embed}). */
+export interface EmbedCall {
+  /** Written: `[B, T, C]`. */
+  out: Tensor;
+  /** `[B, T]` u32 token ids. */
+  tokens: Tensor<"u32">;
+  /** The `[P, C]` position embedding added, when the family has one. */
+  wpe?: Tensor;
+  /** Without `wpe`: a zero `[T, C]` table, which the f32 lookup reads instead. */
+  zeros?: Tensor;
+  /** Position of the first token (a decoding cache's `past`); default 0. */
+  posOffset?: number;
+}
+
+/** The head's forward: `logits = x · Hᵀ` over `rows` rows, H `[V, C]`. */
+export interface HeadCall {
+  /** `[rows, C]`. */
+  x: Tensor;
+  /** Written: `[rows, ldLogits]`, V valid columns a row. */
+  logits: Tensor;
+  /** Rows. */
+  rows: number;
+  /** Row pitch of the logits. */
+  ldLogits: number;
+}
+
+/** The head's backward to its input: `dx = dlogits · H`. */
+export interface HeadBackwardCall {
+  /** `[rows, ldLogits]`. */
+  dlogits: Tensor;
+  /** Written: `[rows, C]`. */
+  dx: Tensor;
+  /** Rows. */
+  rows: number;
+  /** Row pitch of the logits. */
+  ldLogits: number;
 }
 
 /** One linear layer's forward: `y = x·W (+ b) (+ adapters)` over `rows` rows. */
@@ -287,6 +328,24 @@ export abstract class GpuModel<Acts extends TokenArena> implements Disposable {
   get parameterCount(): number {
     const packed = [...this.packed.values()].reduce((s, t) => s + t.layout.rows * t.layout.cols, 0);
     return [...this.params.values()].reduce((s, t) => s + t.size, packed);
+  }
+
+  /**
+   * Records unpacking a packed weight (a linear's, or a 16-bit embedding or head) into a new f32
+   * tensor in the model's shape of it: linear weights in the family's layout, tables `[V, C]`.
+   *
+   * @param name The weight name, a key of {@link packed}.
+   * @returns The tensor; the caller disposes it.
+   * @throws {RangeError} When the weight is not packed.
+   */
+  unpackWeight(name: string): Tensor {
+    const packed = this.packed.get(name);
+    if (!packed) {
+      throw new RangeError(`Cannot unpack "${name}": the model keeps no such packed weight`);
+    }
+    const linear = name.endsWith(".weight") ? this.linearWeight(name.slice(0, -7)) : undefined;
+    if (linear?.packed === packed) return linear.dequantize!();
+    return this.#base!.quant.dequantize(packed);
   }
 
   /**
@@ -476,6 +535,66 @@ export abstract class GpuModel<Acts extends TokenArena> implements Disposable {
       throw new Error(`Cannot compute the ${what}: run forward (without a cache) first`);
     }
     return this.last;
+  }
+
+  /**
+   * Records the token embedding from the table `name`, f32 or kept 16-bit, plus the position
+   * embedding when there is one.
+   */
+  protected embed(name: string, o: EmbedCall): void {
+    const table = this.packed.get(name);
+    if (!table) {
+      this.#kernels.encoder.forward({
+        out: o.out,
+        tokens: o.tokens,
+        wte: this.params.get(name)!,
+        wpe: (o.wpe ?? o.zeros)!,
+        posOffset: o.wpe ? o.posOffset : 0,
+      });
+      return;
+    }
+    const kernels = this.#base?.embedding;
+    if (!kernels) {
+      throw new RangeError(
+        `Cannot embed tokens from "${name}" kept ${table.layout.format}: the model was built ` +
+          `without the 16-bit embedding kernels (PackedBase.embedding)`,
+      );
+    }
+    kernels.forward({ out: o.out, tokens: o.tokens, table, wpe: o.wpe, posOffset: o.posOffset });
+  }
+
+  /** Records the head's logits `x · Hᵀ`, H being the f32 or 16-bit weight `name`, `[V, C]`. */
+  protected head(name: string, o: HeadCall): void {
+    const packed = this.packed.get(name);
+    if (packed) {
+      this.#base!.qmatmul.forwardRaw(packed, { out: o.logits.buffer, inp: o.x.buffer }, {
+        m: o.rows,
+        ldOut: o.ldLogits,
+      });
+      return;
+    }
+    const w = this.params.get(name)!;
+    this.#kernels.matmul.raw(
+      { out: o.logits.buffer, a: o.x.buffer, b: w.buffer },
+      { m: o.rows, n: w.shape[0], k: w.shape[1], transB: true, ldc: o.ldLogits },
+    );
+  }
+
+  /** Records the head's backward to its input, `dx = dlogits · H` (H frozen or not). */
+  protected headBackward(name: string, o: HeadBackwardCall): void {
+    const packed = this.packed.get(name);
+    if (packed) {
+      this.#base!.qmatmul.backwardRaw(packed, { out: o.dx.buffer, inp: o.dlogits.buffer }, {
+        m: o.rows,
+        ldInp: o.ldLogits,
+      });
+      return;
+    }
+    const w = this.params.get(name)!;
+    this.#kernels.matmul.raw(
+      { out: o.dx.buffer, a: o.dlogits.buffer, b: w.buffer },
+      { m: o.rows, n: w.shape[1], k: w.shape[0], lda: o.ldLogits },
+    );
   }
 
   /**

@@ -12,7 +12,8 @@ import { Gpt2Activations } from "./gpt2_activations.ts";
 import { configHash, type Gpt2Config, gpt2Sites } from "./gpt2_config.ts";
 import { Gpt2Ops } from "./gpt2_ops.ts";
 import { saveGpt2Folder } from "./gpt2_save.ts";
-import { gpt2WeightNames, loadGpt2Weights } from "./gpt2_weights.ts";
+import { gpt2WeightNames, planGpt2Weights } from "./gpt2_weights.ts";
+import { readGpt2Config } from "./gpt2_config.ts";
 import type {
   DecodingCache,
   LabelledInput,
@@ -25,8 +26,32 @@ import type {
   TokenInput,
 } from "./model.ts";
 import { GpuModel, RowCache } from "./_gpu_model.ts";
-import { type PackedBase, storedDtypes, uploadWeights } from "./_base_weights.ts";
-import type { Dtype } from "../formats/safetensors.ts";
+import {
+  type PackedBase,
+  streamWeights,
+  type UploadOptions,
+  uploadWeights,
+  type WeightLoaded,
+  type WeightReader,
+} from "./_base_weights.ts";
+import { Checkpoint, type Dtype } from "../formats/safetensors.ts";
+
+/** Options of {@link Gpt2.load} and {@link Gpt2.fromReader}. */
+export interface Gpt2LoadOptions extends ModelOptions {
+  /** Told about each weight once it is on the GPU (precision, GPU and host bytes). */
+  onWeight?: (loaded: WeightLoaded) => void;
+}
+
+/** Which GPT-2 weights may be packed: the adaptable linears, and the tied embedding. */
+function uploadPlan(config: Gpt2Config): Pick<UploadOptions, "linears" | "embeddings" | "layout"> {
+  return {
+    linears: new Set(gpt2Sites(config).map((s) => `${s.linear}.weight`)),
+    embeddings: new Set([WTE]),
+    layout: "conv1d",
+  };
+}
+
+const WTE = "wte.weight";
 
 /**
  * GPT-2's decoding cache: each layer's `qkv` rows (`[capacity, 3C]`) for positions
@@ -81,17 +106,56 @@ export class Gpt2 extends GpuModel<Gpt2Activations> implements Model {
     this.sites = gpt2Sites(config);
   }
 
-  /** Loads a Hugging Face GPT-2 folder (config.json, model.safetensors or shards). */
-  static async load(gpu: Gpu, folder: string, options: ModelOptions = {}): Promise<Gpt2> {
-    const weights = await loadGpt2Weights(folder);
-    const dtypes = options.baseFormat === "as-stored"
-      ? await storedDtypes(folder, gpt2WeightNames)
-      : undefined;
-    return Gpt2.fromWeights(gpu, weights, { ...options, storedDtypes: dtypes });
+  /**
+   * Loads a Hugging Face GPT-2 folder (config.json, model.safetensors or shards), streaming:
+   * see {@link fromReader}.
+   *
+   * @param gpu The device.
+   * @param folder The model folder.
+   * @param options `trainAll`, the base format, and `onWeight`, told about each weight loaded.
+   * @returns The model.
+   * @throws {Gpt2ConfigError} On a bad `config.json`.
+   * @throws {Gpt2WeightsError} On a checkpoint that does not match it, before any weight is read.
+   */
+  static async load(gpu: Gpu, folder: string, options: Gpt2LoadOptions = {}): Promise<Gpt2> {
+    const config = await readGpt2Config(folder);
+    using ckpt = await Checkpoint.open(folder);
+    return await Gpt2.fromReader(gpu, config, ckpt, options);
   }
 
   /**
-   * Uploads host weights (canonical names, GPT-2 layout) and compiles the kernels.
+   * Loads a GPT-2 from a checkpoint one tensor at a time: the header is checked first
+   * ({@link planGpt2Weights}), then each weight is read, put on the GPU (packed as
+   * `baseFormat` says; `wte.weight`, which is also the head, kept 16-bit when stored so and the
+   * base is not f32) and let go of before the next is read.
+   *
+   * @param gpu The device.
+   * @param config The architecture the checkpoint must match.
+   * @param reader The checkpoint, or a reader wrapping one.
+   * @param options `trainAll`, the base format, and `onWeight`, told about each weight loaded.
+   * @returns The model.
+   * @throws {Gpt2WeightsError} On a checkpoint that does not match the config.
+   * @throws {RangeError} On a packed base with `trainAll`, or a weight that cannot be quantized.
+   */
+  static async fromReader(
+    gpu: Gpu,
+    config: Gpt2Config,
+    reader: WeightReader,
+    options: Gpt2LoadOptions = {},
+  ): Promise<Gpt2> {
+    const plan = await planGpt2Weights(config, reader);
+    const ops = await Gpt2Ops.load(gpu);
+    const { params, packed } = await streamWeights(gpu, reader, plan, {
+      ...uploadPlan(config),
+      options,
+      onWeight: options.onWeight,
+    });
+    return new Gpt2(gpu, config, ops, params, options, packed);
+  }
+
+  /**
+   * Uploads host weights (canonical names, GPT-2 layout) and compiles the kernels. The weights
+   * are packed as {@link fromReader} packs them, the stored dtypes saying which were 16-bit.
    *
    * @param gpu The device.
    * @param weights The config and the host weights.
@@ -106,10 +170,8 @@ export class Gpt2 extends GpuModel<Gpt2Activations> implements Model {
     options: ModelOptions & { storedDtypes?: ReadonlyMap<string, Dtype> } = {},
   ): Promise<Gpt2> {
     const ops = await Gpt2Ops.load(gpu);
-    const linears = new Set(gpt2Sites(weights.config).map((s) => `${s.linear}.weight`));
     const { params, packed } = await uploadWeights(gpu, weights.tensors, {
-      linears,
-      layout: "conv1d",
+      ...uploadPlan(weights.config),
       options,
       storedDtypes: options.storedDtypes,
     });
@@ -216,14 +278,12 @@ export class Gpt2 extends GpuModel<Gpt2Activations> implements Model {
       Gpt2Cache,
       this.config.nPositions,
     );
-    const { nLayer: L, nEmbd: C, nHead: NH, nInner, vocabSize: V, layerNormEpsilon: eps } =
-      this.config;
+    const { nLayer: L, nEmbd: C, nHead: NH, nInner, layerNormEpsilon: eps } = this.config;
     const { ops } = this;
     const rows = B * T;
-    ops.encoder.forward({
+    this.embed(WTE, {
       out: acts.encoded,
       tokens: acts.tokens,
-      wte: this.params.get("wte.weight")!,
       wpe: this.params.get("wpe.weight")!,
       posOffset: past,
     });
@@ -290,10 +350,7 @@ export class Gpt2 extends GpuModel<Gpt2Activations> implements Model {
       eps,
     });
     // The LM head is tied to the token embedding: logits = lnf · wteᵀ.
-    ops.matmul.raw(
-      { out: acts.logits.buffer, a: acts.lnf.buffer, b: this.params.get("wte.weight")!.buffer },
-      { m: rows, n: V, k: C, transB: true, ldc: acts.logitsStride },
-    );
+    this.head(WTE, { x: acts.lnf, logits: acts.logits, rows, ldLogits: acts.logitsStride });
     this.endForward(acts, tokens, kvCache);
     return acts;
   }
@@ -311,16 +368,10 @@ export class Gpt2 extends GpuModel<Gpt2Activations> implements Model {
     const { ops, gpu } = this;
     const rows = B * T;
     const g = acts.grads();
-    const wte = this.params.get("wte.weight")!;
     const dlogits = acts.logits; // holds d loss / d logits since loss({ backward: true })
     const lda = acts.logitsStride;
-    ops.matmul.raw({ out: g.dln.buffer, a: dlogits.buffer, b: wte.buffer }, {
-      m: rows,
-      n: C,
-      k: V,
-      lda,
-    });
-    const dwte = this.grads?.get("wte.weight");
+    this.headBackward(WTE, { dlogits, dx: g.dln, rows, ldLogits: lda });
+    const dwte = this.grads?.get(WTE);
     if (dwte) {
       ops.matmul.raw(
         { out: dwte.buffer, a: dlogits.buffer, b: acts.lnf.buffer },

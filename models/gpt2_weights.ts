@@ -14,7 +14,8 @@
  * @module
  */
 
-import { Checkpoint } from "../formats/safetensors.ts";
+import { Checkpoint, type Dtype } from "../formats/safetensors.ts";
+import type { PlannedWeight, WeightReader } from "./_base_weights.ts";
 import { readGpt2Config } from "./gpt2_config.ts";
 import type { Gpt2Config } from "./gpt2_config.ts";
 import { ModelWeightsError } from "./model.ts";
@@ -54,6 +55,8 @@ export class Gpt2WeightsError extends ModelWeightsError {
 export const TRANSFORMER_PREFIX = "transformer.";
 
 const LM_HEAD = "lm_head.weight";
+/** The dtypes a weight may be stored in (widened or rounded to f32, or kept 16-bit). */
+export const FLOAT_DTYPES: readonly Dtype[] = ["F32", "F16", "BF16", "F64"];
 const BUFFER = /^h\.\d+\.attn\.(bias|masked_bias)$/;
 
 /**
@@ -99,27 +102,32 @@ export function expectedGpt2Shapes(config: Gpt2Config): Array<{ name: string; sh
 }
 
 /**
- * Loads a Hugging Face GPT-2 folder into host memory, checking every tensor against the config.
+ * Checks a GPT-2 checkpoint against its config from the header alone (names, prefix, shapes,
+ * dtypes, a stored tied head's shape), before any weight is read, and plans the load.
  *
- * @param folder A folder with `config.json` and `model.safetensors` or
- * `model.safetensors.index.json` plus its shards.
- * @returns The architecture and every parameter under its canonical name, as f32.
- * @throws {Gpt2ConfigError} If `config.json` is missing or invalid.
- * @throws {SafetensorsError} If a weights file is missing or invalid, or a weight is not a float.
- * @throws {Gpt2WeightsError} If a tensor is missing, unexpected or of the wrong shape, names mix
- * prefixed and bare forms, or `lm_head.weight` differs from `wte.weight`.
+ * @param config The architecture.
+ * @param ckpt The checkpoint (or a reader wrapping one).
+ * @returns Every weight in {@linkcode expectedGpt2Shapes} order; `wte.weight` carries a stored
+ * `lm_head.weight` as its tied copy, which must hold the same values.
+ * @throws {Gpt2WeightsError} If a tensor is missing, unexpected, of the wrong shape or not a
+ * float, names mix prefixed and bare forms, or `lm_head.weight` differs from `wte.weight` in
+ * shape.
  *
- * @example Loading the fixture
+ * @example Planning the fixture's load
  * ```ts
- * import { loadGpt2Weights } from "./gpt2_weights.ts";
- * const { config, tensors } = await loadGpt2Weights("fixtures/tiny-gpt2");
- * console.log(config.nLayer, tensors.get("wte.weight")?.shape);
+ * import { Checkpoint, type Dtype } from "../formats/safetensors.ts";
+import type { PlannedWeight, WeightReader } from "./_base_weights.ts";
+ * import { planGpt2Weights } from "./gpt2_weights.ts";
+ * import { readGpt2Config } from "./gpt2_config.ts";
+ * using ckpt = await Checkpoint.open("fixtures/tiny-gpt2");
+ * const plan = await planGpt2Weights(await readGpt2Config("fixtures/tiny-gpt2"), ckpt);
+ * console.log(plan[0].name, plan[0].dtype); // wte.weight F32
  * ```
  */
-export async function loadGpt2Weights(folder: string): Promise<Gpt2Weights> {
-  const config = await readGpt2Config(folder);
-  using ckpt = await Checkpoint.open(folder);
-  const where = await describeCheckpoint(folder);
+export async function planGpt2Weights(
+  config: Gpt2Config,
+  ckpt: WeightReader,
+): Promise<PlannedWeight[]> {
   const fail = (message: string, file: string, tensor?: string): never => {
     throw new Gpt2WeightsError(`Invalid GPT-2 checkpoint "${file}": ${message}`, { file, tensor });
   };
@@ -173,33 +181,94 @@ export async function loadGpt2Weights(folder: string): Promise<Gpt2Weights> {
     const more = missing.length > 1 ? ` (and ${missing.length - 1} more)` : "";
     fail(
       `missing tensor "${prefix}${first.name}" with shape ${formatShape(first.shape)}${more}`,
-      where,
+      await describeCheckpoint(ckpt.folder),
       prefix + first.name,
     );
   }
-
-  const tensors = new Map<string, HostTensor>();
-  for (const { name, shape } of expected) {
-    tensors.set(name, { shape: [...shape], data: await ckpt.readFloat32(stored.get(name)!) });
+  for (const name of [...stored.values(), ...(lmHead ? [lmHead] : [])]) {
+    const { dtype } = ckpt.info(name);
+    if (!FLOAT_DTYPES.includes(dtype)) {
+      fail(
+        `tensor "${name}" has dtype ${dtype}; weights must be ${FLOAT_DTYPES.join(", ")}`,
+        ckpt.fileOf(name),
+        name,
+      );
+    }
   }
 
+  const wte = `${prefix}wte.weight`;
+  const untied = `"${lmHead}" differs from "${wte}": untied heads are not supported`;
   if (lmHead !== undefined) {
-    const wte = tensors.get("wte.weight")!;
-    const file = ckpt.fileOf(lmHead);
-    const untied = `"${lmHead}" differs from "${prefix}wte.weight": untied heads are not supported`;
     const shape = ckpt.info(lmHead).shape;
-    if (!sameShape(shape, wte.shape)) {
+    const want = expectedShape.get("wte.weight")!;
+    if (!sameShape(shape, want)) {
       fail(
-        `${untied} (its shape is ${formatShape(shape)}, not ${formatShape(wte.shape)})`,
-        file,
+        `${untied} (its shape is ${formatShape(shape)}, not ${formatShape(want)})`,
+        ckpt.fileOf(lmHead),
         lmHead,
       );
     }
-    const head = await ckpt.readFloat32(lmHead);
+  }
+  return expected.map(({ name, shape }) => {
+    const where = stored.get(name)!;
+    const planned: PlannedWeight = {
+      name,
+      stored: where,
+      shape: [...shape],
+      dtype: ckpt.info(where).dtype,
+    };
+    if (name === "wte.weight" && lmHead !== undefined) {
+      const file = ckpt.fileOf(lmHead);
+      planned.tiedCopy = {
+        stored: lmHead,
+        differs: (at) =>
+          new Gpt2WeightsError(
+            `Invalid GPT-2 checkpoint "${file}": ${untied} (first difference at element ${at})`,
+            { file, tensor: lmHead },
+          ),
+      };
+    }
+    return planned;
+  });
+}
+
+/**
+ * Loads a Hugging Face GPT-2 folder into host memory, checking every tensor against the config.
+ * Every check that needs only the header runs before any weight is read
+ * ({@linkcode planGpt2Weights}). A model loaded for the GPU streams instead (`Gpt2.load`); this
+ * is for code that wants the values on the host.
+ *
+ * @param folder A folder with `config.json` and `model.safetensors` or
+ * `model.safetensors.index.json` plus its shards.
+ * @returns The architecture and every parameter under its canonical name, as f32.
+ * @throws {Gpt2ConfigError} If `config.json` is missing or invalid.
+ * @throws {SafetensorsError} If a weights file is missing or invalid.
+ * @throws {Gpt2WeightsError} If a tensor is missing, unexpected, of the wrong shape or not a
+ * float, names mix prefixed and bare forms, or `lm_head.weight` differs from `wte.weight`.
+ *
+ * @example Loading the fixture
+ * ```ts
+ * import { loadGpt2Weights } from "./gpt2_weights.ts";
+ * const { config, tensors } = await loadGpt2Weights("fixtures/tiny-gpt2");
+ * console.log(config.nLayer, tensors.get("wte.weight")?.shape);
+ * ```
+ */
+export async function loadGpt2Weights(folder: string): Promise<Gpt2Weights> {
+  const config = await readGpt2Config(folder);
+  using ckpt = await Checkpoint.open(folder);
+  const plan = await planGpt2Weights(config, ckpt);
+  const tensors = new Map<string, HostTensor>();
+  for (const { name, stored, shape } of plan) {
+    tensors.set(name, { shape, data: await ckpt.readFloat32(stored) });
+  }
+  const tied = plan.find((p) => p.tiedCopy)?.tiedCopy;
+  if (tied) {
+    const wte = tensors.get("wte.weight")!.data;
+    const head = await ckpt.readFloat32(tied.stored);
     const a = new Uint32Array(head.buffer, head.byteOffset, head.length);
-    const b = new Uint32Array(wte.data.buffer, wte.data.byteOffset, wte.data.length);
+    const b = new Uint32Array(wte.buffer, wte.byteOffset, wte.length);
     const at = a.findIndex((bits, i) => bits !== b[i]);
-    if (at >= 0) fail(`${untied} (first difference at element ${at})`, file, lmHead);
+    if (at >= 0) throw tied.differs(at);
   }
   return { config, tensors };
 }

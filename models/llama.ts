@@ -14,10 +14,18 @@ import type { Gpu } from "../kernels/gpu.ts";
 import type { RopeTable } from "../kernels/rope.ts";
 import { Tensor } from "../kernels/tensor.ts";
 import { LlamaActivations, LlamaCache } from "./llama_activations.ts";
-import { LLAMA_PEFT, type LlamaConfig, llamaConfigHash, llamaSites } from "./llama_config.ts";
+import {
+  LLAMA_PEFT,
+  type LlamaConfig,
+  llamaConfigHash,
+  type LlamaModelType,
+  llamaSites,
+  readLlamaConfig,
+} from "./llama_config.ts";
+import { readConfigJson } from "./config_file.ts";
 import { LlamaOps } from "./llama_ops.ts";
 import { saveLlamaFolder } from "./llama_save.ts";
-import { llamaWeightNames, type LlamaWeights } from "./llama_weights.ts";
+import { llamaWeightNames, type LlamaWeights, planLlamaWeights } from "./llama_weights.ts";
 import type {
   DecodingCache,
   LabelledInput,
@@ -30,8 +38,37 @@ import type {
   TokenInput,
 } from "./model.ts";
 import { GpuModel } from "./_gpu_model.ts";
-import { type PackedBase, uploadWeights } from "./_base_weights.ts";
-import type { Dtype } from "../formats/safetensors.ts";
+import {
+  type PackedBase,
+  streamWeights,
+  type UploadOptions,
+  uploadWeights,
+  type WeightLoaded,
+  type WeightReader,
+} from "./_base_weights.ts";
+import { Checkpoint, type Dtype } from "../formats/safetensors.ts";
+
+/** Options of {@link Llama.load} and {@link Llama.fromReader}. */
+export interface LlamaLoadOptions extends ModelOptions {
+  /** Told about each weight once it is on the GPU (precision, GPU and host bytes). */
+  onWeight?: (loaded: WeightLoaded) => void;
+  /** The folder's `config.json` text, written back by `save`. */
+  configJson?: string;
+}
+
+const EMBED = "embed_tokens.weight";
+const LM_HEAD = "lm_head.weight";
+
+/** Which weights may be packed: the adaptable linears, the embedding and an untied head. */
+function uploadPlan(
+  config: LlamaConfig,
+): Pick<UploadOptions, "linears" | "embeddings" | "layout"> {
+  return {
+    linears: new Set(llamaSites(config).map((s) => `${s.linear}.weight`)),
+    embeddings: new Set(config.tieWordEmbeddings ? [EMBED] : [EMBED, LM_HEAD]),
+    layout: "linear",
+  };
+}
 
 export { LlamaCache };
 
@@ -81,7 +118,75 @@ export class Llama extends GpuModel<LlamaActivations> implements Model {
   readonly configJson?: string;
 
   /**
-   * Uploads host weights (canonical names, `[out, in]` linears) and compiles the kernels.
+   * Loads a Hugging Face Llama, Mistral or Qwen2 folder (config.json, model.safetensors or
+   * shards), streaming: see {@link fromReader}.
+   *
+   * @param gpu The device.
+   * @param folder The model folder.
+   * @param options `trainAll`, the base format, `onWeight` (told about each weight loaded), and
+   * `modelType`, the type the caller expects.
+   * @returns The model.
+   * @throws {LlamaConfigError} On a bad `config.json`.
+   * @throws {LlamaWeightsError} On a checkpoint that does not match it, before any weight is read.
+   */
+  static async load(
+    gpu: Gpu,
+    folder: string,
+    options: LlamaLoadOptions & { modelType?: LlamaModelType } = {},
+  ): Promise<Llama> {
+    const [config, { json }] = await Promise.all([
+      readLlamaConfig(folder, { modelType: options.modelType }),
+      readConfigJson(folder),
+    ]);
+    using ckpt = await Checkpoint.open(folder);
+    const configJson = JSON.stringify(json, null, 2) + "\n";
+    return await Llama.fromReader(gpu, config, ckpt, { ...options, configJson });
+  }
+
+  /**
+   * Loads a Llama-family model from a checkpoint one tensor at a time: the header is checked
+   * first ({@link planLlamaWeights}), then each weight is read, put on the GPU (packed as
+   * `baseFormat` says; `embed_tokens.weight` and an untied `lm_head.weight` kept 16-bit when
+   * stored so and the base is not f32) and let go of before the next is read.
+   *
+   * @param gpu The device.
+   * @param config The architecture the checkpoint must match.
+   * @param reader The checkpoint, or a reader wrapping one.
+   * @param options `trainAll`, the base format, `onWeight` (told about each weight loaded), and
+   * `configJson`, the folder's `config.json` text for {@link save}.
+   * @returns The model.
+   * @throws {LlamaWeightsError} On a checkpoint that does not match the config.
+   * @throws {RangeError} On a packed base with `trainAll`, or a weight that cannot be quantized.
+   */
+  static async fromReader(
+    gpu: Gpu,
+    config: LlamaConfig,
+    reader: WeightReader,
+    options: LlamaLoadOptions = {},
+  ): Promise<Llama> {
+    const plan = await planLlamaWeights(config, reader);
+    const ops = await LlamaOps.load(gpu);
+    const rope = ops.rope.table(config.headDim, {
+      theta: config.ropeTheta,
+      scaling: config.ropeScaling,
+    });
+    try {
+      const { params, packed } = await streamWeights(gpu, reader, plan, {
+        ...uploadPlan(config),
+        options,
+        onWeight: options.onWeight,
+      });
+      return new Llama(gpu, config, ops, rope, params, options, packed);
+    } catch (error) {
+      rope[Symbol.dispose]();
+      throw error;
+    }
+  }
+
+  /**
+   * Uploads host weights (canonical names, `[out, in]` linears) and compiles the kernels. The
+   * weights are packed as {@link fromReader} packs them, the stored dtypes saying which were
+   * 16-bit.
    *
    * @param gpu The device.
    * @param weights From `loadLlamaWeights` or `initLlamaWeights`.
@@ -104,11 +209,9 @@ export class Llama extends GpuModel<LlamaActivations> implements Model {
       theta: config.ropeTheta,
       scaling: config.ropeScaling,
     });
-    const linears = new Set(llamaSites(config).map((s) => `${s.linear}.weight`));
     try {
       const { params, packed } = await uploadWeights(gpu, weights.tensors, {
-        linears,
-        layout: "linear",
+        ...uploadPlan(config),
         options,
         storedDtypes: options.storedDtypes,
       });
@@ -229,18 +332,13 @@ export class Llama extends GpuModel<LlamaActivations> implements Model {
       this.maxPositions,
     );
     const c = this.config;
-    const { numHiddenLayers: L, hiddenSize: D, intermediateSize: I, vocabSize: V } = c;
+    const { numHiddenLayers: L, hiddenSize: D, intermediateSize: I } = c;
     const [H, KVH, eps] = [c.numAttentionHeads, c.numKeyValueHeads, c.rmsNormEps];
     const [Q, KV] = [H * c.headDim, KVH * c.headDim];
     const { ops } = this;
     const rows = B * T;
-    // Rotary models add no position embedding: the encoder reads a zero table.
-    ops.encoder.forward({
-      out: acts.encoded,
-      tokens: acts.tokens,
-      wte: this.params.get("embed_tokens.weight")!,
-      wpe: acts.zeroPos,
-    });
+    // Rotary models add no position embedding: the f32 lookup reads a zero table.
+    this.embed(EMBED, { out: acts.encoded, tokens: acts.tokens, zeros: acts.zeroPos });
     for (let l = 0; l < L; l++) {
       const a = acts.layers[l];
       const residual = l === 0 ? acts.encoded : acts.layers[l - 1].residual3;
@@ -305,10 +403,12 @@ export class Llama extends GpuModel<LlamaActivations> implements Model {
       eps,
     });
     // logits = lnf · headᵀ, the head [V, D] being lm_head or the tied embedding.
-    ops.matmul.raw(
-      { out: acts.logits.buffer, a: acts.lnf.buffer, b: this.#head().buffer },
-      { m: rows, n: V, k: D, transB: true, ldc: acts.logitsStride },
-    );
+    this.head(this.#head(), {
+      x: acts.lnf,
+      logits: acts.logits,
+      rows,
+      ldLogits: acts.logitsStride,
+    });
     this.endForward(acts, tokens, kvCache);
     return acts;
   }
@@ -329,16 +429,10 @@ export class Llama extends GpuModel<LlamaActivations> implements Model {
     const { ops, gpu } = this;
     const rows = B * T;
     const g = acts.grads();
-    const head = this.#head();
     const dlogits = acts.logits; // d loss / d logits since loss({ backward: true })
     const lda = acts.logitsStride;
-    ops.matmul.raw({ out: g.dln.buffer, a: dlogits.buffer, b: head.buffer }, {
-      m: rows,
-      n: D,
-      k: V,
-      lda,
-    });
-    const dhead = this.grads?.get(c.tieWordEmbeddings ? "embed_tokens.weight" : "lm_head.weight");
+    this.headBackward(this.#head(), { dlogits, dx: g.dln, rows, ldLogits: lda });
+    const dhead = this.grads?.get(this.#head());
     if (dhead) {
       ops.matmul.raw(
         { out: dhead.buffer, a: dlogits.buffer, b: acts.lnf.buffer },
@@ -431,7 +525,7 @@ export class Llama extends GpuModel<LlamaActivations> implements Model {
         dinp: g.dresidual,
       });
     }
-    const dembed = this.grads?.get("embed_tokens.weight");
+    const dembed = this.grads?.get(EMBED);
     if (dembed) {
       ops.encoder.backward({ dwte: dembed, dwpe: g.dzeroPos, dout: g.dresidual, tokens });
     }
@@ -443,10 +537,9 @@ export class Llama extends GpuModel<LlamaActivations> implements Model {
     this.rope[Symbol.dispose]();
   }
 
-  #head(): Tensor {
-    return this.params.get(
-      this.config.tieWordEmbeddings ? "embed_tokens.weight" : "lm_head.weight",
-    )!;
+  /** The head's weight name: `lm_head.weight`, or the tied embedding's. */
+  #head(): string {
+    return this.config.tieWordEmbeddings ? EMBED : LM_HEAD;
   }
 
   // dinp += rmsnorm'(dout); frozen norm weights take their gradients in scratch buffers.

@@ -14,8 +14,8 @@ import {
   llamaFamilyShape,
   parseLlamaConfig,
 } from "./llama_config.ts";
-import { initLlamaWeights, llamaWeightNames, loadLlamaWeights } from "./llama_weights.ts";
-import { storedDtypes } from "./_base_weights.ts";
+import { initLlamaWeights } from "./llama_weights.ts";
+import { Checkpoint } from "../formats/safetensors.ts";
 import type { ModelFamily } from "./model.ts";
 
 /**
@@ -28,20 +28,16 @@ export const llamaFamily: ModelFamily<LlamaConfig> & { readonly modelTypes: read
   architectures: Object.values(LLAMA_MODEL_TYPES).flatMap((t) => [...t.architectures]),
   parseConfig: (json, source) => parseLlamaConfig(json, source),
   shape: llamaFamilyShape,
+  // Streams the checkpoint tensor by tensor against the config the registry parsed.
   load: async (gpu, folder, config, options) => {
-    const [weights, { json }] = await Promise.all([
-      loadLlamaWeights(folder, { modelType: config.modelType }),
-      readConfigJson(folder),
-    ]);
-    // The folder's config was already parsed by the registry; both reads must agree.
-    if (llamaConfigHash(weights.config) !== llamaConfigHash(config)) {
+    const { json, path } = await readConfigJson(folder);
+    // The folder's config was already parsed by the registry; the text saved must be that one.
+    if (llamaConfigHash(parseLlamaConfig(json, path)) !== llamaConfigHash(config)) {
       throw new RangeError(`The config of "${folder}" changed while it was being loaded`);
     }
     const configJson = JSON.stringify(json, null, 2) + "\n";
-    const dtypes = options?.baseFormat === "as-stored"
-      ? await storedDtypes(folder, (names) => llamaWeightNames(names, config))
-      : undefined;
-    return Llama.fromWeights(gpu, weights, { ...options, configJson, storedDtypes: dtypes });
+    using ckpt = await Checkpoint.open(folder);
+    return await Llama.fromReader(gpu, config, ckpt, { ...options, configJson });
   },
   init: (gpu, config, options = {}) =>
     Llama.fromWeights(gpu, initLlamaWeights(config, { seed: options.seed }), options),

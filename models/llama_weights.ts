@@ -17,7 +17,8 @@
 
 import { Random } from "../data/random.ts";
 import { Checkpoint } from "../formats/safetensors.ts";
-import type { HostTensor } from "./gpt2_weights.ts";
+import { FLOAT_DTYPES, type HostTensor } from "./gpt2_weights.ts";
+import type { PlannedWeight, WeightReader } from "./_base_weights.ts";
 import {
   LLAMA_MODEL_TYPES,
   type LlamaConfig,
@@ -120,32 +121,32 @@ export function expectedLlamaShapes(config: LlamaConfig): ExpectedTensor[] {
 }
 
 /**
- * Loads a Hugging Face Llama-family folder into host memory, checking every tensor against the
- * config.
+ * Checks a Llama-family checkpoint against its config from the header alone (names, prefix,
+ * shapes, dtypes, a stored tied head's shape), before any weight is read, and plans the load.
  *
- * @param folder A folder with `config.json` and `model.safetensors` or
- * `model.safetensors.index.json` plus its shards.
- * @param options `modelType`: the type the caller expects, as for `parseLlamaConfig`.
- * @returns The architecture and every parameter under its canonical name, as f32 (F16 and BF16
- * widened).
- * @throws {LlamaConfigError} If `config.json` is invalid.
- * @throws {SafetensorsError} If a weights file is missing or invalid, or a weight is not a float.
- * @throws {LlamaWeightsError} If a tensor is missing, unexpected or of the wrong shape, names mix
- * prefixed and bare forms, or a stored tied `lm_head.weight` differs from `embed_tokens.weight`.
+ * @param config The architecture.
+ * @param ckpt The checkpoint (or a reader wrapping one).
+ * @returns Every weight in {@linkcode expectedLlamaShapes} order; with a tied head stored,
+ * `embed_tokens.weight` carries `lm_head.weight` as its tied copy, which must hold the same
+ * values.
+ * @throws {LlamaWeightsError} If a tensor is missing, unexpected, of the wrong shape or not a
+ * float, names mix prefixed and bare forms, or a stored tied `lm_head.weight` differs from
+ * `embed_tokens.weight` in shape.
  *
- * @example Loading the fixture
+ * @example Planning the fixture's load
  * ```ts
- * import { loadLlamaWeights } from "./llama_weights.ts";
- * const { config, tensors } = await loadLlamaWeights("fixtures/tiny-llama");
- * console.log(config.numHiddenLayers, tensors.get("lm_head.weight")?.shape); // 2 [300, 24]
+ * import { Checkpoint } from "../formats/safetensors.ts";
+ * import { planLlamaWeights } from "./llama_weights.ts";
+ * import { readLlamaConfig } from "./llama_config.ts";
+ * using ckpt = await Checkpoint.open("fixtures/tiny-llama");
+ * const plan = await planLlamaWeights(await readLlamaConfig("fixtures/tiny-llama"), ckpt);
+ * console.log(plan.at(-1)?.name); // lm_head.weight
  * ```
  */
-export async function loadLlamaWeights(
-  folder: string,
-  options: { modelType?: LlamaModelType } = {},
-): Promise<LlamaWeights> {
-  const config = await readLlamaConfig(folder, options);
-  using ckpt = await Checkpoint.open(folder);
+export async function planLlamaWeights(
+  config: LlamaConfig,
+  ckpt: WeightReader,
+): Promise<PlannedWeight[]> {
   const family = LLAMA_MODEL_TYPES[config.modelType].name;
   const fail = (message: string, file: string, tensor?: string): never => {
     throw new LlamaWeightsError(`Invalid ${family} checkpoint "${file}": ${message}`, {
@@ -206,34 +207,101 @@ export async function loadLlamaWeights(
     const more = missing.length > 1 ? ` (and ${missing.length - 1} more)` : "";
     fail(
       `missing tensor "${stored(first.name)}" with shape ${formatShape(first.shape)}${why}${more}`,
-      await describeCheckpoint(folder),
+      await describeCheckpoint(ckpt.folder),
       stored(first.name),
     );
   }
-
-  const tensors = new Map<string, HostTensor>();
-  for (const { name, shape } of expected) {
-    tensors.set(name, { shape: [...shape], data: await ckpt.readFloat32(found.get(name)!) });
+  for (const name of [...found.values(), ...(tiedHead ? [tiedHead] : [])]) {
+    const { dtype } = ckpt.info(name);
+    if (!FLOAT_DTYPES.includes(dtype)) {
+      fail(
+        `tensor "${name}" has dtype ${dtype}; weights must be ${FLOAT_DTYPES.join(", ")}`,
+        ckpt.fileOf(name),
+        name,
+      );
+    }
   }
 
+  const differs = `"${tiedHead}" differs from "${stored(EMBED)}" while "tie_word_embeddings" ` +
+    `is true`;
   if (tiedHead !== undefined) {
-    const embed = tensors.get(EMBED)!;
-    const file = ckpt.fileOf(tiedHead);
-    const differs = `"${tiedHead}" differs from "${stored(EMBED)}" while "tie_word_embeddings" ` +
-      `is true`;
     const shape = ckpt.info(tiedHead).shape;
-    if (!sameShape(shape, embed.shape)) {
+    const want = byName.get(EMBED)!.shape;
+    if (!sameShape(shape, want)) {
       fail(
-        `${differs} (its shape is ${formatShape(shape)}, not ${formatShape(embed.shape)})`,
-        file,
+        `${differs} (its shape is ${formatShape(shape)}, not ${formatShape(want)})`,
+        ckpt.fileOf(tiedHead),
         tiedHead,
       );
     }
-    const head = await ckpt.readFloat32(tiedHead);
+  }
+  return expected.map(({ name, shape }) => {
+    const where = found.get(name)!;
+    const planned: PlannedWeight = {
+      name,
+      stored: where,
+      shape: [...shape],
+      dtype: ckpt.info(where).dtype,
+    };
+    if (name === EMBED && tiedHead !== undefined) {
+      const file = ckpt.fileOf(tiedHead);
+      planned.tiedCopy = {
+        stored: tiedHead,
+        differs: (at) =>
+          new LlamaWeightsError(
+            `Invalid ${family} checkpoint "${file}": ${differs} (first difference at element ` +
+              `${at})`,
+            { file, tensor: tiedHead },
+          ),
+      };
+    }
+    return planned;
+  });
+}
+
+/**
+ * Loads a Hugging Face Llama-family folder into host memory, checking every tensor against the
+ * config. Every check that needs only the header runs before any weight is read
+ * ({@linkcode planLlamaWeights}). A model loaded for the GPU streams instead (`Llama.load`);
+ * this is for code that wants the values on the host.
+ *
+ * @param folder A folder with `config.json` and `model.safetensors` or
+ * `model.safetensors.index.json` plus its shards.
+ * @param options `modelType`: the type the caller expects, as for `parseLlamaConfig`.
+ * @returns The architecture and every parameter under its canonical name, as f32 (F16 and BF16
+ * widened).
+ * @throws {LlamaConfigError} If `config.json` is invalid.
+ * @throws {SafetensorsError} If a weights file is missing or invalid.
+ * @throws {LlamaWeightsError} If a tensor is missing, unexpected, of the wrong shape or not a
+ * float, names mix prefixed and bare forms, or a stored tied `lm_head.weight` differs from
+ * `embed_tokens.weight`.
+ *
+ * @example Loading the fixture
+ * ```ts
+ * import { loadLlamaWeights } from "./llama_weights.ts";
+ * const { config, tensors } = await loadLlamaWeights("fixtures/tiny-llama");
+ * console.log(config.numHiddenLayers, tensors.get("lm_head.weight")?.shape); // 2 [300, 24]
+ * ```
+ */
+export async function loadLlamaWeights(
+  folder: string,
+  options: { modelType?: LlamaModelType } = {},
+): Promise<LlamaWeights> {
+  const config = await readLlamaConfig(folder, options);
+  using ckpt = await Checkpoint.open(folder);
+  const plan = await planLlamaWeights(config, ckpt);
+  const tensors = new Map<string, HostTensor>();
+  for (const { name, stored, shape } of plan) {
+    tensors.set(name, { shape, data: await ckpt.readFloat32(stored) });
+  }
+  const tied = plan.find((p) => p.tiedCopy)?.tiedCopy;
+  if (tied) {
+    const embed = tensors.get(EMBED)!.data;
+    const head = await ckpt.readFloat32(tied.stored);
     const a = new Uint32Array(head.buffer, head.byteOffset, head.length);
-    const b = new Uint32Array(embed.data.buffer, embed.data.byteOffset, embed.data.length);
+    const b = new Uint32Array(embed.buffer, embed.byteOffset, embed.length);
     const at = a.findIndex((bits, i) => bits !== b[i]);
-    if (at >= 0) fail(`${differs} (first difference at element ${at})`, file, tiedHead);
+    if (at >= 0) throw tied.differs(at);
   }
   return { config, tensors };
 }

@@ -164,9 +164,11 @@ export interface ModelOptions {
   /** Give every weight a gradient buffer (full fine-tuning). Default false: weights are frozen. */
   trainAll?: boolean;
   /**
-   * How the weights of adaptable linear layers are kept on the GPU (embeddings, norms, biases and
-   * the head stay f32): `f32` (default), `as-stored` (f16/bf16 checkpoints stay 16-bit), `int8`
-   * or `nf4` (quantized on the GPU at load). Anything but f32 is frozen: `trainAll` refuses it.
+   * How the weights of adaptable linear layers are kept on the GPU: `f32` (default), `as-stored`
+   * (f16/bf16 checkpoints stay 16-bit), `int8` or `nf4` (quantized on the GPU at load). With any
+   * but `f32`, the token embedding and the head stay 16-bit where the checkpoint stores them so;
+   * norms, biases and position embeddings stay f32. Anything but f32 is frozen: `trainAll`
+   * refuses it.
    */
   baseFormat?: BaseWeightFormat;
   /** int8/nf4: values a quantization block, a power of two from 32 to 4096; default 64. */
@@ -204,6 +206,16 @@ export interface Model extends ModelShape, Disposable {
   readonly params: Map<string, Tensor>;
   /** Gradients by the same names, present only when training all weights. */
   readonly grads: Map<string, Tensor> | null;
+  /**
+   * Weights kept packed outside {@link params}, by weight name: the linear weights of a packed
+   * base, and a token embedding or head kept 16-bit. Absent or empty when every weight is f32.
+   */
+  readonly packed?: ReadonlyMap<string, PackedTensor>;
+  /**
+   * Records unpacking a weight of {@link packed} into a new f32 tensor in the model's shape of
+   * it (the caller disposes it).
+   */
+  unpackWeight?(name: string): Tensor;
   /** Adapters by linear layer name, applied in order. */
   readonly adapters: Map<string, AttachedAdapter[]>;
   /** The end-of-sequence token id from the config, when it has one. */
