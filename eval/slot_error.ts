@@ -71,6 +71,14 @@ interface Paraphrase {
 
 // Slot names are compared lower-cased with all but letters and digits dropped:
 // `customer rating`, `customerRating` and `customer_rating` are one slot.
+// An amount in pounds: "£20", "20 pounds", "20 British pounds".
+const amount = (n: number) => `(?:£ ?${n}(?: pounds)?|${n}(?: british)? (?:pounds?|gbp))`;
+// How a price or a rating is said to be something: "price range is high", "rated as average".
+const PRICE_IS = "(?:prices?|price range|pricing) (?:is|are) (?:very )?";
+const RATED = "(?:rated|ratings?(?: is| are| of)?|rates) (?:as )?";
+const KIDS = "(?:children|kids|famil(?:y|ies)|the (?:whole )?family)";
+const NOT = "(?:not|isn['’]t|aren['’]t|non|no)(?: very| so| too)?";
+
 const PARAPHRASES: Record<string, Paraphrase[]> = {
   pricerange: [
     {
@@ -80,7 +88,8 @@ const PARAPHRASES: Record<string, Paraphrase[]> = {
         "inexpensive",
         "low[- ]?(?:cost|priced|prices?)",
         "affordabl[ey]",
-        "(?:less than|under|below) £ ?20",
+        `(?:less than|under|below) ${amount(20)}`,
+        `${PRICE_IS}low`,
       ],
     },
     {
@@ -91,18 +100,20 @@ const PARAPHRASES: Record<string, Paraphrase[]> = {
         "average prices?",
         "mid[- ]?(?:range|priced)",
         "reasonabl[ey](?: priced)?",
-        "£? ?20 ?(?:-|–|to) ?£? ?25(?: pounds)?",
+        "£? ?20 ?(?:-|–|to) ?£? ?25(?: british)?(?: pounds)?",
+        `${PRICE_IS}(?:average|medium)`,
       ],
     },
     {
       values: ["high", "more than £30"],
       patterns: [
-        "high[- ]?(?:priced|prices?|end)",
+        "high(?:er)?[- ]?(?:priced|prices?|end)",
         "expensive",
         "pricey",
         "costly",
-        "(?:more than|over|above) £ ?30",
-        "(?:start(?:s|ing)? (?:at|from)|from) £ ?30",
+        `(?:more than|over|above) ${amount(30)}`,
+        `(?:start(?:s|ing)? (?:at|from)|from) ${amount(30)}`,
+        `${PRICE_IS}high`,
       ],
     },
   ],
@@ -110,10 +121,9 @@ const PARAPHRASES: Record<string, Paraphrase[]> = {
     {
       values: ["low", "1 out of 5"],
       patterns: [
-        "low(?:ly)?[- ]rated",
-        "(?:rated|rating(?: of)?|rates) (?:as )?(?:low|poor(?:ly)?)",
-        "(?:low|poor) (?:customer )?(?:rating|reviews?)",
-        "poorly[- ]rated",
+        "(?:low(?:ly)?|poorly)[- ]rated",
+        `${RATED}(?:low|poor(?:ly)?|bad)`,
+        "(?:low|poor|bad) (?:customer )?(?:ratings?|reviews?)",
         "(?:1|one) (?:out of|of) (?:5|five)",
         "(?:1|one)[- ]stars?",
       ],
@@ -122,8 +132,8 @@ const PARAPHRASES: Record<string, Paraphrase[]> = {
       values: ["average", "3 out of 5"],
       patterns: [
         "average[- ]rated",
-        "(?:rated|rating(?: of)?|rates) (?:as )?average",
-        "average (?:customer )?(?:rating|reviews?)",
+        `${RATED}average`,
+        "average (?:customer )?(?:ratings?|reviews?)",
         "(?:3|three) (?:out of|of) (?:5|five)",
         "(?:3|three)[- ]stars?",
       ],
@@ -131,10 +141,10 @@ const PARAPHRASES: Record<string, Paraphrase[]> = {
     {
       values: ["high", "5 out of 5"],
       patterns: [
-        "highly[- ]rated",
+        "high(?:ly)?[- ]rated",
         "rated (?:very )?highly",
-        "(?:rated|rating(?: of)?|rates) (?:as )?high",
-        "high (?:customer )?(?:rating|reviews?)",
+        `${RATED}high`,
+        "high (?:customer )?(?:ratings?|reviews?)",
         "(?:5|five) (?:out of|of) (?:5|five)",
         "(?:5|five)[- ]stars?",
       ],
@@ -144,22 +154,24 @@ const PARAPHRASES: Record<string, Paraphrase[]> = {
     {
       values: ["yes"],
       patterns: [
-        "(?:family|kids?|child(?:ren)?)[- ]?friendly",
-        "children are (?:welcome|allowed)",
+        "(?:family|kids?|child(?:ren)?)[\\s-]*friendly",
+        "family[- ]oriented",
+        "(?:children|kids|families) are (?:welcome|allowed)",
         "welcomes? (?:children|kids|families)",
-        "(?:good|great|ideal|suitable) for (?:children|kids|families|the (?:whole )?family)",
+        `(?:good|great|ideal|suitable) for ${KIDS}`,
       ],
     },
     {
       values: ["no"],
       patterns: [
-        "(?:not|isn['’]t|aren['’]t|non)[- ]?(?:a )?(?:family|kids?|child(?:ren)?)[- ]?friendly",
-        "children are not (?:welcome|allowed)",
-        "(?:does not|doesn['’]t|do not|don['’]t) (?:welcome|allow|cater (?:for|to)) " +
+        `${NOT}[\\s-]*(?:a )?(?:family|kids?|child(?:ren)?)[\\s-]*friendly`,
+        "(?:family|kids?|child(?:ren)?)[- ]unfriendly",
+        "(?:children|kids|families) are not (?:welcome|allowed)",
+        "(?:does not|doesn['’]t|do not|don['’]t) (?:welcome|allow|permit|cater (?:for|to)) " +
         "(?:children|kids|families)",
-        "not (?:good|great|ideal|suitable) for (?:children|kids|families|the (?:whole )?family)",
+        `not (?:(?:good|great|ideal|suitable|conducive) )?for ${KIDS}`,
         "no (?:children|kids)",
-        "adults? only",
+        "adults?[- ]only",
       ],
     },
   ],

@@ -139,6 +139,19 @@ Deno.test("hand-checked E2E references, with the dataset's own price and rating 
     missing: [s("food", "Indian"), s("customer rating", "average")],
     hallucinated: [s("customer rating", "low")],
   });
+  // Wordings of the E2E references: pounds in words ("British" is no English food), a softened
+  // negation, a rating stated in a clause of its own.
+  const cricketers = "name[The Cricketers], eatType[restaurant], food[Chinese], " +
+    "priceRange[less than £20], customer rating[high], familyFriendly[no]";
+  const lexicon = SlotLexicon.fromMrs([...mrs, cricketers, "name[Wildwood], food[English]"]);
+  assert.deepEqual(
+    lexicon.check(
+      "The Cricketers restaurant serves Chinese food priced less than 20 British Pounds. The " +
+        "customer rating is high, but it isn't very family friendly.",
+      cricketers,
+    ),
+    { missing: [], hallucinated: [] },
+  );
 });
 
 Deno.test("slotErrorRate: percent of the MRs' slots, missing and hallucinated apart", () => {
