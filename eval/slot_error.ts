@@ -17,9 +17,10 @@
  * Counts, per output: missing = slots of its MR not realised; hallucinated = known values
  * realised that its MR does not hold (a wrong price counts once as missing and once as
  * hallucinated). The rate is `(missing + hallucinated) / (slots of all MRs)`, in percent like
- * BLEU and ROUGE-L (above 100 when outputs state more wrong values than the MRs have slots). Paraphrases outside the lexicon count as missing, and negations other than
- * the family-friendly ones ("not expensive") are not understood: the figure is an upper bound
- * on the real error, meant to compare systems on the same data.
+ * BLEU and ROUGE-L (above 100 when outputs state more wrong values than the MRs have slots).
+ * Paraphrases outside the lexicon count as missing, and negations other than the
+ * family-friendly ones ("not expensive") are not understood: the figure errs high, and is meant
+ * to compare systems on the same data.
  *
  * @module
  */
@@ -275,6 +276,12 @@ export function parseMr(mr: string): Slot[] {
  *
  * @param prompt A rendered prompt, e.g. `"name[The Mill], eatType[pub]\n"`.
  * @returns The MR's text, or undefined when no line holds a `[`.
+ *
+ * @example
+ * ```ts
+ * import { findMr } from "./slot_error.ts";
+ * findMr("Data: name[The Mill], eatType[pub]\nText:"); // "name[The Mill], eatType[pub]"
+ * ```
  */
 export function findMr(prompt: string): string | undefined {
   const line = prompt.split(/\r?\n/).findLast((l) => l.includes("["));
