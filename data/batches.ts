@@ -174,6 +174,14 @@ export function microBatch(
 /** The micro-batch type of an item type: token rows give token batches. */
 export type BatchOf<I> = I extends LabelledExample ? LabelledBatch : TokenBatch;
 
+/** Where an item is drawn: its epoch and its index in the stream's rows. */
+export interface TransformAt {
+  /** The epoch, from 0. */
+  epoch: number;
+  /** The item's index in the rows given to the stream. */
+  index: number;
+}
+
 /** Options of {@linkcode TrainBatches}. */
 export interface TrainBatchesOptions {
   /** Rows (or examples) per micro-batch. */
@@ -198,6 +206,12 @@ export interface TrainBatchesOptions {
   shuffle?: boolean;
   /** Resume from this state. */
   state?: BatchState;
+  /**
+   * Makes the item a micro-batch holds from the stored one, given the epoch and the item's index
+   * in `rows` (a training augmentation seeded by them stays resumable); it takes and returns the
+   * stream's item type. Absent: the item as is.
+   */
+  transform?: (item: never, at: TransformAt) => unknown;
 }
 
 /**
@@ -226,6 +240,7 @@ export class TrainBatches<I extends Row | LabelledExample = Row> {
   readonly #dropLast: boolean;
   readonly #shuffle: boolean;
   readonly #epochs?: number;
+  readonly #transform?: (item: I, at: TransformAt) => I;
   #state: BatchState;
   #order?: { epoch: number; order: Uint32Array };
 
@@ -287,6 +302,7 @@ export class TrainBatches<I extends Row | LabelledExample = Row> {
     this.#dropLast = dropLast;
     this.#shuffle = options.shuffle ?? true;
     this.#epochs = options.epochs;
+    this.#transform = options.transform as ((item: I, at: TransformAt) => I) | undefined;
     this.microBatchesPerEpoch = perEpoch;
     if (options.epochs !== undefined) {
       const micro = options.epochs * perEpoch;
@@ -358,7 +374,11 @@ export class TrainBatches<I extends Row | LabelledExample = Row> {
     }
     const end = Math.min(position + this.#B, n);
     const rows: I[] = [];
-    for (let i = position; i < end; i++) rows.push(this.#rows[this.#order.order[i]]);
+    for (let i = position; i < end; i++) {
+      const index = this.#order.order[i];
+      const row = this.#rows[index];
+      rows.push(this.#transform ? this.#transform(row, { epoch, index }) : row);
+    }
     const batch = this.#collate(rows);
     const remaining = n - end;
     if (remaining === 0 || (this.#dropLast && remaining < this.#B)) {
