@@ -97,13 +97,17 @@ export {
   type RegisteredFamily,
 } from "./models/registry.ts";
 export {
+  type EmbedCall,
   GpuModel,
+  type HeadBackwardCall,
+  type HeadCall,
   type LinearBackwardCall,
   type LinearCall,
   RowCache,
   TokenArena,
 } from "./models/_gpu_model.ts";
-export { Gpt2, Gpt2Cache } from "./models/gpt2.ts";
+export type { PlannedWeight, WeightLoaded, WeightReader } from "./models/_base_weights.ts";
+export { Gpt2, Gpt2Cache, type Gpt2LoadOptions } from "./models/gpt2.ts";
 export { gpt2Family } from "./models/gpt2_family.ts";
 export type { Gpt2Activations } from "./models/gpt2_activations.ts";
 export {
@@ -116,10 +120,15 @@ export {
   parseGpt2Config,
   readGpt2Config,
 } from "./models/gpt2_config.ts";
-export { type Gpt2Weights, type HostTensor, loadGpt2Weights } from "./models/gpt2_weights.ts";
+export {
+  type Gpt2Weights,
+  type HostTensor,
+  loadGpt2Weights,
+  planGpt2Weights,
+} from "./models/gpt2_weights.ts";
 export { initGpt2Weights } from "./models/gpt2_init.ts";
 export { saveGpt2Folder } from "./models/gpt2_save.ts";
-export { Llama, LlamaCache } from "./models/llama.ts";
+export { Llama, LlamaCache, type LlamaLoadOptions } from "./models/llama.ts";
 export { llamaFamily } from "./models/llama_family.ts";
 export type { LlamaActivations } from "./models/llama_activations.ts";
 export {
@@ -139,6 +148,7 @@ export {
   type LlamaWeights,
   LlamaWeightsError,
   loadLlamaWeights,
+  planLlamaWeights,
 } from "./models/llama_weights.ts";
 export { hfLlamaConfigJson, saveLlamaFolder } from "./models/llama_save.ts";
 export {
