@@ -219,7 +219,7 @@ Deno.test("memoryProblem names the buffer, the binding or the total that does no
   })!;
   assert.match(
     narrow.message,
-    /^"layers\.0\.mlp\.gate_proj\.weight codes" needs 704,512 bytes in one storage binding/,
+    /^"layers\.0\.mlp\.gate_proj\.weight absmaxes" needs 704,512 bytes in one storage binding/,
   );
   assert.match(narrow.hint, /larger block_size/);
   const total = at({ B: 1, T: 16 }).total;
