@@ -1,184 +1,537 @@
 /**
- * The paper's trade-off on the fixtures, in one command: LoRA at r = 1, 2, 4, 8 against NOLA
- * (q and v, r = 8) at k = l = 16, 64, 256, 1024, all trained for the same number of steps on the
- * data-to-text task from the pretrained tiny GPT-2, plus 4-bit post-training quantization and
- * quantization-aware training of NOLA's coefficients.
+ * The paper's trade-off on the data-to-text task, done properly, in one command: LoRA at
+ * r = 1, 2, 4, 8 against NOLA (r = 8) at several k = l, on the q and v projections of the default
+ * job's base, plus NOLA with 4-bit coefficients quantized after training (PTQ) and during it
+ * (QAT).
  *
- *     deno task experiment
+ *     deno task experiment                # or: deno task experiment nola-vs-lora --help
  *
- * Writes `out/experiments/nola-vs-lora/results.md` (the table), `results.json` and `loss.svg`
- * (validation loss against trainable parameters, log scale).
+ * 1. A learning-rate sweep per method: its centre times each factor, one seed, a shorter budget;
+ *    the pick is the rate of lowest validation loss (over the whole validation split).
+ * 2. Every method at its pick, for each seed, with an equal step budget; scored on the test split
+ *    with the paper's decoding (beam 10, length penalty 0.8, no repeated 4-grams): BLEU, ROUGE-L
+ *    and, where the evaluate stage has it, the slot-error rate. PTQ rows quantize the same-k NOLA
+ *    runs' coefficients after training and score them again.
+ *
+ * Every run is a pipeline (`runs/<name>/pipeline.yaml`, run by `runPipeline` on one shared
+ * device) whose result is written atomically into its folder as it finishes; a rerun skips runs
+ * already done under the same settings (base and data files included, by hash), so a stopped
+ * experiment continues where it stopped. The table, the sweep, the claims and the charts are
+ * rewritten after every run: `results.json`, `results.md`, `bleu.svg`, `loss.svg`.
  *
  * @module
  */
 
-import { join } from "node:path";
-import { writeTextFileAtomic } from "../formats/atomic.ts";
+import { join, relative, resolve } from "node:path";
+import { groupReferences, parseE2e } from "../data/readers.ts";
+import { Gpu } from "../kernels/gpu.ts";
+import { loadPipeline } from "../pipelines/parse.ts";
 import { runPipeline } from "../pipelines/run.ts";
-import { lineChart } from "../train/svg.ts";
+import { type Field, stageSchema } from "../pipelines/schema.ts";
+import {
+  type ExperimentOptions,
+  ExperimentUsageError,
+  type Method,
+  parseMethod,
+  parseOptions,
+  QUANT_BITS,
+  USAGE,
+} from "./nola_vs_lora_options.ts";
+import { NonFiniteLossError } from "../train/trainer.ts";
+import {
+  type Diverged,
+  type EvalFigures,
+  type FinalFigures,
+  type FinalRun,
+  pickLearningRates,
+  type SweepRun,
+  writeResults,
+} from "./nola_vs_lora_report.ts";
+import { canonicalJson, Eta, formatDuration, RunStore, sha256Hex } from "./run_store.ts";
 
-const OUT = "out/experiments/nola-vs-lora";
+/** The modules adapted, as in the default job. */
+export const TARGETS = ["h.*.attn.c_attn.q", "h.*.attn.c_attn.v"];
+const LABEL_SMOOTHING = 0.1;
+const WARMUP_RATIO = 0.1;
 
-/** One configuration of the sweep. */
-interface Variant {
-  label: string;
-  method: "nola" | "lora";
-  r: number;
-  k?: number;
-  lr: number;
-  /** After training: `ptq` quantizes and evaluates again; `qat` trains with 4-bit coefficients. */
-  quant?: "ptq" | "qat";
+/** What a run trains: a method, and for NOLA whether its coefficients are also scored at 4 bits. */
+interface Trained {
+  method: Method;
+  ptq: boolean;
 }
 
-/** One row of the results. */
-interface Result {
-  label: string;
-  method: string;
-  params: number;
-  bytes: number;
-  validationLoss: number;
-  bleu: number;
-  seconds: number;
+/** How an experiment ended. */
+export interface ExperimentOutcome {
+  /** The output folder. */
+  out: string;
+  /** Runs done now. */
+  ran: number;
+  /** Runs skipped because they had finished before. */
+  skipped: number;
+  /** True when a run was interrupted (Ctrl-C): the same command continues. */
+  interrupted: boolean;
 }
 
-const STEPS = Number(Deno.env.get("NOLA_EXPERIMENT_STEPS") ?? 150);
-const EXAMPLES = 20;
-
-const VARIANTS: Variant[] = [
-  ...[1, 2, 4, 8].map((r): Variant => ({ label: `LoRA r=${r}`, method: "lora", r, lr: 5e-3 })),
-  ...[16, 64, 256, 1024].map((k): Variant => ({
-    label: `NOLA k=l=${k}`,
-    method: "nola",
-    r: 8,
-    k,
-    lr: 3e-2,
-  })),
-  { label: "NOLA k=l=1024 4-bit PTQ", method: "nola", r: 8, k: 1024, lr: 3e-2, quant: "ptq" },
-  { label: "NOLA k=l=1024 4-bit QAT", method: "nola", r: 8, k: 1024, lr: 3e-2, quant: "qat" },
-];
-
-/** The pipeline of one variant, as YAML. */
-function pipelineYaml(v: Variant, out: string): string {
-  const evaluate = (id: string) =>
-    `  - id: ${id}
-    kind: evaluate
-    split: validation
-    metrics: [loss, bleu]
-    max_examples: ${EXAMPLES}
-    max_new_tokens: 40
-`;
-  return `version: 1
-name: ${v.label.replace(/[^A-Za-z0-9]+/g, "-").toLowerCase()}
-seed: 0
-out: ${out}
-stages:
-  - kind: load
-    model: ../../../../fixtures/tiny-gpt2-pretrained
-  - kind: data
-    format: e2e
-    train: ../../../../fixtures/data-to-text/train.csv
-    validation: ../../../../fixtures/data-to-text/validation.csv
-    prompt: "{{ mr }}\\n"
-    completion: " {{ ref }}"
-    seq_len: 128
-    pack: true
-  - kind: attach
-    method: ${v.method}
-    r: ${v.r}
-${v.k ? `    k: ${v.k}\n` : ""}  - kind: train
-    steps: ${STEPS}
-    batch_size: 8
-    lr: ${v.lr}
-    schedule: { kind: linear, warmup_steps: ${Math.ceil(STEPS / 10)} }
-    label_smoothing: 0.1
-    checkpoint_every: 0
-${v.quant === "qat" ? "    qat: { bits: 4 }\n" : ""}${evaluate("trained")}${
-    v.quant === "ptq" ? `  - kind: quantize\n    bits: 4\n${evaluate("quantized")}` : ""
-  }  - kind: save
-`;
+/** Where the experiment's messages go. */
+export interface ExperimentIo {
+  /** Reads an environment variable; default `Deno.env.get`. */
+  env?: (name: string) => string | undefined;
+  /** Prints a line for a person; default stderr. */
+  say?: (line: string) => void;
+  /** Run on this device (left open); default: one acquired for the experiment. */
+  gpu?: Gpu;
 }
 
-async function runVariant(v: Variant): Promise<Result> {
-  const dir = join(OUT, v.label.replace(/[^A-Za-z0-9]+/g, "-").toLowerCase());
-  await Deno.mkdir(dir, { recursive: true });
-  const path = join(dir, "pipeline.yaml");
-  await Deno.writeTextFile(path, pipelineYaml(v, dir));
-  const start = performance.now();
-  await runPipeline(path, { say: (line) => console.error(`  ${line}`) });
-  const summary = JSON.parse(await Deno.readTextFile(join(dir, "summary.json")));
-  const evaluation = summary.quantized ?? summary.trained;
+/**
+ * Runs the experiment with the options in `args` (see {@linkcode USAGE}).
+ *
+ * @param args Flags after the experiment's name.
+ * @param io Environment and output.
+ * @returns What ran, what was skipped, and whether it was interrupted.
+ * @throws {ExperimentUsageError} For a bad flag, variable, base or data folder.
+ *
+ * @example A smoke run
+ * ```ts
+ * import { main } from "./nola_vs_lora.ts";
+ * await main(["--quick"]);
+ * ```
+ */
+export async function main(
+  args: readonly string[],
+  io: ExperimentIo = {},
+): Promise<ExperimentOutcome> {
+  const say = io.say ?? ((line: string) => console.error(line));
+  const options = parseOptions(args, io.env);
+  if (options === "help") {
+    say(USAGE);
+    return { out: "", ran: 0, skipped: 0, interrupted: false };
+  }
+  const base = options.base ?? await defaultBase();
+  const inputs = await checkInputs(base, options.data);
+  const slotError = evaluateMetrics().includes("slot_error");
+  const trained = trainedMethods(options.methods);
+  const seeds = Array.from({ length: options.seeds }, (_, i) => i);
+  const store = new RunStore(options.out);
+  await Deno.mkdir(options.out, { recursive: true });
+
+  // Every run, in order: the whole sweep, then each method's seeds (at its pick, known later).
+  const sweepPlan = trained.flatMap((t) =>
+    options.sweepFactors.map((f) => ({ t, lr: roundLr(centre(options, t.method) * f) }))
+  );
+  const total = sweepPlan.length + trained.length * seeds.length;
+  const eta = new Eta();
+  let index = 0;
+  let [ran, skipped] = [0, 0];
+  const sweep: SweepRun[] = [];
+  const finals: FinalRun[] = [];
+  const common = {
+    experiment: "nola-vs-lora",
+    version: 1,
+    targets: TARGETS,
+    batchSize: options.batchSize,
+    seqLen: options.seqLen,
+    schedule: { kind: "linear", warmupRatio: WARMUP_RATIO },
+    labelSmoothing: LABEL_SMOOTHING,
+    base: { path: inputs.base, sha256: inputs.baseHash },
+    data: { path: inputs.data, sha256: inputs.dataHash },
+  };
+  const remaining = (done: number) => {
+    const left: { kind: string; units: number }[] = [];
+    for (let i = done; i < total; i++) {
+      left.push(
+        i < sweepPlan.length
+          ? { kind: "sweep", units: options.sweepSteps }
+          : { kind: "final", units: options.steps },
+      );
+    }
+    return left;
+  };
+  const report = () =>
+    writeResults(options.out, {
+      options,
+      base: inputs.base,
+      testMrs: Math.min(options.testExamples ?? Infinity, inputs.testMrs),
+      validationMrs: inputs.validationMrs,
+      slotError,
+      command: ["deno task experiment nola-vs-lora", ...args].join(" "),
+      sweep,
+      finals,
+    });
+
+  using acquired = io.gpu ? undefined : await Gpu.acquire();
+  const gpu = io.gpu ?? acquired!;
+  const runOne = async <F extends object>(
+    kind: "sweep" | "final",
+    title: string,
+    settings: Record<string, unknown>,
+    stages: string,
+    read: (summary: Summary) => F,
+  ): Promise<{ figures: F | Diverged; seconds: number; folder: string } | undefined> => {
+    index++;
+    const name = `${kind}-${settings.method}-lr${
+      lrText(settings.lr as number)
+    }-seed${settings.seed}`;
+    const folder = await store.folder(name, settings);
+    const before = await store.done<Record<string, unknown>, F | Diverged>(folder, settings);
+    if (before) {
+      skipped++;
+      say(`[${index}/${total}] ${title}: done before (${folder})`);
+      return { figures: before.figures, seconds: before.seconds, folder };
+    }
+    say(`[${index}/${total}] ${title} ...`);
+    await Deno.mkdir(folder, { recursive: true });
+    const path = join(folder, "pipeline.yaml");
+    await Deno.writeTextFile(path, pipelineYaml(name, folder, settings, stages, inputs));
+    const start = performance.now();
+    let figures: F | Diverged;
+    try {
+      const result = await runPipeline(path, { gpu, say: (line) => say(indent(line)) });
+      if (result.interrupted) return undefined;
+      figures = read(JSON.parse(await Deno.readTextFile(join(folder, "summary.json"))));
+    } catch (e) {
+      // Too high a rate is a result of the sweep, not a failure of the experiment.
+      if (!(e instanceof NonFiniteLossError)) throw e;
+      figures = { diverged: e.message };
+    }
+    const seconds = (performance.now() - start) / 1000;
+    await store.save(folder, {
+      settings,
+      figures,
+      seconds,
+      finished: new Date().toISOString(),
+    });
+    ran++;
+    eta.record(kind, kind === "sweep" ? options.sweepSteps : options.steps, seconds);
+    const left = eta.estimate(remaining(index));
+    say(
+      `[${index}/${total}] ${title}: ${describe(figures)} (${formatDuration(seconds)})` +
+        (left === undefined || index === total ? "" : `; about ${formatDuration(left)} left`),
+    );
+    return { figures, seconds, folder };
+  };
+
+  for (const { t, lr } of sweepPlan) {
+    const settings = {
+      ...common,
+      ...methodSettings(t.method),
+      phase: "sweep",
+      lr,
+      seed: seeds[0],
+      steps: options.sweepSteps,
+    };
+    const title = `sweep ${t.method.label}, lr ${lrText(lr)}, ${options.sweepSteps} steps`;
+    const done = await runOne(
+      "sweep",
+      title,
+      settings,
+      trainStages(t.method, lr, options.sweepSteps, options.batchSize),
+      (s) => ({
+        valLoss: num(s, "train", "best_validation_loss"),
+        finalTrainLoss: num(s, "train", "final_train_loss"),
+        trainableParameters: num(s, "attach", "trainable_parameters"),
+      }),
+    );
+    if (!done) return stopped(options.out, ran, skipped, say);
+    sweep.push({ method: t.method.id, lr, seed: seeds[0], steps: options.sweepSteps, ...done });
+    await report();
+  }
+
+  const picks = pickLearningRates(sweep);
+  const evaluation = {
+    metrics: ["bleu", "rouge_l", ...(slotError ? ["slot_error"] : [])],
+    decoding: "beam",
+    beams: options.beams,
+    lengthPenalty: options.lengthPenalty,
+    noRepeatNgram: options.noRepeatNgram,
+    maxNewTokens: options.maxNewTokens,
+    testExamples: options.testExamples ?? null,
+  };
+  for (const t of trained) {
+    const lr = picks.get(t.method.id)!.lr;
+    for (const seed of seeds) {
+      const settings = {
+        ...common,
+        ...methodSettings(t.method),
+        phase: "final",
+        lr,
+        seed,
+        steps: options.steps,
+        ptqBits: t.ptq ? QUANT_BITS : null,
+        evaluation,
+      };
+      const title = `${t.method.label}${t.ptq ? " (+ 4-bit PTQ)" : ""}, lr ${lrText(lr)}, ` +
+        `seed ${seed}, ${options.steps} steps`;
+      const stages = trainStages(t.method, lr, options.steps, options.batchSize) +
+        scoreStages(options, evaluation.metrics, "") +
+        (t.ptq
+          ? `  - kind: quantize\n    bits: ${QUANT_BITS}\n` +
+            `  - id: val_4bit\n    kind: evaluate\n    split: validation\n    metrics: [loss]\n` +
+            scoreStages(options, evaluation.metrics, "_4bit")
+          : "");
+      const done = await runOne("final", title, settings, stages, (s): FinalFigures => ({
+        trainableParameters: num(s, "attach", "trainable_parameters"),
+        ...evalFigures(s, "", num(s, "train", "best_validation_loss")),
+        ...(t.ptq ? { ptq: evalFigures(s, "_4bit", num(s, "val_4bit", "loss")) } : {}),
+      }));
+      if (!done) return stopped(options.out, ran, skipped, say);
+      finals.push({ method: t.method.id, lr, seed, steps: options.steps, ...done });
+      await report();
+    }
+  }
+  await report();
+  say(
+    `\n${ran} runs done, ${skipped} skipped (finished before); wrote ${
+      ["results.json", "results.md", "bleu.svg", "loss.svg"].map((f) => join(options.out, f))
+        .join(", ")
+    }`,
+  );
+  return { out: options.out, ran, skipped, interrupted: false };
+}
+
+/** The metric names the evaluate stage accepts, from the schema's table. */
+export function evaluateMetrics(): string[] {
+  const field = stageSchema("evaluate")?.fields.find((f: Field) => f.key === "metrics");
+  const type = field?.type;
+  if (type?.type !== "list" || type.item.type !== "enum") return [];
+  return [...type.item.values];
+}
+
+/** The training runs the methods need: PTQ rows ride on the NOLA runs of the same k. */
+function trainedMethods(methods: readonly Method[]): Trained[] {
+  const trained: Trained[] = [];
+  for (const m of methods) {
+    const method = m.quant === "ptq" ? parseMethod(`nola-k${m.k}`) : m;
+    const ptq = m.quant === "ptq";
+    const at = trained.find((t) => t.method.id === method.id);
+    if (at) at.ptq ||= ptq;
+    else trained.push({ method, ptq });
+  }
+  return trained;
+}
+
+function centre(options: ExperimentOptions, m: Method): number {
+  return m.kind === "lora" ? options.lrLora : options.lrNola;
+}
+
+/** Three significant digits, so 5e-3 x 0.4 is 0.002, not 0.0020000000000000005. */
+function roundLr(lr: number): number {
+  return Number(lr.toPrecision(3));
+}
+
+function lrText(lr: number): string {
+  return lr.toExponential().replace("e+", "e");
+}
+
+function methodSettings(m: Method) {
   return {
-    label: v.label,
-    method: v.method,
-    params: summary.attach.trainable_parameters,
-    bytes: summary.save.bytes,
-    validationLoss: evaluation.loss,
-    bleu: evaluation.bleu,
-    seconds: (performance.now() - start) / 1000,
+    method: m.id,
+    kind: m.kind,
+    r: m.r,
+    k: m.k ?? null,
+    qatBits: m.quant === "qat" ? QUANT_BITS : null,
   };
 }
 
-function table(results: readonly Result[]): string {
-  const n = (x: number) => x.toLocaleString("en-US");
-  return [
-    "| method | trainable params | adapter bytes | val loss | BLEU |",
-    "|---|---:|---:|---:|---:|",
-    ...results.map((r) =>
-      `| ${r.label} | ${n(r.params)} | ${n(r.bytes)} | ${r.validationLoss.toFixed(4)} | ${
-        r.bleu.toFixed(2)
-      } |`
-    ),
-  ].join("\n");
+/** The attach and train stages of a run, as YAML. */
+function trainStages(m: Method, lr: number, steps: number, batchSize: number): string {
+  return `  - kind: attach
+    method: ${m.kind}
+    targets: ${JSON.stringify(TARGETS)}
+    r: ${m.r}
+${m.k ? `    k: ${m.k}\n` : ""}  - kind: train
+    steps: ${steps}
+    batch_size: ${batchSize}
+    lr: ${lr}
+    schedule: { kind: linear, warmup_ratio: ${WARMUP_RATIO} }
+    label_smoothing: ${LABEL_SMOOTHING}
+    checkpoint_every: 0
+${m.quant === "qat" ? `    qat: { bits: ${QUANT_BITS} }\n` : ""}`;
 }
 
-if (import.meta.main) {
-  await Deno.mkdir(OUT, { recursive: true });
-  const only = Deno.args;
-  const results: Result[] = [];
-  for (
-    const v of VARIANTS.filter((v) => only.length === 0 || only.some((o) => v.label.includes(o)))
-  ) {
-    console.error(`== ${v.label} ==`);
-    results.push(await runVariant(v));
-    await writeTextFileAtomic(
-      join(OUT, "results.json"),
-      JSON.stringify({ steps: STEPS, results }, null, 2),
+/** The test-split scoring and the adapter file, as YAML; `suffix` names the stages apart. */
+function scoreStages(options: ExperimentOptions, metrics: string[], suffix: string): string {
+  return `  - id: test${suffix}
+    kind: evaluate
+    split: test
+    metrics: ${JSON.stringify(metrics)}
+    decoding: beam
+    beams: ${options.beams}
+    length_penalty: ${options.lengthPenalty}
+    no_repeat_ngram: ${options.noRepeatNgram}
+    max_new_tokens: ${options.maxNewTokens}
+${options.testExamples ? `    max_examples: ${options.testExamples}\n` : ""}  - id: save${suffix}
+    kind: save
+    path: adapter${suffix}.safetensors
+`;
+}
+
+/** A whole run's pipeline, as YAML (JSON strings are YAML strings). */
+function pipelineYaml(
+  name: string,
+  folder: string,
+  settings: Record<string, unknown>,
+  stages: string,
+  inputs: Inputs,
+): string {
+  const data = (split: string) => JSON.stringify(resolve(inputs.data, `${split}.csv`));
+  return `# Written by experiments/nola_vs_lora.ts; the settings it is keyed by:
+# ${canonicalJson(settings)}
+version: 1
+name: ${name}
+seed: ${settings.seed}
+out: ${JSON.stringify(resolve(folder))}
+stages:
+  - kind: load
+    model: ${JSON.stringify(resolve(inputs.base))}
+  - kind: data
+    format: e2e
+    train: ${data("train")}
+    validation: ${data("validation")}
+    test: ${data("test")}
+    prompt: "{{ mr }}\\n"
+    completion: " {{ ref }}"
+    seq_len: ${settings.seqLen}
+    pack: true
+${stages}`;
+}
+
+type Summary = Record<string, Record<string, unknown>>;
+
+function num(summary: Summary, stage: string, key: string): number {
+  const value = summary[stage]?.[key];
+  if (typeof value !== "number") {
+    throw new Error(`The run's summary.json lacks the number ${stage}.${key}`);
+  }
+  return value;
+}
+
+function evalFigures(s: Summary, suffix: string, valLoss: number): EvalFigures {
+  const test = s[`test${suffix}`] ?? {};
+  const optional = (key: string) => typeof test[key] === "number" ? test[key] as number : undefined;
+  const figures: EvalFigures = {
+    valLoss,
+    bleu: num(s, `test${suffix}`, "bleu"),
+    rougeL: num(s, `test${suffix}`, "rouge_l"),
+    adapterBytes: num(s, `save${suffix}`, "bytes"),
+  };
+  const slot = {
+    slotError: optional("slot_error"),
+    slotMissing: optional("slot_missing"),
+    slotHallucinated: optional("slot_hallucinated"),
+  };
+  for (const [k, v] of Object.entries(slot)) {
+    if (v !== undefined) Object.assign(figures, { [k]: v });
+  }
+  return figures;
+}
+
+function describe(figures: object): string {
+  const f = figures as Record<string, unknown>;
+  if (typeof f.diverged === "string") return `diverged (${f.diverged})`;
+  const parts = [`val loss ${(f.valLoss as number).toFixed(4)}`];
+  if (typeof f.bleu === "number") parts.push(`BLEU ${f.bleu.toFixed(2)}`);
+  if (typeof f.rougeL === "number") parts.push(`ROUGE-L ${f.rougeL.toFixed(2)}`);
+  if (typeof f.slotError === "number") parts.push(`slot error ${f.slotError.toFixed(2)}%`);
+  const ptq = f.ptq as EvalFigures | undefined;
+  if (ptq) parts.push(`4-bit: val loss ${ptq.valLoss.toFixed(4)}, BLEU ${ptq.bleu.toFixed(2)}`);
+  return parts.join(", ");
+}
+
+function indent(line: string): string {
+  return line.split("\n").map((l) => (l ? `    ${l}` : l)).join("\n");
+}
+
+function stopped(
+  out: string,
+  ran: number,
+  skipped: number,
+  say: (line: string) => void,
+): ExperimentOutcome {
+  say(
+    `\nstopped: ${ran} runs done now, ${skipped} before; the same command continues ` +
+      `(finished runs are kept in ${join(out, "runs")})`,
+  );
+  return { out, ran, skipped, interrupted: true };
+}
+
+/** The default job's base model folder (its load stage), relative to the working folder. */
+async function defaultBase(): Promise<string> {
+  const pipeline = await loadPipeline("pipelines/default.yaml");
+  const load = pipeline.stages.find((s) => s.kind === "load");
+  if (!load || load.kind !== "load") {
+    throw new ExperimentUsageError(
+      "pipelines/default.yaml has no load stage to take the base from: give --base DIR",
     );
   }
-  const svg = lineChart([
-    {
-      name: "LoRA",
-      style: "line+markers",
-      points: results.filter((r) => r.method === "lora" && !r.label.includes("bit"))
-        .map((r) => ({ x: r.params, y: r.validationLoss, label: r.label })),
-    },
-    {
-      name: "NOLA",
-      style: "line+markers",
-      points: results.filter((r) => r.method === "nola" && !r.label.includes("bit"))
-        .map((r) => ({ x: r.params, y: r.validationLoss, label: r.label })),
-    },
-    {
-      name: "NOLA 4-bit",
-      style: "scatter",
-      points: results.filter((r) => r.label.includes("bit"))
-        .map((r) => ({
-          x: r.params,
-          y: r.validationLoss,
-          label: r.label.replace(/.* 4-bit /, ""),
-        })),
-    },
-  ], {
-    title: `Validation loss against trainable parameters (${STEPS} steps each)`,
-    xLabel: "trainable parameters",
-    yLabel: "validation loss",
-    xLog: true,
-  });
-  await writeTextFileAtomic(join(OUT, "loss.svg"), svg);
-  const text =
-    `# NOLA against LoRA on the fixtures\n\n${STEPS} steps of batch 8 x 128 tokens each, ` +
-    `validation loss over the validation split's completion tokens, BLEU over its first ` +
-    `${EXAMPLES} meaning representations (greedy).\n\n${table(results)}\n\n![](loss.svg)\n`;
-  await writeTextFileAtomic(join(OUT, "results.md"), text);
-  console.log(table(results));
+  return relative(".", resolve(pipeline.baseDir, load.model));
+}
+
+/** The inputs, checked, with the hashes that key the runs. */
+interface Inputs {
+  base: string;
+  baseHash: string;
+  data: string;
+  dataHash: string;
+  testMrs: number;
+  validationMrs: number;
+}
+
+async function checkInputs(base: string, data: string): Promise<Inputs> {
+  const files = async (dir: string, flag: string, names: (list: string[]) => string[]) => {
+    const list: string[] = [];
+    try {
+      for await (const e of Deno.readDir(dir)) if (e.isFile) list.push(e.name);
+      list.sort();
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory)) throw e;
+      throw new ExperimentUsageError(`${flag} "${dir}": no such folder; give ${flag} DIR`);
+    }
+    return names(list);
+  };
+  const weights = await files(base, "--base", (l) => l.filter((n) => n.endsWith(".safetensors")));
+  if (!weights.length || !(await exists(join(base, "config.json")))) {
+    throw new ExperimentUsageError(
+      `--base "${base}" is not a model folder (it needs config.json and model.safetensors): ` +
+        `give another with --base DIR or NOLA_EXPERIMENT_BASE`,
+    );
+  }
+  const splits = ["train.csv", "validation.csv", "test.csv"];
+  const present = await files(data, "--data", (l) => l.filter((n) => splits.includes(n)));
+  const missing = splits.filter((s) => !present.includes(s));
+  if (missing.length) {
+    throw new ExperimentUsageError(
+      `--data "${data}" lacks ${missing.join(", ")} (the e2e columns mr,ref): give another ` +
+        `with --data DIR or NOLA_EXPERIMENT_DATA`,
+    );
+  }
+  const hashFiles = async (dir: string, names: string[]) =>
+    await sha256Hex(
+      (await Promise.all(
+        names.map(async (n) => `${n} ${await sha256Hex(await Deno.readFile(join(dir, n)))}`),
+      )).join("\n"),
+    );
+  const mrs = async (split: string) => {
+    const path = join(data, split);
+    return groupReferences(parseE2e(await Deno.readTextFile(path), { file: path })).length;
+  };
+  return {
+    base,
+    baseHash: await hashFiles(base, [
+      ...weights,
+      "config.json",
+      ...(await exists(join(base, "tokenizer.json")) ? ["tokenizer.json"] : []),
+    ]),
+    data,
+    dataHash: await hashFiles(data, splits),
+    testMrs: await mrs("test.csv"),
+    validationMrs: await mrs("validation.csv"),
+  };
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch {
+    return false;
+  }
 }

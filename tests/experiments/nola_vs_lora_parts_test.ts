@@ -1,0 +1,234 @@
+import assert from "node:assert/strict";
+import { chooseExperiment } from "../../experiments/main.ts";
+import {
+  DEFAULT_METHODS,
+  ExperimentUsageError,
+  parseMethod,
+  parseOptions,
+} from "../../experiments/nola_vs_lora_options.ts";
+import {
+  type FinalRun,
+  judgeFewerParams,
+  judgeQuantCost,
+  pickLearningRates,
+  type SweepRun,
+  tableRows,
+} from "../../experiments/nola_vs_lora_report.ts";
+
+const noEnv = () => undefined;
+
+Deno.test("method names parse into rows; anything else is one line saying what to write", () => {
+  assert.deepEqual(parseMethod("lora-r4"), {
+    id: "lora-r4",
+    label: "LoRA r=4",
+    kind: "lora",
+    r: 4,
+  });
+  assert.deepEqual(parseMethod("nola-k1024-ptq"), {
+    id: "nola-k1024-ptq",
+    label: "NOLA k=l=1024 4-bit PTQ",
+    kind: "nola",
+    r: 8,
+    k: 1024,
+    quant: "ptq",
+  });
+  for (const bad of ["lora", "lora-r0", "nola-k64-gptq", "LoRA-r1", "nola-k"]) {
+    assert.throws(() => parseMethod(bad), (e: Error) => {
+      assert.ok(e instanceof ExperimentUsageError);
+      assert.match(e.message, new RegExp(`^Unknown method "${bad}" in --methods: write lora-r`));
+      assert.ok(!e.message.includes("\n"));
+      return true;
+    });
+  }
+});
+
+Deno.test("options: the full run's defaults, --quick, and flags over variables over presets", () => {
+  const full = parseOptions([], noEnv);
+  assert.ok(full !== "help");
+  assert.deepEqual(full.methods.map((m) => m.id), DEFAULT_METHODS);
+  assert.equal(full.steps, 300);
+  assert.equal(full.seeds, 3);
+  assert.deepEqual(full.sweepFactors, [0.4, 1, 2.5]);
+  assert.deepEqual(
+    [full.beams, full.lengthPenalty, full.noRepeatNgram],
+    [10, 0.8, 4],
+    "the paper's decoding",
+  );
+  assert.equal(full.testExamples, undefined, "the whole test split");
+  assert.equal(full.base, undefined, "the default job's base");
+
+  const quick = parseOptions(["--quick"], noEnv);
+  assert.ok(quick !== "help");
+  assert.equal(quick.out, "out/experiments/nola-vs-lora-quick");
+  assert.equal(quick.sweepFactors.length, 2);
+  assert.equal(quick.testExamples, 10);
+
+  const env = (name: string) => ({ NOLA_EXPERIMENT_STEPS: "77", NOLA_EXPERIMENT_SEEDS: "5" })[name];
+  const mixed = parseOptions(["--quick", "--steps", "12", "--base", "m"], env);
+  assert.ok(mixed !== "help");
+  assert.equal(mixed.steps, 12, "a flag beats the variable");
+  assert.equal(mixed.seeds, 5, "a variable beats --quick's preset");
+  assert.equal(mixed.base, "m");
+  assert.equal(parseOptions(["--help"], noEnv), "help");
+});
+
+Deno.test("a bad option is one line naming the flag or variable and what it wants", () => {
+  const cases: [string[], ((n: string) => string | undefined) | undefined, RegExp][] = [
+    [["--steps", "many"], undefined, /^--steps="many": want a whole number of at least 1/],
+    [["--steps", "2.5"], undefined, /^--steps="2.5": want a whole number/],
+    [[], (n) => (n === "NOLA_EXPERIMENT_SEEDS" ? "0" : undefined), /^NOLA_EXPERIMENT_SEEDS="0"/],
+    [["--lr-nola=-1"], undefined, /^--lr-nola="-1": want a number above 0/],
+    [["--sweep-factors", "1,x"], undefined, /^--sweep-factors="1,x": want numbers above 0/],
+    [["--methods", "lora-r1,lora-r1"], undefined, /want each method once \(lora-r1\)/],
+    [["--stpes", "3"], undefined, /stpes.*\(see --help\)$/],
+  ];
+  for (const [args, env, want] of cases) {
+    assert.throws(() => parseOptions(args, env ?? noEnv), (e: Error) => {
+      assert.ok(e instanceof ExperimentUsageError, `${args}: ${e}`);
+      assert.match(e.message, want);
+      assert.ok(!e.message.includes("\n"), e.message);
+      return true;
+    });
+  }
+});
+
+Deno.test("the experiment task takes a name, nola-vs-lora when none is given", () => {
+  assert.deepEqual(chooseExperiment([]), { name: "nola-vs-lora", rest: [] });
+  assert.deepEqual(chooseExperiment(["--quick"]), { name: "nola-vs-lora", rest: ["--quick"] });
+  assert.deepEqual(chooseExperiment(["nola-vs-lora", "--seeds", "2"]), {
+    name: "nola-vs-lora",
+    rest: ["--seeds", "2"],
+  });
+  assert.throws(() => chooseExperiment(["nola-vs-lor"]), (e: Error) => {
+    assert.ok(e instanceof ExperimentUsageError);
+    assert.match(e.message, /^Unknown experiment "nola-vs-lor": choose one of nola-vs-lora/);
+    return true;
+  });
+});
+
+function sweepRun(method: string, lr: number, valLoss: number | "diverged"): SweepRun {
+  return {
+    method,
+    lr,
+    seed: 0,
+    steps: 10,
+    figures: valLoss === "diverged"
+      ? { diverged: "Training stopped: loss is NaN at step 3" }
+      : { valLoss, finalTrainLoss: valLoss + 0.1, trainableParameters: 100 },
+    seconds: 1,
+    folder: "f",
+  };
+}
+
+Deno.test("the sweep picks the rate of lowest validation loss and flags a pick at the edge", () => {
+  const picks = pickLearningRates([
+    sweepRun("lora-r1", 0.01, 3.2),
+    sweepRun("lora-r1", 0.002, 3.5),
+    sweepRun("lora-r1", 0.005, 3.1),
+    sweepRun("nola-k64", 0.03, 2.9),
+    sweepRun("nola-k64", 0.075, "diverged"),
+    sweepRun("nola-k64", 0.012, 3.0),
+    sweepRun("nola-k256", 0.1, 2.0),
+    sweepRun("nola-k256", 0.2, 2.0),
+  ]);
+  assert.deepEqual(picks.get("lora-r1"), { lr: 0.005, valLoss: 3.1, edge: false });
+  assert.deepEqual(picks.get("nola-k64"), { lr: 0.03, valLoss: 2.9, edge: false }, "NaN skipped");
+  assert.deepEqual(picks.get("nola-k256"), { lr: 0.1, valLoss: 2.0, edge: false }, "tie: smaller");
+  const edge = pickLearningRates([1, 2, 3].map((i) => sweepRun("x", i, 10 - i)));
+  assert.deepEqual(edge.get("x"), { lr: 3, valLoss: 7, edge: true });
+  const all = pickLearningRates([sweepRun("y", 1, "diverged"), sweepRun("y", 2, "diverged")]);
+  assert.equal(all.get("y")!.lr, 1);
+  assert.ok(Number.isNaN(all.get("y")!.valLoss));
+});
+
+function finalRun(
+  method: string,
+  seed: number,
+  params: number,
+  f: { valLoss: number; bleu: number },
+  ptq?: { valLoss: number; bleu: number },
+): FinalRun {
+  const scores = (s: { valLoss: number; bleu: number }) => ({
+    ...s,
+    rougeL: s.bleu + 10,
+    slotError: 5,
+    adapterBytes: params * 4,
+  });
+  return {
+    method,
+    lr: 0.01,
+    seed,
+    steps: 100,
+    figures: {
+      trainableParameters: params,
+      ...scores(f),
+      ...(ptq ? { ptq: { ...scores(ptq), adapterBytes: params / 2 } } : {}),
+    },
+    seconds: 1,
+    folder: "f",
+  };
+}
+
+Deno.test("rows take mean and std over seeds; a PTQ row takes the quantized scores", () => {
+  const finals = [
+    finalRun("lora-r1", 0, 2048, { valLoss: 3.0, bleu: 40 }),
+    finalRun("lora-r1", 1, 2048, { valLoss: 3.2, bleu: 44 }),
+    finalRun("nola-k64", 0, 1024, { valLoss: 3.1, bleu: 41 }, { valLoss: 3.15, bleu: 40.5 }),
+    finalRun("nola-k64", 1, 1024, { valLoss: 3.3, bleu: 43 }, { valLoss: 3.35, bleu: 42.5 }),
+    { ...finalRun("nola-k64", 2, 1024, { valLoss: 0, bleu: 0 }), figures: { diverged: "NaN" } },
+  ];
+  const rows = tableRows(["lora-r1", "nola-k64", "nola-k64-ptq"].map(parseMethod), finals);
+  assert.deepEqual(rows[0].bleu, { values: [40, 44], mean: 42, std: Math.sqrt(8), n: 2 });
+  assert.equal(rows[1].n, 2);
+  assert.equal(rows[1].diverged, 1);
+  assert.deepEqual(rows[2].bleu.values, [40.5, 42.5]);
+  assert.equal(rows[2].bytes, 512);
+  assert.equal(rows[2].params, 1024);
+
+  // BLEU: NOLA 42 ± 1.41 against 42 ± 2.83: equal, holds. Loss 3.2 against 3.1: 0.1 worse,
+  // pooled std sqrt((0.02 + 0.02) / 2) = 0.1414: holds.
+  const [bleu, loss] = judgeFewerParams(rows);
+  assert.equal(bleu.verdict, "holds");
+  assert.match(bleu.detail, /^NOLA k=l=64 \(1,024 trainable parameters against 2,048\)/);
+  assert.equal(loss.verdict, "holds");
+  assert.match(loss.detail, /0\.1000 higher \(worse\); one pooled std is 0\.1414/);
+
+  // PTQ: 41.5 against 42: 1.19% lower, over 1%.
+  const [quant] = judgeQuantCost(rows);
+  assert.equal(quant.verdict, "does not hold");
+  assert.match(
+    quant.detail,
+    /BLEU 41\.50 ± 1\.41 against 42\.00 ± 1\.41 in full precision: 1\.19% lower/,
+  );
+});
+
+Deno.test("the claims say 'does not hold' and 'cannot be judged' when the numbers say so", () => {
+  const finals = [
+    finalRun("lora-r1", 0, 2048, { valLoss: 3.0, bleu: 50 }),
+    finalRun("lora-r1", 1, 2048, { valLoss: 3.0, bleu: 52 }),
+    finalRun("nola-k64", 0, 1024, { valLoss: 3.5, bleu: 40 }, { valLoss: 3.5, bleu: 39.9 }),
+    finalRun("nola-k64", 1, 1024, { valLoss: 3.5, bleu: 42 }, { valLoss: 3.5, bleu: 41.9 }),
+    finalRun("nola-k256", 0, 4096, { valLoss: 2.0, bleu: 60 }),
+  ];
+  const rows = tableRows(
+    ["lora-r1", "nola-k64", "nola-k64-ptq", "nola-k256"].map(parseMethod),
+    finals,
+  );
+  const [bleu, loss] = judgeFewerParams(rows);
+  // 41 against 51: 10 worse, pooled std sqrt(2) (the row k=256 has more parameters: not counted).
+  assert.equal(bleu.verdict, "does not hold");
+  assert.match(bleu.detail, /^NOLA k=l=64 .*10\.00 lower \(worse\); one pooled std is 1\.41$/);
+  assert.equal(loss.verdict, "does not hold");
+  // 41.9 - 41 = 0.1 / 41 = 0.24% lower: holds.
+  const [quant] = judgeQuantCost(rows);
+  assert.equal(quant.verdict, "holds");
+  assert.match(quant.detail, /0\.24% lower/);
+
+  const none = tableRows(["lora-r1", "nola-k256"].map(parseMethod), finals);
+  assert.deepEqual(judgeFewerParams(none).map((c) => c.verdict), [
+    "cannot be judged",
+    "cannot be judged",
+  ]);
+  assert.match(judgeFewerParams(none)[0].detail, /no NOLA row has fewer trainable parameters/);
+  assert.equal(judgeQuantCost(none)[0].verdict, "cannot be judged");
+});
