@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { chooseExperiment } from "../../experiments/main.ts";
 import {
   DEFAULT_METHODS,
+  ENV_NAMES,
   ExperimentUsageError,
   parseMethod,
   parseOptions,
@@ -231,4 +232,11 @@ Deno.test("the claims say 'does not hold' and 'cannot be judged' when the number
   ]);
   assert.match(judgeFewerParams(none)[0].detail, /no NOLA row has fewer trainable parameters/);
   assert.equal(judgeQuantCost(none)[0].verdict, "cannot be judged");
+});
+
+Deno.test("deno task experiment runs the dispatcher and may read every variable it documents", async () => {
+  const task: string = JSON.parse(await Deno.readTextFile("deno.json")).tasks.experiment;
+  assert.match(task, /experiments\/main\.ts$/);
+  const allowed = /--allow-env=(\S+)/.exec(task)![1].split(",");
+  for (const name of ENV_NAMES) assert.ok(allowed.includes(name), `${name} in ${allowed}`);
 });
