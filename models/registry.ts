@@ -10,6 +10,7 @@ import type { Gpu } from "../kernels/gpu.ts";
 import { readConfigJson } from "./config_file.ts";
 import { gpt2Family } from "./gpt2_family.ts";
 import { llamaFamily } from "./llama_family.ts";
+import { vitFamily } from "./vit_family.ts";
 import {
   type Model,
   ModelConfigError,
@@ -22,12 +23,17 @@ import {
  * A registered family; one that serves several `model_type`s (Llama, Mistral and Qwen2 are one
  * network) lists them all in `modelTypes`, its `modelType` being the first.
  */
-export type RegisteredFamily = ModelFamily & { readonly modelTypes?: readonly string[] };
+export type RegisteredFamily = ModelFamily & {
+  readonly modelTypes?: readonly string[];
+  /** The `architecture` names of timm `config.json`s (which have no `model_type`) it loads. */
+  readonly timmArchitecture?: RegExp;
+};
 
 /** Every family, in the order `supported` lists them. */
 export const MODEL_FAMILIES: readonly RegisteredFamily[] = [
   gpt2Family as ModelFamily,
   llamaFamily as RegisteredFamily,
+  vitFamily as RegisteredFamily,
 ];
 
 /** The `model_type`s a family resolves. */
@@ -64,7 +70,7 @@ export function familyOf(json: unknown, source: string): ModelFamily {
       file: source,
     });
   }
-  const { model_type: type, architectures } = json as Record<string, unknown>;
+  const { model_type: type, architectures, architecture } = json as Record<string, unknown>;
   if (type !== undefined) {
     const family = MODEL_FAMILIES.find((f) => typesOf(f).includes(type as string));
     if (family) return family;
@@ -76,6 +82,11 @@ export function familyOf(json: unknown, source: string): ModelFamily {
   const names = Array.isArray(architectures) ? architectures : [];
   const family = MODEL_FAMILIES.find((f) => names.some((a) => f.architectures.includes(a)));
   if (family) return family;
+  // A timm folder's config names one `architecture` (e.g. "vit_base_patch16_224").
+  const timm = typeof architecture === "string"
+    ? MODEL_FAMILIES.find((f) => f.timmArchitecture?.test(architecture))
+    : undefined;
+  if (timm) return timm;
   throw new ModelConfigError(
     `Invalid model config "${source}": no "model_type" (supported are ${supported()}) and no ` +
       `known "architectures"`,

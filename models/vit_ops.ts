@@ -1,0 +1,53 @@
+/**
+ * Every kernel family a ViT runs, compiled together once per device.
+ *
+ * @module
+ */
+
+import { AttentionFullKernels } from "../kernels/attention_full.ts";
+import { CrossEntropyKernels } from "../kernels/crossentropy.ts";
+import { EncoderKernels } from "../kernels/encoder.ts";
+import { GeluErfKernels } from "../kernels/gelu_erf.ts";
+import type { Gpu } from "../kernels/gpu.ts";
+import { LayerNormKernels } from "../kernels/layernorm.ts";
+import { Matmul } from "../kernels/matmul.ts";
+import { PatchKernels } from "../kernels/patches.ts";
+import { ReduceKernels } from "../kernels/reduce.ts";
+import { ResidualKernels } from "../kernels/residual.ts";
+
+/** The compiled kernels of a ViT forward and backward. */
+export class VitOps {
+  private constructor(
+    readonly matmul: Matmul,
+    readonly patches: PatchKernels,
+    readonly layernorm: LayerNormKernels,
+    readonly attention: AttentionFullKernels,
+    readonly gelu: GeluErfKernels,
+    readonly residual: ResidualKernels,
+    readonly reduce: ReduceKernels,
+    readonly crossentropy: CrossEntropyKernels,
+    /** The base's token lookup, which a ViT never calls (it embeds patches). */
+    readonly encoder: EncoderKernels,
+  ) {}
+
+  /**
+   * Compiles (or fetches from the device's cache) every kernel.
+   *
+   * @param gpu The device.
+   * @returns The kernels.
+   */
+  static async load(gpu: Gpu): Promise<VitOps> {
+    const loaded = await Promise.all([
+      Matmul.load(gpu),
+      PatchKernels.load(gpu),
+      LayerNormKernels.load(gpu),
+      AttentionFullKernels.load(gpu),
+      GeluErfKernels.load(gpu),
+      ResidualKernels.load(gpu),
+      ReduceKernels.load(gpu),
+      CrossEntropyKernels.load(gpu),
+      EncoderKernels.load(gpu),
+    ]);
+    return new VitOps(...loaded);
+  }
+}
