@@ -207,11 +207,11 @@ Deno.test("the registry resolves a family by model_type or architectures, and na
       e instanceof ModelConfigError && e.key === "model_type" &&
       e.message ===
         `Unsupported model_type "bert" in "c/config.json": supported are "gpt2", "llama", ` +
-          `"mistral", "qwen2"`,
+          `"mistral", "qwen2", "vit"`,
   );
   assert.throws(
     () => familyOf({}, "d/config.json"),
-    /no "model_type" \(supported are "gpt2", "llama", "mistral", "qwen2"\)/,
+    /no "model_type" \(supported are "gpt2", "llama", "mistral", "qwen2", "vit"\)/,
   );
   assert.throws(() => familyOf([], "e/config.json"), /expected a JSON object/);
   const parsed = parseModelConfig({
