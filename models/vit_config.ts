@@ -356,6 +356,16 @@ function parseTimm(r: Reader): VitConfig {
       "model_args.qkv_bias",
     );
   }
+  for (const [key, o] of [["model_args.num_classes", args], ["num_classes", obj]] as const) {
+    const k = key.replace("model_args.", "");
+    if (has(k, o) && o[k] === 0) {
+      fail(
+        `"${key}" is 0 (a backbone without a head): set it to the task's number of classes; a ` +
+          `checkpoint without a head gets a zero head of that size`,
+        key,
+      );
+    }
+  }
   const numLabels = has("num_classes", args)
     ? positiveInt("model_args.num_classes", args.num_classes)
     : has("num_classes")
