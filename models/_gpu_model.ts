@@ -257,8 +257,9 @@ export abstract class GpuModel<Acts extends TokenArena> implements Disposable {
   /** Adapters by linear module name, applied in order. */
   readonly adapters = new Map<string, AttachedAdapter[]>();
   /**
-   * Linear weights kept packed (`ModelOptions.baseFormat`), by weight name, `[out, in]` whatever
-   * the family's layout; they are not in {@link params}.
+   * Weights kept packed (`ModelOptions.baseFormat`), by weight name: linear weights `[out, in]`
+   * whatever the family's layout, and a token embedding or head kept 16-bit, `[V, C]`; they are
+   * not in {@link params}.
    */
   readonly packed: ReadonlyMap<string, PackedTensor>;
   /** The kernels reading packed weights, when any is. */
@@ -281,7 +282,7 @@ export abstract class GpuModel<Acts extends TokenArena> implements Disposable {
    * @param params The weights on the GPU.
    * @param options `trainAll` gives every weight a zeroed gradient.
    * @param layout How the family stores its linear weights.
-   * @param base The packed linear weights and their kernels, when the base is not f32.
+   * @param base The packed weights and their kernels, when the base is not f32.
    * @throws {RangeError} On `trainAll` with packed weights (they have no gradient).
    */
   protected constructor(
@@ -406,7 +407,7 @@ export abstract class GpuModel<Acts extends TokenArena> implements Disposable {
   /**
    * Bytes on the GPU: weights (f32 and packed together), weight gradients, activation arenas,
    * and the weights' bytes by precision (`f32`, and `f16`, `bf16`, `int8`, `nf4` for packed
-   * linear weights, absmaxes included).
+   * weights: linear weights with their absmaxes, and a token embedding or head kept 16-bit).
    */
   memory(): ModelMemory {
     const base = modelMemory(this.params, this.grads, this.arenas);

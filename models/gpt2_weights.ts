@@ -1,6 +1,8 @@
 /**
- * Loads a Hugging Face GPT-2 folder (`config.json` plus `model.safetensors` or a sharded index)
- * into f32 host arrays under canonical names, strictly.
+ * Checks a Hugging Face GPT-2 folder (`config.json` plus `model.safetensors` or a sharded index)
+ * against its config from the header alone, strictly, and plans a streaming load
+ * ({@linkcode planGpt2Weights}); or loads it into f32 host arrays under canonical names
+ * ({@linkcode loadGpt2Weights}).
  *
  * Canonical names are those of the published `gpt2` checkpoint: `wte.weight`, `h.0.ln_1.weight`,
  * ..., `ln_f.bias`, with no `transformer.` prefix. A checkpoint may carry that prefix (as

@@ -1,7 +1,8 @@
 /**
- * Loads a Hugging Face Llama-family folder (Llama, Mistral, Qwen2: `config.json` plus
- * `model.safetensors` or a sharded index) into f32 host arrays under canonical names, strictly;
- * and fresh weights for a config.
+ * Checks a Hugging Face Llama-family folder (Llama, Mistral, Qwen2: `config.json` plus
+ * `model.safetensors` or a sharded index) against its config from the header alone, strictly,
+ * and plans a streaming load ({@linkcode planLlamaWeights}); or loads it into f32 host arrays
+ * under canonical names ({@linkcode loadLlamaWeights}); and fresh weights for a config.
  *
  * Canonical names are the module names without `LlamaForCausalLM`'s `model.` prefix:
  * `embed_tokens.weight`, `layers.0.self_attn.q_proj.weight`, ..., `norm.weight`, and

@@ -146,7 +146,7 @@ export interface PeftNaming {
 
 /** A model's bytes on the GPU by kind ({@link Model.memory}). */
 export interface ModelMemory {
-  /** Every weight: f32 tensors and packed linear weights. */
+  /** Every weight: f32 tensors and packed weights. */
   weights: number;
   /** Weight gradients (full fine-tuning). */
   gradients: number;
