@@ -148,11 +148,11 @@ const FULL = {
 const QUICK: Partial<Record<keyof typeof FULL | "test-examples", string>> = {
   out: "out/experiments/nola-vs-lora-quick",
   methods: "lora-r1,nola-k64,nola-k64-ptq",
-  steps: "40",
-  "sweep-steps": "20",
+  steps: "30",
+  "sweep-steps": "10",
   seeds: "2",
   "sweep-factors": "0.5,2",
-  "test-examples": "10",
+  "test-examples": "5",
 };
 
 /** Flags that may also come from the environment, and the variable each reads. */

@@ -1,6 +1,22 @@
 import assert from "node:assert/strict";
 import { chooseExperiment } from "../../experiments/main.ts";
 import {
+  methodSettings,
+  pipelineYaml,
+  ptqStages,
+  scoreStages,
+  TARGETS,
+  trainStages,
+} from "../../experiments/nola_vs_lora_pipeline.ts";
+import { parsePipeline } from "../../pipelines/parse.ts";
+import type {
+  AttachStage,
+  EvaluateStage,
+  QuantizeStage,
+  SaveStage,
+  TrainStage,
+} from "../../pipelines/schema.ts";
+import {
   DEFAULT_METHODS,
   ENV_NAMES,
   ExperimentUsageError,
@@ -62,7 +78,7 @@ Deno.test("options: the full run's defaults, --quick, and flags over variables o
   assert.ok(quick !== "help");
   assert.equal(quick.out, "out/experiments/nola-vs-lora-quick");
   assert.equal(quick.sweepFactors.length, 2);
-  assert.equal(quick.testExamples, 10);
+  assert.equal(quick.testExamples, 5);
 
   const env = (name: string) => ({ NOLA_EXPERIMENT_STEPS: "77", NOLA_EXPERIMENT_SEEDS: "5" })[name];
   const mixed = parseOptions(["--quick", "--steps", "12", "--base", "m"], env);
@@ -239,4 +255,70 @@ Deno.test("deno task experiment runs the dispatcher and may read every variable 
   assert.match(task, /experiments\/main\.ts$/);
   const allowed = /--allow-env=(\S+)/.exec(task)![1].split(",");
   for (const name of ENV_NAMES) assert.ok(allowed.includes(name), `${name} in ${allowed}`);
+});
+
+Deno.test("each run's pipeline parses with the project's parser and says what the run does", () => {
+  const options = parseOptions([], noEnv);
+  assert.ok(options !== "help");
+  const inputs = {
+    base: "fixtures/tiny-gpt2-pretrained",
+    baseHash: "",
+    data: "fixtures/data-to-text",
+    dataHash: "",
+    testMrs: 80,
+    validationMrs: 80,
+  };
+  const metrics = ["bleu", "rouge_l"];
+  const parse = (id: string, ptq: boolean) => {
+    const m = parseMethod(id);
+    const settings = { ...methodSettings(m), seed: 2, seqLen: 128 };
+    const stages = trainStages(m, 0.03, 300, 8) + scoreStages(options, metrics, "") +
+      (ptq ? ptqStages(options, metrics) : "");
+    const text = pipelineYaml(`final-${id}`, "out/x", settings, stages, inputs);
+    return parsePipeline(text, { file: "out/x/pipeline.yaml" });
+  };
+  const lora = parse("lora-r2", false);
+  assert.equal(lora.seed, 2);
+  assert.deepEqual(lora.stages.map((s) => s.id), [
+    "load",
+    "data",
+    "attach",
+    "train",
+    "test",
+    "save",
+  ]);
+  const attach = lora.stages[2] as AttachStage;
+  assert.deepEqual([attach.method, attach.r, attach.targets], ["lora", 2, TARGETS]);
+  const train = lora.stages[3] as TrainStage;
+  assert.deepEqual(
+    [train.steps, train.batchSize, train.lr, train.labelSmoothing, train.schedule.warmupRatio],
+    [300, 8, 0.03, 0.1, 0.1],
+  );
+  assert.equal(train.qat, undefined);
+  const test = lora.stages[4] as EvaluateStage;
+  assert.deepEqual(
+    [
+      test.split,
+      test.decoding,
+      test.beams,
+      test.lengthPenalty,
+      test.noRepeatNgram,
+      test.maxExamples,
+    ],
+    ["test", "beam", 10, 0.8, 4, undefined],
+    "the paper's decoding on the whole test split",
+  );
+
+  const ptq = parse("nola-k256", true);
+  assert.deepEqual(ptq.stages.map((s) => s.id), [
+    ...["load", "data", "attach", "train", "test", "save"],
+    ...["quantize", "val_4bit", "test_4bit", "save_4bit"],
+  ]);
+  const nola = ptq.stages[2] as AttachStage;
+  assert.deepEqual([nola.method, nola.r, nola.k, nola.l], ["nola", 8, 256, 256]);
+  assert.equal((ptq.stages[6] as QuantizeStage).bits, 4);
+  assert.equal((ptq.stages[9] as SaveStage).path, "adapter_4bit.safetensors");
+
+  const qat = parse("nola-k1024-qat", false);
+  assert.deepEqual((qat.stages[3] as TrainStage).qat, { bits: 4, scheme: "symmetric" });
 });

@@ -32,7 +32,18 @@ Deno.test({
       const args = [
         ...["--base", "fixtures/tiny-gpt2-pretrained", "--data", data, "--out", out],
         ...["--methods", "lora-r1,nola-k16,nola-k16-ptq", "--seeds", "2"],
-        ...["--steps", "3", "--sweep-steps", "2", "--sweep-factors", "0.5,2", "--batch", "2"],
+        ...[
+          "--steps",
+          "3",
+          "--sweep-steps",
+          "2",
+          "--sweep-factors",
+          "0.5,2",
+          "--batch",
+          "2",
+          "--seq-len",
+          "64",
+        ],
         ...["--test-examples", "3", "--beams", "2", "--max-new-tokens", "6"],
       ];
       const lines: string[] = [];
