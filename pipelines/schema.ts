@@ -72,13 +72,46 @@ export interface SplitSpec {
   key?: string;
 }
 
-/** `data`: the dataset, its templates and the row layout. */
+/** `data.preprocess`: how images become model inputs; absent keys come from the model folder. */
+export interface ImagePreprocessKeys {
+  /** Square input side. */
+  imageSize?: number;
+  /** `squash` (resize to the input) or `shorter` (shorter side, then centre crop). */
+  mode?: "squash" | "shorter";
+  /** With `shorter`: the crop's share of the resized shorter side. */
+  cropPct?: number;
+  /** The resampling filter. */
+  resample?: "nearest" | "bilinear" | "bicubic";
+  /** Per-channel mean after `x / 255`. */
+  mean?: number[];
+  /** Per-channel standard deviation. */
+  std?: number[];
+}
+
+/** `data.augment`: training augmentation of images. */
+export interface ImageAugmentKeys {
+  /** Random resized crop. */
+  crop: boolean;
+  /** Random resized crop: area share range. */
+  scale: [number, number];
+  /** Random resized crop: aspect ratio range. */
+  ratio: [number, number];
+  /** Random horizontal flip. */
+  flip: boolean;
+  /** Seed of the draws. */
+  seed: number;
+}
+
+/** `data`: the dataset, its templates and the row layout, or labelled images. */
 export interface DataStage extends StageBase {
   /** The stage kind. */
   kind: "data";
-  /** Absent: from each file's extension. `alpaca` and `chat` are JSON Lines of instructions. */
-  format?: DataFormat | InstructionFormat;
-  /** Split files (give `train`), or one `file` with a `split`. */
+  /**
+   * Absent: from each file's extension. `alpaca` and `chat` are JSON Lines of instructions;
+   * `images` are labelled images.
+   */
+  format?: DataFormat | InstructionFormat | "images";
+  /** Split files (give `train`), or one `file` with a `split`; with `images`, image sources. */
   train?: string;
   /** Validation file. */
   validation?: string;
@@ -100,6 +133,24 @@ export interface DataStage extends StageBase {
   eos: boolean;
   /** Cut examples to `seq_len` (false: split them into chunks). */
   truncate: boolean;
+  /** Images: the kind of every source; absent: detected per path. */
+  source?: "idx" | "folder" | "csv";
+  /** Images, IDX: names of labels 0, 1, ...; absent: the digits. */
+  labelNames?: string[];
+  /** Images: keep these classes by name, relabelled in this order; absent: all. */
+  classes?: string[];
+  /** Images: keep these classes by the source's id, relabelled in this order; absent: all. */
+  classIds?: number[];
+  /** Images: training images per class (k-shot); absent: all. */
+  shots?: number;
+  /** Images: validation and test images per class at most; absent: all. */
+  evalPerClass?: number;
+  /** Images: seed of the k-shot draws. */
+  samplingSeed?: number;
+  /** Images: preprocessing over the model folder's. */
+  preprocess?: ImagePreprocessKeys;
+  /** Images: training augmentation; absent: none. */
+  augment?: ImageAugmentKeys;
 }
 
 /** One `attach.overrides` entry. */
@@ -511,6 +562,184 @@ const needsAttach: Need = {
   note: "unless an earlier `train` has `full: true`",
 };
 
+// The data stage's keys for `format: images`, and the rules that keep them apart from the text
+// keys.
+const IMAGE_ONLY = [
+  "source",
+  "label_names",
+  "classes",
+  "class_ids",
+  "shots",
+  "eval_per_class",
+  "sampling_seed",
+  "preprocess",
+  "augment",
+];
+const TEXT_ONLY = ["file", "split", "prompt", "completion", "seq_len", "pack", "eos", "truncate"];
+const unitRange = (low: number, high: number): FieldType => ({
+  type: "list",
+  length: 2,
+  item: { type: "number", above: low, max: high },
+});
+const IMAGE_FIELDS: readonly Field[] = [
+  {
+    key: "source",
+    type: { type: "enum", values: ["idx", "folder", "csv"] },
+    absent: "per path: a folder, a `.csv` file, else IDX",
+    doc: "Images: the kind of every source.",
+  },
+  {
+    key: "label_names",
+    type: { type: "list", item: str, minItems: 1 },
+    absent: "the labels' digits",
+    doc: "Images, IDX: the names of labels 0, 1, ... (IDX files hold only numbers).",
+  },
+  {
+    key: "classes",
+    type: { type: "list", item: str, minItems: 1, unique: true },
+    absent: "every class",
+    doc: "Images: keep these classes (by name), relabelled 0..n-1 in this order.",
+  },
+  {
+    key: "class_ids",
+    type: { type: "list", item: int(0), minItems: 1, unique: true },
+    absent: "every class",
+    doc: "Images: keep these classes by the source's id (IDX: the label value; folder and " +
+      "CSV: the place in the sorted class names), relabelled 0..n-1 in this order.",
+  },
+  {
+    key: "shots",
+    type: int(1),
+    aliases: ["k_shot", "shot"],
+    absent: "every training image",
+    doc: "Images: training images per class (k-shot), drawn with `sampling_seed`; more than a " +
+      "class has is an error.",
+  },
+  {
+    key: "eval_per_class",
+    type: int(1),
+    absent: "every image",
+    doc: "Images: validation and test images per class at most, drawn with `sampling_seed`.",
+  },
+  {
+    key: "sampling_seed",
+    type: int(0),
+    derive: {
+      doc: "the pipeline `seed` (with `images`)",
+      value: ({ self, top }) => (self.format === "images" ? top.seed : undefined),
+    },
+    doc: "Images: seed of the k-shot draws (the paper's protocol: 4 sampling seeds x 3 " +
+      "initialisation seeds).",
+  },
+  {
+    key: "preprocess",
+    absent: "the model folder's settings",
+    doc: "Images: how an image becomes the model's input, over the model folder's " +
+      "`preprocessor_config.json` or timm `pretrained_cfg`.",
+    type: {
+      type: "mapping",
+      fields: [
+        {
+          key: "image_size",
+          type: int(1),
+          absent: "the model folder's",
+          doc: "Square input side in pixels.",
+        },
+        {
+          key: "mode",
+          type: { type: "enum", values: ["squash", "shorter"] },
+          absent: "the model folder's (`squash` without one)",
+          doc: "`squash`: resize to the input, aspect not kept (Hugging Face ViT); `shorter`: " +
+            "resize the shorter side to `floor(image_size / crop_pct)`, then centre crop (timm).",
+        },
+        {
+          key: "crop_pct",
+          type: { type: "number", above: 0, max: 1 },
+          absent: "the model folder's (1 without one)",
+          doc: "With `shorter`: the crop's share of the resized shorter side.",
+        },
+        {
+          key: "resample",
+          type: { type: "enum", values: ["nearest", "bilinear", "bicubic"] },
+          absent: "the model folder's (`bilinear` without one)",
+          doc: "Resampling filter, Pillow's, antialiased when shrinking.",
+        },
+        {
+          key: "mean",
+          type: { type: "list", length: 3, item: { type: "number" } },
+          absent: "the model folder's (0.5 each without one)",
+          doc: "Per-channel (RGB) mean subtracted after `x / 255`.",
+        },
+        {
+          key: "std",
+          type: { type: "list", length: 3, item: positive },
+          absent: "the model folder's (0.5 each without one)",
+          doc: "Per-channel standard deviation divided by.",
+        },
+      ],
+    },
+  },
+  {
+    key: "augment",
+    absent: "no augmentation",
+    doc: "Images: training augmentation (`augment: {}` for torchvision's defaults), drawn per " +
+      "(seed, epoch, example) so a resumed run sees the same images; never on evaluation.",
+    type: {
+      type: "mapping",
+      fields: [
+        { key: "crop", type: bool, default: true, doc: "Random resized crop." },
+        {
+          key: "scale",
+          type: unitRange(0, 1),
+          default: [0.08, 1],
+          doc: "Random resized crop: the share of the image's area, `[low, high]`.",
+        },
+        {
+          key: "ratio",
+          type: { type: "list", length: 2, item: positive },
+          default: [3 / 4, 4 / 3],
+          doc: "Random resized crop: the aspect ratio `width / height`, `[low, high]`.",
+        },
+        { key: "flip", type: bool, default: true, doc: "Random horizontal flip." },
+        seedField("Seed of the draws."),
+      ],
+      rules: [{
+        doc: "Each range's low end is at most its high end.",
+        check: (v) => {
+          for (const key of ["scale", "ratio"]) {
+            const [low, high] = v[key] as number[];
+            if (low > high) {
+              return { key, message: `has its low end ${low} above its high end ${high}` };
+            }
+          }
+        },
+      }],
+    },
+  },
+];
+const IMAGE_RULES: readonly Rule[] = [
+  oneOf(["classes", "class_ids"], false, "every class"),
+  {
+    doc: "The image keys (`source` to `augment`) go with `format: images`, which refuses " +
+      "`file`, `split`, `prompt`, `completion`, `seq_len`, `pack`, `eos` and `truncate`.",
+    check(value, given) {
+      const images = value.format === "images";
+      for (const key of images ? TEXT_ONLY : IMAGE_ONLY) {
+        if (!given.has(key)) continue;
+        return {
+          key,
+          message: images
+            ? `is not used with format "images"` +
+              (key === "file" || key === "split"
+                ? ` (give "train" and, if any, "validation" and "test" image sources)`
+                : "")
+            : `only applies with "format: images"`,
+        };
+      }
+    },
+  },
+];
+
 /** Every stage kind, in the order the docs list them. */
 export const STAGES: readonly StageSchema[] = [
   {
@@ -597,21 +826,32 @@ export const STAGES: readonly StageSchema[] = [
         key: "format",
         type: {
           type: "enum",
-          values: ["jsonl", "csv", "e2e", "text", ...INSTRUCTION_FORMATS],
+          values: ["jsonl", "csv", "e2e", "text", ...INSTRUCTION_FORMATS, "images"],
         },
         absent: "from each file's extension",
         doc: "`jsonl`, `csv`, `e2e` (the E2E NLG CSV: `mr`, `ref`), `text` (one document " +
           "a line, as the field `text`), `alpaca` or `chat` (JSON Lines of instructions, named " +
-          "explicitly).",
+          "explicitly), `images` (labelled images for a classifier, named explicitly; see " +
+          "[Image data](#image-data)).",
       },
-      { key: "train", type: { type: "path", is: "file" }, doc: "Training file." },
+      {
+        key: "train",
+        type: { type: "path", is: "file-or-folder" },
+        doc: "Training file; with `images`, an image source (IDX images file, class folder or " +
+          "CSV).",
+      },
       {
         key: "validation",
-        type: { type: "path", is: "file" },
+        type: { type: "path", is: "file-or-folder" },
         absent: "empty",
-        doc: "Validation file.",
+        doc: "Validation file or image source.",
       },
-      { key: "test", type: { type: "path", is: "file" }, absent: "empty", doc: "Test file." },
+      {
+        key: "test",
+        type: { type: "path", is: "file-or-folder" },
+        absent: "empty",
+        doc: "Test file or image source.",
+      },
       { key: "file", type: { type: "path", is: "file" }, doc: "One file to split by `split`." },
       {
         key: "split",
@@ -674,9 +914,11 @@ export const STAGES: readonly StageSchema[] = [
         default: true,
         doc: "Cut examples to `seq_len` (false: split them into chunks).",
       },
+      ...IMAGE_FIELDS,
     ],
     rules: [
       oneOf(["train", "file"], true),
+      ...IMAGE_RULES,
       {
         doc: "`validation` and `test` go with `train`; `split` goes with `file` (and is needed).",
         check(_, given) {
@@ -693,9 +935,10 @@ export const STAGES: readonly StageSchema[] = [
       },
       {
         doc: "`prompt` and `completion` are needed, except with `alpaca` and `chat`, which " +
-          "refuse them (the format writes the prompt).",
+          "refuse them (the format writes the prompt), and `images`.",
         check(value, given) {
           const format = value.format as string | undefined;
+          if (format === "images") return undefined;
           const instructions = (INSTRUCTION_FORMATS as readonly unknown[]).includes(format);
           for (const key of ["prompt", "completion"]) {
             if (instructions && given.has(key)) {

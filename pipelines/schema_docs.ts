@@ -83,6 +83,72 @@ Overridden values are checked like the file's; an error names the override.
 \`run.yaml: stages[4].lr must be a number, got "fast" (line 27:9)\`.
 `;
 
+/** The section on `format: images`, after the `data` stage's table. */
+const IMAGE_DATA = `### Image data
+
+\`format: images\` reads labelled images for an image classifier (a ViT) instead of text: no
+tokenizer and no rows; the splits, their class names (\`id2label\`) and their transforms go to the
+stages after it. Each of \`train\`, \`validation\` and \`test\` is an image source:
+
+- **IDX** (MNIST's format; Debian's \`dataset-fashion-mnist\` installs Fashion-MNIST in
+  \`/usr/share/datasets/fashion-mnist/\`): the images file (IDX3 of unsigned bytes, plain or gzip);
+  its labels file is found beside it with \`images\` → \`labels\` and \`idx3\` → \`idx1\` in the
+  name. Magic numbers, dimensions and counts are checked. Class names: \`label_names\`, else the
+  digits.
+- **A folder** with one sub-folder per class holding \`.png\`, \`.jpg\` or \`.jpeg\` files; other
+  files are skipped (and counted), a class folder with no image is an error.
+- **A CSV** with the columns \`path\` and \`label\`; relative paths are relative to the CSV.
+
+Folder and CSV classes are sorted by name (as numbers when all are whole numbers) and numbered from
+0; \`validation\` and \`test\` classes are matched to \`train\`'s by name. \`classes\` or
+\`class_ids\` keep some classes, relabelled 0..n-1 in the order given (\`class_ids: [5, 6, 7, 8, 9]\`
+keeps Fashion-MNIST's last five). \`shots: k\` draws k training images of each class with
+\`sampling_seed\` (the NOLA paper's few-shot protocol runs 4 sampling seeds x 3 initialisation
+seeds); a class with fewer than k images is an error naming it and every class's count.
+
+**Preprocessing** follows the model folder: \`preprocessor_config.json\` (Hugging Face
+\`ViTImageProcessor\`: resize to \`size\` with \`resample\`, \`x / 255\`, normalise by \`image_mean\`
+and \`image_std\`), else timm's \`pretrained_cfg\` in \`config.json\` (resize the shorter side to
+\`floor(size / crop_pct)\`, centre crop, \`mean\`, \`std\`), else \`config.json\`'s \`image_size\`
+with \`ViTImageProcessor\`'s defaults (bilinear, mean and std 0.5). \`preprocess\` overrides any of
+them, and gives them all when no model is loaded. Resizing is Pillow's (bilinear, bicubic with
+\`a = -0.5\`, nearest; antialiased when shrinking; computed in floating point, not rounded to 8
+bits between passes, so values differ from Pillow's 8-bit output by under one level). Grey images
+are copied to three channels; alpha is dropped; palette PNGs are expanded.
+
+**Augmentation** (\`augment\`, training only): torchvision's \`RandomResizedCrop\` (scale
+\`[0.08, 1]\`, ratio \`[3/4, 4/3]\`, ten tries then the centre) with the preprocessing filter, and
+\`RandomHorizontalFlip\`; example \`i\` in epoch \`e\` draws from a generator seeded by
+\`(augment.seed, e, i)\` alone, so a resumed run sees the same images.
+
+**Errors** name the file: an unreadable, truncated or corrupt image, a class folder with no image,
+an IDX file whose header, length or count does not match, a CSV without \`path\` and \`label\`, a
+class the train split lacks, \`shots\` above a class's count. Labels a head already has (an
+adapter's \`id2label\`) are checked by \`matchLabels\` (data/images/dataset.ts), which names the
+first file whose label the head does not know.
+
+\`\`\`yaml
+  - kind: data
+    format: images
+    train: /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+    test: /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+    label_names: [T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot]
+    class_ids: [5, 6, 7, 8, 9]
+    shots: 10
+    sampling_seed: 0
+    eval_per_class: 200
+    preprocess: { image_size: 32 }
+    augment: { scale: [0.5, 1] }
+\`\`\`
+
+Reading outside the working folder needs Deno's permission: \`deno task finetune\` allows reading
+\`.\` only, so run the CLI with \`--allow-read=.,/usr/share/datasets\` (or copy the files in).
+
+Images are decoded by [fast-png](https://www.npmjs.com/package/fast-png) 8.0.0 (MIT; with its
+dependencies fflate, MIT, and iobuffer, MIT) and [jpeg-js](https://www.npmjs.com/package/jpeg-js)
+0.4.4 (BSD-3-Clause), both pure JavaScript, pinned in \`deno.json\`.
+`;
+
 function typeText(t: FieldType): string {
   switch (t.type) {
     case "string":
@@ -152,6 +218,7 @@ export function schemaMarkdown(): string {
     if (needs.length > 0) parts.push(`Needs an earlier ${needs.join(", ")}.`, "");
     parts.push(table(s.fields), "");
     if (s.rules?.length) parts.push(...s.rules.map((r) => `- ${r.doc}`), "");
+    if (s.kind === "data") parts.push(IMAGE_DATA);
   }
   return `<!-- deno-fmt-ignore-file -->\n\n${parts.join("\n")}`;
 }

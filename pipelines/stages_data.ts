@@ -6,6 +6,9 @@
  * their own segments (data/instructions.ts), chat through the tokenizer's default chat template.
  * Both are tokenized by the same mechanism (data/examples.ts: the whole text at once).
  *
+ * `format: images` reads labelled images instead (data/images/): no tokenizer, no rows; the
+ * splits, their classes and transforms land in `state.data.images`.
+ *
  * @module
  */
 
@@ -28,7 +31,10 @@ import {
   instructionSegments,
   readInstructions,
 } from "../data/instructions.ts";
-import type { DataRecord } from "../data/readers.ts";
+import { DataError, type DataRecord } from "../data/readers.ts";
+import { type ImageData, loadImageData } from "../data/images/dataset.ts";
+import { AUGMENT_DEFAULTS } from "../data/images/augment.ts";
+import { type PreprocessSettings, preprocessSettings } from "../data/images/preprocess.ts";
 import { CompiledTemplate } from "../data/templates.ts";
 import type { GenerationExample } from "../eval/evaluate.ts";
 import type { Tokenizer } from "../models/tokenizer.ts";
@@ -170,6 +176,21 @@ function rowOptions(stage: DataStage, tokenizer: Tokenizer) {
 
 /** `data`: the splits as rows of `seq_len` tokens, and as prompts with references. */
 export const data: StageRunner<DataStage> = async (stage, state) => {
+  if (stage.format === "images") return await imageStage(stage, state);
+  // The keys take folders for image sources; text data is files only.
+  for (const key of ["train", "validation", "test"] as const) {
+    const path = stage[key];
+    if (path === undefined) continue;
+    const info = await Deno.stat(inputPath(state, path));
+    if (info.isDirectory) {
+      throw stageError(
+        state,
+        key,
+        `"${path}" is a folder; text data is read from files (folders hold images, with ` +
+          `"format: images")`,
+      );
+    }
+  }
   const tokenizer = need(state, "tokenizer");
   const model = need(state, "model");
   if (stage.seqLen > model.maxPositions) {
@@ -210,3 +231,140 @@ export const data: StageRunner<DataStage> = async (stage, state) => {
   state.data = { T: stage.seqLen, splits };
   await state.log.recordStage(stage.id, figures);
 };
+
+/** Figures of one image split for the run summary. */
+function imageFigures(data: ImageData, split: SplitName) {
+  const s = data.splits[split];
+  return {
+    source: s.path ?? null,
+    kind: s.kind ?? null,
+    available: s.available,
+    images: s.examples.length,
+    per_class: Object.fromEntries(data.id2label.map((name, i) => [name, s.perClass[i]])),
+    ignored_files: s.ignored,
+  };
+}
+
+function settingsText(p: PreprocessSettings): string {
+  const resize = p.mode === "squash"
+    ? `resize to ${p.width}x${p.height}`
+    : p.mode === "shorter"
+    ? `shorter side to ${p.resize}, centre ${p.width}x${p.height}`
+    : `centre ${p.width}x${p.height}`;
+  const list = (v: readonly number[]) => `[${v.map((x) => +x.toFixed(4)).join(", ")}]`;
+  return `${resize} (${p.resample}), mean ${list(p.mean)}, std ${list(p.std)}; from ${p.from}`;
+}
+
+/** `data` with `format: images`: labelled image splits for a classifier. */
+async function imageStage(stage: DataStage, state: RunState): Promise<void> {
+  const model = state.model;
+  if (model && model.task !== "classification") {
+    throw stageError(
+      state,
+      "format",
+      `format "images" needs an image classifier, and the loaded ${model.modelType} model ` +
+        `predicts tokens`,
+      "load an image classification model (a ViT), or use a text format",
+    );
+  }
+  const p = stage.preprocess ?? {};
+  let preprocess: PreprocessSettings;
+  try {
+    preprocess = await preprocessSettings(model ? state.modelFolder : undefined, {
+      imageSize: p.imageSize,
+      mode: p.mode,
+      cropPct: p.cropPct,
+      resample: p.resample,
+      mean: p.mean,
+      std: p.std,
+    });
+  } catch (e) {
+    if (e instanceof DataError && e.file === "") throw stageError(state, "preprocess", e.message);
+    if (e instanceof RangeError) throw stageError(state, "preprocess", e.message);
+    throw e;
+  }
+  if (preprocess.mode === "shorter" && preprocess.resize! < preprocess.height) {
+    throw stageError(
+      state,
+      "preprocess.crop_pct",
+      `resizing the shorter side to ${preprocess.resize} leaves too little for a ` +
+        `${preprocess.height}-pixel crop`,
+    );
+  }
+  const a = stage.augment;
+  const source = (path?: string) => (path === undefined ? undefined : inputPath(state, path));
+  const images = await loadImageData({
+    train: source(stage.train)!,
+    validation: source(stage.validation),
+    test: source(stage.test),
+    kind: stage.source,
+    labelNames: stage.labelNames,
+    classes: stage.classes,
+    classIds: stage.classIds,
+    shots: stage.shots,
+    evalPerClass: stage.evalPerClass,
+    samplingSeed: stage.samplingSeed ?? state.pipeline.seed,
+    preprocess,
+    augment: a ? { crop: a.crop, scale: a.scale, ratio: a.ratio, flip: a.flip } : undefined,
+    augmentSeed: a?.seed ?? state.pipeline.seed,
+  });
+  if (stage.labelNames && images.splits.train.kind !== "idx") {
+    throw stageError(
+      state,
+      "label_names",
+      `only applies to IDX sources; "${stage.train}" is a ${images.splits.train.kind}, whose ` +
+        `class names come from the ${
+          images.splits.train.kind === "csv" ? "label column" : "folders"
+        }`,
+    );
+  }
+  const empty = (): SplitData => ({ rows: [], examples: [] });
+  state.data = {
+    T: 0,
+    splits: { train: empty(), validation: empty(), test: empty() },
+    images,
+  };
+  const classes = images.id2label.length;
+  state.say(
+    `images: ${classes} classes (${images.id2label.slice(0, 10).join(", ")}` +
+      `${classes > 10 ? ", ..." : ""}); input ${images.inputShape.join("x")}: ` +
+      settingsText(preprocess),
+  );
+  for (const split of SPLITS) {
+    const s = images.splits[split];
+    if (s.path === undefined) continue;
+    const counts = [...new Set(s.perClass)];
+    state.say(
+      `${split}: ${s.examples.length} of ${s.available} images from ${s.kind} "${s.path}"` +
+        (counts.length === 1 ? `, ${counts[0]} a class` : "") +
+        (split === "train" && stage.shots
+          ? ` (${stage.shots}-shot, sampling seed ${stage.samplingSeed})`
+          : "") +
+        (s.ignored > 0 ? `; ${s.ignored} other files skipped` : ""),
+    );
+  }
+  if (a) {
+    const aug = { ...AUGMENT_DEFAULTS, ...a };
+    state.say(
+      `augment: ${
+        aug.crop
+          ? `random resized crop (scale ${aug.scale}, ratio ` +
+            `${aug.ratio.map((r) => +r.toFixed(4))})`
+          : "no crop"
+      }${aug.flip ? ", flip" : ""}, ` +
+        `seed ${a.seed}`,
+    );
+  }
+  await state.log.recordStage(stage.id, {
+    format: "images",
+    id2label: images.id2label,
+    input_shape: images.inputShape,
+    preprocess: settingsText(preprocess),
+    shots: stage.shots ?? null,
+    sampling_seed: stage.samplingSeed ?? null,
+    augment: a ?? null,
+    train: imageFigures(images, "train"),
+    validation: imageFigures(images, "validation"),
+    test: imageFigures(images, "test"),
+  });
+}

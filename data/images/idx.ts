@@ -136,6 +136,7 @@ async function readIdx(path: string, dims: number): Promise<{ shape: number[]; d
   try {
     bytes = await Deno.readFile(path);
   } catch (e) {
+    if (e instanceof Deno.errors.NotCapable) throw e;
     throw new DataError(`Cannot read IDX file "${path}": ${messageOf(e)}`, {
       file: path,
       cause: e,

@@ -117,6 +117,7 @@ export async function readImage(path: string): Promise<Image> {
   try {
     bytes = await Deno.readFile(path);
   } catch (e) {
+    if (e instanceof Deno.errors.NotCapable) throw e;
     throw new DataError(`Cannot read image "${path}": ${messageOf(e)}`, { file: path, cause: e });
   }
   return decodeImage(bytes, { file: path });

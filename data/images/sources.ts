@@ -69,6 +69,7 @@ export async function detectSource(path: string): Promise<ImageSourceKind> {
   try {
     info = await Deno.stat(path);
   } catch (e) {
+    if (e instanceof Deno.errors.NotCapable) throw e;
     throw new DataError(`Cannot read images "${path}": ${messageOf(e)}`, { file: path, cause: e });
   }
   if (info.isDirectory) return "folder";
@@ -97,6 +98,7 @@ async function listFolder(path: string): Promise<ImageListing> {
       else ignored++;
     }
   } catch (e) {
+    if (e instanceof Deno.errors.NotCapable) throw e;
     throw new DataError(`Cannot read image folder "${path}": ${messageOf(e)}`, {
       file: path,
       cause: e,
@@ -143,6 +145,7 @@ async function listCsv(path: string): Promise<ImageListing> {
   try {
     text = await Deno.readTextFile(path);
   } catch (e) {
+    if (e instanceof Deno.errors.NotCapable) throw e;
     throw new DataError(`Cannot read image list "${path}": ${messageOf(e)}`, {
       file: path,
       cause: e,

@@ -74,7 +74,7 @@ Deno.test("alpaca and chat take no templates; the other formats still need both"
   refusedAt(
     "format: sharegpt\ntrain: c.jsonl",
     'p.yaml: stages[1].format must be one of "jsonl", "csv", "e2e", "text", "alpaca", "chat", ' +
-      'got "sharegpt" (line 7:13)',
+      '"images", got "sharegpt" (line 7:13)',
   );
 });
 
