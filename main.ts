@@ -30,15 +30,22 @@ async function defaultPipeline(): Promise<string> {
 /** Each command: its usage line, help text and options. */
 const COMMANDS = {
   finetune: {
-    usage: "finetune [PIPELINE] [--set KEY=VALUE]... [--resume]",
+    usage: "finetune [PIPELINE] [--set KEY=VALUE]... [--resume] [--max-memory SIZE]",
     help: `Runs a pipeline file (default ${DEFAULT_PIPELINE}: NOLA on a tiny GPT-2 and a
 data-to-text task). --set overrides a key (stages are addressed by id), --resume continues the
 train stage from the run's newest checkpoint. Ctrl-C stops at the next step with a checkpoint.
+The load stage prints the run's GPU memory estimate before allocating; --max-memory (6GB, 6GiB,
+512MB) refuses to start a run whose estimate is over it.
 
   deno task finetune
   deno task finetune pipelines/default.yaml --set stages.train.lr=1e-2 --set seed=3
-  deno task finetune pipelines/default.yaml --resume`,
-    options: { set: { type: "string", multiple: true }, resume: { type: "boolean" } },
+  deno task finetune pipelines/default.yaml --resume
+  deno task finetune pipelines/llama-instruct.yaml --max-memory 6GB`,
+    options: {
+      set: { type: "string", multiple: true },
+      resume: { type: "boolean" },
+      "max-memory": { type: "string" },
+    },
   },
   generate: {
     usage: "generate --model DIR [--adapter FILE] --prompt TEXT [--max-new-tokens N] " +
@@ -176,8 +183,17 @@ async function main(argv: string[]): Promise<number> {
     case "finetune": {
       if (positionals.length > 1) throw new UsageError("finetune takes one PIPELINE", command);
       const path = positionals[0] ?? await defaultPipeline();
+      const maxMemory = str("max-memory");
+      const { parseByteSize } = await import("./models/memory_estimate.ts");
+      let budget: number | undefined;
+      try {
+        budget = maxMemory === undefined ? undefined : parseByteSize(maxMemory);
+      } catch (e) {
+        throw new UsageError(`--max-memory: ${(e as Error).message}`, command);
+      }
       const { runPipeline } = await import("./pipelines/run.ts");
       const result = await runPipeline(path, {
+        maxMemory: budget,
         overrides: (values.set as string[] | undefined) ?? [],
         resume: values.resume === true,
         command: `deno task finetune ${path}`,

@@ -45,6 +45,11 @@ export interface RunPipelineOptions {
   say?: (line: string) => void;
   /** Run on this device (left open) instead of acquiring one: runs in a row share compiled kernels. */
   gpu?: Gpu;
+  /**
+   * A budget for the run's GPU memory, in bytes: the load stage estimates the training run's
+   * memory before allocating and refuses, in one line, an estimate over it.
+   */
+  maxMemory?: number;
 }
 
 /** How a run ended. */
@@ -101,6 +106,7 @@ export async function runPipeline(
     step: 0,
     say,
     evaluations: [],
+    maxMemory: options.maxMemory,
   };
   say(
     `${pipeline.name}: ${pipeline.stages.length} stages, run folder ${dir}` +

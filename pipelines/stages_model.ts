@@ -7,14 +7,27 @@
 import { basename } from "node:path";
 import { adapterAccounting } from "../adapters/accounting.ts";
 import { saveAdapter } from "../adapters/adapter_file.ts";
-import { AdapterSet, type AttachConfig } from "../adapters/attach.ts";
+import {
+  AdapterSet,
+  type AttachConfig,
+  type ModulePlan,
+  planAdapters,
+} from "../adapters/attach.ts";
 import { mergeAdapters, unmergeAdapters, writeMergedFolder } from "../adapters/merge.ts";
 import { exportPeft } from "../adapters/peft.ts";
-import { initModel, readModelConfig } from "../models/registry.ts";
+import {
+  checkpointDtypes,
+  estimateTrainingMemory,
+  formatEstimate,
+  type MemoryEstimate,
+  memoryProblem,
+} from "../models/memory_estimate.ts";
+import { initModel, type ModelConfig, modelShape, readModelConfig } from "../models/registry.ts";
 import { Tokenizer } from "../models/tokenizer.ts";
 import type { ModelOptions } from "../models/model.ts";
 import type {
   AttachStage,
+  DataStage,
   ExportPeftStage,
   LoadStage,
   MergeStage,
@@ -53,6 +66,11 @@ export const load: StageRunner<LoadStage> = async (stage, state) => {
     doubleQuant: stage.doubleQuant,
   };
   const config = await readModelConfig(folder);
+  const estimate = await checkTrainingMemory(state, config, {
+    folder,
+    options,
+    random: stage.init === "random",
+  });
   state.model = stage.init === "random"
     ? await initModel(state.gpu, config, { ...options, seed: state.pipeline.seed })
     : await config.family.load(state.gpu, folder, config.config, options);
@@ -72,11 +90,74 @@ export const load: StageRunner<LoadStage> = async (stage, state) => {
   await state.log.recordStage(stage.id, {
     parameters: params,
     init: stage.init,
+    ...estimate,
     ...Object.fromEntries(
       Object.entries(byPrecision).map(([precision, bytes]) => [`weight_bytes_${precision}`, bytes]),
     ),
   });
 };
+
+/**
+ * Estimates the run's GPU memory from the pipeline before the model is allocated (the base as
+ * this stage keeps it, the first later attach stage's adapters, the train stages' largest
+ * micro-batch at the data stage's `seq_len`, their optimizer), prints it, and refuses in one line
+ * a buffer or binding over the adapter's limits or a total over `maxMemory`. Returns the figures
+ * for the summary (none when the family has no estimate).
+ */
+async function checkTrainingMemory(
+  state: RunState,
+  config: ModelConfig,
+  load: { folder: string; options: ModelOptions; random: boolean },
+): Promise<Record<string, number>> {
+  const later = state.pipeline.stages.slice(state.index + 1);
+  const trains = later.filter((s): s is TrainStage => s.kind === "train");
+  const data = later.find((s): s is DataStage => s.kind === "data");
+  const attach = later.find((s): s is AttachStage => s.kind === "attach");
+  const T = data?.seqLen;
+  const B = Math.max(0, ...trains.map((s) => s.batchSize));
+  let modules: ModulePlan[] = [];
+  if (attach) {
+    try {
+      modules = planAdapters(modelShape(config), attachConfig(attach));
+    } catch (e) {
+      // The attach stage reports its own mistakes, where they are.
+      if (!(e instanceof RangeError)) throw e;
+    }
+  }
+  let estimate: MemoryEstimate;
+  try {
+    estimate = estimateTrainingMemory(config, {
+      model: load.options,
+      storedDtypes: load.random ? undefined : await checkpointDtypes(load.folder, config),
+      batch: B > 0 && T ? { B, T } : undefined,
+      adapters: { modules, maxRows: Math.max(8, B) * (T ?? 0) },
+      optimizer: trains[0]
+        ? { kind: trains[0].optimizer, momentum: trains[0].momentum }
+        : undefined,
+    });
+  } catch (e) {
+    if (!(e instanceof RangeError)) throw e;
+    state.say(`no memory estimate: ${e.message}`);
+    return {};
+  }
+  const batch = B > 0 && T ? `, batch ${B} x ${T}` : "";
+  state.say(`GPU memory estimate${batch}: ${formatEstimate(estimate)}`);
+  const limits = state.gpu.device.limits;
+  const problem = memoryProblem(estimate, {
+    maxBufferSize: limits.maxBufferSize,
+    maxStorageBufferBindingSize: state.gpu.maxBindingBytes - state.gpu.bindingAlignment,
+    maxMemory: state.maxMemory,
+  });
+  if (problem) throw stageError(state, undefined, problem.message, problem.hint);
+  return {
+    estimate_bytes: estimate.total,
+    estimate_weight_bytes: estimate.weights,
+    estimate_gradient_bytes: estimate.gradients,
+    estimate_adapter_bytes: estimate.adapters,
+    estimate_optimizer_bytes: estimate.optimizer,
+    estimate_activation_bytes: estimate.activations,
+  };
+}
 
 /**
  * Weight bytes by precision for a person: `1,234,567 bytes (f32 234,567, nf4 1,000,000)`.
@@ -98,10 +179,9 @@ function maxRows(state: RunState): number {
   return Math.max(8, ...batches) * (state.data?.T ?? state.model!.maxPositions);
 }
 
-/** `attach`: NOLA or LoRA adapters on the modules the patterns match. */
-export const attach: StageRunner<AttachStage> = async (stage, state) => {
-  const model = need(state, "model");
-  const config: AttachConfig = {
+/** The adapters' config of an attach stage. */
+function attachConfig(stage: AttachStage): AttachConfig {
+  return {
     method: stage.method,
     targets: stage.targets,
     r: stage.r,
@@ -113,6 +193,12 @@ export const attach: StageRunner<AttachStage> = async (stage, state) => {
     shareBasis: stage.shareBasis,
     overrides: stage.overrides,
   };
+}
+
+/** `attach`: NOLA or LoRA adapters on the modules the patterns match. */
+export const attach: StageRunner<AttachStage> = async (stage, state) => {
+  const model = need(state, "model");
+  const config = attachConfig(stage);
   try {
     state.adapters = await AdapterSet.attach(model, config, { maxRows: maxRows(state) });
   } catch (e) {

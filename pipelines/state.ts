@@ -64,6 +64,11 @@ export interface RunState {
   evaluations: EvaluationRow[];
   /** Set when the train stage was interrupted: the remaining stages are skipped. */
   interrupted?: { step: number; checkpoint?: string };
+  /**
+   * A budget for the run's GPU memory, in bytes (`--max-memory`): the load stage refuses a
+   * training estimate over it.
+   */
+  maxMemory?: number;
 }
 
 /** A stage's implementation: reads and extends the state. */
