@@ -283,14 +283,6 @@ async function imageStage(stage: DataStage, state: RunState): Promise<void> {
     if (e instanceof RangeError) throw stageError(state, "preprocess", e.message);
     throw e;
   }
-  if (preprocess.mode === "shorter" && preprocess.resize! < preprocess.height) {
-    throw stageError(
-      state,
-      "preprocess.crop_pct",
-      `resizing the shorter side to ${preprocess.resize} leaves too little for a ` +
-        `${preprocess.height}-pixel crop`,
-    );
-  }
   const a = stage.augment;
   const source = (path?: string) => (path === undefined ? undefined : inputPath(state, path));
   const images = await loadImageData({

@@ -230,8 +230,17 @@ async function buildSplit(
     names: mapping.names,
   });
   const examples: ImageExample[] = [];
+  const { mode, width, height } = options.preprocess;
   for (const { entry, label } of chosen) {
     const image = await loadImage(listing, entry);
+    // Only a crop without resizing can meet an image too small for it.
+    if (mode === "none" && (image.width < width || image.height < height)) {
+      throw new DataError(
+        `Image ${entry.where} is ${image.width}x${image.height}, smaller than the ` +
+          `${width}x${height} input it is cropped to without resizing`,
+        { file: entry.file ?? listing.path },
+      );
+    }
     examples.push(new ImageExample(image, label, entry.where, options.preprocess));
   }
   const perClass = mapping.names.map(() => 0);

@@ -383,6 +383,8 @@ function fromTimm(cfg: Json, file: string): PreprocessSettings {
  * @returns The settings, `from` naming where they came from.
  * @throws {DataError} If a file in the folder cannot be read or holds a setting this code does not
  * implement (named by file and key), or no input size is known.
+ * @throws {RangeError} If the overrides contradict each other (`shorter` with a non-square input
+ * or a crop larger than the resized image).
  */
 export async function preprocessSettings(
   folder: string | undefined,
@@ -437,6 +439,12 @@ export async function preprocessSettings(
     }
     if (o.cropPct !== undefined) out.resize = Math.floor(out.height / o.cropPct);
     out.resize ??= out.height;
+    if (out.resize < out.height) {
+      throw new RangeError(
+        `resizing the shorter side to ${out.resize} leaves too little for a ${out.height}-pixel ` +
+          `crop: crop_pct must be at most 1`,
+      );
+    }
   } else {
     delete out.resize;
   }

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { idxLabelsPath, parseIdx, readIdxPair } from "../../data/images/idx.ts";
 import { DataError } from "../../data/readers.ts";
 import { freshSeed, withTempDir } from "../_util.ts";
-import { assertRefusal } from "../fuzz/_fuzz.ts";
+import { applyEdits, assertRefusal, byteEdits, fuzz } from "../fuzz/_fuzz.ts";
 import { gzip, idxBytes, randomBytes } from "./_images.ts";
 
 const FASHION = "/usr/share/datasets/fashion-mnist";
@@ -103,4 +103,17 @@ Deno.test({
     for (const l of pair.labels) counts[l]++;
     assert.deepEqual(counts, new Array(10).fill(1000));
   },
+});
+
+Deno.test("parseIdx on damaged bytes returns elements matching its dimensions or a one-line refusal", async () => {
+  const good = idxBytes([3, 4, 5], randomBytes(60, 1));
+  await fuzz("parseIdx", byteEdits, (edits) => {
+    const bytes = applyEdits(good, edits);
+    try {
+      const { shape, data } = parseIdx(bytes, { file: "fuzzed-idx", dims: 3 });
+      assert.equal(data.length, shape.reduce((a, b) => a * b, 1));
+    } catch (e) {
+      assertRefusal(e, [DataError], "fuzzed-idx");
+    }
+  }, { runs: 1000, ms: 5_000 });
 });

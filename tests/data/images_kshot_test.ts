@@ -200,6 +200,15 @@ Deno.test("bad sources: an empty class folder, an unreadable image, an unknown c
       return /Class "zebra" of .* is not a class of the train split \("a", "b"\)/
         .test((e as Error).message);
     });
+    // Cropped to the input without resizing, a 5x5 image is too small for 6x6.
+    const cropOnly = { ...vitDefaults(6, 6, "test"), mode: "none" as const };
+    await assert.rejects(
+      loadImageData({ ...base(`${dir}/train`), preprocess: cropOnly }),
+      (e) => {
+        assertRefusal(e, [DataError], `${dir}/train/a/000.png`);
+        return /is 5x5, smaller than the 6x6 input/.test((e as Error).message);
+      },
+    );
     await Deno.writeTextFile(`${dir}/bad.csv`, "file,class\nx.png,a\n");
     await assert.rejects(loadImageData(base(`${dir}/bad.csv`)), (e) => {
       assertRefusal(e, [DataError], `${dir}/bad.csv`);

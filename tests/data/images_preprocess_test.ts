@@ -232,12 +232,24 @@ Deno.test("preprocessSettings reads preprocessor_config.json, timm's pretrained_
       [0.5, 0.5, 0.5],
     ]);
     await write("preprocessor_config.json", {
+      do_resize: false,
+      do_center_crop: true,
+      crop_size: { height: 5, width: 7 },
+    });
+    s = await preprocessSettings(dir);
+    assert.deepEqual([s.height, s.width, s.mode], [5, 7, "none"]);
+    await assert.rejects(preprocessSettings(dir, { mode: "shorter" }), RangeError);
+    await write("preprocessor_config.json", {
       size: { shortest_edge: 40 },
       do_center_crop: true,
       crop_size: 36,
     });
     s = await preprocessSettings(dir);
     assert.deepEqual([s.height, s.mode, s.resize], [36, "shorter", 40]);
+    await assert.rejects(
+      preprocessSettings(dir, { cropPct: 1.25 }),
+      /resizing the shorter side to 28 leaves too little for a 36-pixel crop/,
+    );
   });
 });
 
