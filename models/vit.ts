@@ -29,6 +29,7 @@ import type {
 } from "./model.ts";
 import { VitActivations } from "./vit_activations.ts";
 import {
+  readVitConfig,
   type VitConfig,
   vitConfigHash,
   vitNames,
@@ -38,9 +39,22 @@ import {
 } from "./vit_config.ts";
 import { VitOps } from "./vit_ops.ts";
 import { saveVitFolder } from "./vit_save.ts";
-import { loadVitWeights, vitWeightNames } from "./vit_weights.ts";
+import { planVitWeights, vitWeightNames, withZeroHead } from "./vit_weights.ts";
 import { GpuModel } from "./_gpu_model.ts";
-import { type PackedBase, uploadWeights } from "./_base_weights.ts";
+import {
+  type PackedBase,
+  streamWeights,
+  uploadWeights,
+  type WeightLoaded,
+  type WeightReader,
+} from "./_base_weights.ts";
+import { Checkpoint } from "../formats/safetensors.ts";
+
+/** Options of {@link Vit.load} and {@link Vit.fromReader}. */
+export interface VitLoadOptions extends ModelOptions {
+  /** Called once each weight is on the GPU, in load order. */
+  onWeight?: (loaded: WeightLoaded) => void;
+}
 
 /**
  * A ViT classifier with its weights on the GPU.
@@ -94,16 +108,49 @@ export class Vit extends GpuModel<VitActivations> implements Model {
   }
 
   /**
-   * Loads a Hugging Face or timm ViT folder (`config.json`, `model.safetensors` or shards).
+   * Loads a Hugging Face or timm ViT folder (`config.json`, `model.safetensors` or shards), one
+   * tensor at a time.
    *
    * @param gpu The device.
    * @param folder The folder.
-   * @param options `trainAll`, the base format.
+   * @param options `trainAll`, the base format, `onWeight`.
    * @returns The model.
    */
-  static async load(gpu: Gpu, folder: string, options: ModelOptions = {}): Promise<Vit> {
-    const weights = await loadVitWeights(folder);
-    return Vit.fromWeights(gpu, weights, { ...options, storedDtypes: weights.dtypes });
+  static async load(gpu: Gpu, folder: string, options: VitLoadOptions = {}): Promise<Vit> {
+    const config = await readVitConfig(folder);
+    using ckpt = await Checkpoint.open(folder);
+    return await Vit.fromReader(gpu, config, ckpt, options);
+  }
+
+  /**
+   * Loads a ViT from a checkpoint one tensor at a time: the header is checked first
+   * ({@link planVitWeights}), then each weight is read, put on the GPU (linear weights packed as
+   * `baseFormat` says) and let go of before the next is read. A checkpoint without a head gets a
+   * zero head of the config's classes.
+   *
+   * @param gpu The device.
+   * @param config The architecture the checkpoint must match.
+   * @param reader The checkpoint, or a reader wrapping one.
+   * @param options `trainAll`, the base format, and `onWeight`, told about each weight loaded.
+   * @returns The model.
+   * @throws {VitWeightsError} On a checkpoint that does not match the config.
+   * @throws {RangeError} On a packed base with `trainAll`, or a weight that cannot be quantized.
+   */
+  static async fromReader(
+    gpu: Gpu,
+    config: VitConfig,
+    reader: WeightReader,
+    options: VitLoadOptions = {},
+  ): Promise<Vit> {
+    const { plan } = await planVitWeights(config, reader);
+    const ops = await VitOps.load(gpu);
+    const { params, packed } = await streamWeights(gpu, withZeroHead(reader, plan), plan, {
+      linears: new Set(vitSites(config).map((s) => `${s.linear}.weight`)),
+      layout: "linear",
+      options,
+      onWeight: options.onWeight,
+    });
+    return new Vit(gpu, config, ops, params, options, packed);
   }
 
   /**

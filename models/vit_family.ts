@@ -9,7 +9,8 @@ import { Random } from "../data/random.ts";
 import type { ModelFamily } from "./model.ts";
 import { Vit } from "./vit.ts";
 import { parseVitConfig, type VitConfig, vitConfigHash, vitSites } from "./vit_config.ts";
-import { expectedVitShapes, loadVitWeights } from "./vit_weights.ts";
+import { expectedVitShapes } from "./vit_weights.ts";
+import { Checkpoint } from "../formats/safetensors.ts";
 
 /** What the registry matches a timm `config.json`'s `architecture` against. */
 export const TIMM_VIT_ARCHITECTURE = /^vit_/;
@@ -22,12 +23,8 @@ export const vitFamily: ModelFamily<VitConfig> & { readonly timmArchitecture: Re
   parseConfig: parseVitConfig,
   shape: (config) => ({ configHash: vitConfigHash(config), sites: vitSites(config) }),
   load: async (gpu, folder, config, options) => {
-    const weights = await loadVitWeights(folder);
-    // The folder's config was already parsed by the registry; both reads must agree.
-    if (vitConfigHash(weights.config) !== vitConfigHash(config)) {
-      throw new RangeError(`The config of "${folder}" changed while it was being loaded`);
-    }
-    return Vit.fromWeights(gpu, weights, { ...options, storedDtypes: weights.dtypes });
+    using ckpt = await Checkpoint.open(folder);
+    return await Vit.fromReader(gpu, config, ckpt, options);
   },
   init: (gpu, config, options = {}) =>
     Vit.fromWeights(gpu, { config, tensors: initVitWeights(config, options.seed ?? 0) }, options),

@@ -20,6 +20,7 @@
  */
 
 import { Checkpoint } from "../formats/safetensors.ts";
+import type { PlannedWeight, WeightReader } from "./_base_weights.ts";
 import type { HostTensor } from "./gpt2_weights.ts";
 import { ModelWeightsError } from "./model.ts";
 import { readVitConfig, type VitConfig, vitNames, vitPatches, vitTokens } from "./vit_config.ts";
@@ -98,26 +99,21 @@ export function expectedVitShapes(c: VitConfig): Array<{ name: string; shape: nu
 }
 
 /**
- * Loads a ViT folder into host memory, checking every tensor against the config before any is
- * read.
+ * Checks a ViT checkpoint against its config from the header alone (names, prefix, shapes,
+ * dtypes), before any weight is read, and plans the load. A missing head is planned as zeros:
+ * read it through {@linkcode withZeroHead}.
  *
- * @param folder A folder with `config.json` and `model.safetensors` (or an index and shards).
- * @returns The architecture and every weight as f32.
- * @throws {VitConfigError} If `config.json` is missing or invalid.
- * @throws {SafetensorsError} If a weights file is missing or invalid.
- * @throws {VitWeightsError} On a missing, unexpected, misshapen or non-float tensor, or a prefix
- * on some encoder tensors and not others.
- *
- * @example Loading the fixture
- * ```ts
- * import { loadVitWeights } from "./vit_weights.ts";
- * const { config, tensors } = await loadVitWeights("fixtures/tiny-vit");
- * console.log(config.layout, tensors.get("embeddings.cls_token")?.shape); // hf [1, 1, 24]
- * ```
+ * @param config The architecture.
+ * @param ckpt The checkpoint (or a reader wrapping one).
+ * @returns Every weight in {@linkcode expectedVitShapes} order (a ViTModel's pooler after them),
+ * and whether the checkpoint stores a head.
+ * @throws {VitWeightsError} On a missing, unexpected, misshapen or non-float tensor, a head with
+ * only one of its weight and bias, or a prefix on some encoder tensors and not others.
  */
-export async function loadVitWeights(folder: string): Promise<VitWeights> {
-  const config = await readVitConfig(folder);
-  using ckpt = await Checkpoint.open(folder);
+export async function planVitWeights(
+  config: VitConfig,
+  ckpt: WeightReader,
+): Promise<{ plan: PlannedWeight[]; storedHead: boolean }> {
   const fail = (message: string, file: string, tensor?: string): never => {
     throw new VitWeightsError(`Invalid ViT checkpoint "${file}": ${message}`, { file, tensor });
   };
@@ -176,39 +172,97 @@ export async function loadVitWeights(folder: string): Promise<VitWeights> {
     const full = (hf && !first.name.startsWith("classifier") ? prefix : "") + first.name;
     fail(
       `missing tensor "${full}" with shape ${formatShape(first.shape)}${more}`,
-      await describeCheckpoint(folder),
+      await describeCheckpoint(ckpt.folder),
       full,
     );
   }
-  const headParts = [...optional].filter((n) => n.startsWith(`${head}.`));
-  const heads = headParts.filter((n) => stored.has(n));
+  const heads = [`${head}.weight`, `${head}.bias`].filter((n) => stored.has(n));
   if (heads.length === 1) {
+    const where = stored.get(heads[0])!;
     fail(
-      `the head has "${stored.get(heads[0])}" but not its ${
-        heads[0].endsWith("weight") ? "bias" : "weight"
-      }`,
-      ckpt.fileOf(stored.get(heads[0])!),
-      stored.get(heads[0]),
+      `the head has "${where}" but not its ${heads[0].endsWith("weight") ? "bias" : "weight"}`,
+      ckpt.fileOf(where),
+      where,
     );
   }
+  const plan: PlannedWeight[] = [];
+  for (
+    const { name, shape } of [
+      ...expected,
+      ...HF_POOLER.map((p) => ({ name: p, shape: shapes.get(p)! })),
+    ]
+  ) {
+    const where = stored.get(name);
+    if (where !== undefined) {
+      plan.push({ name, stored: where, shape: [...shape], dtype: ckpt.info(where).dtype });
+    } else if (optional.has(name) && name.startsWith(`${head}.`)) {
+      plan.push({ name, stored: ZERO + name, shape: [...shape], dtype: "F32" });
+    }
+  }
+  return { plan, storedHead: heads.length === 2 };
+}
+
+// Where a plan reads a weight the checkpoint lacks (a backbone's head): zeros.
+const ZERO = "\u0000zero:";
+
+/**
+ * A reader that serves the zero head {@linkcode planVitWeights} planned for a checkpoint without
+ * one, and everything else from the checkpoint.
+ *
+ * @param reader The checkpoint.
+ * @param plan The plan.
+ * @returns The reader to load the plan through.
+ */
+export function withZeroHead(reader: WeightReader, plan: readonly PlannedWeight[]): WeightReader {
+  const zeros = new Map(
+    plan.filter((p) => p.stored.startsWith(ZERO)).map((p) => [p.stored, p.shape]),
+  );
+  if (zeros.size === 0) return reader;
+  const size = (name: string) => zeros.get(name)!.reduce((a, b) => a * b, 1);
+  return {
+    folder: reader.folder,
+    names: () => reader.names(),
+    fileOf: (name) => zeros.has(name) ? reader.folder : reader.fileOf(name),
+    info: (name) =>
+      zeros.has(name)
+        ? { name, dtype: "F32", shape: [...zeros.get(name)!], begin: 0, end: 4 * size(name) }
+        : reader.info(name),
+    readBytes: (name) =>
+      zeros.has(name) ? Promise.resolve(new Uint8Array(4 * size(name))) : reader.readBytes(name),
+    readFloat32: (name) =>
+      zeros.has(name) ? Promise.resolve(new Float32Array(size(name))) : reader.readFloat32(name),
+  };
+}
+
+/**
+ * Loads a ViT folder into host memory, checking every tensor against the config before any is
+ * read ({@linkcode planVitWeights}). A model loaded for the GPU streams instead (`Vit.load`).
+ *
+ * @param folder A folder with `config.json` and `model.safetensors` (or an index and shards).
+ * @returns The architecture and every weight as f32.
+ * @throws {VitConfigError} If `config.json` is missing or invalid.
+ * @throws {SafetensorsError} If a weights file is missing or invalid.
+ * @throws {VitWeightsError} On a checkpoint that does not fit the config.
+ *
+ * @example Loading the fixture
+ * ```ts
+ * import { loadVitWeights } from "./vit_weights.ts";
+ * const { config, tensors } = await loadVitWeights("fixtures/tiny-vit");
+ * console.log(config.layout, tensors.get("embeddings.cls_token")?.shape); // hf [1, 1, 24]
+ * ```
+ */
+export async function loadVitWeights(folder: string): Promise<VitWeights> {
+  const config = await readVitConfig(folder);
+  using ckpt = await Checkpoint.open(folder);
+  const { plan, storedHead } = await planVitWeights(config, ckpt);
+  const reader = withZeroHead(ckpt, plan);
   const tensors = new Map<string, HostTensor>();
   const dtypes = new Map<string, Dtype>();
-  for (const { name, shape } of expected) {
-    const where = stored.get(name);
-    if (where === undefined) {
-      tensors.set(name, { shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)) });
-      continue;
-    }
-    tensors.set(name, { shape, data: await ckpt.readFloat32(where) });
-    dtypes.set(name, ckpt.info(where).dtype);
+  for (const { name, stored, shape, dtype } of plan) {
+    tensors.set(name, { shape, data: await reader.readFloat32(stored) });
+    if (!stored.startsWith(ZERO)) dtypes.set(name, dtype);
   }
-  for (const p of HF_POOLER) {
-    const where = stored.get(p);
-    if (where === undefined) continue;
-    tensors.set(p, { shape: shapes.get(p)!, data: await ckpt.readFloat32(where) });
-    dtypes.set(p, ckpt.info(where).dtype);
-  }
-  return { config, tensors, storedHead: heads.length === 2, dtypes };
+  return { config, tensors, storedHead, dtypes };
 }
 
 // A weight's name in the layout, null to skip it, undefined when it lacks the prefix its

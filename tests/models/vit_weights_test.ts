@@ -8,7 +8,9 @@ import {
 } from "../../formats/safetensors.ts";
 import { ModelWeightsError } from "../../models/model.ts";
 import { loadModel } from "../../models/registry.ts";
-import { loadVitWeights, vitWeightNames } from "../../models/vit_weights.ts";
+import { Vit } from "../../models/vit.ts";
+import { readVitConfig } from "../../models/vit_config.ts";
+import { expectedVitShapes, loadVitWeights, vitWeightNames } from "../../models/vit_weights.ts";
 import { GPU_TEST, relativeError, testGpu, withTempDir } from "../_util.ts";
 
 const HF = "fixtures/tiny-vit";
@@ -213,3 +215,32 @@ Deno.test("ViT checkpoints that do not fit their config are refused naming file 
     );
   });
 });
+
+Deno.test(
+  "ViT loads one weight at a time, and keeps its linears int8 on a quantized base",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const loaded: string[] = [];
+    using full = await Vit.load(gpu, TIMM, { onWeight: (w) => loaded.push(w.name) });
+    const config = await readVitConfig(TIMM);
+    assert.deepEqual(loaded, expectedVitShapes(config).map((e) => e.name));
+    using int8 = await Vit.load(gpu, TIMM, { baseFormat: "int8", blockSize: 32 });
+    // Every site's linear is packed; norms, embeddings and the head stay f32.
+    assert.deepEqual(
+      [...int8.packed.keys()].sort(),
+      [...new Set(int8.sites.map((s) => `${s.linear}.weight`))].sort(),
+    );
+    const inputs = new Float32Array(2 * 3 * 144).map((_, i) => Math.cos(i));
+    const batch = { kind: "labelled" as const, B: 2, inputShape: [3, 12, 12], inputs };
+    const err = relativeError(
+      await int8.forward(batch).logits.read(),
+      await full.forward(batch).logits.read(),
+    );
+    assert(err > 0 && err < 5e-2, `int8 logits relative error ${err}`);
+    await assert.rejects(
+      () => Vit.load(gpu, TIMM, { baseFormat: "int8", trainAll: true }),
+      /full fine-tuning needs baseFormat "f32"/,
+    );
+  },
+);
