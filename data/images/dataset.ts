@@ -52,6 +52,8 @@ export class ImageExample implements LabelledExample {
   readonly #preprocess: PreprocessSettings;
 
   /**
+   * Makes an example.
+   *
    * @param image The decoded image.
    * @param label Its class id.
    * @param where Where it came from, for messages.

@@ -189,11 +189,15 @@ export function preprocessImage(image: Image, settings: PreprocessSettings): Flo
 export interface PreprocessOverrides {
   /** Square input side. */
   imageSize?: number;
+  /** The resize mode. */
   mode?: PreprocessSettings["mode"];
   /** With `shorter`: `resize = floor(imageSize / cropPct)`. */
   cropPct?: number;
+  /** The resampling filter. */
   resample?: Resample;
+  /** Per-channel mean (3 values). */
   mean?: number[];
+  /** Per-channel standard deviation (3 values). */
   std?: number[];
 }
 

@@ -37,9 +37,13 @@ export interface Box {
 
 /** An image of floating-point samples in `0..255`, `HWC` like {@linkcode Image}. */
 export interface FloatImage {
+  /** Pixels a row. */
   width: number;
+  /** Rows. */
   height: number;
+  /** Samples a pixel. */
   channels: number;
+  /** `height * width * channels` samples, `HWC`. */
   data: Float64Array;
 }
 

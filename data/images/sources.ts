@@ -42,6 +42,7 @@ export interface ImageEntry {
 
 /** A source's images and classes. */
 export interface ImageListing {
+  /** The kind of source. */
   kind: ImageSourceKind;
   /** The path given (images file, folder or CSV). */
   path: string;
