@@ -9,6 +9,7 @@ import { isAbsolute, join } from "node:path";
 import type { AdapterSet } from "../adapters/attach.ts";
 import type { QuantOptions } from "../formats/quantize.ts";
 import type { Row } from "../data/examples.ts";
+import type { ImageData } from "../data/images/dataset.ts";
 import type { GenerationExample } from "../eval/evaluate.ts";
 import type { Gpu } from "../kernels/gpu.ts";
 import type { Model } from "../models/model.ts";
@@ -57,7 +58,8 @@ export interface RunState {
   modelName?: string;
   modelFolder?: string;
   tokenizer?: Tokenizer;
-  data?: { T: number; splits: Record<SplitName, SplitData> };
+  /** Token rows of `T` positions; with `format: images`, `images` (and no rows). */
+  data?: { T: number; splits: Record<SplitName, SplitData>; images?: ImageData };
   adapters?: AdapterSet;
   /** Quantization the coefficients are on (from QAT or a quantize stage), for saving. */
   quant?: QuantOptions;
