@@ -36,6 +36,9 @@ import {
 } from "./_base_weights.ts";
 import { Checkpoint, type Dtype } from "../formats/safetensors.ts";
 
+/** The token embedding, which is also the head. */
+const WTE = "wte.weight";
+
 /** Options of {@link Gpt2.load} and {@link Gpt2.fromReader}. */
 export interface Gpt2LoadOptions extends ModelOptions {
   /** Told about each weight once it is on the GPU (precision, GPU and host bytes). */
@@ -50,8 +53,6 @@ function uploadPlan(config: Gpt2Config): Pick<UploadOptions, "linears" | "embedd
     layout: "conv1d",
   };
 }
-
-const WTE = "wte.weight";
 
 /**
  * GPT-2's decoding cache: each layer's `qkv` rows (`[capacity, 3C]`) for positions
