@@ -168,8 +168,8 @@ export interface SharedKernels {
   readonly reduce: ReduceKernels;
   /** The loss. */
   readonly crossentropy: CrossEntropyKernels;
-  /** The token embedding from an f32 table. */
-  readonly encoder: EncoderKernels;
+  /** The token embedding from an f32 table; only families that embed tokens need it. */
+  readonly encoder?: EncoderKernels;
 }
 
 /** One token-embedding lookup ({@link GpuModel.embed}). */
@@ -545,7 +545,9 @@ export abstract class GpuModel<Acts extends TokenArena> implements Disposable {
   protected embed(name: string, o: EmbedCall): void {
     const table = this.packed.get(name);
     if (!table) {
-      this.#kernels.encoder.forward({
+      const encoder = this.#kernels.encoder;
+      if (!encoder) throw new TypeError(`${this.modelType} has no token embedding kernels`);
+      encoder.forward({
         out: o.out,
         tokens: o.tokens,
         wte: this.params.get(name)!,
