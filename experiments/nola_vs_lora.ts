@@ -59,7 +59,7 @@ import {
   type SweepRun,
 } from "./nola_vs_lora_report.ts";
 import { writeResults } from "./nola_vs_lora_output.ts";
-import { Eta, formatDuration, RunStore } from "./run_store.ts";
+import { Eta, formatDuration, RunStore, StopRequest } from "./run_store.ts";
 
 /** What a run trains: a method, and for NOLA whether its coefficients are also scored at 4 bits. */
 interface Trained {
@@ -165,6 +165,7 @@ export async function main(
       finals,
     });
 
+  using stop = new StopRequest(say);
   using acquired = io.gpu ? undefined : await Gpu.acquire();
   const gpu = io.gpu ?? acquired!;
   const runOne = async <F extends object>(
@@ -241,6 +242,7 @@ export async function main(
     if (!done) return stopped(options.out, ran, skipped, say);
     sweep.push({ method: t.method.id, lr, seed: seeds[0], steps: options.sweepSteps, ...done });
     await report();
+    if (stop.requested) return stopped(options.out, ran, skipped, say);
   }
 
   const picks = pickLearningRates(sweep);
@@ -279,6 +281,7 @@ export async function main(
       if (!done) return stopped(options.out, ran, skipped, say);
       finals.push({ method: t.method.id, lr, seed, steps: options.steps, ...done });
       await report();
+      if (stop.requested && index < total) return stopped(options.out, ran, skipped, say);
     }
   }
   await report();

@@ -177,3 +177,39 @@ export function formatDuration(seconds: number): string {
   const minutes = Math.round(s / 60);
   return `${Math.floor(minutes / 60)} h ${String(minutes % 60).padStart(2, "0")} min`;
 }
+
+/**
+ * Ctrl-C between runs: the first SIGINT asks the experiment to stop once the current run is over
+ * (a run still training stops at its next step, by the pipeline's own handler, and is run again
+ * next time); a second one quits at once. Either way every finished run is kept.
+ */
+export class StopRequest implements Disposable {
+  #requested = false;
+  #installed = false;
+  readonly #listener: () => void;
+
+  /** @param say Prints the notice. */
+  constructor(say: (line: string) => void) {
+    this.#listener = () => {
+      if (this.#requested) Deno.exit(130);
+      this.#requested = true;
+      say("\nStopping after this run (Ctrl-C again to quit now; finished runs are kept)");
+    };
+    try {
+      Deno.addSignalListener("SIGINT", this.#listener);
+      this.#installed = true;
+    } catch {
+      // No signals here (some platforms): the experiment then stops only when killed.
+    }
+  }
+
+  /** True once SIGINT has arrived. */
+  get requested(): boolean {
+    return this.#requested;
+  }
+
+  [Symbol.dispose](): void {
+    if (this.#installed) Deno.removeSignalListener("SIGINT", this.#listener);
+    this.#installed = false;
+  }
+}

@@ -1,8 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { formatStat, pooledStd, stat } from "../../experiments/stats.ts";
-import { canonicalJson, Eta, formatDuration, RunStore } from "../../experiments/run_store.ts";
-import { freshSeed, withTempDir } from "../_util.ts";
+import { freshSeed } from "../_util.ts";
 
 Deno.test("stat gives the mean and the sample standard deviation of hand-checked values", () => {
   // 2 4 4 4 5 5 7 9: mean 5, squared deviations sum to 32, sample variance 32 / 7.
@@ -46,50 +45,4 @@ Deno.test("formatStat writes mean ± std, the mean alone for one run, - for none
   assert.equal(formatStat(stat([45.1, 46.3, 44.8]), 2), "45.40 ± 0.79");
   assert.equal(formatStat(stat([4.5]), 4), "4.5000");
   assert.equal(formatStat(stat([]), 2), "-");
-});
-
-Deno.test("canonicalJson sorts keys at every depth and keeps arrays in order", () => {
-  assert.equal(canonicalJson({ b: 1, a: [2, { d: 3, c: 4 }] }), '{"a":[2,{"c":4,"d":3}],"b":1}');
-  assert.equal(canonicalJson({ x: null, y: "z" }), canonicalJson({ y: "z", x: null }));
-});
-
-Deno.test("RunStore finds a run only under exactly the settings it ran with", async () => {
-  await withTempDir("run-store", async (dir) => {
-    const store = new RunStore(dir);
-    const settings = { lr: 0.01, seed: 1, base: { path: "m", sha256: "ab" } };
-    const folder = await store.folder("final-x", settings);
-    assert.equal(
-      folder,
-      await store.folder("final-x", { seed: 1, base: { sha256: "ab", path: "m" }, lr: 0.01 }),
-    );
-    assert.notEqual(folder, await store.folder("final-x", { ...settings, lr: 0.02 }));
-    assert.equal(await store.done(folder, settings), undefined, "not run yet");
-    const record = {
-      settings,
-      figures: { bleu: 40 },
-      seconds: 3,
-      finished: "2026-12-02T00:00:00Z",
-    };
-    await store.save(folder, record);
-    assert.deepEqual(await store.done(folder, { ...settings }), record);
-    assert.equal(await store.done(folder, { ...settings, seed: 2 }), undefined);
-    await Deno.writeTextFile(`${folder}/result.json`, "{ torn");
-    assert.equal(await store.done(folder, settings), undefined, "an unreadable result runs again");
-  });
-});
-
-Deno.test("Eta scales by the seconds per step of the same kind, else of all runs", () => {
-  const eta = new Eta();
-  assert.equal(eta.estimate([{ kind: "sweep", units: 10 }]), undefined, "nothing timed yet");
-  eta.record("sweep", 100, 50); // 0.5 s a step
-  assert.equal(eta.estimate([{ kind: "sweep", units: 100 }, { kind: "final", units: 300 }]), 200);
-  eta.record("final", 300, 300); // 1 s a step
-  assert.equal(eta.estimate([{ kind: "sweep", units: 10 }, { kind: "final", units: 10 }]), 15);
-  assert.equal(eta.estimate([]), 0);
-});
-
-Deno.test("formatDuration reads as seconds, minutes or hours", () => {
-  assert.equal(formatDuration(45.4), "45 s");
-  assert.equal(formatDuration(200), "3 min 20 s");
-  assert.equal(formatDuration(7500), "2 h 05 min");
 });
