@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { SafetensorsFile } from "../../formats/safetensors.ts";
 import type { Model } from "../../models/model.ts";
-import { loadModel } from "../../models/registry.ts";
+import { initModel, loadModel, readModelConfig } from "../../models/registry.ts";
 import { Vit } from "../../models/vit.ts";
 import { Optimizer } from "../../train/optimizer.ts";
 import { GPU_TEST, relativeError, testGpu, withTempDir } from "../_util.ts";
@@ -258,3 +258,34 @@ Deno.test("ViT saved in each layout loads back and classifies identically", GPU_
     });
   }
 });
+
+Deno.test(
+  "a ViT initialised from a config alone has every weight and a zero head",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    for (const folder of [HF, TIMM]) {
+      const config = await readModelConfig(folder);
+      using loaded = await loadModel(gpu, folder);
+      using fresh = await initModel(gpu, config, { seed: 3 });
+      assert.deepEqual([...fresh.params.keys()], [...loaded.params.keys()]);
+      for (const [name, t] of fresh.params) {
+        assert.deepEqual(
+          t.shape,
+          loaded.params.get(name)!.shape,
+        );
+      }
+      assert.equal(fresh.configHash, loaded.configHash);
+      const ref = await golden(HF);
+      const acts = fresh.forward(batchOf(ref));
+      assert.deepEqual(
+        unpad(await acts.logits.read() as Float32Array, ref.B, 5, acts.logitsStride),
+        new Float32Array(ref.B * 5),
+      );
+      // The same seed draws the same weights.
+      using again = await initModel(gpu, config, { seed: 3 });
+      const name = [...fresh.params.keys()][2];
+      assert.deepEqual(await again.params.get(name)!.read(), await fresh.params.get(name)!.read());
+    }
+  },
+);

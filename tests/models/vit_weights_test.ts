@@ -244,3 +244,25 @@ Deno.test(
     );
   },
 );
+
+Deno.test("a sharded ViT checkpoint loads the same weights", GPU_TEST, async () => {
+  await withTempDir("vit-shards", async (dir) => {
+    const tensors = await tensorsOf(HF);
+    const half = Math.ceil(tensors.length / 2);
+    const shards = [tensors.slice(0, half), tensors.slice(half)];
+    const files = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"];
+    const weightMap: Record<string, string> = {};
+    for (const [i, shard] of shards.entries()) {
+      await writeSafetensors(join(dir, files[i]), shard);
+      for (const t of shard) weightMap[t.name] = files[i];
+    }
+    await Deno.writeTextFile(
+      join(dir, "model.safetensors.index.json"),
+      JSON.stringify({ metadata: {}, weight_map: weightMap }),
+    );
+    await Deno.copyFile(join(HF, "config.json"), join(dir, "config.json"));
+    const [a, b] = [await loadVitWeights(dir), await loadVitWeights(HF)];
+    assert.deepEqual([...a.tensors.keys()], [...b.tensors.keys()]);
+    for (const [name, t] of a.tensors) assert.deepEqual(t.data, b.tensors.get(name)!.data, name);
+  });
+});
