@@ -33,7 +33,6 @@ import {
 } from "../data/instructions.ts";
 import { DataError, type DataRecord } from "../data/readers.ts";
 import { type ImageData, loadImageData } from "../data/images/dataset.ts";
-import { AUGMENT_DEFAULTS } from "../data/images/augment.ts";
 import { type PreprocessSettings, preprocessSettings } from "../data/images/preprocess.ts";
 import { CompiledTemplate } from "../data/templates.ts";
 import type { GenerationExample } from "../eval/evaluate.ts";
@@ -336,17 +335,13 @@ async function imageStage(stage: DataStage, state: RunState): Promise<void> {
     );
   }
   if (a) {
-    const aug = { ...AUGMENT_DEFAULTS, ...a };
-    state.say(
-      `augment: ${
-        aug.crop
-          ? `random resized crop (scale ${aug.scale}, ratio ` +
-            `${aug.ratio.map((r) => +r.toFixed(4))})`
-          : "no crop"
-      }${aug.flip ? ", flip" : ""}, ` +
-        `seed ${a.seed}`,
-    );
+    const list = (v: readonly number[]) => `[${v.map((x) => +x.toFixed(4)).join(", ")}]`;
+    const crop = a.crop
+      ? `random resized crop (scale ${list(a.scale)}, ratio ${list(a.ratio)})`
+      : "no crop";
+    state.say(`augment: ${crop}${a.flip ? ", flip" : ""}, seed ${a.seed}`);
   }
+
   await state.log.recordStage(stage.id, {
     format: "images",
     id2label: images.id2label,

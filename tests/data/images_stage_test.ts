@@ -125,7 +125,8 @@ Deno.test(
       );
       assert.ok(
         said.some((l) =>
-          /^augment: random resized crop \(scale 0.08,1, ratio 0.75,1.3333\), seed 0/.test(l)
+          /^augment: random resized crop \(scale \[0.08, 1\], ratio \[0.75, 1.3333\]\), seed 0/
+            .test(l)
         ),
         said.join("\n"),
       );
