@@ -102,6 +102,7 @@ interface EstimateFamily {
   sites(config: unknown): readonly LinearSite[];
   layout: "conv1d" | "linear";
   vocab(config: unknown): number;
+  positions(config: unknown): number;
   weightNames(names: readonly string[], config: unknown): Map<string, string | null>;
   /**
    * The arena's tensors at (B, T) with their gradients, as [names, count, elements of each,
@@ -124,6 +125,7 @@ const FAMILIES: Record<string, EstimateFamily> = {
     layout: "conv1d",
     sites: (c) => gpt2Sites(c as Gpt2Config),
     vocab: (c) => (c as Gpt2Config).vocabSize,
+    positions: (c) => (c as Gpt2Config).nPositions,
     weightNames: (names) => gpt2WeightNames(names),
     weights: (c) => {
       const linears = new Set(gpt2Sites(c as Gpt2Config).map((s) => `${s.linear}.weight`));
@@ -151,6 +153,7 @@ const FAMILIES: Record<string, EstimateFamily> = {
     layout: "linear",
     sites: (c) => llamaSites(c as LlamaConfig),
     vocab: (c) => (c as LlamaConfig).vocabSize,
+    positions: (c) => (c as LlamaConfig).maxPositionEmbeddings,
     weightNames: (names, c) => llamaWeightNames(names, c as LlamaConfig),
     weights: (c) => {
       const linears = new Set(llamaSites(c as LlamaConfig).map((s) => `${s.linear}.weight`));
@@ -192,6 +195,17 @@ function familyOf(config: ModelConfig): EstimateFamily {
     );
   }
   return family;
+}
+
+/**
+ * The longest sequence a model of this config takes.
+ *
+ * @param config A parsed config.
+ * @returns Its positions (`n_positions`, `max_position_embeddings`).
+ * @throws {RangeError} For a family the estimate does not know.
+ */
+export function modelPositions(config: ModelConfig): number {
+  return familyOf(config).positions(config.config);
 }
 
 /**

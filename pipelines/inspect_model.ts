@@ -1,7 +1,8 @@
 /**
  * `inspect DIR`: what a Hugging Face model folder is to this project, without a GPU: its family
  * and sizes, its weights by dtype, the GPU bytes of its linear weights in each base precision the
- * `load` stage offers, the sites adapters can target, and how a PEFT export names them.
+ * `load` stage offers, the GPU memory of a typical NOLA run in each, the sites adapters can target,
+ * and how a PEFT export names them.
  *
  * @module
  */
@@ -9,7 +10,15 @@
 import { packedLayout } from "../formats/base_quant.ts";
 import { Checkpoint } from "../formats/safetensors.ts";
 import { sharedBasisKey } from "../kernels/basis_spec.ts";
-import { modelShape, readModelConfig } from "../models/registry.ts";
+import { ALL_LINEAR, planAdapters } from "../adapters/attach.ts";
+import {
+  checkpointDtypes,
+  estimateTrainingMemory,
+  formatEstimate,
+  modelPositions,
+} from "../models/memory_estimate.ts";
+import type { ModelOptions } from "../models/model.ts";
+import { type ModelConfig, modelShape, readModelConfig } from "../models/registry.ts";
 
 /**
  * Describes a model folder for a person.
@@ -43,6 +52,7 @@ export async function inspectModelFolder(folder: string): Promise<string> {
     );
   }
   out.push("", ...linearBytes(shape.sites));
+  out.push("", ...await trainingEstimates(folder, config));
   // Sites repeat block by block: one line a kind, with the blocks it occurs in.
   const kinds = new Map<string, { inF: number; outF: number; count: number; slice: boolean }>();
   for (const s of shape.sites) {
@@ -103,5 +113,62 @@ export function linearBytes(
     row("16-bit (as-stored f16/bf16)", total("f16")),
     row("int8", total("int8")),
     row("nf4 (double quantization)", total("nf4")),
+  ];
+}
+
+/** The NOLA run {@link trainingEstimates} sizes: the paper's LLaMA placement, batch 1. */
+const TYPICAL = { r: 8, k: 1024, B: 1, T: 512 };
+
+/**
+ * The estimated GPU memory of a typical NOLA run on the folder's model in each base precision:
+ * every linear, r 8, k = l = 1024, AdamW, one row of 512 positions (or the model's maximum).
+ *
+ * @param folder The model folder (its checkpoint's dtypes decide what `as-stored` keeps).
+ * @param config Its parsed config.
+ * @returns Lines for a person; one line saying why when the family has no estimate.
+ */
+export async function trainingEstimates(folder: string, config: ModelConfig): Promise<string[]> {
+  const { r, k, B } = TYPICAL;
+  let T: number;
+  try {
+    T = Math.min(TYPICAL.T, modelPositions(config));
+  } catch (e) {
+    if (!(e instanceof RangeError)) throw e;
+    return [`no training memory estimate: ${e.message}`];
+  }
+  let modules;
+  try {
+    modules = planAdapters(modelShape(config), {
+      method: "nola",
+      targets: [ALL_LINEAR],
+      r,
+      k,
+      loraAlpha: r,
+      seed: 0,
+    });
+  } catch (e) {
+    if (!(e instanceof RangeError)) throw e;
+    return [`no training memory estimate: ${e.message}`];
+  }
+  const storedDtypes = await checkpointDtypes(folder, config);
+  const bases: [string, ModelOptions][] = [
+    ["f32", { baseFormat: "f32" }],
+    ["as-stored", { baseFormat: "as-stored" }],
+    ["int8", { baseFormat: "int8" }],
+    ["nf4", { baseFormat: "nf4" }],
+  ];
+  return [
+    `GPU memory of a NOLA run (every linear, r ${r}, k = l = ${k}, AdamW, batch ${B} x ${T}; ` +
+    "`finetune` prints its own run's estimate):",
+    ...bases.map(([label, model]) => {
+      const e = estimateTrainingMemory(config, {
+        model,
+        storedDtypes,
+        batch: { B, T },
+        adapters: { modules, maxRows: Math.max(8, B) * T },
+        optimizer: { kind: "adamw" },
+      });
+      return `  base ${label.padEnd(10)}${formatEstimate(e)}`;
+    }),
   ];
 }
