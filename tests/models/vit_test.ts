@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { evalLabelledBatches } from "../../data/batches.ts";
+import { evaluateAccuracy } from "../../eval/evaluate.ts";
 import { SafetensorsFile } from "../../formats/safetensors.ts";
 import type { Model } from "../../models/model.ts";
 import { initModel, loadModel, readModelConfig } from "../../models/registry.ts";
@@ -287,5 +289,31 @@ Deno.test(
       const name = [...fresh.params.keys()][2];
       assert.deepEqual(await again.params.get(name)!.read(), await fresh.params.get(name)!.read());
     }
+  },
+);
+
+Deno.test(
+  "evaluateAccuracy on a ViT counts the PyTorch logits' argmax hits",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const ref = await golden(HF);
+    using model = await loadModel(gpu, HF);
+    const size = ref.pixels.length / ref.B;
+    const examples = Array.from({ length: ref.B }, (_, b) => ({
+      input: ref.pixels.slice(b * size, (b + 1) * size),
+      label: ref.labels[b],
+    }));
+    let correct = 0;
+    for (let b = 0; b < ref.B; b++) {
+      const row = Array.from(ref.logits.subarray(b * 5, b * 5 + 5));
+      if (row.indexOf(Math.max(...row)) === ref.labels[b]) correct++;
+    }
+    // Batches of 2: the last is padded, and padding must not count.
+    const measured = await evaluateAccuracy(
+      model,
+      evalLabelledBatches(examples, { B: 2, inputShape: ref.inputShape }),
+    );
+    assert.deepEqual([measured.correct, measured.n], [correct, ref.B]);
   },
 );
