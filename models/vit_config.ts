@@ -378,8 +378,7 @@ function parseTimm(r: Reader): VitConfig {
     hiddenSize,
     numLayers: arg("depth", depth),
     numHeads: arg("num_heads", heads),
-    // timm: int(embed_dim * mlp_ratio), which the float product rounds the same way here.
-    intermediateSize: Math.trunc(hiddenSize * (ratio as number)),
+    intermediateSize: mlpWidth(hiddenSize, ratio as number),
     layerNormEps: 1e-6,
     imageHeight,
     imageWidth,
@@ -392,6 +391,14 @@ function parseTimm(r: Reader): VitConfig {
   const pre = timmPreprocessing(r, cfg, config);
   if (pre) config.preprocessing = pre;
   return config;
+}
+
+// timm's int(embed_dim * mlp_ratio), except that a product within rounding of an integer is that
+// integer: a ratio written as I / D (as a saved folder writes it) must give I back, not I - 1.
+function mlpWidth(width: number, ratio: number): number {
+  const product = width * ratio;
+  const nearest = Math.round(product);
+  return Math.abs(product - nearest) < 1e-9 * Math.max(1, product) ? nearest : Math.trunc(product);
 }
 
 function timmLabels(r: Reader, n: number): string[] {

@@ -9,6 +9,7 @@ import {
   vitSites,
   vitTokens,
 } from "../../models/vit_config.ts";
+import { vitConfigJson } from "../../models/vit_save.ts";
 
 const FILE = "m/config.json";
 
@@ -232,4 +233,38 @@ Deno.test("timm configs that are not the plain ViT are refused naming file and k
   );
   refused({ ...timmBase(), label_names: ["a", "b"] }, "label_names", /2 names for 1000 classes/);
   refused({ ...timmBase(), num_classes: 0 }, "num_classes", /a backbone without a head\): set it/);
+});
+
+Deno.test("a saved timm config's mlp_ratio gives its MLP width back, where int(D * ratio) would not", () => {
+  // 11 * (15 / 11) is 14.999999999999998 in floating point: truncating it, as timm's int() does,
+  // would make the MLP one wider than the one saved.
+  const c = parseVitConfig({
+    architecture: "vit_tiny_patch16_224",
+    num_classes: 2,
+    model_args: {
+      img_size: 8,
+      patch_size: 4,
+      embed_dim: 11,
+      depth: 1,
+      num_heads: 1,
+      mlp_ratio: 15 / 11,
+    },
+  }, FILE);
+  assert.equal(c.intermediateSize, 15);
+  const again = parseVitConfig(JSON.parse(vitConfigJson(c)), FILE);
+  assert.equal(vitConfigHash(again), vitConfigHash(c));
+  // A ratio far from a whole width truncates, as timm does.
+  const d = parseVitConfig({
+    architecture: "vit_tiny_patch16_224",
+    num_classes: 2,
+    model_args: {
+      img_size: 8,
+      patch_size: 4,
+      embed_dim: 10,
+      depth: 1,
+      num_heads: 1,
+      mlp_ratio: 2.55,
+    },
+  }, FILE);
+  assert.equal(d.intermediateSize, 25);
 });
