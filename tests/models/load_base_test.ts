@@ -437,3 +437,44 @@ Deno.test(
     });
   },
 );
+
+Deno.test(
+  "a sharded bf16 checkpoint streams shard by shard to the same weights",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    await withTempDir("load-base-sharded", async (dir) => {
+      const single = await copyAs("fixtures/tiny-llama", dir, "BF16");
+      const sharded = join(dir, "sharded");
+      await Deno.mkdir(sharded);
+      await Deno.copyFile(join(single, "config.json"), join(sharded, "config.json"));
+      using ckpt = await Checkpoint.open(single);
+      const names = ckpt.names();
+      const weightMap: Record<string, string> = {};
+      for (const [i, part] of [names.slice(0, 7), names.slice(7)].entries()) {
+        const file = `model-0000${i + 1}-of-00002.safetensors`;
+        const tensors = [];
+        for (const name of part) {
+          const bytes = await ckpt.readBytes(name);
+          tensors.push({
+            name,
+            dtype: "BF16" as const,
+            shape: ckpt.info(name).shape,
+            data: new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.length / 2),
+          });
+          weightMap[name] = file;
+        }
+        await writeSafetensors(join(sharded, file), tensors, { format: "pt" });
+      }
+      await Deno.writeTextFile(
+        join(sharded, "model.safetensors.index.json"),
+        JSON.stringify({ metadata: { total_size: 0 }, weight_map: weightMap }),
+      );
+      for (const baseFormat of ["as-stored", "nf4"] as const) {
+        using shards = await Checkpoint.open(sharded);
+        using model = await streamed(gpu, sharded, new WatchedReader(shards), { baseFormat });
+        await checkWeights(model, single, baseFormat, `sharded ${baseFormat}`);
+      }
+    });
+  },
+);
