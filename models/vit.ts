@@ -32,11 +32,10 @@ import {
   readVitConfig,
   type VitConfig,
   vitConfigHash,
-  vitNames,
   vitPatches,
-  vitSites,
   vitTokens,
 } from "./vit_config.ts";
+import { vitNames, vitSites } from "./vit_names.ts";
 import { VitOps } from "./vit_ops.ts";
 import { saveVitFolder } from "./vit_save.ts";
 import { planVitWeights, vitWeightNames, withZeroHead } from "./vit_weights.ts";

@@ -8,7 +8,8 @@
 import { Random } from "../data/random.ts";
 import type { ModelFamily } from "./model.ts";
 import { Vit } from "./vit.ts";
-import { parseVitConfig, type VitConfig, vitConfigHash, vitSites } from "./vit_config.ts";
+import { parseVitConfig, type VitConfig, vitConfigHash } from "./vit_config.ts";
+import { vitSites } from "./vit_names.ts";
 import { expectedVitShapes } from "./vit_weights.ts";
 import { Checkpoint } from "../formats/safetensors.ts";
 

@@ -23,7 +23,8 @@ import { Checkpoint } from "../formats/safetensors.ts";
 import type { PlannedWeight, WeightReader } from "./_base_weights.ts";
 import type { HostTensor } from "./gpt2_weights.ts";
 import { ModelWeightsError } from "./model.ts";
-import { readVitConfig, type VitConfig, vitNames, vitPatches, vitTokens } from "./vit_config.ts";
+import { readVitConfig, type VitConfig, vitPatches, vitTokens } from "./vit_config.ts";
+import { vitNames } from "./vit_names.ts";
 import { describeCheckpoint, formatShape, sameShape } from "./_weight_files.ts";
 import type { Dtype } from "../formats/safetensors.ts";
 

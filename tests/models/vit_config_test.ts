@@ -6,9 +6,9 @@ import {
   parseVitConfig,
   readVitConfig,
   vitConfigHash,
-  vitSites,
   vitTokens,
 } from "../../models/vit_config.ts";
+import { vitSites } from "../../models/vit_names.ts";
 import { vitConfigJson } from "../../models/vit_save.ts";
 
 const FILE = "m/config.json";
