@@ -1,7 +1,7 @@
 /**
  * A Vision Transformer image classifier on WebGPU, written llm.c-style: every layer's forward in
  * order, then the backward by hand in reverse, one kernel call a line. Weights keep the names of
- * the layout they were loaded from (Hugging Face's or timm's, see `vit_config.ts`); adapters hook
+ * the layout they were loaded from (Hugging Face's or timm's, see `vit_names.ts`); adapters hook
  * into any linear layer by those names.
  *
  * The forward over `B` images `[C, H, W]`: patches unfolded into rows and multiplied by the
