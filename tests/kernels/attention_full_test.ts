@@ -116,23 +116,37 @@ Deno.test(
   },
 );
 
-Deno.test("attention_full at ViT-B/16's 197 tokens of head size 64", GPU_TEST, async () => {
-  // The real size: every query row walks 197 keys in one invocation.
-  const gpu = await testGpu();
-  const attention = await AttentionFullKernels.load(gpu);
-  const seed = freshSeed();
-  const [B, T, NH, hd] = [1, 197, 1, 64];
-  const [qh, kh, vh] = [0, 1, 2].map((i) => randomArray(T * hd, seed + i));
-  using q = Tensor.from(gpu, qh, [T, hd]);
-  using k = Tensor.from(gpu, kh, [T, hd]);
-  using v = Tensor.from(gpu, vh, [T, hd]);
-  using out = Tensor.from(gpu, new Float32Array(T * hd).fill(NaN), [T, hd]);
-  using lse = Tensor.empty(gpu, [B, NH, T]);
-  attention.forward({ out, lse, q, k, v, B, T, NH });
-  const want = attentionFullForwardRef(qh, kh, vh, { B, T, NH, hd });
-  check(await out.read(), want.out, `out seed ${seed}`);
-  assert(attentionFullMaxTokens(64) > 1000);
-});
+Deno.test(
+  "attention_full at ViT-B/16's 197 tokens of head size 64, forward and backward",
+  GPU_TEST,
+  async () => {
+    // The real size: every query row walks 197 keys in one invocation.
+    const gpu = await testGpu();
+    const attention = await AttentionFullKernels.load(gpu);
+    const seed = freshSeed();
+    const [B, T, NH, hd] = [1, 197, 1, 64];
+    const [qh, kh, vh] = [0, 1, 2].map((i) => randomArray(T * hd, seed + i));
+    using q = Tensor.from(gpu, qh, [T, hd]);
+    using k = Tensor.from(gpu, kh, [T, hd]);
+    using v = Tensor.from(gpu, vh, [T, hd]);
+    using out = Tensor.from(gpu, new Float32Array(T * hd).fill(NaN), [T, hd]);
+    using lse = Tensor.empty(gpu, [B, NH, T]);
+    attention.forward({ out, lse, q, k, v, B, T, NH });
+    const want = attentionFullForwardRef(qh, kh, vh, { B, T, NH, hd });
+    check(await out.read(), want.out, `out seed ${seed}`);
+    const g = randomArray(T * hd, seed + 3);
+    using dout = Tensor.from(gpu, g, [T, hd]);
+    using dq = Tensor.from(gpu, new Float32Array(T * hd), [T, hd]);
+    using dk = Tensor.from(gpu, new Float32Array(T * hd), [T, hd]);
+    using dv = Tensor.from(gpu, new Float32Array(T * hd), [T, hd]);
+    attention.backward({ dq, dk, dv, dout, out, lse, q, k, v, B, T, NH });
+    const grads = attentionFullBackwardRef(g, qh, kh, vh, { B, T, NH, hd });
+    check(await dq.read(), grads.dq, `dq seed ${seed}`);
+    check(await dk.read(), grads.dk, `dk seed ${seed}`);
+    check(await dv.read(), grads.dv, `dv seed ${seed}`);
+    assert(attentionFullMaxTokens(64) > 1000);
+  },
+);
 
 Deno.test("attention_full refuses sizes that do not fit", GPU_TEST, async () => {
   const gpu = await testGpu();
