@@ -25,7 +25,8 @@ import { expectedGpt2Shapes } from "../models/gpt2_weights.ts";
 import type { LlamaConfig } from "../models/llama_config.ts";
 import { expectedLlamaShapes } from "../models/llama_weights.ts";
 import { modelShape } from "../models/registry.ts";
-import { AdapterSet, ALL_LINEAR } from "../adapters/attach.ts";
+import { AdapterSet, ALL_LINEAR, type AttachConfig, planAdapters } from "../adapters/attach.ts";
+import { estimateTrainingMemory } from "../models/memory_estimate.ts";
 import { initRandomBase } from "../models/random_base.ts";
 import { Optimizer } from "../train/optimizer.ts";
 import { benchQMatmul, type BenchQMatmulOptions, type QMatmulOp } from "./qmatmul.ts";
@@ -201,6 +202,8 @@ export interface QuantStepReport {
     temporaries: number;
     total: number;
   };
+  /** `models/memory_estimate.ts`'s total for this run, computed before the step. */
+  estimateBytes: number;
   /** Peak resident host memory of the process (sampled), and before the build. */
   peakRssBytes: number;
   startRssBytes: number;
@@ -244,7 +247,7 @@ export async function benchQuantStep(
     sample();
     const buildSeconds = (performance.now() - start) / 1000;
     options.log?.(`${name}: built in ${buildSeconds.toFixed(1)} s`);
-    using set = await AdapterSet.attach(model, {
+    const nola: AttachConfig = {
       method: "nola",
       targets: [ALL_LINEAR],
       r,
@@ -253,7 +256,14 @@ export async function benchQuantStep(
       loraAlpha: r,
       seed,
       init: "uniform-coeffs",
-    }, { maxRows: B * T });
+    };
+    const estimate = estimateTrainingMemory(parsed, {
+      model: { baseFormat: format },
+      batch: { B, T },
+      adapters: { modules: planAdapters(model, nola), maxRows: B * T },
+      optimizer: { kind: "adamw" },
+    });
+    using set = await AdapterSet.attach(model, nola, { maxRows: B * T });
     const params = set.parameters();
     using optimizer = await Optimizer.create(gpu, [{ kind: "adamw", lr: 1e-3, params }]);
     const V = model.outputs;
@@ -277,7 +287,8 @@ export async function benchQuantStep(
     if (!Number.isFinite(loss)) throw new Error(`${name}: the step's loss is ${loss}`);
     const temporaries = gpu.pool.stats().peak - before;
     const state = await optimizer.state();
-    const optimizerBytes = [...state.tensors.values()].reduce((s, t) => s + t.byteLength, 0);
+    // The moments, and the optimizer's gradient norm and scale (one f32 each).
+    const optimizerBytes = [...state.tensors.values()].reduce((s, t) => s + t.byteLength, 8);
     const memory = model.memory();
     const coefficients = params.reduce((s, p) => s + p.param.size, 0);
     const total = memory.weights + memory.gradients + set.bytes + optimizerBytes +
@@ -300,6 +311,7 @@ export async function benchQuantStep(
         temporaries,
         total,
       },
+      estimateBytes: estimate.total,
       peakRssBytes,
       startRssBytes,
     };
@@ -359,7 +371,7 @@ export async function quantRatios(
 export function formatQuantStep(r: QuantStepReport): string {
   const mib = (b: number) =>
     b < 2 ** 20 ? `${(b / 2 ** 10).toFixed(1)} KiB` : `${(b / 2 ** 20).toFixed(1)} MiB`;
-  const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
+  const gib = (b: number) => b < 2 ** 30 ? mib(b) : `${(b / 2 ** 30).toFixed(2)} GiB`;
   const precisions = Object.entries(r.gpu.weightsByPrecision)
     .map(([p, b]) => `${p} ${mib(b)}`).join(", ");
   return [
@@ -369,7 +381,8 @@ export function formatQuantStep(r: QuantStepReport): string {
     `${r.stepSeconds.toFixed(1)} s; loss ${r.loss.toFixed(4)}`,
     `  GPU bytes: ${gib(r.gpu.total)} = weights ${gib(r.gpu.weights)} (${precisions}) + ` +
     `adapters ${mib(r.gpu.adapters)} + optimizer ${mib(r.gpu.optimizer)} + activations ` +
-    `${mib(r.gpu.activations)} + step temporaries ${mib(r.gpu.temporaries)}`,
+    `${mib(r.gpu.activations)} + step temporaries ${mib(r.gpu.temporaries)}; estimated ` +
+    `before the step: ${gib(r.estimateBytes)}`,
     `  host memory (RSS): peak ${gib(r.peakRssBytes)}, ${gib(r.startRssBytes)} before the build` +
     ` (llvmpipe's GPU buffers live in host memory and count here)`,
   ].join("\n");

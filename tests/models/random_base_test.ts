@@ -4,6 +4,7 @@
 
 import assert from "node:assert/strict";
 import { AdapterSet, ALL_LINEAR } from "../../adapters/attach.ts";
+import { benchQuantStep } from "../../bench/memory.ts";
 import { packWeight } from "../../formats/base_quant.ts";
 import type { Gpu } from "../../kernels/gpu.ts";
 import { Tensor } from "../../kernels/tensor.ts";
@@ -230,3 +231,20 @@ for (const [name, json] of [["Llama", SMALL_LLAMA], ["GPT-2", SMALL_GPT2]] as co
     },
   );
 }
+
+Deno.test(
+  "the memory suite's training step on a small random nf4 Llama: its bytes, estimated beforehand",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const r = await benchQuantStep(gpu, { config: SMALL_LLAMA, name: "small", r: 2, k: 8, l: 8 });
+    assert(Number.isFinite(r.loss) && Math.abs(r.loss - Math.log(300)) < 0.5, `${r.loss}`);
+    assert.equal(r.nola.modules, 14);
+    assert.equal(r.nola.coefficients, 14 * 16);
+    const g = r.gpu;
+    assert.equal(g.total, g.weights + g.adapters + g.optimizer + g.activations + g.temporaries);
+    // The estimate counts everything but the pool's step temporaries, to the byte.
+    assert.equal(r.estimateBytes, g.total - g.temporaries);
+    assert(g.weightsByPrecision.nf4 > 0 && r.peakRssBytes >= r.startRssBytes);
+  },
+);
