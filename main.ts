@@ -100,11 +100,14 @@ base's own layout and dtype).
   },
   bench: {
     usage: "bench [SUITE]... [--filter TEXT]",
-    help: `Runs the benchmarks (matmul, basis, gpt2, llama, adapters, train; default all): a table
-each on stdout and JSON under out/bench/. --filter keeps matching matmul rows and llama models.
+    help: `Runs the benchmarks (matmul, qmatmul, memory, basis, gpt2, llama, adapters, train;
+default all): a table each on stdout and JSON under out/bench/. --filter keeps matching matmul
+rows, qmatmul shapes, llama models, and memory models and shapes (memory --filter gpt2 skips its
+7B training step, which takes most of an hour on a CPU rasterizer).
 
   deno task bench
-  deno task bench matmul --filter square`,
+  deno task bench matmul --filter square
+  deno task bench memory --filter llama-2-7b`,
     options: { filter: { type: "string" } },
   },
   check: {

@@ -198,7 +198,8 @@ export interface RunBenchOptions {
   suites?: string[];
   /**
    * Matmul: keeps rows whose variant, op or shape contains this text; qmatmul: shapes, ops or
-   * formats; llama: models by name.
+   * formats; llama: models by name; memory: models (`gpt2-small`, `llama-2-7b`: bytes and, for
+   * the 7B, its nf4 training step) and qmatmul shapes.
    */
   filter?: string;
   /** Folder of the JSON reports (default `out/bench`). */
