@@ -198,9 +198,9 @@ export interface RandomBaseOptions extends ModelOptions {
  * using gpu = await Gpu.acquire();
  * const config = parseModelConfig({ model_type: "llama", hidden_size: 4096,
  *   intermediate_size: 11008, num_hidden_layers: 32, num_attention_heads: 32,
- *   vocab_size: 32000 }, "<7b>");
+ *   vocab_size: 32000, rms_norm_eps: 1e-5 }, "<7b>");
  * using model = await initRandomBase(gpu, config, { baseFormat: "nf4" });
- * console.log(model.memory().weightsByPrecision); // { f32: 1049100288, nf4: ... }
+ * console.log(model.memory().weightsByPrecision); // { f32: 1049640960, nf4: 3340772224 }
  * ```
  */
 export async function initRandomBase(
