@@ -164,12 +164,15 @@ export interface QuantStepOptions {
   name?: string;
   /** The base's format (default `nf4`). */
   format?: "f32" | "int8" | "nf4";
-  /** Batch rows and positions (default 1 x 16). */
+  /** Batch rows (default 1). */
   B?: number;
+  /** Positions a row (default 16). */
   T?: number;
-  /** NOLA on every linear: rank and bases (default r 8, k = l = 64). */
+  /** NOLA on every linear: rank (default 8). */
   r?: number;
+  /** Bases of A (default 64). */
   k?: number;
+  /** Bases of B (default 64). */
   l?: number;
   /** Seed of the weights, the bases and the tokens (default 0). */
   seed?: number;
@@ -179,9 +182,13 @@ export interface QuantStepOptions {
 
 /** What {@link benchQuantStep} measures. */
 export interface QuantStepReport {
+  /** The model's name. */
   model: string;
+  /** The base's format. */
   format: string;
+  /** Batch rows. */
   B: number;
+  /** Positions a row. */
   T: number;
   /** NOLA's settings and the adapted modules. */
   nola: { r: number; k: number; l: number; modules: number; coefficients: number };
@@ -204,8 +211,9 @@ export interface QuantStepReport {
   };
   /** `models/memory_estimate.ts`'s total for this run, computed before the step. */
   estimateBytes: number;
-  /** Peak resident host memory of the process (sampled), and before the build. */
+  /** Peak resident host memory of the process (sampled every 100 ms and at each weight). */
   peakRssBytes: number;
+  /** Resident host memory before the build. */
   startRssBytes: number;
 }
 
@@ -322,7 +330,9 @@ export async function benchQuantStep(
 
 /** One row of {@link quantRatios}: a shape and op, the f32 time and each format's ratio. */
 export interface QuantRatioRow {
+  /** Where the shape comes from. */
   shape: string;
+  /** The product. */
   op: QMatmulOp;
   /** `M x out x in`. */
   size: string;

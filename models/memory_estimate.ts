@@ -36,8 +36,9 @@ export interface AdapterShape {
   outFeatures: number;
   /** Rank. */
   r: number;
-  /** NOLA: bases of A and of B (0 for LoRA). */
+  /** NOLA: bases of A (0 for LoRA). */
   k: number;
+  /** NOLA: bases of B (0 for LoRA). */
   l: number;
   /** `nola` trains k + l coefficients; `lora` trains A and B. */
   method: "nola" | "lora";
