@@ -38,6 +38,7 @@ export type MemoryPrecision = "f32" | "16-bit" | "int8" | "nf4";
 export interface MemoryBenchRow {
   /** The model shape, e.g. `gpt2-small`. */
   model: string;
+  /** The precision of the linear weights. */
   precision: MemoryPrecision;
   /** Bytes of the adaptable linear weights. */
   linearBytes: number;
