@@ -158,11 +158,11 @@ Deno.test("copyRows copies and adds rows by pair; moveRows moves runs", GPU_TEST
 
     const buf = randomArray(12 * width, seed + 7);
     using tb = Tensor.from(gpu, buf, [12, width]);
-    const moves = [{ from: 0, to: 4, count: 3 }, { from: 9, to: 1, count: 2 }, {
-      from: 0,
-      to: 10,
-      count: 2,
-    }];
+    const moves = [
+      { from: 0, to: 4, count: 3 },
+      { from: 9, to: 7, count: 2 },
+      { from: 2, to: 11, count: 1 },
+    ];
     decode.moveRows(tb, { moves, width });
     const moved = Float32Array.from(buf);
     for (const m of moves) {
