@@ -195,30 +195,33 @@ function markdown(
     `- **${c.claim}** (${c.metric}): **${c.verdict}**. ${c.detail}.`
   );
   const ptq = o.methods.filter((m) => m.quant === "ptq").map((m) => m.label);
-  const settings = `Base \`${data.base}\`, data \`${o.data}\`; adapters on the q and v parts of ` +
-    `every \`c_attn\`; NOLA at r = 8 (lora_alpha = r). AdamW, linear schedule with 10% warmup, ` +
-    `label smoothing 0.1, batch ${o.batchSize} x ${o.seqLen} tokens (packed rows). **Every final ` +
-    `run trains ${steps(o.steps)}** (the equal budget), seeds ${
-      seedList(o.seeds)
-    }, at the rate its ` +
-    `method's sweep picked: ${steps(o.sweepSteps)}, seed 0, lr = centre x {${
-      o.sweepFactors.join(", ")
-    }} (LoRA centre ${o.lrLora}, NOLA ${o.lrNola}), pick = lowest validation loss over the ` +
-    `completion tokens of the whole validation split (${data.validationMrs} meaning ` +
-    `representations). Test: ${data.testMrs} meaning representations` +
-    `${
-      o.testExamples === undefined ? " (the whole split)" : ""
-    }, beam ${o.beams}, length penalty ` +
-    `${o.lengthPenalty}, no repeated ${o.noRepeatNgram}-grams, at most ${o.maxNewTokens} new ` +
-    `tokens. Figures are mean ± sample standard deviation (n - 1) over the seeds.` +
-    (ptq.length
-      ? ` ${ptq.join(", ")}: the same runs as full-precision NOLA of that k, coefficients ` +
-        `rounded to ${QUANT_BITS} bits (symmetric per tensor) after training and scored again.`
-      : "") +
-    (o.methods.some((m) => m.quant === "qat")
-      ? ` QAT: trained with ${QUANT_BITS}-bit coefficients (straight-through estimator).`
-      : "") +
-    (data.slotError ? "" : " The slot-error rate was not available in this version.");
+  const settings = [
+    `Base \`${data.base}\`, data \`${o.data}\`.`,
+    "Adapters on the q and v parts of every `c_attn`; NOLA at r = 8; lora_alpha = r (scale 1).",
+    `AdamW, linear schedule with 10% warmup, label smoothing 0.1, batch ${o.batchSize} x ` +
+    `${o.seqLen} tokens (packed rows).`,
+    `**Every final run trains ${steps(o.steps)}** (the equal budget), seeds ` +
+    `${seedList(o.seeds)}, at the rate its method's sweep picked.`,
+    `Sweep: ${steps(o.sweepSteps)}, seed 0, lr = centre x {${o.sweepFactors.join(", ")}} ` +
+    `(centres: LoRA ${o.lrLora}, NOLA ${o.lrNola}); the pick is the rate of lowest validation ` +
+    `loss over the completion tokens of the whole validation split (${data.validationMrs} ` +
+    `meaning representations).`,
+    `Test: ${data.testMrs} meaning representations` +
+    `${o.testExamples === undefined ? " (the whole split)" : ""}, beam ${o.beams}, length ` +
+    `penalty ${o.lengthPenalty}, no repeated ${o.noRepeatNgram}-grams, at most ` +
+    `${o.maxNewTokens} new tokens` +
+    (data.slotError ? "." : "; the slot-error rate was not available in this version."),
+    "Figures are mean ± sample standard deviation (n - 1) over the seeds.",
+    ...(ptq.length
+      ? [
+        `${ptq.join(", ")}: the same runs as full-precision NOLA of that k, coefficients ` +
+        `rounded to ${QUANT_BITS} bits (symmetric per tensor) after training and scored again.`,
+      ]
+      : []),
+    ...(o.methods.some((m) => m.quant === "qat")
+      ? [`QAT: trained with ${QUANT_BITS}-bit coefficients (straight-through estimator).`]
+      : []),
+  ].map((line) => `- ${line}`).join("\n");
   return `# NOLA against LoRA on the data-to-text task
 
 ${settings}

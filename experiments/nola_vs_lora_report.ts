@@ -205,6 +205,13 @@ export function judgeFewerParams(rows: readonly Row[]): Claim[] {
     if (!lora || lora.params === undefined) {
       return { ...claim, verdict: "cannot be judged", detail: "no LoRA r=1 runs" };
     }
+    if (higherIsBetter && !(lora[key].mean > 0)) {
+      return {
+        ...claim,
+        verdict: "cannot be judged",
+        detail: `LoRA r=1's ${metric} is ${lora[key].mean.toFixed(digits)}: nothing to match`,
+      };
+    }
     const smaller = rows.filter((r) =>
       r.method.kind === "nola" && r.n > 0 && r.params !== undefined && r.params < lora.params!
     );

@@ -322,3 +322,17 @@ Deno.test("each run's pipeline parses with the project's parser and says what th
   const qat = parse("nola-k1024-qat", false);
   assert.deepEqual((qat.stages[3] as TrainStage).qat, { bits: 4, scheme: "symmetric" });
 });
+
+Deno.test("a BLEU of 0 for LoRA r=1 leaves nothing to match: the claim cannot be judged on it", () => {
+  const finals = [
+    finalRun("lora-r1", 0, 2048, { valLoss: 7.0, bleu: 0 }),
+    finalRun("nola-k64", 0, 1024, { valLoss: 6.0, bleu: 0 }),
+  ];
+  const [bleu, loss] = judgeFewerParams(
+    tableRows(["lora-r1", "nola-k64"].map(parseMethod), finals),
+  );
+  assert.equal(bleu.verdict, "cannot be judged");
+  assert.equal(bleu.detail, "LoRA r=1's BLEU is 0.00: nothing to match");
+  assert.equal(loss.verdict, "holds");
+  assert.match(loss.detail, /1\.0000 lower \(better\); one seed each: no spread measured$/);
+});
