@@ -14,9 +14,11 @@ import type { Gpu } from "../kernels/gpu.ts";
 import type { Matmul } from "../kernels/matmul.ts";
 import type { ReduceKernels } from "../kernels/reduce.ts";
 import { Tensor } from "../kernels/tensor.ts";
+import type { DecodeKernels } from "../kernels/decode.ts";
 import {
   type AttachedAdapter,
   attachToLinear,
+  type BatchDecodingCache,
   type DecodingCache,
   type LabelledInput,
   type LinearAdapter,
@@ -101,29 +103,48 @@ export class TokenArena implements Disposable {
   }
 }
 
+/** Where a {@link RowCache} that is one row of a {@link RowBatchCache} lies. */
+export interface RowOfBatch {
+  /** The batch. */
+  batch: RowBatchCache<RowCache>;
+  /** The row. */
+  row: number;
+}
+
 /**
  * A decoding cache made of per-layer tensors whose rows are positions (`[capacity, width]`
  * each): keys and values, or a layer's whole q|k|v projection. Copying copies the first `past`
- * rows of each tensor.
+ * rows of each tensor. A cache may also be one row of a {@link RowBatchCache}: then its
+ * positions start at tensor row {@link origin} and its length is the batch's.
  */
 export class RowCache implements DecodingCache {
   #past = 0;
+  readonly #of: RowOfBatch | null;
 
   /**
    * Wraps the tensors as an empty cache.
    *
-   * @param tensors All the cache's tensors, each `[capacity, width]`, the same capacity.
+   * @param tensors All the cache's tensors, each `[capacity, width]`, the same capacity (for a
+   * row of a batch: the batch's tensors).
+   * @param of The batch and row this cache is a view of, if any.
    */
-  constructor(readonly tensors: readonly Tensor[]) {}
+  constructor(readonly tensors: readonly Tensor[], of?: RowOfBatch) {
+    this.#of = of ?? null;
+  }
 
   /** Positions already in the cache. */
   get past(): number {
-    return this.#past;
+    return this.#of ? this.#of.batch.lengths[this.#of.row] : this.#past;
   }
 
   /** Positions the cache can hold. */
   get capacity(): number {
-    return this.tensors[0]?.shape[0] ?? 0;
+    return this.#of ? this.#of.batch.capacity : this.tensors[0]?.shape[0] ?? 0;
+  }
+
+  /** Tensor row of position 0 (the row's slot in a batch; 0 for a cache of its own). */
+  get origin(): number {
+    return this.#of ? this.#of.row * this.#of.batch.capacity : 0;
   }
 
   /**
@@ -132,7 +153,8 @@ export class RowCache implements DecodingCache {
    * @internal
    */
   advance(n: number): void {
-    this.#past += n;
+    if (this.#of) this.#of.batch.advance(this.#of.row, n);
+    else this.#past += n;
   }
 
   /** Records copying another cache of the same model's first `past` positions into this one. */
@@ -147,17 +169,175 @@ export class RowCache implements DecodingCache {
     if (source.past > this.capacity) {
       throw new RangeError(`Cannot copy ${source.past} positions into a cache of ${this.capacity}`);
     }
+    if (source.tensors[0]?.buffer === this.tensors[0]?.buffer) {
+      // Two rows of one batch: WebGPU cannot copy a buffer into itself.
+      if (source === this) return;
+      this.#of!.batch.copyRows([{ from: source.#of!.row, to: this.#of!.row }]);
+      return;
+    }
     source.tensors.forEach((src, i) => {
-      const size = source.past * src.shape[1] * 4;
-      if (size > 0) src.gpu.copy(src.buffer, this.tensors[i].buffer, { size });
+      const width = src.shape[1];
+      const size = source.past * width * 4;
+      if (size > 0) {
+        src.gpu.copy(src.buffer, this.tensors[i].buffer, {
+          size,
+          sourceOffset: source.origin * width * 4,
+          targetOffset: this.origin * width * 4,
+        });
+      }
     });
-    this.#past = source.past;
+    if (this.#of) this.#of.batch.setLength(this.#of.row, source.past);
+    else this.#past = source.past;
+  }
+
+  /** Frees the tensors (nothing for a row of a batch, whose batch owns them). */
+  [Symbol.dispose](): void {
+    if (this.#of) return;
+    for (const t of this.tensors) t[Symbol.dispose]();
+  }
+}
+
+/**
+ * A batched decoding cache made of per-layer tensors of `rows * capacity` positions: row r's
+ * positions are tensor rows `r * capacity ..`. Its rows are views of the family's
+ * {@link RowCache} class, so a forward of a prompt with `row(r)` fills row r.
+ *
+ * @typeParam C The family's cache class.
+ */
+export class RowBatchCache<C extends RowCache> implements BatchDecodingCache {
+  readonly #lengths: number[];
+  readonly #views = new Map<number, C>();
+
+  /**
+   * Wraps the tensors as an empty batch.
+   *
+   * @param tensors Every tensor of the cache, each `[rows * capacity, width]`.
+   * @param o Rows, capacity, the row-move kernel, and how to make the family's view of a row.
+   */
+  constructor(
+    readonly tensors: readonly Tensor[],
+    readonly o: {
+      rows: number;
+      capacity: number;
+      kernels: DecodeKernels;
+      view: (of: RowOfBatch) => C;
+    },
+  ) {
+    this.#lengths = new Array(o.rows).fill(0);
+  }
+
+  /** Sequences it holds. */
+  get rows(): number {
+    return this.o.rows;
+  }
+
+  /** Positions each row can hold. */
+  get capacity(): number {
+    return this.o.capacity;
+  }
+
+  /** Positions cached in each row. */
+  get lengths(): readonly number[] {
+    return this.#lengths;
+  }
+
+  /** Row `i` as the family's single-sequence cache (a view sharing the batch's tensors). */
+  row(i: number): C {
+    this.#checkRow(i);
+    let view = this.#views.get(i);
+    if (!view) {
+      view = this.o.view({ batch: this as RowBatchCache<RowCache>, row: i });
+      this.#views.set(i, view);
+    }
+    return view;
+  }
+
+  /** Records row `to` := row `from` for every pair, on the GPU. */
+  copyRows(pairs: readonly { from: number; to: number }[]): void {
+    const sources = new Set<number>();
+    const targets = new Set<number>();
+    for (const { from, to } of pairs) {
+      this.#checkRow(from);
+      this.#checkRow(to);
+      if (targets.has(to)) throw new RangeError(`Cannot copy two rows into row ${to}`);
+      sources.add(from);
+      targets.add(to);
+    }
+    for (const row of targets) {
+      if (sources.has(row) && !pairs.some((p) => p.from === row && p.to === row)) {
+        throw new RangeError(`Cannot copy rows: row ${row} is both read and written`);
+      }
+    }
+    const cap = this.capacity;
+    const moves = pairs.map(({ from, to }) => ({
+      from: from * cap,
+      to: to * cap,
+      count: this.#lengths[from],
+    }));
+    for (const t of this.tensors) this.o.kernels.moveRows(t, { moves, width: t.shape[1] });
+    const lengths = pairs.map(({ from }) => this.#lengths[from]);
+    pairs.forEach(({ to }, i) => this.#lengths[to] = lengths[i]);
+  }
+
+  /** Empties the given rows (all by default). */
+  reset(rows?: readonly number[]): void {
+    for (const r of rows ?? this.#lengths.keys()) {
+      this.#checkRow(r);
+      this.#lengths[r] = 0;
+    }
+  }
+
+  /**
+   * Counts `n` more positions of row `row` as cached.
+   *
+   * @internal
+   */
+  advance(row: number, n: number): void {
+    this.#lengths[row] += n;
+  }
+
+  /**
+   * Sets the length of a row whose positions were written by a copy.
+   *
+   * @internal
+   */
+  setLength(row: number, n: number): void {
+    this.#lengths[row] = n;
   }
 
   /** Frees the tensors. */
   [Symbol.dispose](): void {
     for (const t of this.tensors) t[Symbol.dispose]();
   }
+
+  #checkRow(i: number): void {
+    if (!(Number.isInteger(i) && i >= 0 && i < this.rows)) {
+      throw new RangeError(`Row ${i} is not a row of a decoding batch of ${this.rows}`);
+    }
+  }
+}
+
+/**
+ * Checks the shape of a batched decoding cache.
+ *
+ * @param rows Sequences.
+ * @param capacity Positions a sequence.
+ * @throws {RangeError} If either is not a positive integer.
+ */
+export function checkBatchShape(rows: number, capacity: number): void {
+  for (const [name, n] of [["rows", rows], ["capacity", capacity]] as const) {
+    if (!(Number.isSafeInteger(n) && n >= 1)) {
+      throw new RangeError(`A batched decoding cache needs ${name} >= 1, got ${n}`);
+    }
+  }
+}
+
+/** One row of a decoding step: its cache tensor row of position 0, and positions cached. */
+export interface DecodeSlot {
+  /** Tensor row of the sequence's position 0. */
+  first: number;
+  /** Positions already cached: the new token's position. */
+  past: number;
 }
 
 /** The kernels {@link GpuModel} itself calls. */
@@ -522,6 +702,70 @@ export abstract class GpuModel<Acts extends TokenArena> implements Disposable {
     const acts = this.activations(B, T);
     this.gpu.write(acts.tokens.buffer, tokens);
     return { acts, B, T, tokens, past, cache: cache as C | undefined };
+  }
+
+  /**
+   * Checks one decoding step of a batch (one token a row) against the model and the cache, and
+   * writes the ids into the `(B, 1)` arena.
+   *
+   * @param tokens One token a decoded row.
+   * @param cache The batched cache; it must be the family's (`cacheClass` rows).
+   * @param cacheClass The family's single-sequence cache class.
+   * @param options `rows`: the cache row of each token (0 .. B-1 by default); `positions`: the
+   * model's positions.
+   * @returns The arena, the cache and each decoded row's slot.
+   */
+  protected startDecode<C extends RowCache>(
+    tokens: ArrayLike<number>,
+    cache: BatchDecodingCache,
+    cacheClass: abstract new (...args: never[]) => C,
+    options: { rows?: readonly number[]; positions: number },
+  ): { acts: Acts; batch: RowBatchCache<C>; rows: readonly number[]; slots: DecodeSlot[] } {
+    if (!(cache instanceof RowBatchCache) || !(cache.row(0) instanceof cacheClass)) {
+      throw new TypeError(`Cannot decode ${this.modelType} with another model's decoding cache`);
+    }
+    const B = tokens.length;
+    if (B === 0) throw new RangeError("Cannot decode a step of no rows");
+    const rows = options.rows ?? Array.from({ length: B }, (_, b) => b);
+    if (rows.length !== B) {
+      throw new RangeError(`Got ${B} tokens for ${rows.length} rows of the decoding cache`);
+    }
+    const seen = new Set<number>();
+    const V = this.outputs;
+    const ids = new Uint32Array(B);
+    const slots = rows.map((row, b) => {
+      if (!(Number.isInteger(row) && row >= 0 && row < cache.rows) || seen.has(row)) {
+        throw new RangeError(
+          `Token ${b} goes to row ${row}, which is ${
+            seen.has(row) ? "taken twice" : "not a row"
+          } ` +
+            `of a decoding batch of ${cache.rows}`,
+        );
+      }
+      seen.add(row);
+      const past = cache.lengths[row];
+      if (past + 1 > cache.capacity || past + 1 > options.positions) {
+        throw new RangeError(
+          `Row ${row} holds ${past} positions: one more is past its capacity ${cache.capacity} ` +
+            `or the model's ${options.positions} positions`,
+        );
+      }
+      const id = tokens[b];
+      if (!(Number.isInteger(id) && id >= 0 && id < V)) {
+        throw new RangeError(`Token ${id} at ${b} is not below vocab ${V}`);
+      }
+      ids[b] = id;
+      return { first: row * cache.capacity, past };
+    });
+    const acts = this.activations(B, 1);
+    this.gpu.write(acts.tokens.buffer, ids);
+    return { acts, batch: cache as RowBatchCache<C>, rows, slots };
+  }
+
+  /** Ends a decoding step: each decoded row holds one more position. */
+  protected endDecode(batch: RowBatchCache<RowCache>, rows: readonly number[]): void {
+    for (const row of rows) batch.advance(row, 1);
+    this.last = null;
   }
 
   /** Ends a forward: advances the cache, or keeps the arena for the loss and the backward. */

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { DecodeKernels } from "../kernels/decode.ts";
 import type { Gpu } from "../kernels/gpu.ts";
 import { Tensor } from "../kernels/tensor.ts";
 import { Gpt2Activations } from "./gpt2_activations.ts";
@@ -15,6 +16,7 @@ import { saveGpt2Folder } from "./gpt2_save.ts";
 import { gpt2WeightNames, planGpt2Weights } from "./gpt2_weights.ts";
 import { readGpt2Config } from "./gpt2_config.ts";
 import type {
+  BatchDecodingCache,
   DecodingCache,
   LabelledInput,
   LinearSite,
@@ -25,7 +27,14 @@ import type {
   PeftNaming,
   TokenInput,
 } from "./model.ts";
-import { GpuModel, RowCache } from "./_gpu_model.ts";
+import {
+  checkBatchShape,
+  type DecodeSlot,
+  GpuModel,
+  RowBatchCache,
+  RowCache,
+  type RowOfBatch,
+} from "./_gpu_model.ts";
 import {
   type PackedBase,
   streamWeights,
@@ -56,16 +65,17 @@ function uploadPlan(config: Gpt2Config): Pick<UploadOptions, "linears" | "embedd
 
 /**
  * GPT-2's decoding cache: each layer's `qkv` rows (`[capacity, 3C]`) for positions
- * `0 .. past-1`.
+ * `0 .. past-1` (from tensor row {@link RowCache.origin} for a row of a batched cache).
  */
 export class Gpt2Cache extends RowCache {
   /**
    * Wraps per-layer tensors as an empty cache (use {@link Gpt2.newCache}).
    *
-   * @param layers One `[capacity, 3C]` tensor a layer.
+   * @param layers One `[capacity, 3C]` tensor a layer (`[rows * capacity, 3C]` for a batch).
+   * @param of The batch and row, for a row of a batched cache.
    */
-  constructor(readonly layers: Tensor[]) {
-    super(layers);
+  constructor(readonly layers: Tensor[], of?: RowOfBatch) {
+    super(layers, of);
   }
 }
 
@@ -93,6 +103,7 @@ export class Gpt2 extends GpuModel<Gpt2Activations> implements Model {
   readonly configHash: string;
   /** Every adaptable site, in model order. */
   readonly sites: readonly LinearSite[];
+  #zeros: Tensor | null = null;
   private constructor(
     gpu: Gpu,
     readonly config: Gpt2Config,
@@ -101,6 +112,8 @@ export class Gpt2 extends GpuModel<Gpt2Activations> implements Model {
     params: Map<string, Tensor>,
     options: ModelOptions,
     base: PackedBase | null,
+    /** @internal The batched-decoding kernels. */
+    readonly decodeKernels: DecodeKernels,
   ) {
     super(gpu, ops, params, options, "conv1d", base);
     this.configHash = configHash(config);
@@ -145,13 +158,13 @@ export class Gpt2 extends GpuModel<Gpt2Activations> implements Model {
     options: Gpt2LoadOptions = {},
   ): Promise<Gpt2> {
     const plan = await planGpt2Weights(config, reader);
-    const ops = await Gpt2Ops.load(gpu);
+    const [ops, decode] = await Promise.all([Gpt2Ops.load(gpu), DecodeKernels.load(gpu)]);
     const { params, packed } = await streamWeights(gpu, reader, plan, {
       ...uploadPlan(config),
       options,
       onWeight: options.onWeight,
     });
-    return new Gpt2(gpu, config, ops, params, options, packed);
+    return new Gpt2(gpu, config, ops, params, options, packed, decode);
   }
 
   /**
@@ -170,13 +183,13 @@ export class Gpt2 extends GpuModel<Gpt2Activations> implements Model {
     weights: { config: Gpt2Config; tensors: Map<string, { shape: number[]; data: Float32Array }> },
     options: ModelOptions & { storedDtypes?: ReadonlyMap<string, Dtype> } = {},
   ): Promise<Gpt2> {
-    const ops = await Gpt2Ops.load(gpu);
+    const [ops, decode] = await Promise.all([Gpt2Ops.load(gpu), DecodeKernels.load(gpu)]);
     const { params, packed } = await uploadWeights(gpu, weights.tensors, {
       ...uploadPlan(weights.config),
       options,
       storedDtypes: options.storedDtypes,
     });
-    return new Gpt2(gpu, weights.config, ops, params, options, packed);
+    return new Gpt2(gpu, weights.config, ops, params, options, packed, decode);
   }
 
   /**
@@ -196,8 +209,8 @@ export class Gpt2 extends GpuModel<Gpt2Activations> implements Model {
     weights: { params: Map<string, Tensor>; packed: PackedBase | null },
     options: ModelOptions = {},
   ): Promise<Gpt2> {
-    const ops = await Gpt2Ops.load(gpu);
-    return new Gpt2(gpu, config, ops, weights.params, options, weights.packed);
+    const [ops, decode] = await Promise.all([Gpt2Ops.load(gpu), DecodeKernels.load(gpu)]);
+    return new Gpt2(gpu, config, ops, weights.params, options, weights.packed, decode);
   }
 
   /** The weight `name` of block `layer` (e.g. `attn.c_attn.weight`). */
@@ -256,6 +269,43 @@ export class Gpt2 extends GpuModel<Gpt2Activations> implements Model {
     );
   }
 
+  /**
+   * A batched decoding cache of `rows` sequences of `capacity` positions: per layer, one
+   * `[rows * capacity, 3C]` tensor of q|k|v rows.
+   */
+  newBatchCache(rows: number, capacity: number): RowBatchCache<Gpt2Cache> {
+    checkBatchShape(rows, capacity);
+    const { nLayer, nEmbd } = this.config;
+    const layers = Array.from(
+      { length: nLayer },
+      () => Tensor.empty(this.gpu, [rows * capacity, 3 * nEmbd], { label: "batched kv cache" }),
+    );
+    return new RowBatchCache(layers, {
+      rows,
+      capacity,
+      kernels: this.decodeKernels,
+      view: (of) => new Gpt2Cache(layers, of),
+    });
+  }
+
+  /**
+   * Records one decoding step of many sequences: token b is the next of cache row `rows[b]`, at
+   * that row's own position (see `Model.decode`). Logits row b is its next-token logits.
+   */
+  decode(
+    tokens: ArrayLike<number>,
+    cache: BatchDecodingCache,
+    options: { rows?: readonly number[] } = {},
+  ): Gpt2Activations {
+    const { acts, batch, rows, slots } = this.startDecode(tokens, cache, Gpt2Cache, {
+      rows: options.rows,
+      positions: this.config.nPositions,
+    });
+    this.#decodeStep(acts, batch.tensors, slots);
+    this.endDecode(batch, rows);
+    return acts;
+  }
+
   /** Writes the weights as a Hugging Face GPT-2 folder (f32); refuses a packed base. */
   async save(outFolder: string, options: { tokenizerFrom?: string } = {}): Promise<void> {
     this.refusePackedSave();
@@ -269,8 +319,9 @@ export class Gpt2 extends GpuModel<Gpt2Activations> implements Model {
 
   /**
    * Records the forward up to the logits (`acts.logits`, `[B*T, acts.logitsStride]`, V valid
-   * columns a row). With a cache, the batch is
-   * the next `T` positions of one sequence (`B = 1`) and its keys and values join the cache.
+   * columns a row). With a cache, the batch is the next `T` positions of one sequence (`B = 1`)
+   * and its keys and values join the cache; a single new position goes through the batched
+   * decoding step, so that one sequence and many decode alike.
    */
   forward(batch: TokenInput | LabelledInput, cache?: DecodingCache): Gpt2Activations {
     const { acts, B, T, tokens, past, cache: kvCache } = this.startForward(
@@ -279,15 +330,96 @@ export class Gpt2 extends GpuModel<Gpt2Activations> implements Model {
       Gpt2Cache,
       this.config.nPositions,
     );
-    const { nLayer: L, nEmbd: C, nHead: NH, nInner, layerNormEpsilon: eps } = this.config;
+    if (kvCache && T === 1) {
+      this.#decodeStep(acts, kvCache.layers, [{ first: kvCache.origin, past }]);
+      this.endForward(acts, tokens, kvCache);
+      return acts;
+    }
+    const { nEmbd: C, nHead: NH } = this.config;
     const { ops } = this;
-    const rows = B * T;
+    const origin = kvCache?.origin ?? 0;
     this.embed(WTE, {
       out: acts.encoded,
       tokens: acts.tokens,
       wpe: this.params.get("wpe.weight")!,
       posOffset: past,
     });
+    this.#blocks(acts, B * T, (l, a) => {
+      const qkv = kvCache ? kvCache.layers[l] : a.qkv;
+      const at = origin + past;
+      this.linear(`h.${l}.attn.c_attn`, {
+        x: a.ln1,
+        y: qkv,
+        rows: B * T,
+        inF: C,
+        outF: 3 * C,
+        rowOffset: at,
+      });
+      // q | k | v are column blocks of the [rows, 3C] projection; the cache holds all three.
+      const tMax = kvCache ? kvCache.capacity : T;
+      ops.attention.forward({
+        out: a.atty,
+        lse: a.lse,
+        q: { tensor: qkv, offset: at * 3 * C, ld: 3 * C },
+        k: { tensor: qkv, offset: origin * 3 * C + C, ld: 3 * C },
+        v: { tensor: qkv, offset: origin * 3 * C + 2 * C, ld: 3 * C },
+        B,
+        T,
+        NH,
+        past,
+        tMax,
+        qRows: tMax,
+      });
+    });
+    this.endForward(acts, tokens, kvCache);
+    return acts;
+  }
+
+  // One new token a row, row b at its own slot and position: the embedding adds each row's
+  // position, the new q|k|v rows are written into the slots, and attention reads each slot only.
+  #decodeStep(acts: Gpt2Activations, layers: readonly Tensor[], slots: DecodeSlot[]): void {
+    const { nEmbd: C, nHead: NH } = this.config;
+    const B = slots.length;
+    const decode = this.decodeKernels;
+    this.embed(WTE, { out: acts.encoded, tokens: acts.tokens, zeros: this.#zeroRow() });
+    decode.copyRows({
+      dst: { tensor: acts.encoded },
+      src: { tensor: this.params.get("wpe.weight")! },
+      pairs: slots.map((s, b) => ({ from: s.past, to: b })),
+      width: C,
+      accumulate: true,
+    });
+    const rows = slots.map((s) => ({ first: s.first, length: s.past + 1 }));
+    const writes = slots.map((s, b) => ({ from: b, to: s.first + s.past }));
+    this.#blocks(acts, B, (l, a) => {
+      this.linear(`h.${l}.attn.c_attn`, { x: a.ln1, y: a.qkv, rows: B, inF: C, outF: 3 * C });
+      decode.copyRows({
+        dst: { tensor: layers[l] },
+        src: { tensor: a.qkv },
+        pairs: writes,
+        width: 3 * C,
+      });
+      decode.attention({
+        out: a.atty,
+        lse: a.lse,
+        q: { tensor: a.qkv, ld: 3 * C },
+        k: { tensor: layers[l], offset: C, ld: 3 * C },
+        v: { tensor: layers[l], offset: 2 * C, ld: 3 * C },
+        rows,
+        NH,
+      });
+    });
+  }
+
+  // The blocks from the embedding to the logits; `attend` records ln_1's output into the
+  // layer's attention output `atty`.
+  #blocks(
+    acts: Gpt2Activations,
+    rows: number,
+    attend: (l: number, a: Gpt2Activations["layers"][number]) => void,
+  ): void {
+    const { nLayer: L, nEmbd: C, nInner, layerNormEpsilon: eps } = this.config;
+    const { ops } = this;
     for (let l = 0; l < L; l++) {
       const a = acts.layers[l];
       const residual = l === 0 ? acts.encoded : acts.layers[l - 1].residual3;
@@ -301,30 +433,7 @@ export class Gpt2 extends GpuModel<Gpt2Activations> implements Model {
         bias: p("ln_1.bias"),
         eps,
       });
-      const qkv = kvCache ? kvCache.layers[l] : a.qkv;
-      this.linear(`h.${l}.attn.c_attn`, {
-        x: a.ln1,
-        y: qkv,
-        rows,
-        inF: C,
-        outF: 3 * C,
-        rowOffset: past,
-      });
-      // q | k | v are column blocks of the [rows, 3C] projection; the cache holds all three.
-      const tMax = kvCache ? qkv.shape[0] : T;
-      ops.attention.forward({
-        out: a.atty,
-        lse: a.lse,
-        q: { tensor: qkv, offset: past * 3 * C, ld: 3 * C },
-        k: { tensor: qkv, offset: C, ld: 3 * C },
-        v: { tensor: qkv, offset: 2 * C, ld: 3 * C },
-        B,
-        T,
-        NH,
-        past,
-        tMax,
-        qRows: tMax,
-      });
+      attend(l, a);
       this.linear(`h.${l}.attn.c_proj`, { x: a.atty, y: a.attproj, rows, inF: C, outF: C });
       ops.residual.forward({ out: a.residual2, a: residual, b: a.attproj });
       ops.layernorm.forward({
@@ -352,8 +461,25 @@ export class Gpt2 extends GpuModel<Gpt2Activations> implements Model {
     });
     // The LM head is tied to the token embedding: logits = lnf · wteᵀ.
     this.head(WTE, { x: acts.lnf, logits: acts.logits, rows, ldLogits: acts.logitsStride });
-    this.endForward(acts, tokens, kvCache);
-    return acts;
+  }
+
+  // A zero position row: the f32 embedding lookup of a decoding step reads it instead of wpe,
+  // whose rows are added per row afterwards.
+  #zeroRow(): Tensor {
+    if (!this.#zeros) {
+      this.#zeros = Tensor.empty(this.gpu, [1, this.config.nEmbd], {
+        persistent: true,
+        label: "decode zero position",
+      });
+      this.gpu.clear(this.#zeros.buffer);
+    }
+    return this.#zeros;
+  }
+
+  /** Frees the weights, arenas and scratch tensors. */
+  override [Symbol.dispose](): void {
+    super[Symbol.dispose]();
+    this.#zeros?.[Symbol.dispose]();
   }
 
   /**

@@ -110,6 +110,59 @@ export interface DecodingCache extends Disposable {
   copyFrom(source: DecodingCache): void;
 }
 
+/**
+ * A classifier's head: the linear layer over the pooled features that gives the class logits,
+ * `<name>.weight` `[classes, inFeatures]` and `<name>.bias` `[classes]` in {@link Model.params}.
+ */
+export interface ClassifierHead {
+  /** The head's module name, e.g. `classifier` (Hugging Face ViT) or `head` (timm). */
+  readonly name: string;
+  /** Features into the head. */
+  readonly inFeatures: number;
+  /** Class names by id; their count is the head's outputs. */
+  readonly labels: readonly string[];
+}
+
+/** A head's gradients, when it trains ({@link Model.replaceHead} with `trainable`). */
+export interface HeadGradients {
+  /** `[classes, inFeatures]`. */
+  weight: Tensor;
+  /** `[classes]`. */
+  bias: Tensor;
+}
+
+/**
+ * A text family's batched decoding cache: `rows` independent sequences, each with its own
+ * length, for decoding many prompts (and beams) with one forward a step ({@link Model.decode}).
+ * A row is filled by a forward of its prompt through {@link row}; rows are copied on the GPU,
+ * without a readback.
+ */
+export interface BatchDecodingCache extends Disposable {
+  /** Sequences it holds. */
+  readonly rows: number;
+  /** Positions each row can hold. */
+  readonly capacity: number;
+  /** Positions cached in each row. */
+  readonly lengths: readonly number[];
+  /**
+   * Row `i` as a single-sequence cache: a {@link Model.forward} with it (`B = 1`) extends that
+   * row, as with a cache of its own (prefilling a prompt). The view shares the batch's memory;
+   * disposing it frees nothing.
+   *
+   * @throws {RangeError} If `i` is not a row.
+   */
+  row(i: number): DecodingCache;
+  /**
+   * Records, for every pair, row `to` := row `from` (its positions and length). No row may be
+   * both a source and a target, nor a target twice.
+   *
+   * @throws {RangeError} On rows out of range, or a row both read and written.
+   */
+  copyRows(pairs: readonly { from: number; to: number }[]): void;
+  /** Empties the given rows (all by default), for new prompts. */
+  reset(rows?: readonly number[]): void;
+}
+
 /** What a model is, in numbers a person reads (the `load` stage prints it). */
 export interface ModelSummary {
   /** The family's `model_type`, e.g. `gpt2`. */
@@ -220,6 +273,22 @@ export interface Model extends ModelShape, Disposable {
   readonly adapters: Map<string, AttachedAdapter[]>;
   /** The end-of-sequence token id from the config, when it has one. */
   readonly eosTokenId?: number;
+  /** Classification families: the head over the pooled features, and its classes. */
+  readonly classifierHead?: ClassifierHead;
+  /**
+   * Classification families: replaces the head by one for `labels` holding `values` (weight
+   * `[labels, classifierHead.inFeatures]` row-major, bias `[labels]`); with `trainable`, the backward
+   * accumulates its gradients, returned (zeroed by {@link zeroGrads}). Arenas sized for the old
+   * classes are freed.
+   *
+   * @throws {RangeError} On values of the wrong size or no labels.
+   */
+  replaceHead?(
+    labels: readonly string[],
+    values: { weight: Float32Array; bias: Float32Array },
+    options?: { trainable?: boolean },
+  ): HeadGradients | null;
+
   /** Sizes for a person. */
   summary(): ModelSummary;
   /** A linear layer's weight and layout, or undefined when `linear` is none. */
@@ -253,6 +322,30 @@ export interface Model extends ModelShape, Disposable {
    * @throws {TypeError} If the model does not generate text.
    */
   newCache(capacity: number): DecodingCache;
+  /**
+   * A batched decoding cache of `rows` sequences of up to `capacity` positions each (text
+   * families that decode in batches).
+   *
+   * @throws {RangeError} If `rows` or `capacity` is not a positive integer.
+   */
+  newBatchCache?(rows: number, capacity: number): BatchDecodingCache;
+  /**
+   * Records one decoding step of many sequences at once: token `b` is the next token of cache
+   * row `rows[b]` (row b by default), at that row's own position; its keys and values join
+   * that row, and its attention reads that row only. Logits row b is the row's next-token
+   * logits. Every row must already hold at least the prompt's first position or be empty.
+   *
+   * @param tokens One token a decoded row.
+   * @param cache The batched cache.
+   * @param options `rows`: the cache row of each token, distinct.
+   * @throws {RangeError} On a token outside the vocabulary, a row out of range, repeated or
+   * full.
+   */
+  decode?(
+    tokens: ArrayLike<number>,
+    cache: BatchDecodingCache,
+    options?: { rows?: readonly number[] },
+  ): Activations;
   /** Bytes of weights, gradients and activations on the GPU. */
   memory(): ModelMemory;
   /**
