@@ -54,7 +54,10 @@ export function adapterAccounting(
   options: { quant?: QuantOptions; baseModel?: string } = {},
 ): AccountingRow[] {
   const quant = options.quant ?? { bits: 4, scheme: "symmetric" };
-  const row = (label: string, attach: AttachConfig): AccountingRow => {
+  const row = (
+    label: string,
+    attach: AttachConfig & { method: "nola" | "lora" },
+  ): AccountingRow => {
     const modules = planAdapters(base, attach);
     const desc = {
       baseModel: options.baseModel ?? "gpt2",

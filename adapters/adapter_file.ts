@@ -12,6 +12,10 @@
  *   per module: each header entry costs about 90 bytes, which would make a 4-bit GPT-2 q/v
  *   adapter a third larger.)
  * - LoRA: `<module>.lora_A` F32 [r, in] and `<module>.lora_B` F32 [out, r].
+ * - A classifier head the set owns (a new head for the task's classes, or the checkpoint's
+ *   trained; `adapters/head.ts`), last: `head.<name>.weight` F32 [classes, in] and
+ *   `head.<name>.bias` F32 [classes], where `<name>` is the head's module (`classifier`, timm
+ *   `head`).
  *
  * `__metadata__`: `format` (`nola-gpu-adapter/1`), `method`, `base_model`, `base_config_hash`
  * (`configHash`), `targets` (JSON list of module names), `r`, `lora_alpha`, `k`, `l`, `seed`,
@@ -20,6 +24,9 @@
  * `lora_alpha`, `seed` or `init` differs from the top-level value, those fields; last,
  * `checksum`, the CRC-32 of the whole file (`formats/checksum.ts`), optional on read so that files
  * written before it still load. LoRA files carry `k` = `l` = `0` and `init` = `kaiming-uniform`.
+ * With a head, `head` (its module name) and `id2label` (JSON object of id to class name, as
+ * Hugging Face configs write it) come before `checksum`. Method `none` (a head and no adapter: a
+ * linear probe) has empty `targets`, `k` = `l` = `0`.
  * A module's input and output features and column offset are not stored: its name and the base's
  * config hash fix them.
  *
@@ -56,6 +63,7 @@ import {
 import { encodeSafetensors, SafetensorsFile, type TensorToWrite } from "../formats/safetensors.ts";
 import type { Dtype } from "../formats/safetensors.ts";
 import type { Model } from "../models/model.ts";
+import { headTensors, restoreHead } from "./head.ts";
 
 /** The `format` this version writes and reads. */
 export const ADAPTER_FORMAT = "nola-gpu-adapter/1";
@@ -70,6 +78,14 @@ export interface AdapterDescription {
   config: AttachConfig;
   /** The adapted modules, as `planAdapters` resolved them. */
   modules: ModulePlan[];
+  /** A classifier head stored with the adapters. */
+  head?: { name: string; labels: readonly string[]; inFeatures: number };
+}
+
+/** A head's values: weight `[classes, in]` row-major and bias `[classes]`. */
+export interface HeadValues {
+  weight: Float32Array;
+  bias: Float32Array;
 }
 
 /** One module's trained values: NOLA's coefficients or LoRA's factors (row-major). */
@@ -152,6 +168,12 @@ function metadataOf(desc: AdapterDescription, quant?: QuantOptions): Record<stri
     quant_bits: quant ? String(quant.bits) : "32",
     quant_scheme: quant ? quant.scheme : "none",
     modules: JSON.stringify(modules),
+    ...(desc.head
+      ? {
+        head: desc.head.name,
+        id2label: JSON.stringify(Object.fromEntries(desc.head.labels.map((l, i) => [i, l]))),
+      }
+      : {}),
     // Same length as the sealed value, so adapterFileSize can count the placeholder.
     [CHECKSUM_KEY]: CHECKSUM_PLACEHOLDER,
   };
@@ -181,6 +203,11 @@ function specsOf(desc: AdapterDescription, quant?: QuantOptions): Spec[] {
       specs.push({ name: "quant.zero_point", dtype: "F32", shape: [n] });
     }
   }
+  if (desc.head) {
+    const { name, labels, inFeatures } = desc.head;
+    specs.push({ name: `head.${name}.weight`, dtype: "F32", shape: [labels.length, inFeatures] });
+    specs.push({ name: `head.${name}.bias`, dtype: "F32", shape: [labels.length] });
+  }
   return specs;
 }
 
@@ -188,7 +215,9 @@ function checkQuantFor(desc: AdapterDescription, quant: QuantOptions | undefined
   if (!quant) return;
   checkQuantOptions(quant);
   if (desc.config.method !== "nola") {
-    throw new RangeError(`Cannot quantize a LoRA adapter: quantization applies to NOLA only`);
+    throw new RangeError(
+      `Cannot quantize a ${desc.config.method} adapter: quantization applies to NOLA only`,
+    );
   }
 }
 
@@ -223,7 +252,8 @@ export function adapterFileSize(desc: AdapterDescription, options: { quant?: Qua
  *
  * @param desc What the file describes.
  * @param values Each module's values, by name.
- * @param options Optional quantization of NOLA coefficients.
+ * @param options Optional quantization of NOLA coefficients; `head`, the values of the head
+ * `desc.head` describes.
  * @returns The file's bytes and the values a loader will read back.
  * @throws {RangeError} On missing or mis-sized values, or quantization of a LoRA adapter.
  *
@@ -245,7 +275,7 @@ export function adapterFileSize(desc: AdapterDescription, options: { quant?: Qua
 export function encodeAdapter(
   desc: AdapterDescription,
   values: Map<string, ModuleValues>,
-  options: { quant?: QuantOptions } = {},
+  options: { quant?: QuantOptions; head?: HeadValues } = {},
 ): EncodedAdapter {
   const { quant } = options;
   checkQuantFor(desc, quant);
@@ -297,6 +327,13 @@ export function encodeAdapter(
       tensors.push({ ...specs[tensors.length], data: Float32Array.from(zeroPoints) });
     }
   }
+  if (desc.head) {
+    const { name, labels, inFeatures } = desc.head;
+    const head = options.head;
+    const w = data(head?.weight, labels.length * inFeatures, `head.${name}.weight`);
+    const b = data(head?.bias, labels.length, `head.${name}.bias`);
+    tensors.push({ ...specs[tensors.length], data: w }, { ...specs[tensors.length + 1], data: b });
+  }
   const bytes = sealChecksum(encodeSafetensors(tensors, metadataOf(desc, quant)));
   return { bytes, values: stored };
 }
@@ -327,13 +364,22 @@ export async function saveAdapter(
     );
   }
   const modules = set.modules.map(({ adapter: _a, nola: _n, ...plan }) => plan);
-  const desc = {
+  const head = set.head;
+  let headValues: HeadValues | undefined;
+  if (head) {
+    const t = headTensors(set.model);
+    headValues = { weight: await read(t.weight), bias: await read(t.bias) };
+  }
+  const desc: AdapterDescription = {
     baseModel: options.baseModel,
     baseConfigHash: set.model.configHash,
     config: set.config,
     modules,
+    ...(head
+      ? { head: { name: head.name, labels: head.labels, inFeatures: head.inFeatures } }
+      : {}),
   };
-  const encoded = encodeAdapter(desc, values, { quant: options.quant });
+  const encoded = encodeAdapter(desc, values, { quant: options.quant, head: headValues });
   try {
     await writeFileAtomic(path, encoded.bytes);
   } catch (e) {
@@ -364,7 +410,8 @@ const fileFailure = (path: string) => (message: string): never => {
  *
  * @param model The base model the adapter was trained on.
  * @param path The adapter file.
- * @param options `maxRows` as {@link AdapterSet.attach}; `method` to refuse the other method.
+ * @param options `maxRows` as {@link AdapterSet.attach}; `method` to refuse the other method;
+ * `trainHead` to keep training the file's head (default: frozen).
  * @returns The attached set, its NOLA factors combined.
  * @throws {AdapterFileError} With the reason the file does not fit the model, or its checksum
  * does not match its bytes (damaged after it was written).
@@ -383,7 +430,7 @@ const fileFailure = (path: string) => (message: string): never => {
 export async function loadAdapter(
   model: Model,
   path: string,
-  options: { maxRows: number; method?: AdapterMethod },
+  options: { maxRows: number; method?: AdapterMethod | "none"; trainHead?: boolean },
 ): Promise<AdapterSet> {
   const fail = fileFailure(path);
   using file = await SafetensorsFile.open(path);
@@ -394,8 +441,10 @@ export async function loadAdapter(
   if (get("format") !== ADAPTER_FORMAT) {
     fail(`format "${md.format}" is not supported (this version reads "${ADAPTER_FORMAT}")`);
   }
-  const method = get("method") as AdapterMethod;
-  if (method !== "nola" && method !== "lora") fail(`method "${method}" is unknown`);
+  const method = get("method") as AdapterMethod | "none";
+  if (method !== "nola" && method !== "lora" && method !== "none") {
+    fail(`method "${method}" is unknown`);
+  }
   if (options.method !== undefined && method !== options.method) {
     fail(`it is a ${method} adapter, expected ${options.method}`);
   }
@@ -478,7 +527,14 @@ export async function loadAdapter(
   } catch (e) {
     return fail((e as Error).message);
   }
-  const desc = { baseModel: get("base_model"), baseConfigHash: hash, config, modules };
+  const head = md.head === undefined ? undefined : fileHead(model, md, fail);
+  const desc = {
+    baseModel: get("base_model"),
+    baseConfigHash: hash,
+    config,
+    modules,
+    ...(head ? { head } : {}),
+  };
   const specs = specsOf(desc, quant);
   const expected = new Set(specs.map((s) => s.name));
   const extra = file.names().find((n) => !expected.has(n));
@@ -524,7 +580,19 @@ export async function loadAdapter(
       beta: await coeffs("beta", m.l, 2 * i + 1),
     });
   }
+  const headValues = head && {
+    weight: await file.readFloat32(`head.${head.name}.weight`),
+    bias: await file.readFloat32(`head.${head.name}.bias`),
+  };
   const set = await AdapterSet.attach(model, config, { maxRows: options.maxRows });
+  if (head && headValues) {
+    set.setHead(
+      restoreHead(model, head.labels, headValues, {
+        trainable: options.trainHead,
+        source: `adapter file "${path}"`,
+      }),
+    );
+  }
   const { gpu } = model;
   for (const m of set.modules) {
     const v = values.get(m.name)!;
@@ -538,4 +606,42 @@ export async function loadAdapter(
   }
   set.prepareStep();
   return set;
+}
+
+// The head an adapter file's metadata describes, checked against the model's head.
+function fileHead(
+  model: Model,
+  md: Record<string, string>,
+  fail: (message: string) => never,
+): { name: string; labels: string[]; inFeatures: number } {
+  const own = model.classifierHead;
+  if (!own || !model.replaceHead) {
+    return fail(
+      `it carries a classifier head "${md.head}", and the ${model.modelType} model has none`,
+    );
+  }
+  if (md.head !== own.name) {
+    fail(`its head "${md.head}" is not the model's head "${own.name}"`);
+  }
+  let map: unknown;
+  try {
+    map = JSON.parse(md.id2label ?? "");
+  } catch {
+    return fail(`metadata "id2label" is missing or not JSON`);
+  }
+  if (typeof map !== "object" || map === null || Array.isArray(map)) {
+    return fail(`metadata "id2label" is not an object of id to class name`);
+  }
+  const entries = Object.entries(map);
+  const labels: string[] = [];
+  for (const [id, name] of entries) {
+    const i = Number(id);
+    if (!Number.isInteger(i) || i < 0 || i >= entries.length || String(i) !== id) {
+      fail(`metadata "id2label" has id "${id}"; ids must be 0 to ${entries.length - 1}`);
+    }
+    if (typeof name !== "string") fail(`metadata "id2label" maps "${id}" to a non-string`);
+    labels[i] = name as string;
+  }
+  if (labels.length === 0) fail(`metadata "id2label" is empty`);
+  return { name: own.name, labels, inFeatures: own.inFeatures };
 }

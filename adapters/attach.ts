@@ -19,7 +19,11 @@
  * The target `all-linear` is a shorthand for every whole linear layer: each site whose name is
  * its linear's (no column slices), so GPT-2's four linears of a block, or a Llama's seven
  * (`q_proj`, `k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`); the head is not
- * a site of any family, so it is never adapted.
+ * a site of any family, so it is never adapted. The target `mlp` is every whole linear of the
+ * blocks' MLPs, NOLA-MLP's targets: a site with an `mlp` component (GPT-2 `h.*.mlp.c_fc|c_proj`,
+ * Llama `model.layers.*.mlp.*`, timm ViT `blocks.*.mlp.fc1|fc2`) or Hugging Face ViT's
+ * `encoder.layer.*.intermediate.dense` and `encoder.layer.*.output.dense` (not
+ * `attention.output.dense`).
  *
  * @module
  */
@@ -35,11 +39,22 @@ import { NOLA_INITS, NolaFactors, type NolaInit } from "./nola_factors.ts";
 import { NolaKernels } from "../kernels/nola.ts";
 import type { Tensor } from "../kernels/tensor.ts";
 import type { LinearSite, Model, ModelShape } from "../models/model.ts";
+import { type AdapterHead, headTensors } from "./head.ts";
 
 export type { LinearSite };
 
 /** The target shorthand for every whole linear layer (see the module doc). */
 export const ALL_LINEAR = "all-linear";
+
+/** The target shorthand for the MLP's linear layers (see the module doc). */
+export const MLP_TARGETS = "mlp";
+
+// A whole linear of a block's MLP, by its Hugging Face name.
+function isMlpLinear(site: LinearSite): boolean {
+  if (site.name !== site.linear) return false;
+  const parts = site.name.split(".");
+  return parts.includes("mlp") || /(^|\.)layer\.\d+\.(intermediate|output)\.dense$/.test(site.name);
+}
 
 /** How the adapters are parameterized. */
 export type AdapterMethod = "nola" | "lora";
@@ -67,8 +82,11 @@ export interface ModuleOverride {
  * concern NOLA and are ignored with LoRA.
  */
 export interface AttachConfig {
-  /** `nola` trains `k + l` coefficients per module; `lora` trains A and B. */
-  method: AdapterMethod;
+  /**
+   * `nola` trains `k + l` coefficients per module; `lora` trains A and B; `none` attaches no
+   * adapter (targets empty): only a classifier head trains, a linear probe (see `head.ts`).
+   */
+  method: AdapterMethod | "none";
   /** Target patterns; see the module doc. */
   targets: string[];
   /** Rank of A [r, in] and B [out, r]. */
@@ -225,8 +243,14 @@ export function planAdapters(model: Pick<ModelShape, "sites">, attach: AttachCon
     if (!CONFIG_KEYS.has(key)) throw new RangeError(`Unknown adapter setting "${key}"`);
   }
   const { method, targets } = attach;
+  if (method === "none") {
+    if (!Array.isArray(targets) || targets.length > 0) {
+      throw new RangeError(`Method "none" attaches no adapter: its targets must be empty`);
+    }
+    return [];
+  }
   if (method !== "nola" && method !== "lora") {
-    throw new RangeError(`Unknown adapter method "${method}": expected "nola" or "lora"`);
+    throw new RangeError(`Unknown adapter method "${method}": expected "nola", "lora" or "none"`);
   }
   if (!Array.isArray(targets) || targets.length === 0) {
     throw new RangeError(`Adapter targets must be a non-empty list of patterns`);
@@ -246,6 +270,8 @@ export function planAdapters(model: Pick<ModelShape, "sites">, attach: AttachCon
   for (const pattern of targets) {
     const hits = pattern === ALL_LINEAR
       ? sites.filter((s) => s.name === s.linear).map((s) => s.name)
+      : pattern === MLP_TARGETS
+      ? sites.filter(isMlpLinear).map((s) => s.name)
       : names.filter((n) => globMatch(pattern, n));
     if (hits.length === 0) {
       throw new RangeError(
@@ -413,6 +439,7 @@ export interface AdapterParameter {
  */
 export class AdapterSet implements Disposable {
   #attached = true;
+  #head: AdapterHead | null = null;
 
   private constructor(
     readonly model: Model,
@@ -490,6 +517,39 @@ export class AdapterSet implements Disposable {
    * `<module>.lora_A` / `<module>.lora_B` for LoRA.
    */
   parameters(): AdapterParameter[] {
+    return [...this.#moduleParameters(), ...this.headParameters()];
+  }
+
+  /**
+   * The classifier head the set owns (a new head, or the checkpoint's trained, or one loaded from
+   * an adapter file): saved with the adapters, exported under PEFT's `modules_to_save`. Null when
+   * the model's head is the checkpoint's, untouched.
+   */
+  get head(): AdapterHead | null {
+    return this.#head;
+  }
+
+  /**
+   * Makes the set own a head (see {@link head}); a trainable one joins {@link parameters}.
+   *
+   * @param head The head, already on the model (`adapters/head.ts`).
+   */
+  setHead(head: AdapterHead | null): void {
+    this.#head = head;
+  }
+
+  /** A trainable head's weight and bias, as `head.<name>.weight` and `head.<name>.bias`. */
+  headParameters(): AdapterParameter[] {
+    const head = this.#head;
+    if (!head?.grads) return [];
+    const { weight, bias } = headTensors(this.model);
+    return [
+      { name: `head.${head.name}.weight`, param: weight, grad: head.grads.weight },
+      { name: `head.${head.name}.bias`, param: bias, grad: head.grads.bias },
+    ];
+  }
+
+  #moduleParameters(): AdapterParameter[] {
     return this.modules.flatMap(({ name, adapter, nola }) =>
       nola
         ? [
@@ -518,6 +578,11 @@ export class AdapterSet implements Disposable {
     for (const m of this.modules) {
       if (m.nola) m.nola.zeroGradients();
       else m.adapter.zeroGradients();
+    }
+    const grads = this.#head?.grads;
+    if (grads) {
+      this.model.gpu.clear(grads.weight.buffer);
+      this.model.gpu.clear(grads.bias.buffer);
     }
   }
 

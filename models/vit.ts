@@ -16,8 +16,11 @@
 import type { Gpu } from "../kernels/gpu.ts";
 import type { Tensor } from "../kernels/tensor.ts";
 import type { Dtype } from "../formats/safetensors.ts";
+import { Tensor as GpuTensor } from "../kernels/tensor.ts";
 import type {
+  ClassifierHead,
   DecodingCache,
+  HeadGradients,
   LabelledInput,
   LinearSite,
   LinearWeight,
@@ -85,11 +88,12 @@ export class Vit extends GpuModel<VitActivations> implements Model {
   /** Every adaptable site, in model order. */
   readonly sites: readonly LinearSite[];
   readonly #linears: ReadonlySet<string>;
+  #config: VitConfig;
+  #headGrads: HeadGradients | null = null;
 
   private constructor(
     gpu: Gpu,
-    /** The architecture. */
-    readonly config: VitConfig,
+    config: VitConfig,
     /** @internal The compiled kernels. */
     readonly ops: VitOps,
     params: Map<string, Tensor>,
@@ -97,6 +101,7 @@ export class Vit extends GpuModel<VitActivations> implements Model {
     base: PackedBase | null,
   ) {
     super(gpu, ops, params, options, "linear", base);
+    this.#config = config;
     this.configHash = vitConfigHash(config);
     this.sites = vitSites(config);
     this.#linears = new Set(this.sites.map((s) => s.linear));
@@ -180,6 +185,98 @@ export class Vit extends GpuModel<VitActivations> implements Model {
       storedDtypes: options.storedDtypes,
     });
     return new Vit(gpu, config, ops, params, options, packed);
+  }
+
+  /**
+   * The architecture; after {@link replaceHead}, with the new head's classes (the
+   * {@link configHash} stays the base's, which adapter files are checked against).
+   */
+  get config(): VitConfig {
+    return this.#config;
+  }
+
+  /** The head over the class token: `classifier` (Hugging Face) or `head` (timm). */
+  get classifierHead(): ClassifierHead {
+    const c = this.#config;
+    return { name: vitNames(c.layout).head, inFeatures: c.hiddenSize, labels: c.labels };
+  }
+
+  /**
+   * Replaces the head by one for `labels` (a new task's classes) holding `values`; with
+   * `trainable`, the backward accumulates its gradients into the tensors returned, which
+   * {@link zeroGrads} zeroes. When every weight trains, the new head's gradients join
+   * {@link grads} instead.
+   *
+   * @param labels Class names by id.
+   * @param values Weight `[labels, hiddenSize]` row-major and bias `[labels]`.
+   * @param options `trainable`.
+   * @returns The head's gradients, or null when it is frozen.
+   * @throws {RangeError} On no labels or values of the wrong size.
+   */
+  replaceHead(
+    labels: readonly string[],
+    values: { weight: Float32Array; bias: Float32Array },
+    options: { trainable?: boolean } = {},
+  ): HeadGradients | null {
+    const c = this.#config;
+    const L = labels.length;
+    const D = c.hiddenSize;
+    if (L < 1) throw new RangeError("Cannot give a ViT a head without classes");
+    if (values.weight.length !== L * D || values.bias.length !== L) {
+      throw new RangeError(
+        `A head for ${L} classes over ${D} features takes a weight of ${L * D} values and a ` +
+          `bias of ${L}, got ${values.weight.length} and ${values.bias.length}`,
+      );
+    }
+    const name = vitNames(c.layout).head;
+    // Work already recorded may read the old head and arenas: submit it before freeing them.
+    this.gpu.flush();
+    this.arenas[Symbol.dispose]();
+    this.last = null;
+    for (const t of [this.#headGrads?.weight, this.#headGrads?.bias]) t?.[Symbol.dispose]();
+    this.#headGrads = null;
+    const put = (map: Map<string, GpuTensor>, key: string, t: GpuTensor) => {
+      map.get(key)?.[Symbol.dispose]();
+      map.set(key, t);
+    };
+    const upload = (data: Float32Array, shape: number[], label: string) =>
+      GpuTensor.from(this.gpu, data, shape, { persistent: true, label });
+    const zeros = (shape: number[], label: string) => {
+      const t = GpuTensor.empty(this.gpu, shape, { persistent: true, label });
+      this.gpu.clear(t.buffer);
+      return t;
+    };
+    put(this.params, `${name}.weight`, upload(values.weight, [L, D], `${name}.weight`));
+    put(this.params, `${name}.bias`, upload(values.bias, [L], `${name}.bias`));
+    this.#config = { ...c, numLabels: L, labels: [...labels] };
+    if (this.grads) {
+      put(this.grads, `${name}.weight`, zeros([L, D], `grad ${name}.weight`));
+      put(this.grads, `${name}.bias`, zeros([L], `grad ${name}.bias`));
+      return { weight: this.grads.get(`${name}.weight`)!, bias: this.grads.get(`${name}.bias`)! };
+    }
+    if (!options.trainable) return null;
+    this.#headGrads = {
+      weight: zeros([L, D], `grad ${name}.weight`),
+      bias: zeros([L], `grad ${name}.bias`),
+    };
+    return this.#headGrads;
+  }
+
+  /** Records zeroing every weight gradient, a trainable head's included. */
+  override zeroGrads(): void {
+    super.zeroGrads();
+    if (this.#headGrads) {
+      this.gpu.clear(this.#headGrads.weight.buffer);
+      this.gpu.clear(this.#headGrads.bias.buffer);
+    }
+  }
+
+  /** Frees the weights, gradients, arenas and a trainable head's gradients. */
+  override [Symbol.dispose](): void {
+    super[Symbol.dispose]();
+    this.#headGrads?.weight[Symbol.dispose]();
+    this.#headGrads?.bias[Symbol.dispose]();
+    this.#headGrads = null;
   }
 
   /** Number of classes. */
@@ -366,8 +463,9 @@ export class Vit extends GpuModel<VitActivations> implements Model {
       k: L,
       lda,
     });
-    const dhead = this.grads?.get(`${names.head}.weight`);
-    if (dhead) {
+    const dhead = this.#headGrads?.weight ?? this.grads?.get(`${names.head}.weight`);
+    const dbias = this.#headGrads?.bias ?? this.grads?.get(`${names.head}.bias`);
+    if (dhead && dbias) {
       ops.matmul.raw({ out: dhead.buffer, a: dlogits.buffer, b: acts.lnf.buffer }, {
         m: L,
         n: D,
@@ -379,7 +477,7 @@ export class Vit extends GpuModel<VitActivations> implements Model {
       // The bias gradient is the column sum of the strided logits: onesᵀ · dlogits.
       ops.matmul.raw(
         {
-          out: this.grads!.get(`${names.head}.bias`)!.buffer,
+          out: dbias.buffer,
           a: acts.ones.buffer,
           b: dlogits.buffer,
         },

@@ -140,6 +140,7 @@ export async function runPipeline(
     title: pipeline.name,
     summary: log.summary,
     metricsPath: log.metricsPath,
+    sections: state.reportSections,
   });
   say(`\nwrote ${[log.summaryPath, ...written].join(", ")}`);
   return { dir, interrupted: false, evaluations: state.evaluations };

@@ -32,6 +32,7 @@ export type MetricName =
   | "exact_match"
   | "slot_error"
   | "accuracy"
+  | "top5_accuracy"
   | "multiple_choice";
 
 /** Keys every stage has. */
@@ -160,10 +161,15 @@ export type AttachOverride = ModuleOverride;
 export interface AttachStage extends StageBase {
   /** The stage kind. */
   kind: "attach";
-  /** `nola` trains k + l coefficients per module; `lora` trains A and B. */
-  method: "nola" | "lora";
+  /**
+   * `nola` trains k + l coefficients per module; `lora` trains A and B; `none`: no adapter, only
+   * the classifier head (a linear probe).
+   */
+  method: "nola" | "lora" | "none";
   /** Module patterns. */
   targets: string[];
+  /** What happens to a classifier's head (`adapters/head.ts`). */
+  head: "auto" | "new" | "train" | "frozen";
   /** Adapter rank r. */
   r: number;
   /** NOLA: number of A bases. */
@@ -750,7 +756,9 @@ export const STAGES: readonly StageSchema[] = [
         key: "model",
         type: { type: "path", is: "folder" },
         required: true,
-        doc: "Model folder (`config.json`, `model.safetensors`, `tokenizer.json`).",
+        doc: "Model folder (`config.json`, `model.safetensors`, and `tokenizer.json` for a " +
+          "text model; an image classifier reads `preprocessor_config.json` instead, when there " +
+          "is one).",
       },
       {
         key: "dtype",
@@ -973,16 +981,33 @@ export const STAGES: readonly StageSchema[] = [
     fields: [
       {
         key: "method",
-        type: { type: "enum", values: ["nola", "lora"] },
+        type: { type: "enum", values: ["nola", "lora", "none"] },
         default: "nola",
-        doc: "`nola` trains k + l coefficients per module; `lora` trains A and B.",
+        doc: "`nola` trains k + l coefficients per module; `lora` trains A and B; `none` " +
+          "attaches no adapter and trains only the classifier head (a linear probe; needs " +
+          "`head` `new` or `train`; `targets` are ignored).",
       },
       {
         key: "targets",
         type: { type: "list", item: str, minItems: 1 },
         default: ["h.*.attn.c_attn.q", "h.*.attn.c_attn.v"],
         aliases: ["target_modules"],
-        doc: "Module patterns.",
+        doc: "Module patterns, or the presets `all-linear` (every whole linear layer) and `mlp` " +
+          "(the MLP's linears: GPT-2 `h.*.mlp.*`, Llama `model.layers.*.mlp.*`, ViT " +
+          "`encoder.layer.*.intermediate.dense` and `encoder.layer.*.output.dense`, timm " +
+          "`blocks.*.mlp.fc1|fc2`: NOLA-MLP).",
+      },
+      {
+        key: "head",
+        type: { type: "enum", values: ["auto", "new", "train", "frozen"] },
+        default: "auto",
+        doc: "Classifiers (ViT): what happens to the head, as PEFT's `modules_to_save`: `new` " +
+          "replaces it by a fresh head for the data's classes (weight normal(0, 0.02) drawn from " +
+          "`seed`, bias 0), trained with the adapters; `train` trains the checkpoint's head; " +
+          "`frozen` keeps it as it is; `auto` is `new` when the image data's classes differ from " +
+          "the checkpoint's `id2label` (in number or names), else `frozen`. A new or trained head " +
+          "is saved in the adapter file with its `id2label`, written by `merge`, and exported " +
+          "under `modules_to_save`. Text models: `auto` or `frozen` only.",
       },
       { key: "r", type: int(1), default: 8, aliases: ["rank"], doc: "Rank." },
       { key: "k", type: int(1), default: 256, doc: "NOLA: number of A bases." },
@@ -1223,6 +1248,7 @@ export const STAGES: readonly StageSchema[] = [
               "exact_match",
               "slot_error",
               "accuracy",
+              "top5_accuracy",
               "multiple_choice",
             ],
           },
@@ -1234,7 +1260,10 @@ export const STAGES: readonly StageSchema[] = [
           "`slot_error` (generations against the E2E meaning representation " +
           "`slot[value], ...` in each prompt: its slots left out, `slot_missing`, plus values " +
           "stated that it does not hold, `slot_hallucinated`, in percent of its slots), " +
-          "`accuracy` (completion tokens), `multiple_choice` (the items of `choices`).",
+          "`accuracy` (classifiers: the share of images whose top class is right, with a " +
+          "confusion matrix drawn in `report.md`), `top5_accuracy` (classifiers of more than " +
+          "five classes: the right class among the top five; an error with five or fewer), " +
+          "`multiple_choice` (the items of `choices`).",
       },
       {
         key: "choices",

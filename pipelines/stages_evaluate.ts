@@ -15,6 +15,10 @@ import {
 } from "../eval/multiple_choice.ts";
 import { findMr, parseMr, type Slot, slotErrorRate, SlotLexicon } from "../eval/slot_error.ts";
 import { generateText } from "../models/generate.ts";
+import { evaluateClassifier } from "../eval/classify.ts";
+import { imageEvalBatches } from "../data/images/dataset.ts";
+import { confusionChart } from "../train/svg.ts";
+import { classifierData } from "./stages_train.ts";
 import type { Model, ModelTask } from "../models/model.ts";
 import type { Tokenizer } from "../models/tokenizer.ts";
 import type { EvaluateStage, GenerateStage, MetricName } from "./schema.ts";
@@ -23,7 +27,7 @@ import { inputPath, need, type RunState, stageError, type StageRunner } from "./
 // The metrics each kind of head supports.
 const METRICS_OF: Record<ModelTask, readonly MetricName[]> = {
   "causal-lm": ["loss", "bleu", "rouge_l", "exact_match", "slot_error", "multiple_choice"],
-  classification: ["loss", "accuracy"],
+  classification: ["loss", "accuracy", "top5_accuracy"],
 };
 
 /**
@@ -32,7 +36,6 @@ const METRICS_OF: Record<ModelTask, readonly MetricName[]> = {
  */
 export const evaluate: StageRunner<EvaluateStage> = async (stage, state) => {
   const model = need(state, "model");
-  const tokenizer = need(state, "tokenizer");
   const supported = METRICS_OF[model.task];
   const unsupported = stage.metrics.find((m) => !supported.includes(m));
   if (unsupported) {
@@ -47,14 +50,20 @@ export const evaluate: StageRunner<EvaluateStage> = async (stage, state) => {
       `use ${supported.join(", ")}`,
     );
   }
-  if (stage.metrics.includes("accuracy")) {
-    // Labelled splits come with an image data format; text data has none to score.
-    throw stageError(state, "metrics", "accuracy needs a labelled split; this data has token rows");
+  if (model.task === "classification" && !need(state, "data").images) {
+    throw stageError(
+      state,
+      "metrics",
+      `${stage.metrics[0]} of a classifier needs labelled images; this data has token rows`,
+      `give the data stage "format: images"`,
+    );
   }
   state.adapters?.prepareStep();
   let recorded: Record<string, unknown> = {};
   if (stage.metrics.some((m) => m !== "multiple_choice")) {
-    const figures = await onSplit(stage, state, model, tokenizer);
+    const figures = model.task === "classification"
+      ? await onImages(stage, state, model)
+      : await onSplit(stage, state, model, need(state, "tokenizer"));
     state.evaluations.push({ stage: stage.id, split: stage.split, figures });
     state.say(
       `${stage.id} (${stage.split}): ` +
@@ -72,7 +81,7 @@ export const evaluate: StageRunner<EvaluateStage> = async (stage, state) => {
     recorded = { split: stage.split, ...figures };
   }
   if (stage.metrics.includes("multiple_choice")) {
-    const r = await multipleChoice(stage, state, model, tokenizer);
+    const r = await multipleChoice(stage, state, model, need(state, "tokenizer"));
     const figures = { mc_accuracy: r.accuracy, mc_macro_accuracy: r.macroAccuracy };
     state.evaluations.push({ stage: stage.id, split: "choices", figures });
     state.say(
@@ -93,6 +102,72 @@ export const evaluate: StageRunner<EvaluateStage> = async (stage, state) => {
   }
   await state.log.recordStage(stage.id, recorded);
 };
+
+// Loss, accuracy, top-5 accuracy and the confusion matrix of a classifier on the stage's split.
+async function onImages(
+  stage: EvaluateStage,
+  state: RunState,
+  model: Model,
+): Promise<Record<string, number>> {
+  const all = classifierData(state, model);
+  const split = all.splits[stage.split];
+  if (split.examples.length === 0) {
+    throw stageError(
+      state,
+      "split",
+      `The ${stage.split} split has no images: give the data stage a ${stage.split} source`,
+    );
+  }
+  const data = stage.maxExamples
+    ? {
+      ...all,
+      splits: {
+        ...all.splits,
+        [stage.split]: { ...split, examples: split.examples.slice(0, stage.maxExamples) },
+      },
+    }
+    : all;
+  const classes = model.outputs;
+  const top5 = stage.metrics.includes("top5_accuracy");
+  if (top5 && classes <= 5) {
+    throw stageError(
+      state,
+      "metrics",
+      `top5_accuracy needs more than five classes, and the head has ${classes} (the right class ` +
+        `is always among the top five)`,
+      "drop top5_accuracy, or use accuracy",
+    );
+  }
+  const batches = () => imageEvalBatches(data, stage.split, { B: 8 });
+  const figures: Record<string, number> = {};
+  if (stage.metrics.includes("loss")) {
+    figures.loss = (await evaluateLoss(model, batches())).loss;
+  }
+  if (stage.metrics.includes("accuracy") || top5) {
+    const r = await evaluateClassifier(model, batches(), top5 ? { topK: 5 } : {});
+    if (stage.metrics.includes("accuracy")) figures.accuracy = r.accuracy;
+    if (top5) figures.top5_accuracy = r.topKAccuracy!;
+    if (stage.metrics.includes("accuracy")) {
+      const file = `confusion-${stage.id.replace(/[^\w.-]/g, "_")}.svg`;
+      const labels = model.classifierHead?.labels ?? data.id2label;
+      state.reportSections = [
+        ...(state.reportSections ?? []).filter((s) => s.chart?.file !== file),
+        {
+          title: `Confusion matrix: ${stage.id} (${stage.split})`,
+          markdown: `${r.n} images, accuracy ${r.accuracy.toFixed(2)}%` +
+            (top5 ? `, top-5 accuracy ${r.topKAccuracy!.toFixed(2)}%` : "") +
+            `. Rows are the true classes, columns the predicted ones.`,
+          chart: {
+            file,
+            svg: confusionChart(r.confusion, labels, { title: `${stage.id}: ${stage.split}` }),
+            alt: `Confusion matrix of ${stage.id} on the ${stage.split} split`,
+          },
+        },
+      ];
+    }
+  }
+  return figures;
+}
 
 // Loss and generation scores on the stage's split.
 async function onSplit(

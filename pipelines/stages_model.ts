@@ -15,6 +15,7 @@ import {
 } from "../adapters/attach.ts";
 import { mergeAdapters, unmergeAdapters, writeMergedFolder } from "../adapters/merge.ts";
 import { exportPeft } from "../adapters/peft.ts";
+import { HEAD_INIT_STD, headAction, newHead, trainCheckpointHead } from "../adapters/head.ts";
 import {
   checkpointDtypes,
   estimateTrainingMemory,
@@ -74,7 +75,10 @@ export const load: StageRunner<LoadStage> = async (stage, state) => {
   state.model = stage.init === "random"
     ? await initModel(state.gpu, config, { ...options, seed: state.pipeline.seed })
     : await config.family.load(state.gpu, folder, config.config, options);
-  state.tokenizer = await Tokenizer.load(folder);
+  // An image classifier has no tokenizer; its preprocessing is read by the data stage.
+  state.tokenizer = state.model.task === "classification"
+    ? undefined
+    : await Tokenizer.load(folder);
   state.modelFolder = folder;
   state.modelName = basename(folder);
   const c = state.model.summary();
@@ -176,14 +180,15 @@ export function weightBytes(byPrecision: Record<string, number>): string {
 function maxRows(state: RunState): number {
   const batches = state.pipeline.stages.filter((s): s is TrainStage => s.kind === "train")
     .map((s) => s.batchSize);
-  return Math.max(8, ...batches) * (state.data?.T ?? state.model!.maxPositions);
+  // Image data has no token length: a ViT's forward covers its maxPositions tokens an image.
+  return Math.max(8, ...batches) * (state.data?.T || state.model!.maxPositions);
 }
 
-/** The adapters' config of an attach stage. */
+/** The adapters' config of an attach stage (no targets with `method: none`). */
 function attachConfig(stage: AttachStage): AttachConfig {
   return {
     method: stage.method,
-    targets: stage.targets,
+    targets: stage.method === "none" ? [] : stage.targets,
     r: stage.r,
     k: stage.k,
     l: stage.l,
@@ -195,15 +200,60 @@ function attachConfig(stage: AttachStage): AttachConfig {
   };
 }
 
-/** `attach`: NOLA or LoRA adapters on the modules the patterns match. */
+/**
+ * `attach`: NOLA or LoRA adapters on the modules the patterns match, and a classifier's head as
+ * `head` says (new, trained, or kept).
+ */
 export const attach: StageRunner<AttachStage> = async (stage, state) => {
   const model = need(state, "model");
   const config = attachConfig(stage);
+  const labels = state.data?.images?.id2label;
+  let action: "keep" | "train" | "new";
+  try {
+    action = headAction(model, labels, stage.head);
+  } catch (e) {
+    if (!(e instanceof RangeError)) throw e;
+    throw stageError(state, "head", e.message);
+  }
+  if (stage.method === "none" && action === "keep") {
+    throw stageError(
+      state,
+      "head",
+      `method "none" trains only the classifier head, and head "${stage.head}" keeps it frozen` +
+        (stage.head === "auto" ? " (the data's classes are the checkpoint's)" : ""),
+      `set head: new (a fresh head) or head: train (the checkpoint's head)`,
+    );
+  }
   try {
     state.adapters = await AdapterSet.attach(model, config, { maxRows: maxRows(state) });
   } catch (e) {
     if (!(e instanceof RangeError)) throw e;
     throw stageError(state, "targets", e.message);
+  }
+  const head = action === "new"
+    ? newHead(model, labels!, { seed: stage.seed })
+    : action === "train"
+    ? await trainCheckpointHead(model, { source: `the head of ${state.modelName}` })
+    : null;
+  state.adapters.setHead(head);
+  const headParams = head ? head.labels.length * (head.inFeatures + 1) : 0;
+  if (head) {
+    state.say(
+      `${action === "new" ? "new" : "trained"} head "${head.name}": ${head.labels.length} ` +
+        `classes (${head.labels.slice(0, 10).join(", ")}${head.labels.length > 10 ? ", ..." : ""}` +
+        `), ${headParams.toLocaleString("en-US")} parameters` +
+        (action === "new" ? `, normal(0, ${HEAD_INIT_STD}) from seed ${stage.seed}` : ""),
+    );
+  }
+  if (stage.method === "none") {
+    state.say(`no adapter: only the head trains (a linear probe)`);
+    await state.log.recordStage(stage.id, {
+      modules: 0,
+      trainable_parameters: headParams,
+      head: action,
+      head_parameters: headParams,
+    });
+    return;
   }
   const accounting = adapterAccounting(model, {
     ...config,
@@ -218,7 +268,9 @@ export const attach: StageRunner<AttachStage> = async (stage, state) => {
   );
   await state.log.recordStage(stage.id, {
     modules: state.adapters.modules.length,
-    trainable_parameters: mine.params,
+    trainable_parameters: mine.params + headParams,
+    head: action,
+    head_parameters: headParams,
     lora_r1_parameters: loraR1.params,
     lora_same_r_parameters: accounting.at(-1)!.params,
   });

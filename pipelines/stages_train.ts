@@ -6,7 +6,14 @@
  */
 
 import { QatHooks, quantizeInPlace } from "../train/qat.ts";
-import { evalBatches, TrainBatches } from "../data/batches.ts";
+import { evalBatches, type MicroBatch, TrainBatches } from "../data/batches.ts";
+import {
+  type ImageData,
+  imageEvalBatches,
+  imageTrainBatches,
+  matchLabels,
+} from "../data/images/dataset.ts";
+import type { Model } from "../models/model.ts";
 import { evaluateLoss } from "../eval/evaluate.ts";
 import type { OptimizerParam, ParamGroup } from "../train/optimizer.ts";
 import { Progress } from "../train/progress.ts";
@@ -52,20 +59,66 @@ async function trainables(
   };
 }
 
+/**
+ * The image data of the run with its labels mapped onto the classifier's head (by name): a class
+ * the head does not know is a one-line error naming the file.
+ *
+ * @param state The run (its data must be images).
+ * @param model The classifier.
+ * @returns The data, labelled with the head's ids.
+ */
+export function classifierData(state: RunState, model: Model): ImageData {
+  const images = need(state, "data").images!;
+  const head = model.classifierHead;
+  if (!head) return images;
+  const what = state.adapters?.head?.source ??
+    `the head of ${state.modelName} (id2label of its config.json)`;
+  return matchLabels(images, head.labels, { what });
+}
+
+// The training stream and the validation batches of the run's data: token rows or images.
+function trainingData(stage: TrainStage, state: RunState, model: Model) {
+  const data = need(state, "data");
+  const length = stage.steps !== undefined ? { steps: stage.steps } : { epochs: stage.epochs! };
+  const common = { B: stage.batchSize, seed: state.pipeline.seed, gradAccum: stage.gradAccum };
+  if (data.images) {
+    if (model.task !== "classification") {
+      throw stageError(state, undefined, `image data needs an image classifier`);
+    }
+    const images = classifierData(state, model);
+    return {
+      batches: imageTrainBatches(images, { ...common, ...length }),
+      validationCount: images.splits.validation.examples.length,
+      validation: (): Iterable<MicroBatch> =>
+        imageEvalBatches(images, "validation", { B: stage.batchSize }),
+      unit: "img",
+      shape: `${stage.batchSize} x ${stage.gradAccum} images`,
+    };
+  }
+  const tokenizer = need(state, "tokenizer");
+  const { T, splits } = data;
+  const rows = splits.validation.rows;
+  return {
+    batches: new TrainBatches(splits.train.rows, {
+      ...common,
+      T,
+      eosId: tokenizer.eosId,
+      ...length,
+    }),
+    validationCount: rows.length,
+    validation: (): Iterable<MicroBatch> =>
+      evalBatches(rows, { B: stage.batchSize, T, eosId: tokenizer.eosId }),
+    unit: "tok",
+    shape: `${stage.batchSize} x ${stage.gradAccum} x ${T} tokens`,
+  };
+}
+
 /** `train`: the training loop, with progress, validation, checkpoints and resume. */
 export const trainStage: StageRunner<TrainStage> = async (stage, state) => {
   const model = need(state, "model");
-  const tokenizer = need(state, "tokenizer");
-  const { T, splits } = need(state, "data");
+  const data = trainingData(stage, state, model);
   const { params, hooks, finish } = await trainables(stage, state);
-  const batches = new TrainBatches(splits.train.rows, {
-    B: stage.batchSize,
-    T,
-    eosId: tokenizer.eosId,
-    seed: state.pipeline.seed,
-    gradAccum: stage.gradAccum,
-    ...(stage.steps !== undefined ? { steps: stage.steps } : { epochs: stage.epochs! }),
-  });
+  const batches = data.batches;
   const group: ParamGroup = stage.optimizer === "adamw"
     ? {
       name: stage.id,
@@ -95,14 +148,13 @@ export const trainStage: StageRunner<TrainStage> = async (stage, state) => {
       "lower warmup_steps, or give warmup_ratio",
     );
   }
-  const validation = splits.validation.rows;
-  const canEvaluate = validation.length > 0;
+  const canEvaluate = data.validationCount > 0;
   const bestPath = outputPath(state, `${stage.id}-best.safetensors`);
-  using progress = new Progress({ total: batches.totalSteps, unit: "tok", label: stage.id });
+  using progress = new Progress({ total: batches.totalSteps, unit: data.unit, label: stage.id });
   const parameters = params.reduce((s, p) => s + p.param.size, 0);
   state.say(
     `training ${parameters.toLocaleString("en-US")} parameters for ${batches.totalSteps} steps ` +
-      `(batch ${stage.batchSize} x ${stage.gradAccum} x ${T} tokens, lr ${stage.lr})`,
+      `(batch ${data.shape}, lr ${stage.lr})`,
   );
   const result = await train({
     model,
@@ -128,10 +180,7 @@ export const trainStage: StageRunner<TrainStage> = async (stage, state) => {
     evaluate: canEvaluate
       ? async () => {
         hooks?.prepareStep?.();
-        const r = await evaluateLoss(
-          model,
-          evalBatches(validation, { B: stage.batchSize, T, eosId: tokenizer.eosId }),
-        );
+        const r = await evaluateLoss(model, data.validation());
         return { loss: r.loss, perplexity: r.perplexity };
       }
       : undefined,

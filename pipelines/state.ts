@@ -16,6 +16,7 @@ import type { Model } from "../models/model.ts";
 import type { Tokenizer } from "../models/tokenizer.ts";
 import type { ResumePoint } from "../train/checkpoint.ts";
 import type { RunLog } from "../train/run_log.ts";
+import type { ReportSection } from "../train/report.ts";
 import { pipelineError } from "./parse.ts";
 import type { Pipeline, SplitName, Stage } from "./schema.ts";
 
@@ -64,6 +65,8 @@ export interface RunState {
   /** Quantization the coefficients are on (from QAT or a quantize stage), for saving. */
   quant?: QuantOptions;
   evaluations: EvaluationRow[];
+  /** Sections stages add to `report.md` (the evaluate stage's confusion matrices). */
+  reportSections?: ReportSection[];
   /** Set when the train stage was interrupted: the remaining stages are skipped. */
   interrupted?: { step: number; checkpoint?: string };
   /**

@@ -440,3 +440,92 @@ function n(v: number): string {
 function esc(text: string): string {
   return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
+
+/**
+ * A confusion matrix as a grid of cells: true class by row, predicted class by column, each cell
+ * shaded by its share of its row (white 0 to dark blue 1) and labelled with its count; the
+ * diagonal is outlined. Rows and columns carry the class names (cut to 16 characters).
+ *
+ * @param matrix Counts `[classes][classes]`, row = true class, column = predicted class.
+ * @param labels Class names by id.
+ * @param options `title`.
+ * @returns A standalone SVG.
+ * @throws {RangeError} If the matrix is not square over the labels.
+ *
+ * @example
+ * ```ts
+ * import { confusionChart } from "./train/svg.ts";
+ * const svg = confusionChart([[5, 1], [0, 6]], ["cat", "dog"], { title: "test" });
+ * ```
+ */
+export function confusionChart(
+  matrix: readonly (readonly number[])[],
+  labels: readonly string[],
+  options: { title?: string } = {},
+): string {
+  const C = labels.length;
+  if (matrix.length !== C || matrix.some((row) => row.length !== C)) {
+    throw new RangeError(`A confusion matrix over ${C} classes must be ${C} x ${C}`);
+  }
+  const names = labels.map((l) => (l.length > 16 ? `${l.slice(0, 15)}…` : l));
+  const cellSize = Math.max(14, Math.min(48, Math.floor(480 / C)));
+  const font = Math.max(8, Math.min(13, Math.floor(cellSize * 0.4)));
+  const labelWidth = Math.ceil(Math.max(...names.map((l) => l.length), 4) * font * 0.62) + 12;
+  const top = (options.title ? 32 : 8) + labelWidth;
+  const left = labelWidth + 28;
+  const width = left + C * cellSize + 16;
+  const height = top + C * cellSize + 36;
+  const out: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" ` +
+    `viewBox="0 0 ${width} ${height}" font-family="${FONT}" font-size="${font}">`,
+    `<rect width="${width}" height="${height}" fill="#ffffff"/>`,
+  ];
+  if (options.title) {
+    out.push(
+      `<text x="${n(width / 2)}" y="20" text-anchor="middle" font-size="14" ` +
+        `font-weight="600">${esc(options.title)}</text>`,
+    );
+  }
+  for (let r = 0; r < C; r++) {
+    const total = matrix[r].reduce((s, v) => s + v, 0);
+    for (let c = 0; c < C; c++) {
+      const v = matrix[r][c];
+      const share = total > 0 ? v / total : 0;
+      // From white to #08306b (dark blue), by the cell's share of its row.
+      const mix = (to: number) => Math.round(255 + (to - 255) * share);
+      const fill = `rgb(${mix(8)},${mix(48)},${mix(107)})`;
+      const x = left + c * cellSize;
+      const y = top + r * cellSize;
+      out.push(
+        `<rect x="${x}" y="${y}" width="${cellSize}" height="${cellSize}" fill="${fill}" ` +
+          `stroke="${r === c ? "#D55E00" : "#d0d0d0"}" stroke-width="${r === c ? 1.5 : 0.5}">` +
+          `<title>true ${esc(labels[r])}, predicted ${esc(labels[c])}: ${n(v)}</title></rect>`,
+      );
+      if (cellSize >= 18) {
+        out.push(
+          `<text x="${n(x + cellSize / 2)}" y="${n(y + cellSize / 2 + font * 0.35)}" ` +
+            `text-anchor="middle" fill="${share > 0.5 ? "#ffffff" : "#000000"}">${n(v)}</text>`,
+        );
+      }
+    }
+    out.push(
+      `<text x="${left - 6}" y="${n(top + r * cellSize + cellSize / 2 + font * 0.35)}" ` +
+        `text-anchor="end">${esc(names[r])}</text>`,
+    );
+  }
+  for (let c = 0; c < C; c++) {
+    const x = left + c * cellSize + cellSize / 2 + font * 0.35;
+    out.push(
+      `<text x="${n(x)}" y="${top - 6}" transform="rotate(-90 ${n(x)} ${top - 6})">` +
+        `${esc(names[c])}</text>`,
+    );
+  }
+  out.push(
+    `<text x="${n(left + (C * cellSize) / 2)}" y="${height - 10}" text-anchor="middle">` +
+      `predicted class (columns); true class (rows)</text>`,
+    `<text x="12" y="${n(top + (C * cellSize) / 2)}" text-anchor="middle" ` +
+      `transform="rotate(-90 12 ${n(top + (C * cellSize) / 2)})">true class</text>`,
+    "</svg>",
+  );
+  return out.join("\n") + "\n";
+}
