@@ -117,7 +117,7 @@ Deno.test(
         ),
       );
       const said: string[] = [];
-      using gpu = await testGpu();
+      const gpu = await testGpu();
       const before = await runPipeline(path, { gpu, say: (l) => said.push(l) }).catch((e) => {
         throw new Error(`${e}\n${said.join("\n")}`);
       });
@@ -164,6 +164,110 @@ Deno.test(
       });
       const again = await testLogits(model2, dir, seed);
       for (const [i, l] of logits.entries()) assert.equal(relativeError(again.logits[i], l), 0);
+    });
+  },
+);
+
+async function runExpectingError(dir: string, text: string): Promise<Error> {
+  const path = join(dir, "p.yaml");
+  await Deno.writeTextFile(path, text);
+  const gpu = await testGpu();
+  try {
+    await runPipeline(path, { gpu, say: () => {} });
+  } catch (e) {
+    return e as Error;
+  }
+  throw new Error("the pipeline ran");
+}
+
+Deno.test(
+  "a ViT linear probe (method none) trains only the new head, and the adapter file holds only it",
+  GPU_TEST,
+  async () => {
+    const seed = freshSeed() % 100_000;
+    await withTempDir("vit-probe", async (dir) => {
+      await writeClasses(join(dir, "train"), CLASSES.slice(0, 3), [3, 3, 3], { size: 12, seed });
+      await writeClasses(join(dir, "test"), CLASSES.slice(0, 3), [1, 1, 1], {
+        size: 12,
+        seed: seed + 1,
+      });
+      const path = join(dir, "p.yaml");
+      await Deno.writeTextFile(
+        path,
+        pipeline(dir, "method: none\nhead: new", "metrics: [accuracy]", seed),
+      );
+      const gpu = await testGpu();
+      await runPipeline(path, { gpu, say: () => {} });
+      const summary = JSON.parse(await Deno.readTextFile(join(dir, "run", "summary.json")));
+      assert.equal(summary.attach.modules, 0);
+      assert.equal(summary.train.trainable_parameters, 3 * 25);
+      using model = await loadModel(gpu, "fixtures/tiny-vit");
+      using set = await loadAdapter(model, join(dir, "run", "adapter.safetensors"), {
+        maxRows: 10,
+      });
+      assert.equal(set.modules.length, 0);
+      assert.deepEqual(set.head?.labels, CLASSES.slice(0, 3));
+      assert.equal(model.outputs, 3);
+    });
+  },
+);
+
+Deno.test(
+  "ViT pipeline mistakes are one line: top-5 over five classes, a frozen head that does not know the data's labels, a head mode on a text model, method none with a kept head",
+  GPU_TEST,
+  async () => {
+    const seed = freshSeed() % 100_000;
+    await withTempDir("vit-errors", async (dir) => {
+      await writeClasses(join(dir, "train"), CLASSES.slice(0, 3), [3, 3, 3], { size: 12, seed });
+      await writeClasses(join(dir, "test"), CLASSES.slice(0, 3), [1, 1, 1], { size: 12, seed });
+      const oneLine = (e: Error, re: RegExp) => {
+        assert.ok(!e.message.includes("\n"), e.message);
+        assert.match(e.message, re);
+      };
+      let e = await runExpectingError(
+        dir,
+        pipeline(dir, "method: nola\ntargets: [mlp]\nk: 8", "metrics: [top5_accuracy]", seed),
+      );
+      assert.ok(e instanceof PipelineError, String(e));
+      oneLine(
+        e,
+        /stages\[5\]\.metrics: top5_accuracy needs more than five classes, and the head has 3/,
+      );
+      e = await runExpectingError(
+        dir,
+        pipeline(
+          dir,
+          "method: nola\ntargets: [mlp]\nk: 8\nhead: frozen",
+          "metrics: [accuracy]",
+          seed,
+        ),
+      );
+      oneLine(
+        e,
+        /^Label "ant" of ".*ant[/\\]000\.png" is unknown to the head of tiny-vit \(id2label of its config\.json\), whose labels are "T-shirt\/top", "Trouser"/,
+      );
+      e = await runExpectingError(
+        dir,
+        pipeline(dir, "method: none\nhead: frozen", "metrics: [accuracy]", seed),
+      );
+      oneLine(e, /stages\[2\]\.head: method "none" trains only the classifier head/);
+      e = await runExpectingError(
+        dir,
+        `version: 1
+name: text
+out: ${join(dir, "run-text")}
+stages:
+  - kind: load
+    model: ${join(Deno.cwd(), "fixtures/tiny-gpt2")}
+  - kind: attach
+    k: 8
+    head: new
+`,
+      );
+      oneLine(
+        e,
+        /stages\[1\]\.head: head "new" needs a classifier, and the gpt2 model has no classifier head/,
+      );
     });
   },
 );
