@@ -105,12 +105,14 @@ export async function writeResults(out: string, data: ExperimentData): Promise<v
 
 function chart(rows: readonly Row[], key: "bleu" | "valLoss", label: string, steps: number) {
   const points = (keep: (r: Row) => boolean, name: (r: Row) => string) =>
-    rows.filter((r) => keep(r) && r.n > 0 && r.params !== undefined).map((r) => ({
-      x: r.params!,
-      y: r[key].mean,
-      yError: r[key].std,
-      label: name(r),
-    }));
+    // By size, so a line joins the rows in order whatever order the methods were given in.
+    rows.filter((r) => keep(r) && r.n > 0 && r.params !== undefined)
+      .sort((a, b) => a.params! - b.params!).map((r) => ({
+        x: r.params!,
+        y: r[key].mean,
+        yError: r[key].std,
+        label: name(r),
+      }));
   const series: ChartSeries[] = [
     {
       name: "LoRA",

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { chooseExperiment } from "../../experiments/main.ts";
 import {
   methodSettings,
@@ -8,6 +9,7 @@ import {
   TARGETS,
   trainStages,
 } from "../../experiments/nola_vs_lora_pipeline.ts";
+import { writeResults } from "../../experiments/nola_vs_lora_output.ts";
 import { parsePipeline } from "../../pipelines/parse.ts";
 import type {
   AttachStage,
@@ -16,6 +18,7 @@ import type {
   SaveStage,
   TrainStage,
 } from "../../pipelines/schema.ts";
+import { withTempDir } from "../_util.ts";
 import {
   DEFAULT_METHODS,
   ENV_NAMES,
@@ -335,4 +338,58 @@ Deno.test("a BLEU of 0 for LoRA r=1 leaves nothing to match: the claim cannot be
   assert.equal(bleu.detail, "LoRA r=1's BLEU is 0.00: nothing to match");
   assert.equal(loss.verdict, "holds");
   assert.match(loss.detail, /1\.0000 lower \(better\); one seed each: no spread measured$/);
+});
+
+Deno.test("writeResults writes the table in the order asked, the sweep, the claims and two charts", async () => {
+  await withTempDir("nola-vs-lora-out", async (dir) => {
+    const options = parseOptions(["--methods", "lora-r4,nola-k64,lora-r1,nola-k64-ptq"], noEnv);
+    assert.ok(options !== "help");
+    const finals = [0, 1].flatMap((seed) => [
+      finalRun("lora-r4", seed, 8192, { valLoss: 2.5 + seed / 10, bleu: 50 + seed }),
+      finalRun("lora-r1", seed, 2048, { valLoss: 3.0 + seed / 10, bleu: 40 + seed }),
+      finalRun("nola-k64", seed, 1024, { valLoss: 3.1, bleu: 41 - seed }, {
+        valLoss: 3.2,
+        bleu: 40,
+      }),
+    ]);
+    const sweep = [sweepRun("lora-r1", 0.002, 3.4), sweepRun("lora-r1", 0.005, 3.3)];
+    await writeResults(dir, {
+      options,
+      base: "fixtures/some-base",
+      testMrs: 80,
+      validationMrs: 80,
+      slotError: true,
+      command: "deno task experiment nola-vs-lora",
+      sweep,
+      finals,
+    });
+    const md = await Deno.readTextFile(join(dir, "results.md"));
+    const table = md.slice(0, md.indexOf("## The paper's claims"));
+    const labels = [...table.matchAll(/^\| (LoRA r=\d|NOLA k=l=64[^|]*?) \| \d/gm)].map((m) =>
+      m[1]
+    );
+    assert.deepEqual(labels, ["LoRA r=4", "NOLA k=l=64", "LoRA r=1", "NOLA k=l=64 4-bit PTQ"]);
+    assert.ok(
+      md.includes("| LoRA r=1 | 2,048 | 8,192 | 0.01 | 2 | 3.0500 ± 0.0707 | 40.50 ± 0.71 |"),
+    );
+    assert.ok(md.includes("| LoRA r=1 | 0.005 | 3.3000 | 3.4000 | yes |"), md);
+    assert.ok(md.includes("- Test: 80 meaning representations (the whole split), beam 10"));
+    assert.match(md, /\*\*NOLA matches LoRA r=1 with fewer parameters\*\* \(BLEU\): \*\*holds\*\*/);
+    const json = JSON.parse(await Deno.readTextFile(join(dir, "results.json")));
+    assert.deepEqual(
+      json.rows.map((r: { method: string }) => r.method),
+      options.methods.map((m) => m.id),
+    );
+    assert.equal(json.runs.length, 6);
+    assert.deepEqual(json.picks["lora-r1"], { lr: 0.005, valLoss: 3.3, edge: false });
+    // The LoRA line runs left to right (r=1 then r=4), though r=4 was asked first.
+    const svg = await Deno.readTextFile(join(dir, "bleu.svg"));
+    const path = /<path d="M([\d.]+) [\d.]+L([\d.]+) [\d.]+" stroke="#0072B2"/.exec(svg);
+    assert.ok(path && Number(path[1]) < Number(path[2]), "LoRA's line goes by size");
+    assert.equal(
+      svg.match(/class="error-bar"/g)?.length,
+      3,
+      "a bar for each of the three rows whose seeds differ (the PTQ row's do not)",
+    );
+  });
 });
