@@ -165,6 +165,13 @@ export async function main(
       finals,
     });
 
+  say(
+    `nola-vs-lora: ${options.methods.map((m) => m.id).join(", ")}; base ${inputs.base}\n` +
+      `  sweep: ${sweepPlan.length} runs of ${options.sweepSteps} steps; final: ` +
+      `${total - sweepPlan.length} runs of ${options.steps} steps, each scored on ` +
+      `${Math.min(options.testExamples ?? Infinity, inputs.testMrs)} test meaning ` +
+      `representations; output in ${options.out}`,
+  );
   using stop = new StopRequest(say);
   using acquired = io.gpu ? undefined : await Gpu.acquire();
   const gpu = io.gpu ?? acquired!;
