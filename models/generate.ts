@@ -1,11 +1,13 @@
 /**
  * Text generation with a key-value cache: the prompt is run once, then one position a step, each
- * step reading only the last row of logits.
+ * step reading only the last row of logits. {@link generateBatch} continues many prompts at
+ * once: one forward and one readback a step for all of them, through the model's batched
+ * decoding cache.
  *
  * @module
  */
 
-import type { Model } from "./model.ts";
+import type { BatchDecodingCache, Model } from "./model.ts";
 import { bannedTokens, Sampler, type SamplingOptions } from "./sampling.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
@@ -65,6 +67,178 @@ export async function generateTokens(
     }
   }
   return out;
+}
+
+/** Options of {@link generateBatch}. */
+export interface GenerateBatchOptions extends Omit<GenerateOptions, "onToken"> {
+  /** Most prompts decoded by one forward; more are done in chunks of this many. Default 128. */
+  maxRows?: number;
+  /** Called with each prompt's index and new ids as soon as it is done. */
+  onDone?: (index: number, ids: number[]) => void;
+}
+
+/** Rows {@link generateBatch} decodes at once unless told otherwise. */
+export const DEFAULT_DECODE_ROWS = 128;
+
+/**
+ * Continues every prompt (token ids) as {@link generateTokens} does each one alone, with the
+ * same results (each prompt has its own sampler, seeded alike), but decodes all the prompts of
+ * a chunk together: the prompts are run one by one into the rows of a batched cache, then every
+ * step is one forward of one token for each unfinished prompt and one readback. Models without
+ * batched decoding (`Model.decode`) are run one prompt at a time.
+ *
+ * @param model The model (with any adapters attached).
+ * @param prompts Prompt token ids, at least one each.
+ * @param options As {@link generateTokens}, plus `maxRows` and `onDone`.
+ * @returns The new ids of each prompt, in order.
+ * @throws {RangeError} If a prompt is empty or longer than the model's positions.
+ *
+ * @example Greedy continuations of three prompts
+ * ```ts
+ * import { Gpu } from "../kernels/gpu.ts";
+ * import { loadModel } from "./registry.ts";
+ * import { generateBatch } from "./generate.ts";
+ * using gpu = await Gpu.acquire();
+ * using model = await loadModel(gpu, "fixtures/tiny-gpt2");
+ * const out = await generateBatch(model, [[5, 6, 7], [8], [9, 10]], { maxNewTokens: 4 });
+ * console.log(out.map((ids) => ids.length)); // [4, 4, 4]
+ * ```
+ */
+export async function generateBatch(
+  model: Model,
+  prompts: readonly ArrayLike<number>[],
+  options: GenerateBatchOptions = {},
+): Promise<number[][]> {
+  const { maxPositions } = model;
+  prompts.forEach((prompt, i) => {
+    if (prompt.length === 0) throw new RangeError(`Cannot generate from prompt ${i}: it is empty`);
+    if (prompt.length > maxPositions) {
+      throw new RangeError(
+        `Prompt ${i} of ${prompt.length} tokens is longer than the model's ${maxPositions} positions`,
+      );
+    }
+  });
+  const maxRows = decodeRows(model, options.maxRows);
+  const results: number[][] = [];
+  if (!model.decode || !model.newBatchCache) {
+    for (const [i, prompt] of prompts.entries()) {
+      results.push(await generateTokens(model, prompt, options));
+      options.onDone?.(i, results[i]);
+    }
+    return results;
+  }
+  for (let start = 0; start < prompts.length; start += maxRows) {
+    const chunk = prompts.slice(start, start + maxRows);
+    const done = await generateChunk(model, chunk, options);
+    done.forEach((ids, i) => {
+      results.push(ids);
+      options.onDone?.(start + i, ids);
+    });
+  }
+  return results;
+}
+
+/**
+ * Rows one batched decoding step may cover: `requested` (default {@link DEFAULT_DECODE_ROWS}),
+ * but no more than any attached adapter takes in one forward.
+ *
+ * @param model The model with its adapters.
+ * @param requested The rows asked for.
+ * @returns The rows to decode at once, at least 1.
+ * @throws {RangeError} If `requested` is not a positive integer.
+ */
+export function decodeRows(model: Model, requested = DEFAULT_DECODE_ROWS): number {
+  if (!(Number.isInteger(requested) && requested >= 1)) {
+    throw new RangeError(`maxRows must be a positive integer, got ${requested}`);
+  }
+  let rows = requested;
+  for (const list of model.adapters.values()) {
+    for (const { adapter } of list) rows = Math.min(rows, adapter.maxRows ?? rows);
+  }
+  return Math.max(1, rows);
+}
+
+// One chunk of generateBatch: row i of the cache is prompt i.
+async function generateChunk(
+  model: Model,
+  prompts: readonly ArrayLike<number>[],
+  options: GenerateBatchOptions,
+): Promise<number[][]> {
+  const { gpu, maxPositions } = model;
+  const V = model.outputs;
+  const maxNew = options.maxNewTokens ?? 32;
+  const ngram = options.noRepeatNgram ?? 0;
+  const stops = new Set(options.stopTokens ?? []);
+  const out = prompts.map((): number[] => []);
+  if (maxNew <= 0) return out;
+  const tMax = prompts.map((p) => Math.min(maxPositions, p.length + maxNew));
+  const samplers = prompts.map(() => new Sampler(options));
+  using cache = model.newBatchCache!(prompts.length, Math.max(...tMax));
+  let logits = await prefill(model, cache, prompts);
+  let stride = V;
+  let active = prompts.map((_, i) => i);
+  while (active.length > 0) {
+    const next: number[] = [];
+    const tokens: number[] = [];
+    active.forEach((i, b) => {
+      const row = logits.slice(b * stride, b * stride + V);
+      for (const banned of bannedTokens(out[i], ngram)) row[banned] = -Infinity;
+      const id = samplers[i].next(row);
+      if (stops.has(id)) return;
+      out[i].push(id);
+      // As generateTokens: the new token is fed while both limits allow one more.
+      if (out[i].length < maxNew && cache.lengths[i] + 1 <= tMax[i]) {
+        next.push(i);
+        tokens.push(id);
+      }
+    });
+    active = next;
+    if (active.length === 0) break;
+    const acts = model.decode!(tokens, cache, { rows: active });
+    stride = acts.logitsStride;
+    logits = new Float32Array(
+      await gpu.read(acts.logits.buffer, { byteLength: active.length * stride * 4 }),
+    );
+  }
+  return out;
+}
+
+/**
+ * Runs each prompt into its row of `cache` (row i, from row `rowOf(i)`), and reads every
+ * prompt's last logits row back at once: `[prompts, V]`.
+ *
+ * @param model The model.
+ * @param cache A batched cache with a row for each prompt, empty.
+ * @param prompts The prompts.
+ * @param rowOf The cache row of prompt i; i by default.
+ * @returns The next-token logits of each prompt, V apart.
+ */
+export async function prefill(
+  model: Model,
+  cache: BatchDecodingCache,
+  prompts: readonly ArrayLike<number>[],
+  rowOf: (i: number) => number = (i) => i,
+): Promise<Float32Array> {
+  const { gpu } = model;
+  const V = model.outputs;
+  const first = gpu.buffer(prompts.length * V * 4);
+  try {
+    prompts.forEach((prompt, i) => {
+      const T = prompt.length;
+      const acts = model.forward(
+        { B: 1, T, tokens: Uint32Array.from(prompt) },
+        cache.row(rowOf(i)),
+      );
+      gpu.copy(acts.logits.buffer, first, {
+        size: V * 4,
+        sourceOffset: (T - 1) * acts.logitsStride * 4,
+        targetOffset: i * V * 4,
+      });
+    });
+    return new Float32Array(await gpu.read(first, { byteLength: prompts.length * V * 4 }));
+  } finally {
+    gpu.release(first);
+  }
 }
 
 /** Options of {@link generateText}. */

@@ -438,6 +438,8 @@ export interface LinearAdapter {
   readonly r: number;
   /** `s = lora_alpha / r`. */
   readonly scale: number;
+  /** Most rows one forward may cover, when the adapter has such a limit (its scratch space). */
+  readonly maxRows?: number;
   /** y[:, colOffset : colOffset+out] += s * (x Aᵀ) Bᵀ for `rows` rows; saves x Aᵀ for the backward. */
   forward(x: MatrixView, y: MatrixView, rows: number): void;
   /** dB += s dyᵀ (x Aᵀ), dA += (s dy B)ᵀ x, dx += (s dy B) A, for the same rows. */

@@ -1,0 +1,110 @@
+import assert from "node:assert/strict";
+import { AdapterSet } from "../../adapters/attach.ts";
+import { generateBatch, generateTokens } from "../../models/generate.ts";
+import type { Model } from "../../models/model.ts";
+import { loadModel } from "../../models/registry.ts";
+import { freshSeed, GPU_TEST, randomArray, relativeError, rng, testGpu } from "../_util.ts";
+
+// Each fixture with the sites a NOLA adapter goes on.
+const FIXTURES = [
+  ["fixtures/tiny-gpt2", ["h.*.attn.c_attn.q", "h.*.attn.c_attn.v"]],
+] as const;
+
+/** `n` prompts of lengths 1 .. maxLen, ids below `vocab`. */
+function prompts(seed: number, n: number, maxLen: number, vocab: number): number[][] {
+  const next = rng(seed);
+  return Array.from(
+    { length: n },
+    () => Array.from({ length: 1 + Math.floor(next() * maxLen) }, () => Math.floor(next() * vocab)),
+  );
+}
+
+/** Attaches NOLA with non-zero coefficients, so that the adapters change the logits. */
+async function withNola(model: Model, targets: readonly string[], seed: number) {
+  const set = await AdapterSet.attach(model, {
+    method: "nola",
+    targets: [...targets],
+    r: 4,
+    k: 16,
+    l: 16,
+    loraAlpha: 8,
+    seed: 11,
+  }, { maxRows: 256 });
+  for (const [i, m] of set.modules.entries()) {
+    model.gpu.write(m.nola!.alpha.buffer, randomArray(16, seed + 2 * i).map((x) => x * 0.5));
+    model.gpu.write(m.nola!.beta.buffer, randomArray(16, seed + 2 * i + 1).map((x) => x * 0.5));
+  }
+  set.prepareStep();
+  return set;
+}
+
+for (const [fixture, targets] of FIXTURES) {
+  Deno.test(
+    `${fixture}: batched greedy generation equals one prompt at a time, with and without NOLA`,
+    GPU_TEST,
+    async () => {
+      const gpu = await testGpu();
+      using model = await loadModel(gpu, fixture);
+      const seed = freshSeed();
+      const list = prompts(seed, 11, 19, model.outputs);
+      for (const adapted of [false, true]) {
+        using _set = adapted ? await withNola(model, targets, seed) : null;
+        const what = `${adapted ? "NOLA" : "base"} seed ${seed}`;
+        const options = { maxNewTokens: 9, noRepeatNgram: adapted ? 2 : 0 };
+        const one = [];
+        for (const p of list) one.push(await generateTokens(model, p, options));
+        // maxRows 4: chunks of 4, 4 and 3 prompts; all 11 at once uses the wide matmul tiles.
+        const batched = await generateBatch(model, list, { ...options, maxRows: 4 });
+        assert.deepEqual(batched, one, what);
+        if (!adapted) assert.deepEqual(await generateBatch(model, list, options), one, what);
+        model.detachAll();
+      }
+    },
+  );
+
+  Deno.test(
+    `${fixture}: a decoding step's logits equal full forwards, rows at their own positions`,
+    GPU_TEST,
+    async () => {
+      const gpu = await testGpu();
+      using model = await loadModel(gpu, fixture);
+      const seed = freshSeed();
+      const list = prompts(seed, 5, 13, model.outputs);
+      const V = model.outputs;
+      using cache = model.newBatchCache!(6, 16);
+      // Rows 5, 3, 0, 1, 2 hold the prompts (row 4 stays empty): slots need not be in order.
+      const rows = [5, 3, 0, 1, 2];
+      list.forEach((p, i) => {
+        model.forward({ B: 1, T: p.length, tokens: Uint32Array.from(p) }, cache.row(rows[i]));
+      });
+      // Row 4 := row 3, then both continue differently.
+      cache.copyRows([{ from: 3, to: 4 }]);
+      const seqs = [...list, [...list[1]]];
+      const order = [...rows, 4];
+      const next = rng(seed + 1);
+      for (let step = 0; step < 3; step++) {
+        const tokens = seqs.map(() => Math.floor(next() * V));
+        const acts = model.decode!(tokens, cache, { rows: order });
+        const got = await acts.logits.read();
+        for (const [b, seq] of seqs.entries()) {
+          seq.push(tokens[b]);
+          const full = model.forward({ B: 1, T: seq.length, tokens: Uint32Array.from(seq) });
+          const want = (await full.logits.read()).subarray(
+            (seq.length - 1) * full.logitsStride,
+            (seq.length - 1) * full.logitsStride + V,
+          );
+          const row = got.subarray(b * acts.logitsStride, b * acts.logitsStride + V);
+          const err = relativeError(row, want);
+          assert(err < 1e-5, `step ${step} row ${order[b]} seed ${seed}: relative error ${err}`);
+        }
+      }
+      assert.deepEqual(
+        cache.lengths,
+        [0, 1, 2, 3, 4, 5].map((r) => seqs[order.indexOf(r)].length),
+      );
+      assert.throws(() => model.decode!([1, 2], cache, { rows: [0, 0] }), /taken twice/);
+      assert.throws(() => model.decode!([V], cache, { rows: [0] }), /not below vocab/);
+      assert.throws(() => cache.copyRows([{ from: 0, to: 1 }, { from: 1, to: 2 }]), /both read/);
+    },
+  );
+}
