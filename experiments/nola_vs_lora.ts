@@ -114,7 +114,9 @@ export async function main(
     return { out: "", ran: 0, skipped: 0, interrupted: false };
   }
   const base = options.base ?? await defaultBase();
-  const inputs = await checkInputs(base, options.data);
+  const inputs = await checkInputs(base, options.data, {
+    baseFrom: options.base === undefined ? "The default job's base" : undefined,
+  });
   const slotError = evaluateMetrics().includes("slot_error");
   const trained = trainedMethods(options.methods);
   const seeds = Array.from({ length: options.seeds }, (_, i) => i);

@@ -175,7 +175,13 @@ export interface Inputs {
  *
  * @throws {ExperimentUsageError} When either is missing or lacks a file.
  */
-export async function checkInputs(base: string, data: string): Promise<Inputs> {
+export async function checkInputs(
+  base: string,
+  data: string,
+  options: { baseFrom?: string } = {},
+): Promise<Inputs> {
+  // Where the base came from, for the message: the flag, or the default job.
+  const baseFrom = options.baseFrom ?? "--base";
   const files = async (dir: string, flag: string, names: (list: string[]) => string[]) => {
     const list: string[] = [];
     try {
@@ -183,15 +189,16 @@ export async function checkInputs(base: string, data: string): Promise<Inputs> {
       list.sort();
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory)) throw e;
-      throw new ExperimentUsageError(`${flag} "${dir}": no such folder; give ${flag} DIR`);
+      const fix = flag === "--data" ? "--data DIR" : "--base DIR";
+      throw new ExperimentUsageError(`${flag} "${dir}": no such folder; give ${fix}`);
     }
     return names(list);
   };
-  const weights = await files(base, "--base", (l) => l.filter((n) => n.endsWith(".safetensors")));
+  const weights = await files(base, baseFrom, (l) => l.filter((n) => n.endsWith(".safetensors")));
   if (!weights.length || !(await exists(join(base, "config.json")))) {
     throw new ExperimentUsageError(
-      `--base "${base}" is not a model folder (it needs config.json and model.safetensors): ` +
-        `give another with --base DIR or NOLA_EXPERIMENT_BASE`,
+      `${baseFrom} "${base}" is not a model folder (it needs config.json and ` +
+        `model.safetensors): give another with --base DIR or NOLA_EXPERIMENT_BASE`,
     );
   }
   const splits = ["train.csv", "validation.csv", "test.csv"];

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { chooseExperiment } from "../../experiments/main.ts";
 import {
+  checkInputs,
   methodSettings,
   pipelineYaml,
   ptqStages,
@@ -392,4 +393,32 @@ Deno.test("writeResults writes the table in the order asked, the sweep, the clai
       "a bar for each of the three rows whose seeds differ (the PTQ row's do not)",
     );
   });
+});
+
+Deno.test("a base or data folder that cannot serve is one line saying which and how to fix it", async () => {
+  const refusal = async (base: string, data: string, want: RegExp, baseFrom?: string) => {
+    const e = await checkInputs(base, data, { baseFrom }).catch((e) => e);
+    assert.ok(e instanceof ExperimentUsageError, String(e));
+    assert.match(e.message, want);
+    assert.ok(!e.message.includes("\n"));
+  };
+  await refusal(
+    "fixtures/nowhere",
+    "fixtures/data-to-text",
+    /^--base "fixtures\/nowhere": no such folder; give --base DIR$/,
+  );
+  await refusal(
+    "fixtures/data-to-text",
+    "fixtures/data-to-text",
+    /^The default job's base "fixtures\/data-to-text" is not a model folder .* give another with --base DIR or NOLA_EXPERIMENT_BASE$/,
+    "The default job's base",
+  );
+  await refusal(
+    "fixtures/tiny-gpt2-pretrained",
+    "fixtures",
+    /^--data "fixtures" lacks train\.csv, validation\.csv, test\.csv/,
+  );
+  const inputs = await checkInputs("fixtures/tiny-gpt2-pretrained", "fixtures/data-to-text");
+  assert.deepEqual([inputs.testMrs, inputs.validationMrs], [80, 80]);
+  assert.match(inputs.baseHash, /^[0-9a-f]{64}$/);
 });
