@@ -10,6 +10,7 @@
  * @module
  */
 
+import { DecodeKernels } from "../kernels/decode.ts";
 import type { Gpu } from "../kernels/gpu.ts";
 import type { RopeTable } from "../kernels/rope.ts";
 import { Tensor } from "../kernels/tensor.ts";
@@ -27,6 +28,7 @@ import { LlamaOps } from "./llama_ops.ts";
 import { saveLlamaFolder } from "./llama_save.ts";
 import { llamaWeightNames, type LlamaWeights, planLlamaWeights } from "./llama_weights.ts";
 import type {
+  BatchDecodingCache,
   DecodingCache,
   LabelledInput,
   LinearSite,
@@ -37,7 +39,7 @@ import type {
   PeftNaming,
   TokenInput,
 } from "./model.ts";
-import { GpuModel } from "./_gpu_model.ts";
+import { checkBatchShape, type DecodeSlot, GpuModel, RowBatchCache } from "./_gpu_model.ts";
 import {
   type PackedBase,
   streamWeights,
@@ -106,6 +108,8 @@ export class Llama extends GpuModel<LlamaActivations> implements Model {
     params: Map<string, Tensor>,
     options: ModelOptions & { configJson?: string },
     base: PackedBase | null,
+    /** @internal The batched-decoding kernels. */
+    readonly decodeKernels: DecodeKernels,
   ) {
     super(gpu, ops, params, options, "linear", base);
     this.configHash = llamaConfigHash(config);
@@ -165,7 +169,7 @@ export class Llama extends GpuModel<LlamaActivations> implements Model {
     options: LlamaLoadOptions = {},
   ): Promise<Llama> {
     const plan = await planLlamaWeights(config, reader);
-    const ops = await LlamaOps.load(gpu);
+    const [ops, decode] = await Promise.all([LlamaOps.load(gpu), DecodeKernels.load(gpu)]);
     const rope = ops.rope.table(config.headDim, {
       theta: config.ropeTheta,
       scaling: config.ropeScaling,
@@ -176,7 +180,7 @@ export class Llama extends GpuModel<LlamaActivations> implements Model {
         options,
         onWeight: options.onWeight,
       });
-      return new Llama(gpu, config, ops, rope, params, options, packed);
+      return new Llama(gpu, config, ops, rope, params, options, packed, decode);
     } catch (error) {
       rope[Symbol.dispose]();
       throw error;
@@ -203,7 +207,7 @@ export class Llama extends GpuModel<LlamaActivations> implements Model {
       storedDtypes?: ReadonlyMap<string, Dtype>;
     } = {},
   ): Promise<Llama> {
-    const ops = await LlamaOps.load(gpu);
+    const [ops, decode] = await Promise.all([LlamaOps.load(gpu), DecodeKernels.load(gpu)]);
     const { config } = weights;
     const rope = ops.rope.table(config.headDim, {
       theta: config.ropeTheta,
@@ -215,7 +219,7 @@ export class Llama extends GpuModel<LlamaActivations> implements Model {
         options,
         storedDtypes: options.storedDtypes,
       });
-      return new Llama(gpu, config, ops, rope, params, options, packed);
+      return new Llama(gpu, config, ops, rope, params, options, packed, decode);
     } catch (error) {
       rope[Symbol.dispose]();
       throw error;
@@ -239,13 +243,13 @@ export class Llama extends GpuModel<LlamaActivations> implements Model {
     weights: { params: Map<string, Tensor>; packed: PackedBase | null },
     options: ModelOptions = {},
   ): Promise<Llama> {
-    const ops = await LlamaOps.load(gpu);
+    const [ops, decode] = await Promise.all([LlamaOps.load(gpu), DecodeKernels.load(gpu)]);
     const rope = ops.rope.table(config.headDim, {
       theta: config.ropeTheta,
       scaling: config.ropeScaling,
     });
     try {
-      return new Llama(gpu, config, ops, rope, weights.params, options, weights.packed);
+      return new Llama(gpu, config, ops, rope, weights.params, options, weights.packed, decode);
     } catch (error) {
       rope[Symbol.dispose]();
       throw error;
@@ -308,6 +312,46 @@ export class Llama extends GpuModel<LlamaActivations> implements Model {
     return new LlamaCache(make(), make());
   }
 
+  /**
+   * A batched decoding cache of `rows` sequences of `capacity` positions: per layer, keys and
+   * values `[rows * capacity, KVH*hd]`.
+   */
+  newBatchCache(rows: number, capacity: number): RowBatchCache<LlamaCache> {
+    checkBatchShape(rows, capacity);
+    const { numHiddenLayers: L, numKeyValueHeads: KVH, headDim: hd } = this.config;
+    const make = () =>
+      Array.from(
+        { length: L },
+        () => Tensor.empty(this.gpu, [rows * capacity, KVH * hd], { label: "batched kv cache" }),
+      );
+    const [k, v] = [make(), make()];
+    return new RowBatchCache([...k, ...v], {
+      rows,
+      capacity,
+      kernels: this.decodeKernels,
+      view: (of) => new LlamaCache(k, v, of),
+    });
+  }
+
+  /**
+   * Records one decoding step of many sequences: token b is the next of cache row `rows[b]`, at
+   * that row's own position (see `Model.decode`). Logits row b is its next-token logits.
+   */
+  decode(
+    tokens: ArrayLike<number>,
+    cache: BatchDecodingCache,
+    options: { rows?: readonly number[] } = {},
+  ): LlamaActivations {
+    const { acts, batch, rows, slots } = this.startDecode(tokens, cache, LlamaCache, {
+      rows: options.rows,
+      positions: this.maxPositions,
+    });
+    const view = batch.row(0);
+    this.#decodeStep(acts, view, slots);
+    this.endDecode(batch, rows);
+    return acts;
+  }
+
   /** Writes the weights as a Hugging Face folder (f32, `model.` prefix); refuses a packed base. */
   async save(outFolder: string, options: { tokenizerFrom?: string } = {}): Promise<void> {
     this.refusePackedSave();
@@ -322,7 +366,8 @@ export class Llama extends GpuModel<LlamaActivations> implements Model {
   /**
    * Records the forward up to the logits (`[B*T, logitsStride]`, V valid columns a row). With a
    * cache, the batch is the next `T` positions of one sequence (`B = 1`); its rotated keys and
-   * values join the cache.
+   * values join the cache. A single new position goes through the batched decoding step, so
+   * that one sequence and many decode alike.
    */
   forward(batch: TokenInput | LabelledInput, cache?: DecodingCache): LlamaActivations {
     const { acts, B, T, tokens, past, cache: kvCache } = this.startForward(
@@ -331,12 +376,108 @@ export class Llama extends GpuModel<LlamaActivations> implements Model {
       LlamaCache,
       this.maxPositions,
     );
+    if (kvCache && T === 1) {
+      this.#decodeStep(acts, kvCache, [{ first: kvCache.origin, past }]);
+      this.endForward(acts, tokens, kvCache);
+      return acts;
+    }
     const c = this.config;
-    const { numHiddenLayers: L, hiddenSize: D, intermediateSize: I } = c;
-    const [H, KVH, eps] = [c.numAttentionHeads, c.numKeyValueHeads, c.rmsNormEps];
+    const [H, KVH, D] = [c.numAttentionHeads, c.numKeyValueHeads, c.hiddenSize];
     const [Q, KV] = [H * c.headDim, KVH * c.headDim];
     const { ops } = this;
     const rows = B * T;
+    const origin = kvCache?.origin ?? 0;
+    this.#blocks(acts, rows, (l, a) => {
+      const at = `layers.${l}.`;
+      const k = kvCache ? kvCache.k[l] : a.k;
+      const v = kvCache ? kvCache.v[l] : a.v;
+      this.linear(`${at}self_attn.q_proj`, { x: a.ln1, y: a.q, rows, inF: D, outF: Q });
+      const kv = { x: a.ln1, rows, inF: D, outF: KV, rowOffset: origin + past };
+      this.linear(`${at}self_attn.k_proj`, { ...kv, y: k });
+      this.linear(`${at}self_attn.v_proj`, { ...kv, y: v });
+      ops.rope.forward({ x: a.q, table: this.rope, heads: H, B, T, past });
+      ops.rope.forward({
+        x: { tensor: k, offset: (origin + past) * KV, ld: KV },
+        table: this.rope,
+        heads: KVH,
+        B,
+        T,
+        past,
+      });
+      const tMax = kvCache ? kvCache.capacity : T;
+      ops.attention.forward({
+        out: a.atty,
+        lse: a.lse,
+        q: a.q,
+        k: { tensor: k, offset: origin * KV, ld: KV },
+        v: { tensor: v, offset: origin * KV, ld: KV },
+        B,
+        T,
+        NH: H,
+        KVH,
+        past,
+        tMax,
+      });
+    });
+    this.endForward(acts, tokens, kvCache);
+    return acts;
+  }
+
+  // One new token a row, row b at its own slot and position: q and k turn by each row's
+  // position, the new keys and values are written into the slots, attention reads each slot.
+  #decodeStep(acts: LlamaActivations, cache: LlamaCache, slots: DecodeSlot[]): void {
+    const c = this.config;
+    const [H, KVH, D] = [c.numAttentionHeads, c.numKeyValueHeads, c.hiddenSize];
+    const [Q, KV] = [H * c.headDim, KVH * c.headDim];
+    const B = slots.length;
+    const decode = this.decodeKernels;
+    const positions = slots.map((s) => s.past);
+    const writes = slots.map((s, b) => ({ from: b, to: s.first + s.past }));
+    const rows = slots.map((s) => ({ first: s.first, length: s.past + 1 }));
+    this.#blocks(acts, B, (l, a) => {
+      const at = `layers.${l}.`;
+      this.linear(`${at}self_attn.q_proj`, { x: a.ln1, y: a.q, rows: B, inF: D, outF: Q });
+      this.linear(`${at}self_attn.k_proj`, { x: a.ln1, y: a.k, rows: B, inF: D, outF: KV });
+      this.linear(`${at}self_attn.v_proj`, { x: a.ln1, y: a.v, rows: B, inF: D, outF: KV });
+      decode.rope({ x: { tensor: a.q }, table: this.rope, heads: H, positions });
+      decode.rope({ x: { tensor: a.k }, table: this.rope, heads: KVH, positions });
+      decode.copyRows({
+        dst: { tensor: cache.k[l] },
+        src: { tensor: a.k },
+        pairs: writes,
+        width: KV,
+      });
+      decode.copyRows({
+        dst: { tensor: cache.v[l] },
+        src: { tensor: a.v },
+        pairs: writes,
+        width: KV,
+      });
+      decode.attention({
+        out: a.atty,
+        lse: a.lse,
+        q: { tensor: a.q },
+        k: { tensor: cache.k[l] },
+        v: { tensor: cache.v[l] },
+        rows,
+        NH: H,
+        KVH,
+      });
+    });
+  }
+
+  // The layers from the embedding to the logits; `attend` records input_layernorm's output into
+  // the layer's attention output `atty`.
+  #blocks(
+    acts: LlamaActivations,
+    rows: number,
+    attend: (l: number, a: LlamaActivations["layers"][number]) => void,
+  ): void {
+    const c = this.config;
+    const { numHiddenLayers: L, hiddenSize: D, intermediateSize: I } = c;
+    const [H, eps] = [c.numAttentionHeads, c.rmsNormEps];
+    const Q = H * c.headDim;
+    const { ops } = this;
     // Rotary models add no position embedding: the f32 lookup reads a zero table.
     this.embed(EMBED, { out: acts.encoded, tokens: acts.tokens, zeros: acts.zeroPos });
     for (let l = 0; l < L; l++) {
@@ -351,35 +492,7 @@ export class Llama extends GpuModel<LlamaActivations> implements Model {
         weight: p("input_layernorm.weight"),
         eps,
       });
-      const k = kvCache ? kvCache.k[l] : a.k;
-      const v = kvCache ? kvCache.v[l] : a.v;
-      this.linear(`${at}self_attn.q_proj`, { x: a.ln1, y: a.q, rows, inF: D, outF: Q });
-      const kv = { x: a.ln1, rows, inF: D, outF: KV, rowOffset: past };
-      this.linear(`${at}self_attn.k_proj`, { ...kv, y: k });
-      this.linear(`${at}self_attn.v_proj`, { ...kv, y: v });
-      ops.rope.forward({ x: a.q, table: this.rope, heads: H, B, T, past });
-      ops.rope.forward({
-        x: { tensor: k, offset: past * KV, ld: KV },
-        table: this.rope,
-        heads: KVH,
-        B,
-        T,
-        past,
-      });
-      const tMax = kvCache ? k.shape[0] : T;
-      ops.attention.forward({
-        out: a.atty,
-        lse: a.lse,
-        q: a.q,
-        k,
-        v,
-        B,
-        T,
-        NH: H,
-        KVH,
-        past,
-        tMax,
-      });
+      attend(l, a);
       this.linear(`${at}self_attn.o_proj`, { x: a.atty, y: a.attproj, rows, inF: Q, outF: D });
       ops.residual.forward({ out: a.residual2, a: residual, b: a.attproj });
       ops.rmsnorm.forward({
@@ -409,8 +522,6 @@ export class Llama extends GpuModel<LlamaActivations> implements Model {
       rows,
       ldLogits: acts.logitsStride,
     });
-    this.endForward(acts, tokens, kvCache);
-    return acts;
   }
 
   /**

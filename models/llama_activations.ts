@@ -8,7 +8,7 @@
 import type { Gpu } from "../kernels/gpu.ts";
 import type { Tensor } from "../kernels/tensor.ts";
 import type { LlamaConfig } from "./llama_config.ts";
-import { RowCache, TokenArena } from "./_gpu_model.ts";
+import { RowCache, type RowOfBatch, TokenArena } from "./_gpu_model.ts";
 
 /** What one decoder layer keeps from its forward for the backward. */
 export interface LlamaLayerActivations {
@@ -150,10 +150,12 @@ export class LlamaCache extends RowCache {
   /**
    * Wraps per-layer tensors as an empty cache (use `Llama.newCache`).
    *
-   * @param k One `[capacity, KVH * hd]` tensor a layer.
-   * @param v One `[capacity, KVH * hd]` tensor a layer.
+   * @param k One `[capacity, KVH * hd]` tensor a layer (`[rows * capacity, KVH * hd]` for a
+   * batch).
+   * @param v One tensor a layer, laid out like `k`.
+   * @param of The batch and row, for a row of a batched cache.
    */
-  constructor(readonly k: Tensor[], readonly v: Tensor[]) {
-    super([...k, ...v]);
+  constructor(readonly k: Tensor[], readonly v: Tensor[], of?: RowOfBatch) {
+    super([...k, ...v], of);
   }
 }

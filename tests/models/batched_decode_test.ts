@@ -8,6 +8,8 @@ import { freshSeed, GPU_TEST, randomArray, relativeError, rng, testGpu } from ".
 // Each fixture with the sites a NOLA adapter goes on.
 const FIXTURES = [
   ["fixtures/tiny-gpt2", ["h.*.attn.c_attn.q", "h.*.attn.c_attn.v"]],
+  ["fixtures/tiny-llama", ["layers.*.self_attn.q_proj", "layers.*.self_attn.v_proj"]],
+  ["fixtures/tiny-qwen2", ["layers.*.self_attn.k_proj", "layers.*.mlp.down_proj"]],
 ] as const;
 
 /** `n` prompts of lengths 1 .. maxLen, ids below `vocab`. */
