@@ -174,30 +174,37 @@ export const USAGE = `usage: deno task experiment [nola-vs-lora] [options]
 
 LoRA r in {1,2,4,8} against NOLA at several k = l on the q and v projections of the default job's
 base, each at the learning rate of lowest validation loss in a small sweep, then 3 seeds each at
-an equal step budget, scored on the whole test split with beam search. A rerun skips finished runs.
+an equal step budget, scored on the whole test split with beam search. A rerun skips the runs
+already finished, so a stopped experiment continues where it stopped.
 
-  --base DIR             base model folder (default: the default job's)    NOLA_EXPERIMENT_BASE
-  --data DIR             train.csv, validation.csv, test.csv               NOLA_EXPERIMENT_DATA
-  --out DIR              output folder (${FULL.out})
-                                                                           NOLA_EXPERIMENT_OUT
-  --methods LIST         lora-r<R>, nola-k<K>, nola-k<K>-ptq, nola-k<K>-qat  NOLA_EXPERIMENT_METHODS
-                         (default ${FULL.methods})
-  --steps N              steps of every final run (${FULL.steps})          NOLA_EXPERIMENT_STEPS
-  --sweep-steps N        steps of every sweep run (${
-  FULL["sweep-steps"]
-})  NOLA_EXPERIMENT_SWEEP_STEPS
-  --seeds N              final runs per method, seeds 0..N-1 (${FULL.seeds})  NOLA_EXPERIMENT_SEEDS
-  --sweep-factors LIST   sweep lr = centre x each factor (${FULL["sweep-factors"]})
-  --lr-lora X, --lr-nola X   the sweep centres (${FULL["lr-lora"]}, ${FULL["lr-nola"]})
-  --batch N, --seq-len N     rows per step (${FULL.batch}), tokens per row (${FULL["seq-len"]})
-  --test-examples N      score only the first N test meaning representations (default all)
-  --beams N, --length-penalty X, --no-repeat-ngram N, --max-new-tokens N
-                         decoding (${FULL.beams}, ${FULL["length-penalty"]}, ${
-  FULL["no-repeat-ngram"]
-}, ${FULL["max-new-tokens"]})
-  --quick                a smoke run: ${QUICK.methods}, ${QUICK.steps} steps, ${QUICK.seeds} seeds,
-                         2-point sweep, ${QUICK["test-examples"]} test MRs, into ${QUICK.out}
-  --help                 this text`;
+options (defaults in brackets):
+  --base DIR              base model folder [the default job's, pipelines/default.yaml]
+  --data DIR              folder with train.csv, validation.csv, test.csv [${FULL.data}]
+  --out DIR               output folder [${FULL.out}]
+  --methods LIST          comma-separated lora-r<R>, nola-k<K>, nola-k<K>-ptq, nola-k<K>-qat
+                          [${FULL.methods}]
+  --steps N               training steps of every final run [${FULL.steps}]
+  --sweep-steps N         training steps of every sweep run [${FULL["sweep-steps"]}]
+  --seeds N               final runs per method, seeds 0..N-1 [${FULL.seeds}]
+  --sweep-factors LIST    sweep rates: the centre times each factor [${FULL["sweep-factors"]}]
+  --lr-lora X             LoRA's centre [${FULL["lr-lora"]}]
+  --lr-nola X             NOLA's centre, QAT's too [${FULL["lr-nola"]}]
+  --batch N               rows per step [${FULL.batch}]
+  --seq-len N             tokens per row [${FULL["seq-len"]}]
+  --test-examples N       score only the first N test meaning representations [all]
+  --beams N               beam width [${FULL.beams}]
+  --length-penalty X      beam length penalty [${FULL["length-penalty"]}]
+  --no-repeat-ngram N     no repeated n-grams of this size [${FULL["no-repeat-ngram"]}]
+  --max-new-tokens N      most tokens per generation [${FULL["max-new-tokens"]}]
+  --quick                 a smoke run: ${QUICK.methods}, ${QUICK.steps} steps,
+                          ${QUICK.seeds} seeds, a 2-point sweep, ${
+  QUICK["test-examples"]
+} test MRs, into ${QUICK.out}
+  --help                  this text
+
+environment (a flag wins): ${
+  Object.entries(ENV).map(([flag, name]) => `${name} (--${flag})`).join(", ")
+}`;
 
 /**
  * The options of one run of the experiment: flags win over environment variables, which win
