@@ -216,7 +216,9 @@ function checkQuantFor(desc: AdapterDescription, quant: QuantOptions | undefined
   checkQuantOptions(quant);
   if (desc.config.method !== "nola") {
     throw new RangeError(
-      `Cannot quantize a ${desc.config.method} adapter: quantization applies to NOLA only`,
+      `Cannot quantize a ${
+        desc.config.method === "lora" ? "LoRA" : "head-only"
+      } adapter: quantization applies to NOLA only`,
     );
   }
 }

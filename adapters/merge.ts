@@ -24,7 +24,7 @@ import type {
 import { Checkpoint, writeSafetensors } from "../formats/safetensors.ts";
 import type { TensorToWrite } from "../formats/safetensors.ts";
 import { type FloatDtype, toFloatDtype } from "../formats/narrow.ts";
-import { copyFileAtomic } from "../formats/atomic.ts";
+import { copyFileAtomic, writeTextFileAtomic } from "../formats/atomic.ts";
 import { checkOutputFolder, checkOutputPath, ensureFolder } from "../formats/folder.ts";
 
 export type { WeightLayout };
@@ -259,6 +259,10 @@ const FLOATS: readonly string[] = ["F64", "F32", "F16", "BF16"];
  * the source's dtype (F16 and BF16 rounded to nearest even), buffers dropped; `config.json` and the tokenizer
  * files copied. A sharded source is written as one file.
  *
+ * A classifier whose head was replaced (`Model.replaceHead`: a new head for the task's classes)
+ * writes its head under the source's names in its new shape, and a `config.json` whose classes
+ * are the head's ({@link relabelConfig}).
+ *
  * `outFolder` is created when missing; in an existing folder only those files are replaced, each
  * atomically (weights first, `config.json` last), and everything else is left as it was. A folder
  * holding `model.safetensors.index.json` is refused rather than cleaned: loaders would read its
@@ -291,6 +295,8 @@ export async function writeMergedFolder(
     const names = ckpt.names();
     const weightNames = model.weightNames(names);
     const written = new Set<string>();
+    const head = model.classifierHead;
+    const headWeights = new Set(head ? [`${head.name}.weight`, `${head.name}.bias`] : []);
     for (const name of names) {
       const canonical = weightNames.get(name);
       if (canonical === null || canonical === undefined) continue;
@@ -302,6 +308,17 @@ export async function writeMergedFolder(
         throw new RangeError(`Cannot write ${where} as ${dtype}: merged weights are floats`);
       }
       const modelShape = model.params.get(canonical)?.shape ?? linearShape(model, canonical);
+      if (headWeights.has(canonical)) {
+        // A new head has the task's classes, not the source's.
+        tensors.push({
+          name,
+          dtype,
+          shape: [...modelShape],
+          data: toFloatDtype(data, dtype as FloatDtype),
+        });
+        written.add(canonical);
+        continue;
+      }
       if (shape.join() !== modelShape.join()) {
         throw new RangeError(`Cannot merge ${where}: shape [${shape}], model has [${modelShape}]`);
       }
@@ -318,13 +335,68 @@ export async function writeMergedFolder(
   // transformers refuses safetensors files without a "format" entry.
   await writeSafetensors(join(outFolder, "model.safetensors"), tensors, { format: "pt" });
   // config.json last: a folder with a config but no weights never appears.
-  for (const file of [...FOLDER_FILES.slice(1), FOLDER_FILES[0]]) {
+  const labels = model.classifierHead?.labels;
+  for (const file of [...FOLDER_FILES.slice(1), FOLDER_FILES[0], "preprocessor_config.json"]) {
     try {
+      if (file === "config.json" && labels) {
+        const text = await Deno.readTextFile(join(sourceFolder, file));
+        const relabelled = relabelConfig(JSON.parse(text), labels);
+        if (relabelled) {
+          await writeTextFileAtomic(
+            join(outFolder, file),
+            JSON.stringify(relabelled, null, 2) + "\n",
+          );
+          continue;
+        }
+      }
       await copyFileAtomic(join(sourceFolder, file), join(outFolder, file));
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
   }
+}
+
+/**
+ * A classifier's `config.json` with its classes replaced by `labels`, or null when it already
+ * names exactly those. Hugging Face configs (`model_type`) get `id2label` and `label2id` (and
+ * `num_labels` where the source has it); timm configs (`num_classes`) get `num_classes`,
+ * `label_names` and `num_classes` inside `pretrained_cfg` and `model_args` where those have it.
+ *
+ * @param config The parsed source config.
+ * @param labels The head's class names by id.
+ * @returns The new config object (the source is not changed), or null.
+ */
+export function relabelConfig(
+  config: Record<string, unknown>,
+  labels: readonly string[],
+): Record<string, unknown> | null {
+  const out = structuredClone(config);
+  const same = (names: unknown) =>
+    Array.isArray(names) && names.length === labels.length &&
+    names.every((n, i) => n === labels[i]);
+  if (typeof out.model_type === "string") {
+    const map = out.id2label;
+    const current = map && typeof map === "object"
+      ? Object.entries(map).sort(([a], [b]) => +a - +b).map(([, v]) => v)
+      : Array.from({ length: Number(out.num_labels ?? 2) }, (_, i) => `LABEL_${i}`);
+    if (same(current)) return null;
+    out.id2label = Object.fromEntries(labels.map((l, i) => [String(i), l]));
+    out.label2id = Object.fromEntries(labels.map((l, i) => [l, i]));
+    if ("num_labels" in out) out.num_labels = labels.length;
+    return out;
+  }
+  const current = out.label_names ??
+    Array.from({ length: Number(out.num_classes ?? 0) }, (_, i) => `LABEL_${i}`);
+  if (same(current)) return null;
+  out.num_classes = labels.length;
+  out.label_names = [...labels];
+  for (const key of ["pretrained_cfg", "model_args"]) {
+    const inner = out[key] as Record<string, unknown> | undefined;
+    if (inner && typeof inner === "object" && "num_classes" in inner) {
+      inner.num_classes = labels.length;
+    }
+  }
+  return out;
 }
 
 function linearOf(model: Model, module: string): LinearWeight {

@@ -24,8 +24,16 @@
  * `alpha_pattern` entries, keyed by the module kind when every layer's module of that kind shares
  * the rank, else by the module's own name (`h.3.mlp.c_fc`); PEFT matches a key against the end of
  * the module path. A kind is the module name after its layer index (`mlp.c_fc`), written as its
- * last component (`c_fc`) unless another kind of the model ends the same way (`attn.c_proj`,
- * `mlp.c_proj`).
+ * shortest dotted suffix that no linear of another kind ends with (`c_fc`, but `attn.c_proj` and
+ * `mlp.c_proj`); a kind that has none (ViT's MLP `output.dense`, a suffix of
+ * `attention.output.dense`) is written module by module (`encoder.layer.0.output.dense`).
+ *
+ * A classifier head trained with the adapters (a new head for the task's classes, `head.ts`) is
+ * exported as PEFT exports `modules_to_save`: its module name in the config's `modules_to_save`
+ * and its whole weight and bias as `base_model.model.<head>.weight` and `.bias` (PEFT's saved keys
+ * drop the wrapper's `modules_to_save.default`). The head sits at the top of the model, outside
+ * the family's module prefix: Hugging Face ViT's `classifier`, timm's `head`. A family without a
+ * PEFT task type (ViT) writes `task_type: null`.
  *
  * @module
  */
@@ -42,6 +50,11 @@ import { ensureFolder } from "../formats/folder.ts";
 export interface PeftExportOptions {
   /** `base_model_name_or_path` of the config: a Hub id (`gpt2`) or a local path. */
   baseModelName: string;
+  /**
+   * A classifier head to save whole (`modules_to_save`): its module name, whose `.weight` and
+   * `.bias` are read from the model's weights.
+   */
+  head?: string;
 }
 
 /** One module's LoRA as PEFT stores it. */
@@ -120,8 +133,10 @@ export interface PeftConfigOptions {
   baseModelName: string;
   /** The model's adaptable sites: which linears exist, to name module kinds. */
   sites: readonly LinearSite[];
-  /** PEFT's `task_type`. */
+  /** PEFT's `task_type`; empty: null. */
   taskType: string;
+  /** Modules saved whole (`modules_to_save`); absent or empty: null. */
+  modulesToSave?: readonly string[];
 }
 
 // A module's kind: its name after the layer index (`h.3.mlp.c_fc` -> `mlp.c_fc`).
@@ -148,10 +163,21 @@ export function peftConfig(
   const linears = options.sites.filter((s) => s.name === s.linear).map((s) => s.linear);
   const perKind = new Map<string, number>();
   for (const l of linears) perKind.set(kindOf(l), (perKind.get(kindOf(l)) ?? 0) + 1);
-  const last = (kind: string) => kind.split(".").pop()!;
-  const shortName = (kind: string) =>
-    [...perKind.keys()].some((k) => k !== kind && last(k) === last(kind)) ? kind : last(kind);
-  const complete = (kind: string, list: PeftModule[]) => list.length === perKind.get(kind);
+  // PEFT takes a module when its name is a target or ends with "." + a target: a kind's name is
+  // its shortest suffix no linear of another kind ends with (ViT's "output.dense" is a suffix of
+  // "attention.output.dense", so the MLP's is never named by kind).
+  const clash = (suffix: string, kind: string) =>
+    linears.some((l) => kindOf(l) !== kind && (l === suffix || l.endsWith(`.${suffix}`)));
+  const shortName = (kind: string): string | undefined => {
+    const parts = kind.split(".");
+    for (let i = parts.length - 1; i >= 0; i--) {
+      const suffix = parts.slice(i).join(".");
+      if (!clash(suffix, kind)) return suffix;
+    }
+    return undefined;
+  };
+  const complete = (kind: string, list: PeftModule[]) =>
+    list.length === perKind.get(kind) && shortName(kind) !== undefined;
   const byKind = new Map<string, PeftModule[]>();
   for (const m of modules) byKind.set(kindOf(m.module), [...byKind.get(kindOf(m.module)) ?? [], m]);
   const layouts = new Set(modules.map((m) => m.layout));
@@ -168,11 +194,11 @@ export function peftConfig(
   const targets: string[] = [];
   const rankPattern: Record<string, number> = {};
   for (const [kind, list] of byKind) {
-    if (complete(kind, list)) targets.push(shortName(kind));
+    if (complete(kind, list)) targets.push(shortName(kind)!);
     else targets.push(...list.map((m) => m.module));
     const ranks = new Set(list.map((m) => m.r));
     if (complete(kind, list) && ranks.size === 1) {
-      if (list[0].r !== r) rankPattern[shortName(kind)] = list[0].r;
+      if (list[0].r !== r) rankPattern[shortName(kind)!] = list[0].r;
     } else {
       for (const m of list) if (m.r !== r) rankPattern[m.module] = m.r;
     }
@@ -189,13 +215,13 @@ export function peftConfig(
     layers_to_transform: null,
     lora_alpha: r,
     lora_dropout: 0,
-    modules_to_save: null,
+    modules_to_save: options.modulesToSave?.length ? [...options.modulesToSave] : null,
     peft_type: "LORA",
     r,
     rank_pattern: rankPattern,
     revision: null,
     target_modules: targets.sort(),
-    task_type: options.taskType,
+    task_type: options.taskType || null,
   };
 }
 
@@ -206,8 +232,8 @@ export function peftConfig(
  *
  * @param model A model with low-rank adapters attached.
  * @param outFolder The folder to create or write into.
- * @param options The base model's name for the config.
- * @throws {RangeError} If the model has no adapters.
+ * @param options The base model's name for the config; `head`, a classifier head to save whole.
+ * @throws {RangeError} If the model has no adapters, or no f32 weight and bias for `head`.
  * @throws {TypeError} If an adapter does not expose its factors.
  * @throws {OutputPathError} If `outFolder` is a file.
  *
@@ -224,12 +250,16 @@ export async function exportPeft(
 ): Promise<void> {
   const modules = await peftModules(model);
   if (modules.length === 0) {
-    throw new RangeError(`Cannot export to PEFT folder "${outFolder}": the model has no adapters`);
+    throw new RangeError(
+      `Cannot export to PEFT folder "${outFolder}": the model has no adapters` +
+        (options.head ? ` (a head alone is no LoRA: write a merged folder instead)` : ""),
+    );
   }
   const config = peftConfig(modules, {
-    ...options,
+    baseModelName: options.baseModelName,
     sites: model.sites,
     taskType: model.peft.taskType,
+    modulesToSave: options.head ? [options.head] : [],
   });
   const prefix = peftPrefix(model);
   const tensors: TensorToWrite[] = modules.flatMap((m) => [
@@ -246,6 +276,29 @@ export async function exportPeft(
       data: m.b,
     },
   ]);
+  if (options.head) {
+    const head = options.head;
+    const weight = model.params.get(`${head}.weight`);
+    const bias = model.params.get(`${head}.bias`);
+    if (!weight || !bias) {
+      throw new RangeError(`Cannot export head "${head}" to PEFT: the model has no f32 ${head}`);
+    }
+    model.gpu.flush();
+    tensors.push(
+      {
+        name: `base_model.model.${head}.weight`,
+        dtype: "F32",
+        shape: [...weight.shape],
+        data: (await weight.read()) as Float32Array,
+      },
+      {
+        name: `base_model.model.${head}.bias`,
+        dtype: "F32",
+        shape: [...bias.shape],
+        data: (await bias.read()) as Float32Array,
+      },
+    );
+  }
   await ensureFolder(outFolder);
   await writeSafetensors(join(outFolder, "adapter_model.safetensors"), tensors, { format: "pt" });
   await writeTextFileAtomic(

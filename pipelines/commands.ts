@@ -108,14 +108,15 @@ export async function exportCommand(
   });
   using gpu = await Gpu.acquire();
   using model = await loadModel(gpu, options.model);
-  using _set = await loadAdapter(model, options.adapter, { maxRows: 1 });
+  using set = await loadAdapter(model, options.adapter, { maxRows: 1 });
   if (kind === "merge") {
     mergeAdapters(model);
     await writeMergedFolder(model, options.model, options.out);
     console.error(`wrote merged model folder ${options.out}`);
   } else {
     const baseModelName = options.baseModelName ?? basename(options.model);
-    await exportPeft(model, options.out, { baseModelName });
+    const head = set.head?.name;
+    await exportPeft(model, options.out, { baseModelName, ...(head ? { head } : {}) });
     console.error(`wrote PEFT LoRA folder ${options.out}`);
   }
 }

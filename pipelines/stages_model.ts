@@ -315,7 +315,11 @@ export const exportPeftStage: StageRunner<ExportPeftStage> = async (stage, state
   const model = need(state, "model");
   need(state, "adapters");
   const out = outputPath(state, stage.out);
-  await exportPeft(model, out, { baseModelName: stage.baseModelName ?? state.modelName! });
+  const head = state.adapters?.head?.name;
+  await exportPeft(model, out, {
+    baseModelName: stage.baseModelName ?? state.modelName!,
+    ...(head ? { head } : {}),
+  });
   state.say(`wrote PEFT LoRA folder ${out}`);
   await state.log.recordStage(stage.id, { path: out });
 };
