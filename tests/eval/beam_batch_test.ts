@@ -1,0 +1,112 @@
+import assert from "node:assert/strict";
+import { AdapterSet } from "../../adapters/attach.ts";
+import {
+  type BeamHypothesis,
+  beamSearchBatch,
+  beamSearchHypothesis,
+  beamSearchMany,
+} from "../../eval/beam.ts";
+import type { Model } from "../../models/model.ts";
+import { loadModel } from "../../models/registry.ts";
+import { freshSeed, GPU_TEST, randomArray, rng, testGpu } from "../_util.ts";
+
+const FIXTURES = [
+  ["fixtures/tiny-gpt2", ["h.*.attn.c_attn.q", "h.*.attn.c_attn.v"]],
+  ["fixtures/tiny-llama", ["layers.*.self_attn.q_proj", "layers.*.self_attn.v_proj"]],
+  ["fixtures/tiny-qwen2", ["layers.*.self_attn.k_proj", "layers.*.mlp.down_proj"]],
+] as const;
+
+function prompts(seed: number, n: number, maxLen: number, vocab: number): number[][] {
+  const next = rng(seed);
+  return Array.from(
+    { length: n },
+    () => Array.from({ length: 1 + Math.floor(next() * maxLen) }, () => Math.floor(next() * vocab)),
+  );
+}
+
+async function withNola(model: Model, targets: readonly string[], seed: number) {
+  const set = await AdapterSet.attach(model, {
+    method: "nola",
+    targets: [...targets],
+    r: 4,
+    k: 16,
+    l: 16,
+    loraAlpha: 8,
+    seed: 5,
+  }, { maxRows: 64 });
+  for (const [i, m] of set.modules.entries()) {
+    model.gpu.write(m.nola!.alpha.buffer, randomArray(16, seed + 2 * i).map((x) => x * 0.5));
+    model.gpu.write(m.nola!.beta.buffer, randomArray(16, seed + 2 * i + 1).map((x) => x * 0.5));
+  }
+  set.prepareStep();
+  return set;
+}
+
+for (const [fixture, targets] of FIXTURES) {
+  Deno.test(
+    `${fixture}: batched beam search equals one prompt at a time: tokens, scores within 1e-5`,
+    GPU_TEST,
+    async () => {
+      const gpu = await testGpu();
+      using model = await loadModel(gpu, fixture);
+      const seed = freshSeed();
+      const list = prompts(seed, 5, 15, model.outputs);
+      // A tenth of the vocabulary ends a hypothesis, so that beams end at different steps.
+      const next = rng(seed + 9);
+      const eosIds = Array.from({ length: 30 }, () => Math.floor(next() * model.outputs));
+      for (const adapted of [false, true]) {
+        using _set = adapted ? await withNola(model, targets, seed) : null;
+        const what = `${adapted ? "NOLA" : "base"} seed ${seed}`;
+        const options = {
+          beams: 4,
+          lengthPenalty: 0.8,
+          noRepeatNgram: 2,
+          maxNewTokens: 7,
+          eosIds,
+        };
+        const one: (BeamHypothesis | null)[] = [];
+        for (const p of list) one.push(await beamSearchHypothesis(model, p, options));
+        // maxRows 9 with 4 beams: chunks of 2, 2 and 1 prompts.
+        const batched = await beamSearchBatch(model, list, {
+          ...options,
+          maxRows: adapted ? 9 : 64,
+        });
+        batched.forEach((h, i) => {
+          const want = one[i];
+          assert.equal(h === null, want === null, `${what} prompt ${i}`);
+          if (!h || !want) return;
+          assert.deepEqual(h.tokens, want.tokens, `${what} prompt ${i}`);
+          assert(
+            Math.abs(h.score - want.score) <= 1e-5 * Math.max(1, Math.abs(want.score)),
+            `${what} prompt ${i}: score ${h.score} vs ${want.score}`,
+          );
+        });
+        const ids = await beamSearchMany(model, list, options);
+        ids.forEach((got, i) => {
+          const t = one[i]?.tokens ?? [];
+          const ended = t.length > 0 && eosIds.includes(t.at(-1)!);
+          assert.deepEqual(got, ended ? t.slice(0, -1) : t, `${what} ids of prompt ${i}`);
+        });
+        model.detachAll();
+      }
+    },
+  );
+}
+
+Deno.test("batched beam search near the context end and with no new tokens", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  using model = await loadModel(gpu, "fixtures/tiny-gpt2");
+  const P = model.maxPositions;
+  const list = [
+    Array.from({ length: P }, (_, i) => i % 200),
+    [3, 4],
+    Array.from({ length: P - 2 }, (_, i) => i),
+  ];
+  const options = { beams: 3, maxNewTokens: 5 };
+  const batched = await beamSearchBatch(model, list, options);
+  for (const [i, p] of list.entries()) {
+    assert.deepEqual(batched[i], await beamSearchHypothesis(model, p, options), `prompt ${i}`);
+  }
+  assert.deepEqual(await beamSearchBatch(model, list, { maxNewTokens: 0 }), [null, null, null]);
+  await assert.rejects(() => beamSearchBatch(model, [[1], []]), /prompt 1: it is empty/);
+});
