@@ -223,6 +223,17 @@ export async function initRandomBase(
   let chunk: Tensor | null = null;
   const params = new Map<string, Tensor>();
   const packed = new Map<string, PackedTensor>();
+  // Pages by size, persistent: a pooled buffer returns to the pool only after a submit, so each
+  // page of a weight would otherwise be a new allocation (five times slower on llvmpipe).
+  const pages = new Map<number, Tensor<"f32">>();
+  const pageOf = (size: number) => {
+    let t = pages.get(size);
+    if (!t) {
+      t = Tensor.empty(gpu, [size], { persistent: true, label: "random base page" });
+      pages.set(size, t);
+    }
+    return t;
+  };
   const draw = (w: RandomWeight, into: Tensor, rows: [number, number]) => {
     const cols = matrixOf(w.shape)[1];
     const per = pageRows(cols);
@@ -230,7 +241,7 @@ export async function initRandomBase(
     const scale = uniformScale(w.std);
     for (let p = rows[0] / per; p * per < rows[1]; p++) {
       const r = Math.min(per, rows[1] - p * per);
-      using out = Tensor.empty(gpu, [r * cols], { label: "random base page" });
+      const out = pageOf(r * cols);
       basis.generate(key, { factor: BasisFactor.A, index: p, rows: r, cols, scale, out });
       gpu.copy(out.buffer, into.buffer, {
         size: r * cols * 4,
@@ -287,6 +298,7 @@ export async function initRandomBase(
     throw error;
   } finally {
     (chunk as Tensor | null)?.[Symbol.dispose]();
+    for (const t of pages.values()) t[Symbol.dispose]();
   }
   const base = quantized ? { weights: packed, qmatmul: qmatmul!, quant: quant! } : null;
   return family.build(gpu, config.config, { params, packed: base }, options);
