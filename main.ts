@@ -66,6 +66,22 @@ The load stage prints the run's GPU memory estimate before allocating; --max-mem
       seed: { type: "string" },
     },
   },
+  classify: {
+    usage: "classify --model DIR [--adapter FILE] [--top N] IMAGE...",
+    help: `Prints the most probable classes of each image (PNG or JPEG) with their probabilities,
+by an image classifier folder (a ViT), optionally with an adapter file and the head it carries.
+Images are resized, cropped and normalised as the folder's preprocessor_config.json (or timm's
+pretrained_cfg) says. --top: classes an image (default 5, fewer when there are fewer).
+
+  deno run -A main.ts classify --model fixtures/tiny-vit photo.png
+  deno run -A main.ts classify --model fixtures/tiny-vit \\
+    --adapter out/vit-fewshot/adapter.safetensors a.png b.jpg`,
+    options: {
+      model: { type: "string" },
+      adapter: { type: "string" },
+      top: { type: "string" },
+    },
+  },
   inspect: {
     usage: "inspect FILE|DIR",
     help: `Lists the tensors (dtype, shape, bytes) and metadata of a safetensors or adapter file;
@@ -214,6 +230,21 @@ async function main(argv: string[]): Promise<number> {
         topK: number(str("top-k"), "top-k"),
         topP: number(str("top-p"), "top-p"),
         seed: number(str("seed"), "seed"),
+      });
+      return 0;
+    }
+    case "classify": {
+      if (positionals.length === 0) throw new UsageError("classify needs an IMAGE", command);
+      const top = number(str("top"), "top");
+      if (top !== undefined && !(Number.isSafeInteger(top) && top >= 1)) {
+        throw new UsageError(`--top must be a positive integer, got "${str("top")}"`, command);
+      }
+      const { classifyCommand } = await import("./pipelines/commands.ts");
+      await classifyCommand({
+        model: required(str("model"), "model", command),
+        adapter: str("adapter"),
+        images: positionals,
+        top,
       });
       return 0;
     }

@@ -1,5 +1,5 @@
 /**
- * The one-shot CLI commands outside pipelines: generate, merge, export-peft.
+ * The one-shot CLI commands outside pipelines: generate, classify, merge, export-peft.
  *
  * @module
  */
@@ -13,6 +13,12 @@ import { Gpu } from "../kernels/gpu.ts";
 import { generateText } from "../models/generate.ts";
 import { loadModel } from "../models/registry.ts";
 import { Tokenizer } from "../models/tokenizer.ts";
+import { join } from "node:path";
+import { labelledBatch } from "../data/batches.ts";
+import { readImage } from "../data/images/image.ts";
+import { preprocessImage, preprocessSettings } from "../data/images/preprocess.ts";
+import { type ClassProbability, topClasses } from "../eval/classify.ts";
+import { type Model, ModelConfigError } from "../models/model.ts";
 
 /** Options of {@link generateCommand}. */
 export interface GenerateCommandOptions {
@@ -118,5 +124,101 @@ export async function exportCommand(
     const head = set.head?.name;
     await exportPeft(model, options.out, { baseModelName, ...(head ? { head } : {}) });
     console.error(`wrote PEFT LoRA folder ${options.out}`);
+  }
+}
+
+/** Options of {@link classifyCommand}. */
+export interface ClassifyCommandOptions {
+  /** The classifier's folder (its preprocessing is read from it). */
+  model: string;
+  /** An adapter file (with its head, when it carries one). */
+  adapter?: string;
+  /** Image files (PNG, JPEG). */
+  images: string[];
+  /** Classes printed an image; default 5 (fewer when the model has fewer). */
+  top?: number;
+}
+
+/** One image's most probable classes. */
+export interface ImageClassification {
+  /** The image file. */
+  image: string;
+  /** Most probable first. */
+  classes: ClassProbability[];
+}
+
+/**
+ * The top classes of image files by an image classifier: each image decoded and preprocessed as
+ * the model folder says (`preprocessor_config.json`, or timm's `pretrained_cfg`), classified in
+ * batches of 8.
+ *
+ * @param model A classifier (with its adapters and head in place).
+ * @param folder Its folder, for the preprocessing.
+ * @param images Image files.
+ * @param options `top`: classes an image (default 5).
+ * @returns One entry an image, in order.
+ * @throws {ModelConfigError} If the model is not a classifier.
+ * @throws {DataError} If an image cannot be read or decoded, naming the file.
+ */
+export async function classifyImages(
+  model: Model,
+  folder: string,
+  images: readonly string[],
+  options: { top?: number } = {},
+): Promise<ImageClassification[]> {
+  const head = model.classifierHead;
+  if (model.task !== "classification" || !head) {
+    throw new ModelConfigError(
+      `"${folder}" holds a ${model.modelType} model, which predicts tokens: classify needs an ` +
+        `image classifier (a ViT)`,
+      { file: join(folder, "config.json") },
+    );
+  }
+  const settings = await preprocessSettings(folder);
+  const inputShape = [3, settings.height, settings.width];
+  const out: ImageClassification[] = [];
+  const B = Math.min(8, images.length);
+  for (let i = 0; i < images.length; i += B) {
+    const files = images.slice(i, i + B);
+    const examples = [];
+    for (const file of files) {
+      examples.push({ input: preprocessImage(await readImage(file), settings), label: 0 });
+    }
+    const acts = model.forward(labelledBatch(examples, { B, inputShape }));
+    const stride = acts.logitsStride;
+    const logits = new Float32Array(
+      await model.gpu.read(acts.logits.buffer, { byteLength: files.length * stride * 4 }),
+    );
+    files.forEach((image, b) => {
+      const row = logits.subarray(b * stride, b * stride + model.outputs);
+      out.push({ image, classes: topClasses(row, head.labels, options.top ?? 5) });
+    });
+  }
+  return out;
+}
+
+/**
+ * Prints the most probable classes of each image: the file, then one line a class with its
+ * probability. Every path is checked before the GPU is touched.
+ */
+export async function classifyCommand(options: ClassifyCommandOptions): Promise<void> {
+  if (options.images.length === 0) throw new RangeError("classify needs at least one IMAGE");
+  await checkInputs([
+    { flag: "--model", path: options.model, folder: true },
+    ...(options.adapter ? [{ flag: "--adapter", path: options.adapter, folder: false }] : []),
+    ...options.images.map((path) => ({ flag: "IMAGE", path, folder: false })),
+  ]);
+  using gpu = await Gpu.acquire();
+  using model = await loadModel(gpu, options.model);
+  const B = Math.min(8, options.images.length);
+  using _set = options.adapter
+    ? await loadAdapter(model, options.adapter, { maxRows: B * model.maxPositions })
+    : undefined;
+  const results = await classifyImages(model, options.model, options.images, {
+    top: options.top,
+  });
+  for (const { image, classes } of results) {
+    console.log(image);
+    for (const c of classes) console.log(`  ${c.probability.toFixed(4)}  ${c.label}`);
   }
 }
