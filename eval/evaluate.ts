@@ -8,10 +8,10 @@
  */
 
 import { lossRows, type MicroBatch } from "../data/batches.ts";
-import { generateText } from "../models/generate.ts";
+import { generateBatch } from "../models/generate.ts";
 import type { Model } from "../models/model.ts";
 import type { Tokenizer } from "../models/tokenizer.ts";
-import { beamSearch } from "./beam.ts";
+import { beamSearchBatch } from "./beam.ts";
 import { type GenerationScores, scoreGenerations, type ScoreOptions } from "./metrics.ts";
 
 /** Mean loss over completion tokens. */
@@ -97,7 +97,12 @@ export interface EvaluateGenerationsOptions extends ScoreOptions {
   maxNewTokens?: number;
   /** Strings that end a generation: the text is cut before the first one. */
   stop?: string[];
-  /** Called with each generation as soon as it is done. */
+  /**
+   * Most rows (prompts, times beams for `"beam"`) decoded by one forward: prompts are decoded
+   * together in chunks that fit. Default 128, capped by what the attached adapters take.
+   */
+  maxRows?: number;
+  /** Called with each generation as soon as it is done (a chunk of prompts at a time). */
   onGeneration?: (index: number, text: string) => void;
 }
 
@@ -109,7 +114,8 @@ export interface GenerationEvaluation extends GenerationScores {
 
 /**
  * Generates a continuation of every prompt (ending at the tokenizer's end-of-text token, a stop
- * string or `maxNewTokens`) and scores them against the references: BLEU, ROUGE-L and exact match
+ * string or `maxNewTokens`), many prompts a forward (`generateBatch`, `beamSearchBatch`: the
+ * same results as one prompt at a time), and scores them against the references: BLEU, ROUGE-L and exact match
  * on a 0-100 scale (see `eval/metrics.ts`). The text is scored as decoded; tokenization makes
  * leading and trailing spaces irrelevant.
  *
@@ -148,23 +154,34 @@ export async function evaluateGenerations(
   const maxNewTokens = options.maxNewTokens ?? 32;
   const noRepeatNgram = options.noRepeatNgram ?? 0;
   const generations: string[] = [];
-  for (const [i, example] of examples.entries()) {
-    let text: string;
-    if (options.decoding !== "beam" && noRepeatNgram === 0) {
-      text = await generateText(model, tokenizer, example.prompt, { maxNewTokens, stop });
-    } else {
-      // Greedy with an n-gram ban is beam search with one beam.
-      const ids = await beamSearch(model, tokenizer.encodePrompt(example.prompt), {
-        beams: options.decoding === "beam" ? options.beams ?? 4 : 1,
-        lengthPenalty: options.lengthPenalty,
-        noRepeatNgram,
-        maxNewTokens,
-        eosIds: tokenizer.eosIds,
-      });
-      text = cutAtStop(tokenizer.decode(ids), stop);
-    }
-    generations.push(text);
-    options.onGeneration?.(i, text);
+  const prompts = examples.map((e) => tokenizer.encodePrompt(e.prompt));
+  const done = (i: number, ids: number[]) => {
+    generations[i] = cutAtStop(tokenizer.decode(ids), stop);
+    options.onGeneration?.(i, generations[i]);
+  };
+  if (options.decoding !== "beam" && noRepeatNgram === 0) {
+    await generateBatch(model, prompts, {
+      maxNewTokens,
+      stopTokens: [...tokenizer.eosIds],
+      maxRows: options.maxRows,
+      onDone: done,
+    });
+  } else {
+    // Greedy with an n-gram ban is beam search with one beam.
+    const ends = tokenizer.eosIds;
+    await beamSearchBatch(model, prompts, {
+      beams: options.decoding === "beam" ? options.beams ?? 4 : 1,
+      lengthPenalty: options.lengthPenalty,
+      noRepeatNgram,
+      maxNewTokens,
+      eosIds: ends,
+      maxRows: options.maxRows,
+      onDone: (i, best) => {
+        const ids = best?.tokens ?? [];
+        const last = ids.at(-1);
+        done(i, last !== undefined && ends.includes(last) ? ids.slice(0, -1) : ids);
+      },
+    });
   }
   const scores = scoreGenerations(generations, examples.map((e) => e.refs), options);
   return { ...scores, generations };

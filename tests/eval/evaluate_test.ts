@@ -100,6 +100,12 @@ Deno.test(
     });
     assert.deepEqual(g.generations, greedy);
     assert.deepEqual(seen, greedy);
+    // Two prompts a forward: the same generations, chunk by chunk.
+    const chunked = await evaluateGenerations(model, tokenizer, examples, {
+      maxNewTokens: 12,
+      maxRows: 2,
+    });
+    assert.deepEqual(chunked.generations, greedy);
     const expected = scoreGenerations(greedy, examples.map((e) => e.refs));
     assert.deepEqual(
       { bleu: g.bleu, rougeL: g.rougeL, exactMatch: g.exactMatch, n: g.n },
