@@ -995,7 +995,7 @@ export const STAGES: readonly StageSchema[] = [
         doc: "Module patterns, or the presets `all-linear` (every whole linear layer) and `mlp` " +
           "(the MLP's linears: GPT-2 `h.*.mlp.*`, Llama `model.layers.*.mlp.*`, ViT " +
           "`encoder.layer.*.intermediate.dense` and `encoder.layer.*.output.dense`, timm " +
-          "`blocks.*.mlp.fc1|fc2`: NOLA-MLP).",
+          "`blocks.*.mlp.fc1` and `fc2`: NOLA-MLP).",
       },
       {
         key: "head",
