@@ -224,7 +224,9 @@ for (const [name, json] of [["Llama", SMALL_LLAMA], ["GPT-2", SMALL_GPT2]] as co
       let nonzero = 0;
       for (const [param, g] of got.grads) {
         const err = relativeError(g, want.grads.get(param)!);
-        assert(err < 1e-3, `${param}: gradient relative error ${err} (${where})`);
+        // llvmpipe gives the same bits (both kernels sum in the same order); other devices may
+        // order the f32 sums differently.
+        assert(err < 1e-4, `${param}: gradient relative error ${err} (${where})`);
         if (g.some((v) => v !== 0)) nonzero++;
       }
       assert.equal(nonzero, got.grads.size, `every coefficient gradient moves (${where})`);
