@@ -12,6 +12,7 @@ import { Gpu } from "../kernels/gpu.ts";
 import { Matmul } from "../kernels/matmul.ts";
 import { benchAdapters } from "./adapters.ts";
 import { benchBasis } from "./basis.ts";
+import { benchDecode } from "./decode.ts";
 import { benchGpt2 } from "./gpt2.ts";
 import { benchLlama, formatLlamaBench } from "./llama.ts";
 import { benchMatmul } from "./matmul.ts";
@@ -174,6 +175,30 @@ const SUITES: Record<string, Suite> = {
     ));
     return { ...r };
   },
+  async decode(gpu, { filter }) {
+    // --filter greedy skips beam search, whose one-at-a-time side takes most of the suite.
+    const rows = await benchDecode(gpu, { greedyOnly: filter === "greedy" });
+    console.log(formatTable(
+      ["decoding", "path", "prompts", "s", "s / prompt", "same tokens"],
+      rows.map((r) => [
+        r.decoding,
+        r.path,
+        String(r.prompts),
+        r.seconds.toFixed(1),
+        r.secondsPerPrompt.toFixed(2),
+        r.sameTokens === undefined ? "" : String(r.sameTokens),
+      ]),
+    ));
+    for (const decoding of ["greedy", "beam"]) {
+      const [one, batched] = rows.filter((r) => r.decoding === decoding);
+      if (!one || !batched) continue;
+      console.log(
+        `${decoding}: batched / one at a time, same prompts: ` +
+          `${(one.seconds / batched.seconds).toFixed(1)}x faster`,
+      );
+    }
+    return { rows };
+  },
   async train(gpu) {
     const r = await benchTrain(gpu);
     const torch = r.torch && "tokensPerS" in r.torch ? r.torch : undefined;
@@ -194,12 +219,15 @@ const SUITES: Record<string, Suite> = {
 
 /** Options of {@link runBench}. */
 export interface RunBenchOptions {
-  /** Suites to run (default all): matmul, qmatmul, memory, basis, gpt2, llama, adapters, train. */
+  /**
+   * Suites to run (default all): matmul, qmatmul, memory, basis, gpt2, llama, adapters, decode,
+   * train.
+   */
   suites?: string[];
   /**
    * Matmul: keeps rows whose variant, op or shape contains this text; qmatmul: shapes, ops or
    * formats; llama: models by name; memory: models (`gpt2-small`, `llama-2-7b`: bytes and, for
-   * the 7B, its nf4 training step) and qmatmul shapes.
+   * the 7B, its nf4 training step) and qmatmul shapes; decode: `greedy` skips beam search.
    */
   filter?: string;
   /** Folder of the JSON reports (default `out/bench`). */
