@@ -5,7 +5,8 @@
  * regenerated from a seed, and trains only α and β: an adapter is a seed and a few hundred
  * quantized numbers per layer. The layers of this library, from the bottom: the WebGPU runtime
  * ({@link Gpu}, {@link Tensor}), kernels ({@link Matmul}), files (safetensors), models (the
- * {@link Model} contract, resolved by `model_type` with {@link loadModel}; GPT-2 is {@link Gpt2}),
+ * {@link Model} contract, resolved by `model_type` with {@link loadModel}; GPT-2 is {@link Gpt2},
+ * the ViT image classifier {@link Vit}),
  * adapters ({@link AdapterSet}, adapter files, merge, PEFT export), data, the
  * training loop ({@link train}), evaluation, and declarative pipelines ({@link runPipeline}).
  *
@@ -70,7 +71,9 @@ export {
   type Activations,
   type AttachedAdapter,
   type BaseWeightFormat,
+  type ClassifierHead,
   type DecodingCache,
+  type HeadGradients,
   type LinearWeight,
   type LossTargets,
   type Model,
@@ -151,6 +154,33 @@ export {
   planLlamaWeights,
 } from "./models/llama_weights.ts";
 export { hfLlamaConfigJson, saveLlamaFolder } from "./models/llama_save.ts";
+export { Vit, type VitLoadOptions } from "./models/vit.ts";
+export { initVitWeights, TIMM_VIT_ARCHITECTURE, vitFamily } from "./models/vit_family.ts";
+export { VitActivations } from "./models/vit_activations.ts";
+export {
+  canonicalVitConfigJson,
+  parseVitConfig,
+  readVitConfig,
+  VIT_MAX_LAYERS,
+  type VitConfig,
+  VitConfigError,
+  vitConfigHash,
+  type VitLayout,
+  vitPatches,
+  type VitPreprocessing,
+  vitTokens,
+} from "./models/vit_config.ts";
+export { type VitBlockNames, type VitNames, vitNames, vitSites } from "./models/vit_names.ts";
+export { saveVitFolder, vitConfigJson } from "./models/vit_save.ts";
+export {
+  expectedVitShapes,
+  loadVitWeights,
+  planVitWeights,
+  VIT_PREFIX,
+  vitWeightNames,
+  type VitWeights,
+  VitWeightsError,
+} from "./models/vit_weights.ts";
 export {
   type ChatMessage,
   type ChatTemplateOptions,
@@ -175,6 +205,7 @@ export {
   type AttachConfig,
   type AttachedModule,
   type LinearSite,
+  MLP_TARGETS,
   type ModuleOverride,
   type ModulePlan,
 } from "./adapters/attach.ts";
@@ -182,10 +213,24 @@ export type { LinearAdapter } from "./models/model.ts";
 export type { NolaInit } from "./adapters/nola_factors.ts";
 export {
   AdapterFileError,
+  type HeadValues,
   loadAdapter,
   type ModuleValues,
   saveAdapter,
 } from "./adapters/adapter_file.ts";
+export {
+  type AdapterHead,
+  freshHeadValues,
+  HEAD_INIT_STD,
+  HEAD_MODES,
+  HEAD_STREAM,
+  headAction,
+  type HeadMode,
+  headTensors,
+  newHead,
+  restoreHead,
+  trainCheckpointHead,
+} from "./adapters/head.ts";
 export { type PtqStats, QatHooks, type QatModule, quantizeInPlace } from "./train/qat.ts";
 export {
   dequantize,
@@ -197,6 +242,7 @@ export {
 export {
   type DetachedAdapters,
   mergeAdapters,
+  relabelConfig,
   unmergeAdapters,
   writeMergedFolder,
 } from "./adapters/merge.ts";
@@ -274,7 +320,53 @@ export {
   type TokenBatch,
   type TokenInput,
   TrainBatches,
+  type TrainBatchesOptions,
+  type TransformAt,
 } from "./data/batches.ts";
+
+// Image data
+export {
+  type ImageData,
+  type ImageDataOptions,
+  imageEvalBatches,
+  ImageExample,
+  type ImageSplit,
+  type ImageSplitName,
+  imageTrainBatches,
+  loadImageData,
+  matchLabels,
+  sampleShots,
+  trainingExample,
+} from "./data/images/dataset.ts";
+export {
+  decodeImage,
+  type Image,
+  type ImageFormat,
+  readImage,
+  sniffImage,
+} from "./data/images/image.ts";
+export {
+  centreBox,
+  normalise,
+  preprocessImage,
+  type PreprocessOverrides,
+  type PreprocessSettings,
+  preprocessSettings,
+  resizedSize,
+  vitDefaults,
+} from "./data/images/preprocess.ts";
+export { AUGMENT_DEFAULTS, augmentImage, type AugmentSettings } from "./data/images/augment.ts";
+export {
+  detectSource,
+  type ImageEntry,
+  type ImageListing,
+  type ImageSourceKind,
+  listImages,
+  loadImage,
+  sortClassNames,
+} from "./data/images/sources.ts";
+export { type IdxImages, type IdxPair, parseIdx, readIdxPair } from "./data/images/idx.ts";
+export { type Box, type FloatImage, type Resample, resampleImage } from "./data/images/resample.ts";
 
 // Training and evaluation
 export {
@@ -315,6 +407,13 @@ export {
   type LossResult,
 } from "./eval/evaluate.ts";
 export type { GenerationScores, ScoreOptions } from "./eval/metrics.ts";
+export {
+  type ClassifierScores,
+  type ClassProbability,
+  classRank,
+  evaluateClassifier,
+  topClasses,
+} from "./eval/classify.ts";
 export {
   type BleuOptions,
   type BleuResult,
@@ -362,6 +461,8 @@ export type {
   EvaluateStage,
   ExportPeftStage,
   GenerateStage,
+  ImageAugmentKeys,
+  ImagePreprocessKeys,
   LoadStage,
   MergeStage,
   MetricName,
@@ -377,4 +478,10 @@ export type {
   TrainStage,
 } from "./pipelines/schema.ts";
 export { type PipelineResult, runPipeline, type RunPipelineOptions } from "./pipelines/run.ts";
+export {
+  classifyCommand,
+  type ClassifyCommandOptions,
+  classifyImages,
+  type ImageClassification,
+} from "./pipelines/commands.ts";
 export type { EvaluationRow } from "./pipelines/state.ts";

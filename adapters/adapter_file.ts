@@ -84,7 +84,9 @@ export interface AdapterDescription {
 
 /** A head's values: weight `[classes, in]` row-major and bias `[classes]`. */
 export interface HeadValues {
+  /** `[classes, in]`, row-major. */
   weight: Float32Array;
+  /** `[classes]`. */
   bias: Float32Array;
 }
 
