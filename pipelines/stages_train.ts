@@ -50,7 +50,8 @@ async function trainables(
   const qat = await QatHooks.create(set, stage.qat);
   state.quant = stage.qat;
   return {
-    params: qat.parameters(),
+    // A head trained beside the adapters stays f32: QAT rounds only the coefficients.
+    params: [...qat.parameters(), ...set.headParameters()],
     hooks: qat,
     finish: async () => {
       await qat.finalize();

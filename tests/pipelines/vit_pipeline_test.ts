@@ -7,6 +7,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { loadAdapter } from "../../adapters/adapter_file.ts";
+import { freshHeadValues } from "../../adapters/head.ts";
+import { SafetensorsFile } from "../../formats/safetensors.ts";
 import { imageEvalBatches, loadImageData } from "../../data/images/dataset.ts";
 import { preprocessSettings } from "../../data/images/preprocess.ts";
 import { evaluateClassifier } from "../../eval/classify.ts";
@@ -268,6 +270,51 @@ stages:
         e,
         /stages\[1\]\.head: head "new" needs a classifier, and the gpt2 model has no classifier head/,
       );
+    });
+  },
+);
+
+Deno.test(
+  "a new ViT head trains with QAT of NOLA-MLP (the head in f32) and with full fine-tuning, whose merged folder has the new classes",
+  GPU_TEST,
+  async () => {
+    const seed = freshSeed() % 100_000;
+    await withTempDir("vit-qat-full", async (dir) => {
+      await writeClasses(join(dir, "train"), CLASSES, [3, 3, 3, 3, 3, 3, 3], { size: 12, seed });
+      await writeClasses(join(dir, "test"), CLASSES, [1, 1, 1, 1, 1, 1, 1], { size: 12, seed });
+      const gpu = await testGpu();
+      const path = join(dir, "p.yaml");
+      const qat = pipeline(
+        dir,
+        "method: nola\ntargets: [mlp]\nr: 1\nk: 8\nhead: new",
+        "metrics: [accuracy]",
+        seed,
+      ).replace(
+        "    schedule: { kind: constant }\n",
+        "    schedule: { kind: constant }\n    qat: { bits: 4 }\n",
+      );
+      await Deno.writeTextFile(path, qat);
+      await runPipeline(path, { gpu, say: () => {} });
+      let summary = JSON.parse(await Deno.readTextFile(join(dir, "run", "summary.json")));
+      assert.equal(summary.train.trainable_parameters, 4 * 16 + 7 * 25);
+      assert.equal(summary.save.quant_bits, 4);
+      using file = await SafetensorsFile.open(join(dir, "run", "adapter.safetensors"));
+      const W = await file.readFloat32("head.classifier.weight");
+      const fresh = freshHeadValues(7, 24, seed).weight;
+      assert.ok(relativeError(W, fresh) > 1e-3, "the head was trained");
+
+      const full = pipeline(dir, "method: none\nhead: new", "metrics: [accuracy]", seed)
+        .replace(
+          "    schedule: { kind: constant }\n",
+          "    schedule: { kind: constant }\n    full: true\n",
+        )
+        .replace("  - kind: save\n", "  - kind: merge\n    out: merged\n");
+      await Deno.writeTextFile(path, full);
+      await runPipeline(path, { gpu, say: () => {} });
+      summary = JSON.parse(await Deno.readTextFile(join(dir, "run", "summary.json")));
+      assert.equal(summary.train.trainable_parameters, 10_573 - 5 * 25 + 7 * 25);
+      using merged = await loadModel(gpu, join(dir, "run", "merged"));
+      assert.deepEqual(merged.classifierHead!.labels, CLASSES);
     });
   },
 );
