@@ -44,6 +44,14 @@ export {
 } from "./kernels/tensor.ts";
 export { Matmul, type MatmulOptions, type MatmulVariant } from "./kernels/matmul.ts";
 export { PackedTensor } from "./kernels/packed_tensor.ts";
+export {
+  type DecodeAttentionOptions,
+  DecodeKernels,
+  type RopeFrequencies,
+  type RowMove,
+  type RowPair,
+  type RowsView,
+} from "./kernels/decode.ts";
 export type {
   BaseFormat,
   BaseQuantOptions,
@@ -71,6 +79,7 @@ export {
   type Activations,
   type AttachedAdapter,
   type BaseWeightFormat,
+  type BatchDecodingCache,
   type ClassifierHead,
   type DecodingCache,
   type HeadGradients,
@@ -100,13 +109,16 @@ export {
   type RegisteredFamily,
 } from "./models/registry.ts";
 export {
+  type DecodeSlot,
   type EmbedCall,
   GpuModel,
   type HeadBackwardCall,
   type HeadCall,
   type LinearBackwardCall,
   type LinearCall,
+  RowBatchCache,
   RowCache,
+  type RowOfBatch,
   TokenArena,
 } from "./models/_gpu_model.ts";
 export type { PlannedWeight, WeightLoaded, WeightReader } from "./models/_base_weights.ts";
@@ -189,6 +201,9 @@ export {
 } from "./models/tokenizer.ts";
 export { ChatTemplate } from "./models/chat_template.ts";
 export {
+  DEFAULT_DECODE_ROWS,
+  generateBatch,
+  type GenerateBatchOptions,
   type GenerateOptions,
   generateText,
   type GenerateTextOptions,

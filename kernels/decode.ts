@@ -18,7 +18,6 @@
 
 import { GpuError } from "./gpu.ts";
 import type { Gpu, Kernel } from "./gpu.ts";
-import type { RopeTable } from "./rope.ts";
 import { ROPE_MAX_ANGLE } from "./rope.ts";
 import { Tensor } from "./tensor.ts";
 import { UniformStruct } from "./uniform_struct.ts";
@@ -97,6 +96,16 @@ export interface DecodeAttentionOptions {
   NH: number;
   /** Key/value heads, dividing NH; NH by default. */
   KVH?: number;
+}
+
+/** The rotary frequencies {@link DecodeKernels.rope} reads (a `RopeTable` of `rope.ts`). */
+export interface RopeFrequencies {
+  /** `[headDim / 2]` f32 inverse frequencies on the GPU. */
+  readonly tensor: Tensor<"f32">;
+  /** Values a head. */
+  readonly headDim: number;
+  /** The largest frequency: bounds the angles the positions reach. */
+  readonly maxInvFreq: number;
 }
 
 /** One row copy of {@link DecodeKernels.copyRows}: source row `from` to target row `to`. */
@@ -366,7 +375,9 @@ export class DecodeKernels {
    * @param o The rows, the frequencies, heads a row and each row's position.
    * @throws {RangeError} On a view outside its tensor or a position past the angle range.
    */
-  rope(o: { x: RowsView; table: RopeTable; heads: number; positions: readonly number[] }): void {
+  rope(
+    o: { x: RowsView; table: RopeFrequencies; heads: number; positions: readonly number[] },
+  ): void {
     const label = "rope_rows";
     const rows = o.positions.length;
     const width = o.heads * o.table.headDim;
