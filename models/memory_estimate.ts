@@ -28,6 +28,9 @@ import type { ModelConfig } from "./registry.ts";
 /** What a weight is, for the estimate's breakdown. */
 export type WeightKind = "linear" | "embedding" | "head" | "position" | "norm" | "bias";
 
+/** The kinds in the order the breakdown lists them. */
+const KINDS: readonly WeightKind[] = ["linear", "embedding", "head", "position", "norm", "bias"];
+
 /** One adapted module, as the adapters' plan gives it (`adapters/attach.ts` `ModulePlan`). */
 export interface AdapterShape {
   /** Input features. */
@@ -72,7 +75,7 @@ export interface EstimatedBuffer {
 export interface MemoryEstimate {
   /** Weights by precision: `f32`, `f16`, `bf16`, `int8`, `nf4` (as `Model.memory` reports). */
   weightsByPrecision: Record<string, number>;
-  /** Weights by kind (linear, embedding, head, position, norm, bias). */
+  /** Weights by kind, in the order linear, embedding, head, position, norm, bias. */
   weightsByKind: Partial<Record<WeightKind, number>>;
   /** All weights. */
   weights: number;
@@ -343,7 +346,9 @@ export function estimateTrainingMemory(
     buffers.reduce((a, b) => (b[key] > a[key] ? b : a), { name: "", bytes: 0, bindingBytes: 0 });
   return {
     weightsByPrecision: Object.fromEntries(Object.entries(byPrecision).filter(([, b]) => b > 0)),
-    weightsByKind: byKind,
+    weightsByKind: Object.fromEntries(
+      KINDS.filter((k) => byKind[k] !== undefined).map((k) => [k, byKind[k]]),
+    ),
     weights,
     gradients,
     adapters,

@@ -146,6 +146,9 @@ async function checkTrainingMemory(
   }
   const batch = B > 0 && T ? `, batch ${B} x ${T}` : "";
   state.say(`GPU memory estimate${batch}: ${formatEstimate(estimate)}`);
+  const kinds = Object.entries(estimate.weightsByKind)
+    .map(([kind, bytes]) => `${kind} ${bytes!.toLocaleString("en-US")}`);
+  state.say(`  weights by kind: ${kinds.join(", ")}`);
   const limits = state.gpu.device.limits;
   const problem = memoryProblem(estimate, {
     maxBufferSize: limits.maxBufferSize,

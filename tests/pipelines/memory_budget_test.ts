@@ -81,6 +81,10 @@ Deno.test("load prints the run's memory estimate before loading and records it",
   assert(at >= 0, `${want}\nnot in:\n${lines.join("\n")}`);
   assert(lines.findIndex((l) => l.startsWith("loaded ")) > at, "printed before the load");
   assert.match(want, /nf4 [\d,]+\)$/);
+  const kinds = Object.entries(estimate.weightsByKind)
+    .map(([kind, bytes]) => `${kind} ${bytes!.toLocaleString("en-US")}`).join(", ");
+  assert.equal(lines[at + 1], `  weights by kind: ${kinds}`);
+  assert.match(kinds, /^linear [\d,]+, embedding [\d,]+, position [\d,]+, norm [\d,]+, bias/);
   const summary = JSON.parse(await Deno.readTextFile(`${dir}/run/summary.json`));
   assert.equal(summary.load.estimate_bytes, estimate.total);
   assert.equal(summary.load.estimate_activation_bytes, estimate.activations);
