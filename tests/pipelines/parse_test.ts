@@ -92,6 +92,7 @@ const EXPECTED: Pipeline = {
       id: "attach",
       method: "nola",
       targets: ["h.*.attn.c_attn.q"],
+      head: "auto",
       r: 8,
       k: 32,
       l: 32,
