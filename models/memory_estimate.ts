@@ -53,6 +53,11 @@ export interface MemoryEstimateOptions {
   model?: ModelOptions;
   /** The checkpoint's dtype of each weight (its header), for `as-stored` and 16-bit embeddings. */
   storedDtypes?: ReadonlyMap<string, string>;
+  /**
+   * Rows and positions of the loss evaluation's batches (the `evaluate` stage's 8 x `seq_len`);
+   * absent: none. A shape other than {@link batch}'s is a second arena, forward only.
+   */
+  evaluation?: { B: number; T: number };
   /** Rows and positions of one training micro-batch; absent: no activations. */
   batch?: { B: number; T: number };
   /** The adapted modules and the rows their saved projections hold (`maxRows`). */
@@ -87,6 +92,8 @@ export interface MemoryEstimate {
   optimizer: number;
   /** The training arena: activations and their gradients, logits, losses. */
   activations: number;
+  /** The evaluation arena, when its shape is not the training one's (no gradients). */
+  evaluation: number;
   /** Everything above. */
   total: number;
   /** The largest buffer. */
@@ -325,23 +332,31 @@ export function estimateTrainingMemory(
   const moments = !opt ? 0 : opt.kind === "adamw" ? 2 : (opt.momentum ?? 0) > 0 ? 1 : 0;
   // The moments, and the optimizer's gradient norm and scale.
   const optimizer = opt ? 4 * moments * trainable + 8 : 0;
-  let activations = 0;
-  if (options.batch) {
-    const { B, T } = options.batch;
+  const stride = Math.ceil(family.vocab(config.config) / 4) * 4;
+  // One arena's bytes at (B, T), with or without the activation gradients a backward adds.
+  const arena = (shape: { B: number; T: number }, what: string, backward: boolean) => {
+    const { B, T } = shape;
     const BT = B * T;
-    const stride = Math.ceil(family.vocab(config.config) / 4) * 4;
-    // Logits, then per-token losses, token ids, targets and weights.
-    const arena: [string, number, number, number][] = [
+    const tensors: [string, number, number, number][] = [
+      // Logits, then per-token losses, token ids, targets and weights.
       ["logits", 1, BT * stride, stride],
       ["losses, tokens, targets, weights", 4, BT, 1],
       ...family.arena(config.config, B, T),
     ];
-    for (const [name, count, elements, row] of arena) {
-      activations += 4 * count * elements;
-      buffers.push({ name: `activations ${name}`, bytes: 4 * elements, bindingBytes: 4 * row });
+    let bytes = 0;
+    for (const [name, count, elements, row] of tensors) {
+      if (!backward && name.startsWith("gradient")) continue;
+      bytes += 4 * count * elements;
+      buffers.push({ name: `${what} ${name}`, bytes: 4 * elements, bindingBytes: 4 * row });
     }
-  }
-  const total = weights + gradients + adapters + optimizer + activations;
+    return bytes;
+  };
+  const activations = options.batch ? arena(options.batch, "activations", true) : 0;
+  // An evaluation of another shape keeps its own arena beside the training one.
+  const e = options.evaluation;
+  const same = e && options.batch && e.B === options.batch.B && e.T === options.batch.T;
+  const evaluation = e && !same ? arena(e, "evaluation activations", false) : 0;
+  const total = weights + gradients + adapters + optimizer + activations + evaluation;
   const most = (key: "bytes" | "bindingBytes") =>
     buffers.reduce((a, b) => (b[key] > a[key] ? b : a), { name: "", bytes: 0, bindingBytes: 0 });
   return {
@@ -354,6 +369,7 @@ export function estimateTrainingMemory(
     adapters,
     optimizer,
     activations,
+    evaluation,
     total,
     largest: most("bytes"),
     widestBinding: most("bindingBytes"),
@@ -381,6 +397,9 @@ export interface MemoryProblem {
 const n = (x: number) => Math.round(x).toLocaleString("en-US");
 
 function fixFor(name: string): string {
+  if (name.startsWith("evaluation")) {
+    return "lower the data stage's seq_len (the evaluate stage's loss runs 8 rows at a time)";
+  }
   if (name.startsWith("activations")) {
     return "lower the train stage's batch_size or the data stage's seq_len";
   }
@@ -426,7 +445,7 @@ export function memoryProblem(
     return {
       message: `training needs about ${n(estimate.total)} bytes of GPU memory ` +
         `(${breakdown(estimate)}), over the ${n(limits.maxMemory)} of --max-memory`,
-      hint: estimate.weights >= estimate.activations
+      hint: estimate.weights >= estimate.activations + estimate.evaluation
         ? "quantize the base (load stage quantize_base: nf4), use a smaller model or raise " +
           "--max-memory"
         : "lower the train stage's batch_size or the data stage's seq_len, or raise --max-memory",
@@ -442,6 +461,7 @@ function breakdown(e: MemoryEstimate): string {
     ["adapters", e.adapters],
     ["optimizer", e.optimizer],
     ["activations", e.activations],
+    ["evaluation", e.evaluation],
   ];
   return parts.filter(([, b]) => b > 0).map(([what, b]) => `${what} ${n(b)}`).join(", ");
 }

@@ -104,7 +104,8 @@ export const load: StageRunner<LoadStage> = async (stage, state) => {
 /**
  * Estimates the run's GPU memory from the pipeline before the model is allocated (the base as
  * this stage keeps it, the first later attach stage's adapters, the train stages' largest
- * micro-batch at the data stage's `seq_len`, their optimizer), prints it, and refuses in one line
+ * micro-batch at the data stage's `seq_len`, their optimizer, an evaluate stage's loss batches),
+ * prints it, and refuses in one line
  * a buffer or binding over the adapter's limits or a total over `maxMemory`. Returns the figures
  * for the summary (none when the family has no estimate).
  */
@@ -117,6 +118,7 @@ async function checkTrainingMemory(
   const trains = later.filter((s): s is TrainStage => s.kind === "train");
   const data = later.find((s): s is DataStage => s.kind === "data");
   const attach = later.find((s): s is AttachStage => s.kind === "attach");
+  const evaluates = later.some((s) => s.kind === "evaluate" && s.metrics.includes("loss"));
   const T = data?.seqLen;
   const B = Math.max(0, ...trains.map((s) => s.batchSize));
   let modules: ModulePlan[] = [];
@@ -134,6 +136,8 @@ async function checkTrainingMemory(
       model: load.options,
       storedDtypes: load.random ? undefined : await checkpointDtypes(load.folder, config),
       batch: B > 0 && T ? { B, T } : undefined,
+      // The evaluate stage's loss runs batches of 8 rows.
+      evaluation: T && evaluates ? { B: 8, T } : undefined,
       adapters: { modules, maxRows: Math.max(8, B) * (T ?? 0) },
       optimizer: trains[0]
         ? { kind: trains[0].optimizer, momentum: trains[0].momentum }
@@ -163,6 +167,7 @@ async function checkTrainingMemory(
     estimate_adapter_bytes: estimate.adapters,
     estimate_optimizer_bytes: estimate.optimizer,
     estimate_activation_bytes: estimate.activations,
+    estimate_evaluation_bytes: estimate.evaluation,
   };
 }
 

@@ -133,22 +133,27 @@ for (const c of CASES) {
       const folder = await storedAs(c.folder, dir, c.dtype);
       const config = await readModelConfig(folder);
       using model = await config.family.load(gpu, folder, config.config, c.model);
-      const maxRows = 16;
+      const maxRows = 8 * 5; // as the attach stage sizes it: max(8, batch) x seq_len
       const plans = c.attach ? planAdapters(model, c.attach) : [];
       const estimate = estimateTrainingMemory(config, {
         model: c.model,
         storedDtypes: await checkpointDtypes(folder, config),
         batch: { B: 3, T: 5 },
+        evaluation: { B: 8, T: 5 },
         adapters: { modules: plans, maxRows },
         optimizer: c.optimizer,
       });
       using set = c.attach ? await AdapterSet.attach(model, c.attach, { maxRows }) : undefined;
       const moments = await step(model, set, c);
+      // A loss evaluation of 8 rows: a second arena, forward only.
+      model.forward({ B: 8, T: 5, tokens: new Uint32Array(40).map((_, i) => i % model.outputs) });
+      await model.gpu.sync();
       const real = model.memory();
       assert.deepEqual(estimate.weightsByPrecision, real.weightsByPrecision);
       assert.equal(estimate.weights, real.weights);
       assert.equal(estimate.gradients, real.gradients);
-      assert.equal(estimate.activations, real.activations);
+      assert.equal(estimate.activations + estimate.evaluation, real.activations);
+      assert(estimate.evaluation > 0 && estimate.evaluation < estimate.activations * 8 / 3);
       assert.equal(estimate.adapters, set?.bytes ?? 0);
       // The moments, and the optimizer's two one-value tensors (norm and scale).
       assert.equal(estimate.optimizer, moments + 8);

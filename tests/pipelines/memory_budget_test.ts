@@ -44,6 +44,9 @@ stages:
     steps: 1
     batch_size: 3
     lr: 1.0e-2
+  - kind: evaluate
+    split: test
+    metrics: [loss]
 `,
   );
   return path;
@@ -64,6 +67,7 @@ async function expected(): Promise<ReturnType<typeof estimateTrainingMemory>> {
     model: { baseFormat: "nf4", trainAll: false },
     storedDtypes: await checkpointDtypes(MODEL, config),
     batch: { B: 3, T: 12 },
+    evaluation: { B: 8, T: 12 },
     adapters: { modules, maxRows: 8 * 12 },
     optimizer: { kind: "adamw" },
   });
@@ -80,7 +84,7 @@ Deno.test("load prints the run's memory estimate before loading and records it",
   const at = lines.indexOf(want);
   assert(at >= 0, `${want}\nnot in:\n${lines.join("\n")}`);
   assert(lines.findIndex((l) => l.startsWith("loaded ")) > at, "printed before the load");
-  assert.match(want, /nf4 [\d,]+\)$/);
+  assert.match(want, /, evaluation [\d,]+; weights f32 [\d,]+, nf4 [\d,]+\)$/);
   const kinds = Object.entries(estimate.weightsByKind)
     .map(([kind, bytes]) => `${kind} ${bytes!.toLocaleString("en-US")}`).join(", ");
   assert.equal(lines[at + 1], `  weights by kind: ${kinds}`);
@@ -88,6 +92,7 @@ Deno.test("load prints the run's memory estimate before loading and records it",
   const summary = JSON.parse(await Deno.readTextFile(`${dir}/run/summary.json`));
   assert.equal(summary.load.estimate_bytes, estimate.total);
   assert.equal(summary.load.estimate_activation_bytes, estimate.activations);
+  assert.equal(summary.load.estimate_evaluation_bytes, estimate.evaluation);
   await Deno.remove(dir, { recursive: true });
 });
 
