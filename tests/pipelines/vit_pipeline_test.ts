@@ -9,7 +9,8 @@ import { join } from "node:path";
 import { loadAdapter } from "../../adapters/adapter_file.ts";
 import { freshHeadValues } from "../../adapters/head.ts";
 import { SafetensorsFile } from "../../formats/safetensors.ts";
-import { imageEvalBatches, loadImageData } from "../../data/images/dataset.ts";
+import { imageEvalBatches, loadImageData, matchLabels } from "../../data/images/dataset.ts";
+import { DataError } from "../../data/readers.ts";
 import { preprocessSettings } from "../../data/images/preprocess.ts";
 import { evaluateClassifier } from "../../eval/classify.ts";
 import { loadModel } from "../../models/registry.ts";
@@ -166,6 +167,27 @@ Deno.test(
       });
       const again = await testLogits(model2, dir, seed);
       for (const [i, l] of logits.entries()) assert.equal(relativeError(again.logits[i], l), 0);
+      // Data with a class the adapter's id2label does not know: one line naming the image and
+      // the adapter file.
+      await writeClasses(join(dir, "other"), ["ant", "yak"], [1, 1], { size: 12, seed });
+      const other = await loadImageData({
+        train: join(dir, "other"),
+        samplingSeed: seed,
+        augmentSeed: 0,
+        preprocess: await preprocessSettings("fixtures/tiny-vit", {}),
+      });
+      assert.throws(
+        () => matchLabels(other, _set2.head!.labels, { what: _set2.head!.source }),
+        (e) => {
+          assert.ok(e instanceof DataError);
+          assert.ok(!e.message.includes("\n"));
+          assert.match(
+            e.message,
+            /^Label "yak" of ".*yak[/\\]000\.png" is unknown to adapter file ".*adapter\.safetensors", whose labels are "ant", "bee"/,
+          );
+          return true;
+        },
+      );
     });
   },
 );
