@@ -318,17 +318,32 @@ export class RowBatchCache<C extends RowCache> implements BatchDecodingCache {
 }
 
 /**
- * Checks the shape of a batched decoding cache.
+ * Checks the shape of a batched decoding cache: each of its tensors must fit in one storage
+ * binding, since the decoding kernels bind a layer's cache whole.
  *
  * @param rows Sequences.
  * @param capacity Positions a sequence.
- * @throws {RangeError} If either is not a positive integer.
+ * @param o The device, and the widest tensor's floats a position.
+ * @throws {RangeError} If either is not a positive integer, or a tensor would not fit.
  */
-export function checkBatchShape(rows: number, capacity: number): void {
+export function checkBatchShape(
+  rows: number,
+  capacity: number,
+  o: { gpu: Gpu; width: number },
+): void {
   for (const [name, n] of [["rows", rows], ["capacity", capacity]] as const) {
     if (!(Number.isSafeInteger(n) && n >= 1)) {
       throw new RangeError(`A batched decoding cache needs ${name} >= 1, got ${n}`);
     }
+  }
+  const bytes = rows * capacity * o.width * 4;
+  if (bytes > o.gpu.maxBindingBytes) {
+    const most = Math.floor(o.gpu.maxBindingBytes / (capacity * o.width * 4));
+    throw new RangeError(
+      `A batched decoding cache of ${rows} rows of ${capacity} positions needs ${bytes} bytes a ` +
+        `layer, over this adapter's ${o.gpu.maxBindingBytes}-byte binding limit: decode at most ` +
+        `${most} rows at once (maxRows) or fewer new tokens`,
+    );
   }
 }
 

@@ -274,8 +274,8 @@ export class Gpt2 extends GpuModel<Gpt2Activations> implements Model {
    * `[rows * capacity, 3C]` tensor of q|k|v rows.
    */
   newBatchCache(rows: number, capacity: number): RowBatchCache<Gpt2Cache> {
-    checkBatchShape(rows, capacity);
     const { nLayer, nEmbd } = this.config;
+    checkBatchShape(rows, capacity, { gpu: this.gpu, width: 3 * nEmbd });
     const layers = Array.from(
       { length: nLayer },
       () => Tensor.empty(this.gpu, [rows * capacity, 3 * nEmbd], { label: "batched kv cache" }),

@@ -317,8 +317,8 @@ export class Llama extends GpuModel<LlamaActivations> implements Model {
    * values `[rows * capacity, KVH*hd]`.
    */
   newBatchCache(rows: number, capacity: number): RowBatchCache<LlamaCache> {
-    checkBatchShape(rows, capacity);
     const { numHiddenLayers: L, numKeyValueHeads: KVH, headDim: hd } = this.config;
+    checkBatchShape(rows, capacity, { gpu: this.gpu, width: KVH * hd });
     const make = () =>
       Array.from(
         { length: L },

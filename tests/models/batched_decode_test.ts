@@ -104,7 +104,26 @@ for (const [fixture, targets] of FIXTURES) {
         cache.lengths,
         [0, 1, 2, 3, 4, 5].map((r) => seqs[order.indexOf(r)].length),
       );
+      // A row copied into a cache of its own, and back into another row, decodes alike.
+      using single = model.newCache(16);
+      single.copyFrom(cache.row(5));
+      cache.row(4).copyFrom(single);
+      const token = Math.floor(next() * V);
+      const one = model.forward({ B: 1, T: 1, tokens: Uint32Array.of(token) }, single);
+      const fromSingle = (await one.logits.read()).slice(0, V);
+      const two = model.decode!([token, token], cache, { rows: [5, 4] });
+      const both = await two.logits.read();
+      for (const b of [0, 1]) {
+        const row = both.subarray(b * two.logitsStride, b * two.logitsStride + V);
+        assert(relativeError(row, fromSingle) < 1e-6, `copied row ${b} seed ${seed}`);
+      }
+      assert.equal(cache.lengths[4], cache.lengths[5]);
       assert.throws(() => model.decode!([1, 2], cache, { rows: [0, 0] }), /taken twice/);
+      assert.throws(() => model.newBatchCache!(0, 4), /rows >= 1/);
+      assert.throws(
+        () => model.newBatchCache!(2 ** 24, 64),
+        /binding limit: decode at most \d+ rows/,
+      );
       assert.throws(() => model.decode!([V], cache, { rows: [0] }), /not below vocab/);
       assert.throws(() => cache.copyRows([{ from: 0, to: 1 }, { from: 1, to: 2 }]), /both read/);
     },
