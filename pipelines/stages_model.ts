@@ -257,7 +257,7 @@ export const attach: StageRunner<AttachStage> = async (stage, state) => {
     state.say(`no adapter: only the head trains (a linear probe)`);
     await state.log.recordStage(stage.id, {
       modules: 0,
-      trainable_parameters: headParams,
+      trainable_parameters: 0,
       head: action,
       head_parameters: headParams,
     });
@@ -272,11 +272,13 @@ export const attach: StageRunner<AttachStage> = async (stage, state) => {
   state.say(
     `attached ${stage.method.toUpperCase()} to ${state.adapters.modules.length} modules: ` +
       `${mine.params.toLocaleString("en-US")} trainable parameters (LoRA r=1 on the same ` +
-      `modules: ${loraR1.params.toLocaleString("en-US")})`,
+      `modules: ${loraR1.params.toLocaleString("en-US")})` +
+      (head ? `, and the head's ${headParams.toLocaleString("en-US")}` : ""),
   );
   await state.log.recordStage(stage.id, {
     modules: state.adapters.modules.length,
-    trainable_parameters: mine.params + headParams,
+    // The adapter's own, as the LoRA figures beside it; the head is counted apart.
+    trainable_parameters: mine.params,
     head: action,
     head_parameters: headParams,
     lora_r1_parameters: loraR1.params,
