@@ -328,8 +328,9 @@ async function searchChunk(
     if (!search.best || score > search.best.score) search.best = { tokens, logProb, score };
   };
   const started = searches.map((s, p) => ({ s, p })).filter(({ s }) => s.steps > 0);
-  const first = await prefill(model, cache, started.map(({ p }) => prompts[p]), (i) => {
-    return started[i].p * width;
+  const first = await prefill(model, cache, {
+    prompts: started.map(({ p }) => prompts[p]),
+    rowOf: (i) => started[i].p * width,
   });
   // Each running search's live beams, in order, own consecutive rows of `logits`.
   let logits = first;

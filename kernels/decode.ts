@@ -221,10 +221,10 @@ export class DecodeKernels {
       rows[2 * b + 1] = length;
       maxLen = Math.max(maxLen, length);
     });
-    const q = at(label, "q", o.q, { rows: 1, width: NH * hd, last: B - 1 });
+    const q = at(label, "q", o.q, { width: NH * hd, last: B - 1 });
     const lastKey = Math.max(...o.rows.map((r) => r.first + r.length - 1));
-    const k = at(label, "k", o.k, { rows: 1, width: KVH * hd, last: lastKey });
-    const v = at(label, "v", o.v, { rows: 1, width: KVH * hd, last: lastKey });
+    const k = at(label, "k", o.k, { width: KVH * hd, last: lastKey });
+    const v = at(label, "v", o.v, { width: KVH * hd, last: lastKey });
     for (const [name, view] of [["q", q], ["k", k], ["v", v]] as const) {
       if (view[0] % 4 !== 0 || view[1] % 4 !== 0) {
         throw new RangeError(
@@ -296,8 +296,8 @@ export class DecodeKernels {
     }
     const lastFrom = Math.max(...o.pairs.map((p) => p.from));
     const lastTo = Math.max(...o.pairs.map((p) => p.to));
-    const src = at(label, "src", o.src, { rows: 1, width: o.width, last: lastFrom });
-    const dst = at(label, "dst", o.dst, { rows: 1, width: o.width, last: lastTo });
+    const src = at(label, "src", o.src, { width: o.width, last: lastFrom });
+    const dst = at(label, "dst", o.dst, { width: o.width, last: lastTo });
     this.#fits(label, o.dst.tensor);
     this.#fits(label, o.src.tensor);
     const list = new Uint32Array(2 * n);
@@ -382,7 +382,7 @@ export class DecodeKernels {
     const rows = o.positions.length;
     const width = o.heads * o.table.headDim;
     if (rows === 0 || width === 0) return;
-    const [shift, ld] = at(label, "x", o.x, { rows: 1, width, last: rows - 1 });
+    const [shift, ld] = at(label, "x", o.x, { width, last: rows - 1 });
     this.#fits(label, o.x.tensor);
     const positions = Uint32Array.from(o.positions, (p) => {
       checkRow(label, "position", p);
@@ -424,7 +424,7 @@ function at(
   label: string,
   name: string,
   view: RowsView,
-  o: { rows: number; width: number; last: number },
+  o: { width: number; last: number },
 ): [number, number] {
   const offset = view.offset ?? 0;
   const ld = view.ld ?? view.tensor.shape.at(-1)!;

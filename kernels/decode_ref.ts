@@ -19,18 +19,16 @@ export interface HostRows {
  * `out[b, h] = softmax_j(q_b,h · k_j / sqrt(hd)) v_j` over the keys `j < length_b` at cache
  * rows `first_b + j`, query head h reading kv head `h / (NH / KVH)`.
  *
- * @param q `B` query rows of `NH * hd`.
- * @param k Key rows of `KVH * hd`.
- * @param v Value rows, laid out like `k`.
+ * @param inputs `q`: `B` query rows of `NH * hd`; `k`: key rows of `KVH * hd`; `v`: value
+ * rows, laid out like `k`.
  * @param o Per-row slots, heads and head size.
  * @returns `out` `[B, NH * hd]` and `lse` `[B * NH]`.
  */
 export function decodeAttentionRef(
-  q: HostRows,
-  k: HostRows,
-  v: HostRows,
+  inputs: { q: HostRows; k: HostRows; v: HostRows },
   o: { rows: readonly { first: number; length: number }[]; NH: number; KVH: number; hd: number },
 ): { out: Float64Array; lse: Float64Array } {
+  const { q, k, v } = inputs;
   const { NH, KVH, hd } = o;
   const B = o.rows.length;
   const out = new Float64Array(B * NH * hd);

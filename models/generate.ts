@@ -174,7 +174,7 @@ async function generateChunk(
   const tMax = prompts.map((p) => Math.min(maxPositions, p.length + maxNew));
   const samplers = prompts.map(() => new Sampler(options));
   using cache = model.newBatchCache!(prompts.length, Math.max(...tMax));
-  let logits = await prefill(model, cache, prompts);
+  let logits = await prefill(model, cache, { prompts });
   let stride = V;
   let active = prompts.map((_, i) => i);
   while (active.length > 0) {
@@ -204,21 +204,20 @@ async function generateChunk(
 }
 
 /**
- * Runs each prompt into its row of `cache` (row i, from row `rowOf(i)`), and reads every
- * prompt's last logits row back at once: `[prompts, V]`.
+ * Runs each prompt into its row of `cache` (prompt i into row `rowOf(i)`), one `B = 1` forward
+ * a prompt, and reads every prompt's last logits row back at once: `[prompts, V]`.
  *
  * @param model The model.
- * @param cache A batched cache with a row for each prompt, empty.
- * @param prompts The prompts.
- * @param rowOf The cache row of prompt i; i by default.
+ * @param cache A batched cache with an empty row for each prompt.
+ * @param o The prompts, and the cache row of prompt i (i by default).
  * @returns The next-token logits of each prompt, V apart.
  */
 export async function prefill(
   model: Model,
   cache: BatchDecodingCache,
-  prompts: readonly ArrayLike<number>[],
-  rowOf: (i: number) => number = (i) => i,
+  o: { prompts: readonly ArrayLike<number>[]; rowOf?: (i: number) => number },
 ): Promise<Float32Array> {
+  const { prompts, rowOf = (i: number) => i } = o;
   const { gpu } = model;
   const V = model.outputs;
   const first = gpu.buffer(prompts.length * V * 4);

@@ -58,12 +58,11 @@ Deno.test(
         NH,
         KVH,
       });
-      const ref = decodeAttentionRef(
-        { data: q, offset: 4, ld: qLd },
-        { data: cache, offset: 4, ld },
-        { data: cache, offset: 4 + width, ld },
-        { rows, NH, KVH, hd },
-      );
+      const ref = decodeAttentionRef({
+        q: { data: q, offset: 4, ld: qLd },
+        k: { data: cache, offset: 4, ld },
+        v: { data: cache, offset: 4 + width, ld },
+      }, { rows, NH, KVH, hd });
       const got = await out.read();
       assert.equal(firstNonFinite(got), -1, `${what}: unwritten out element`);
       const err = relativeError(got, ref.out);
@@ -93,12 +92,11 @@ Deno.test("decode attention streams long rows in several passes", GPU_TEST, asyn
   using out = Tensor.from(gpu, new Float32Array(3 * NH * hd).fill(NaN), [3, NH * hd]);
   using lse = Tensor.empty(gpu, [3 * NH]);
   decode.attention({ out, lse, q: { tensor: tq }, k: { tensor: tk }, v: { tensor: tv }, rows, NH });
-  const ref = decodeAttentionRef(
-    { data: q, offset: 0, ld: NH * hd },
-    { data: k, offset: 0, ld: NH * hd },
-    { data: v, offset: 0, ld: NH * hd },
-    { rows, NH, KVH: NH, hd },
-  );
+  const ref = decodeAttentionRef({
+    q: { data: q, offset: 0, ld: NH * hd },
+    k: { data: k, offset: 0, ld: NH * hd },
+    v: { data: v, offset: 0, ld: NH * hd },
+  }, { rows, NH, KVH: NH, hd });
   const err = relativeError(await out.read(), ref.out);
   assert(err < 1e-5, `seed ${seed}: relative error ${err}`);
 });
