@@ -341,3 +341,37 @@ Deno.test(
     });
   },
 );
+
+Deno.test(
+  "a ViT run with a new head and augmentation resumes from a checkpoint to the same adapter, byte for byte",
+  GPU_TEST,
+  async () => {
+    const seed = freshSeed() % 100_000;
+    await withTempDir("vit-resume", async (dir) => {
+      await writeClasses(join(dir, "train"), CLASSES, [3, 3, 3, 3, 3, 3, 3], { size: 14, seed });
+      await writeClasses(join(dir, "test"), CLASSES, [1, 1, 1, 1, 1, 1, 1], { size: 14, seed });
+      const path = join(dir, "p.yaml");
+      const text = pipeline(
+        dir,
+        "method: nola\ntargets: [mlp]\nr: 1\nk: 8\nhead: new",
+        "metrics: [accuracy]",
+        seed,
+      ).replace("    augment: { crop: false }\n", "    augment: {}\n")
+        .replace("    log_every: 3\n", "    log_every: 3\n    checkpoint_every: 3\n");
+      await Deno.writeTextFile(path, text);
+      const gpu = await testGpu();
+      await runPipeline(path, { gpu, say: () => {} });
+      const run = join(dir, "run");
+      const whole = await Deno.readFile(join(run, "adapter.safetensors"));
+      const checkpoints = [...Deno.readDirSync(join(run, "checkpoints"))].map((e) => e.name).sort();
+      assert.deepEqual(checkpoints, ["step-00000003.safetensors", "step-00000006.safetensors"]);
+      // As if the run had stopped after step 3.
+      await Deno.remove(join(run, "checkpoints", "step-00000006.safetensors"));
+      await Deno.remove(join(run, "adapter.safetensors"));
+      const said: string[] = [];
+      await runPipeline(path, { gpu, resume: true, say: (l) => said.push(l) });
+      assert.ok(said.some((l) => /resuming from step 3/.test(l)), said.join("\n"));
+      assert.deepEqual(await Deno.readFile(join(run, "adapter.safetensors")), whole);
+    });
+  },
+);
