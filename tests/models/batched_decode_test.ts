@@ -73,7 +73,7 @@ for (const [fixture, targets] of FIXTURES) {
       const seed = freshSeed();
       const list = prompts(seed, 5, 13, model.outputs);
       const V = model.outputs;
-      using cache = model.newBatchCache!(6, 16);
+      using cache = model.newBatchCache!(6, 20);
       // Rows 5, 3, 0, 1, 2 hold the prompts (row 4 stays empty): slots need not be in order.
       const rows = [5, 3, 0, 1, 2];
       list.forEach((p, i) => {
@@ -105,7 +105,7 @@ for (const [fixture, targets] of FIXTURES) {
         [0, 1, 2, 3, 4, 5].map((r) => seqs[order.indexOf(r)].length),
       );
       // A row copied into a cache of its own, and back into another row, decodes alike.
-      using single = model.newCache(16);
+      using single = model.newCache(20);
       single.copyFrom(cache.row(5));
       cache.row(4).copyFrom(single);
       const token = Math.floor(next() * V);
