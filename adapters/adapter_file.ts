@@ -591,7 +591,9 @@ export async function loadAdapter(
   const set = await AdapterSet.attach(model, config, { maxRows: options.maxRows });
   if (head && headValues) {
     set.setHead(
-      restoreHead(model, head.labels, headValues, {
+      restoreHead(model, {
+        labels: head.labels,
+        values: headValues,
         trainable: options.trainHead,
         source: `adapter file "${path}"`,
       }),

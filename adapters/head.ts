@@ -52,15 +52,20 @@ export interface AdapterHead {
  * A fresh head's values (see the module doc).
  *
  * @param classes Rows of the weight.
- * @param inFeatures Columns of the weight.
- * @param seed The seed.
+ * @param options `inFeatures`, the weight's columns, and the `seed`.
  * @returns Weight `[classes, inFeatures]` row-major and a zero bias `[classes]`.
+ *
+ * @example
+ * ```ts
+ * import { freshHeadValues } from "./adapters/head.ts";
+ * const { weight, bias } = freshHeadValues(10, { inFeatures: 768, seed: 0 });
+ * ```
  */
 export function freshHeadValues(
   classes: number,
-  inFeatures: number,
-  seed: number,
+  options: { inFeatures: number; seed: number },
 ): { weight: Float32Array; bias: Float32Array } {
+  const { inFeatures, seed } = options;
   const rng = new Random(seed, HEAD_STREAM);
   const weight = new Float32Array(classes * inFeatures);
   for (let i = 0; i < weight.length; i += 2) {
@@ -74,20 +79,20 @@ export function freshHeadValues(
 }
 
 /**
- * Says which head a model gets for the data's classes under `mode`.
+ * Says which head a model gets for the data's classes under a head mode.
  *
  * @param model The model (its `classifierHead`).
- * @param labels The data's class names by id, or undefined when there is no labelled data.
- * @param mode The head mode.
+ * @param options `labels`, the data's class names by id (undefined when there is no labelled
+ * data), and the head `mode`.
  * @returns `keep` (the checkpoint's, frozen), `train` (the checkpoint's, trained) or `new`.
  * @throws {RangeError} On a head mode for a model without a classifier head, or `new` without
  * labelled data.
  */
 export function headAction(
   model: Pick<Model, "classifierHead" | "modelType">,
-  labels: readonly string[] | undefined,
-  mode: HeadMode,
+  options: { labels: readonly string[] | undefined; mode: HeadMode },
 ): "keep" | "train" | "new" {
+  const { labels, mode } = options;
   const head = model.classifierHead;
   if (!head) {
     if (mode === "auto" || mode === "frozen") return "keep";
@@ -126,7 +131,10 @@ export function newHead(
   options: { seed: number },
 ): AdapterHead {
   const head = requireHead(model);
-  const values = freshHeadValues(labels.length, head.inFeatures, options.seed);
+  const values = freshHeadValues(labels.length, {
+    inFeatures: head.inFeatures,
+    seed: options.seed,
+  });
   const grads = model.replaceHead!(labels, values, { trainable: true });
   return {
     name: head.name,
@@ -164,17 +172,20 @@ export async function trainCheckpointHead(
  * Puts stored head values on the model (an adapter file's head).
  *
  * @param model A classifier.
- * @param labels Class names by id.
- * @param values Weight and bias.
- * @param options `trainable`, and `source` for messages.
+ * @param options The class names by id (`labels`), the weight and bias (`values`), `trainable`,
+ * and `source` for messages.
  * @returns The head.
  */
 export function restoreHead(
   model: Model,
-  labels: readonly string[],
-  values: { weight: Float32Array; bias: Float32Array },
-  options: { trainable?: boolean; source: string },
+  options: {
+    labels: readonly string[];
+    values: { weight: Float32Array; bias: Float32Array };
+    trainable?: boolean;
+    source: string;
+  },
 ): AdapterHead {
+  const { labels, values } = options;
   const head = requireHead(model);
   const grads = model.replaceHead!(labels, values, { trainable: options.trainable });
   return {

@@ -33,11 +33,20 @@ export interface ClassifierScores {
  * logit, or equal logit and lower id).
  *
  * @param logits The row (at least `classes` values).
- * @param classes Classes in the row.
- * @param target A class id.
+ * @param options `classes` in the row and the `target` class id.
  * @returns 0 for the top class.
+ *
+ * @example
+ * ```ts
+ * import { classRank } from "./eval/classify.ts";
+ * console.log(classRank([0.1, 2, 2, -1], { classes: 4, target: 2 })); // 1
+ * ```
  */
-export function classRank(logits: ArrayLike<number>, classes: number, target: number): number {
+export function classRank(
+  logits: ArrayLike<number>,
+  options: { classes: number; target: number },
+): number {
+  const { classes, target } = options;
   const t = logits[target];
   let rank = 0;
   for (let c = 0; c < classes; c++) {
@@ -104,7 +113,7 @@ export async function evaluateClassifier(
       for (let c = 1; c < C; c++) if (row[c] > row[best]) best = c;
       confusion[target][best] += m;
       if (best === target) correct += m;
-      if (topK !== undefined && classRank(row, C, target) < topK) inTopK += m;
+      if (topK !== undefined && classRank(row, { classes: C, target }) < topK) inTopK += m;
       n += m;
     }
   }
@@ -132,15 +141,21 @@ export interface ClassProbability {
  * ties to the lower id.
  *
  * @param logits The row's class logits.
- * @param labels Class names by id (as many as the logits).
- * @param k Classes wanted; fewer when there are fewer.
+ * @param options `labels`, the class names by id (as many as the logits), and `k`, the classes
+ * wanted (fewer when there are fewer).
  * @returns The top classes.
+ *
+ * @example
+ * ```ts
+ * import { topClasses } from "./eval/classify.ts";
+ * console.log(topClasses([1, 3, 2], { labels: ["cat", "dog", "emu"], k: 2 })); // dog, emu
+ * ```
  */
 export function topClasses(
   logits: ArrayLike<number>,
-  labels: readonly string[],
-  k: number,
+  options: { labels: readonly string[]; k: number },
 ): ClassProbability[] {
+  const { labels, k } = options;
   const C = labels.length;
   let max = -Infinity;
   for (let c = 0; c < C; c++) max = Math.max(max, logits[c]);

@@ -153,19 +153,19 @@ export interface ImageClassification {
  * batches of 8.
  *
  * @param model A classifier (with its adapters and head in place).
- * @param folder Its folder, for the preprocessing.
  * @param images Image files.
- * @param options `top`: classes an image (default 5).
+ * @param options `folder`, the model's folder (its preprocessing), and `top`, classes an image
+ * (default 5).
  * @returns One entry an image, in order.
  * @throws {ModelConfigError} If the model is not a classifier.
  * @throws {DataError} If an image cannot be read or decoded, naming the file.
  */
 export async function classifyImages(
   model: Model,
-  folder: string,
   images: readonly string[],
-  options: { top?: number } = {},
+  options: { folder: string; top?: number },
 ): Promise<ImageClassification[]> {
+  const { folder } = options;
   const head = model.classifierHead;
   if (model.task !== "classification" || !head) {
     throw new ModelConfigError(
@@ -191,7 +191,7 @@ export async function classifyImages(
     );
     files.forEach((image, b) => {
       const row = logits.subarray(b * stride, b * stride + model.outputs);
-      out.push({ image, classes: topClasses(row, head.labels, options.top ?? 5) });
+      out.push({ image, classes: topClasses(row, { labels: head.labels, k: options.top ?? 5 }) });
     });
   }
   return out;
@@ -214,7 +214,8 @@ export async function classifyCommand(options: ClassifyCommandOptions): Promise<
   using _set = options.adapter
     ? await loadAdapter(model, options.adapter, { maxRows: B * model.maxPositions })
     : undefined;
-  const results = await classifyImages(model, options.model, options.images, {
+  const results = await classifyImages(model, options.images, {
+    folder: options.model,
     top: options.top,
   });
   for (const { image, classes } of results) {

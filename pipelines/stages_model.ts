@@ -218,7 +218,7 @@ export const attach: StageRunner<AttachStage> = async (stage, state) => {
   const labels = state.data?.images?.id2label;
   let action: "keep" | "train" | "new";
   try {
-    action = headAction(model, labels, stage.head);
+    action = headAction(model, { labels, mode: stage.head });
   } catch (e) {
     if (!(e instanceof RangeError)) throw e;
     throw stageError(state, "head", e.message);

@@ -68,9 +68,9 @@ async function randomizeAdapters(set: AdapterSet, seed: number) {
 
 Deno.test("a fresh head is seeded: the same seed gives the same weight, std near 0.02, zero bias", () => {
   const seed = freshSeed();
-  const a = freshHeadValues(50, 101, seed);
-  const b = freshHeadValues(50, 101, seed);
-  const c = freshHeadValues(50, 101, seed + 1);
+  const a = freshHeadValues(50, { inFeatures: 101, seed });
+  const b = freshHeadValues(50, { inFeatures: 101, seed });
+  const c = freshHeadValues(50, { inFeatures: 101, seed: seed + 1 });
   assert.deepEqual(a.weight, b.weight);
   assert.notDeepEqual(a.weight, c.weight);
   assert.ok(a.bias.every((x) => x === 0));
@@ -87,17 +87,23 @@ Deno.test("headAction: auto is new only when the classes differ; new needs label
     modelType: "vit",
     classifierHead: { name: "h", inFeatures: 4, labels: ["x", "y"] },
   };
-  assert.equal(headAction(vit, ["x", "y"], "auto"), "keep");
-  assert.equal(headAction(vit, ["y", "x"], "auto"), "new");
-  assert.equal(headAction(vit, ["x", "y", "z"], "auto"), "new");
-  assert.equal(headAction(vit, undefined, "auto"), "keep");
-  assert.equal(headAction(vit, ["x", "y"], "new"), "new");
-  assert.equal(headAction(vit, ["q"], "train"), "train");
-  assert.equal(headAction(vit, ["q"], "frozen"), "keep");
-  assert.throws(() => headAction(vit, undefined, "new"), /put a data stage with "format: images"/);
+  assert.equal(headAction(vit, { labels: ["x", "y"], mode: "auto" }), "keep");
+  assert.equal(headAction(vit, { labels: ["y", "x"], mode: "auto" }), "new");
+  assert.equal(headAction(vit, { labels: ["x", "y", "z"], mode: "auto" }), "new");
+  assert.equal(headAction(vit, { labels: undefined, mode: "auto" }), "keep");
+  assert.equal(headAction(vit, { labels: ["x", "y"], mode: "new" }), "new");
+  assert.equal(headAction(vit, { labels: ["q"], mode: "train" }), "train");
+  assert.equal(headAction(vit, { labels: ["q"], mode: "frozen" }), "keep");
+  assert.throws(
+    () => headAction(vit, { labels: undefined, mode: "new" }),
+    /put a data stage with "format: images"/,
+  );
   const gpt2 = { modelType: "gpt2", classifierHead: undefined };
-  assert.equal(headAction(gpt2, undefined, "auto"), "keep");
-  assert.throws(() => headAction(gpt2, undefined, "train"), /gpt2 model has no classifier head/);
+  assert.equal(headAction(gpt2, { labels: undefined, mode: "auto" }), "keep");
+  assert.throws(
+    () => headAction(gpt2, { labels: undefined, mode: "train" }),
+    /gpt2 model has no classifier head/,
+  );
 });
 
 for (const layout of LAYOUTS) {
@@ -112,7 +118,7 @@ for (const layout of LAYOUTS) {
       assert.equal(model.outputs, 7);
       assert.equal(head.name, layout.head);
       const W = (await model.params.get(`${layout.head}.weight`)!.read()) as Float32Array;
-      assert.deepEqual(W, freshHeadValues(7, 24, seed).weight);
+      assert.deepEqual(W, freshHeadValues(7, { inFeatures: 24, seed }).weight);
       // A non-zero bias, so its path is checked too.
       const bias = randomArray(7, seed + 9);
       gpu.write(model.params.get(`${layout.head}.bias`)!.buffer, bias);

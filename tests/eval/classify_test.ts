@@ -68,7 +68,7 @@ Deno.test(
       confusion[labels[i]][order[0]]++;
       if (order[0] === labels[i]) top1++;
       if (order.slice(0, 5).includes(labels[i])) top5++;
-      assert.equal(classRank(r, C, labels[i]), order.indexOf(labels[i]));
+      assert.equal(classRank(r, { classes: C, target: labels[i] }), order.indexOf(labels[i]));
     });
     assert.equal(got.n, n);
     assert.equal(got.accuracy, (100 * top1) / n);
@@ -90,7 +90,7 @@ Deno.test("topClasses equals a float64 softmax sorted by hand, ties to the lower
   const want = Array.from(logits, (v, id) => ({ id, p: Math.exp(v) / z }))
     .sort((a, b) => b.p - a.p || a.id - b.id);
   for (const k of [1, 5, 9, 12]) {
-    const got = topClasses(logits, labels, k);
+    const got = topClasses(logits, { labels, k });
     assert.equal(got.length, Math.min(k, 9));
     got.forEach((c, i) => {
       assert.equal(c.id, want[i].id);

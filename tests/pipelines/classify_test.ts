@@ -79,12 +79,12 @@ Deno.test(
       for (const folder of ["fixtures/tiny-vit", "fixtures/tiny-vit-timm"]) {
         using model = await loadModel(gpu, folder);
         const labels = [...model.classifierHead!.labels];
-        const got = await classifyImages(model, folder, files, { top: 3 });
+        const got = await classifyImages(model, files, { folder, top: 3 });
         const want = await reference(model, folder, files, labels);
         assert.deepEqual(got.map((r) => r.image), files);
         got.forEach((r, i) => assertClose(r.classes, want[i].slice(0, 3)));
         // Five classes: the default top 5 lists them all, summing to 1.
-        const all = await classifyImages(model, folder, files.slice(0, 1));
+        const all = await classifyImages(model, files.slice(0, 1), { folder });
         assert.equal(all[0].classes.length, 5);
         const sum = all[0].classes.reduce((s, c) => s + c.probability, 0);
         assert.ok(Math.abs(sum - 1) < 1e-9);
@@ -104,7 +104,7 @@ Deno.test(
         gpu.write(p.param.buffer, randomArray(p.param.size, seed + i).map((x) => 0.3 * x));
       }
       set.prepareStep();
-      const got = await classifyImages(model, "fixtures/tiny-vit", files);
+      const got = await classifyImages(model, files, { folder: "fixtures/tiny-vit" });
       const want = await reference(model, "fixtures/tiny-vit", files, LABELS);
       got.forEach((r, i) => assertClose(r.classes, want[i].slice(0, 5)));
       await saveAdapter(set, join(dir, "adapter.safetensors"), { baseModel: "tiny-vit" });
@@ -142,7 +142,7 @@ Deno.test(
       set.setHead(newHead(model, LABELS, { seed }));
       const adapter = join(dir, "probe.safetensors");
       await saveAdapter(set, adapter, { baseModel: "tiny-vit" });
-      const want = await classifyImages(model, "fixtures/tiny-vit", files.slice(0, 2));
+      const want = await classifyImages(model, files.slice(0, 2), { folder: "fixtures/tiny-vit" });
 
       const ok = await cli([
         "classify",

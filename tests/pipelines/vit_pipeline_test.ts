@@ -323,7 +323,7 @@ Deno.test(
       assert.equal(summary.save.quant_bits, 4);
       using file = await SafetensorsFile.open(join(dir, "run", "adapter.safetensors"));
       const W = await file.readFloat32("head.classifier.weight");
-      const fresh = freshHeadValues(7, 24, seed).weight;
+      const fresh = freshHeadValues(7, { inFeatures: 24, seed }).weight;
       assert.ok(relativeError(W, fresh) > 1e-3, "the head was trained");
 
       const full = pipeline(dir, "method: none\nhead: new", "metrics: [accuracy]", seed)
