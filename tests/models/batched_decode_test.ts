@@ -42,7 +42,7 @@ async function withNola(model: Model, targets: readonly string[], seed: number) 
 
 for (const [fixture, targets] of FIXTURES) {
   Deno.test(
-    `${fixture}: batched greedy generation equals one prompt at a time, with and without NOLA`,
+    `${fixture}: batched greedy and sampled generation equal one prompt at a time, with and without NOLA`,
     GPU_TEST,
     async () => {
       const gpu = await testGpu();
@@ -58,7 +58,14 @@ for (const [fixture, targets] of FIXTURES) {
         // maxRows 4: chunks of 4, 4 and 3 prompts; all 11 at once uses the wide matmul tiles.
         const batched = await generateBatch(model, list, { ...options, maxRows: 4 });
         assert.deepEqual(batched, one, what);
-        if (!adapted) assert.deepEqual(await generateBatch(model, list, options), one, what);
+        if (!adapted) {
+          assert.deepEqual(await generateBatch(model, list, options), one, what);
+          // Seeded sampling: each prompt draws from its own sampler, seeded as it would be alone.
+          const sampled = { maxNewTokens: 6, temperature: 1, topK: 20, seed: seed % 1000 };
+          const alone = [];
+          for (const p of list.slice(0, 4)) alone.push(await generateTokens(model, p, sampled));
+          assert.deepEqual(await generateBatch(model, list.slice(0, 4), sampled), alone, what);
+        }
         model.detachAll();
       }
     },
