@@ -116,9 +116,9 @@ base's own layout and dtype).
   },
   bench: {
     usage: "bench [SUITE]... [--filter TEXT]",
-    help: `Runs the benchmarks (matmul, qmatmul, memory, basis, gpt2, llama, adapters, decode,
-train; default all): a table each on stdout and JSON under out/bench/. --filter keeps matching
-matmul rows, qmatmul shapes, llama models, and memory models and shapes (memory --filter gpt2
+    help: `Runs the benchmarks (matmul, qmatmul, memory, basis, gpt2, llama, vit, adapters,
+decode, train; default all): a table each on stdout and JSON under out/bench/. --filter keeps
+matching matmul rows, qmatmul shapes, llama and vit models, and memory models and shapes (memory --filter gpt2
 skips its 7B training step, which takes most of an hour on a CPU rasterizer; decode --filter
 greedy skips beam search).
 

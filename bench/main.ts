@@ -28,6 +28,7 @@ import {
 import { QMATMUL_SHAPES } from "./qmatmul.ts";
 import { formatTable } from "./table.ts";
 import { benchTrain } from "./train.ts";
+import { benchVit, formatVitBench } from "./vit.ts";
 
 /** One suite: measures, prints its table, returns what goes into its JSON. */
 type Suite = (gpu: Gpu, options: { filter?: string }) => Promise<Record<string, unknown>>;
@@ -152,6 +153,11 @@ const SUITES: Record<string, Suite> = {
     console.log(formatLlamaBench(rows));
     return { rows };
   },
+  async vit(gpu, { filter }) {
+    const rows = await benchVit(gpu, { filter });
+    console.log(formatVitBench(rows));
+    return { rows };
+  },
   async adapters(gpu) {
     const r = await benchAdapters(gpu);
     console.log(`${r.model}, batch ${r.B} x ${r.T}, q and v adapters, r = 8:`);
@@ -220,13 +226,13 @@ const SUITES: Record<string, Suite> = {
 /** Options of {@link runBench}. */
 export interface RunBenchOptions {
   /**
-   * Suites to run (default all): matmul, qmatmul, memory, basis, gpt2, llama, adapters, decode,
-   * train.
+   * Suites to run (default all): matmul, qmatmul, memory, basis, gpt2, llama, vit, adapters,
+   * decode, train.
    */
   suites?: string[];
   /**
    * Matmul: keeps rows whose variant, op or shape contains this text; qmatmul: shapes, ops or
-   * formats; llama: models by name; memory: models (`gpt2-small`, `llama-2-7b`: bytes and, for
+   * formats; llama, vit: models by name; memory: models (`gpt2-small`, `llama-2-7b`: bytes and, for
    * the 7B, its nf4 training step) and qmatmul shapes; decode: `greedy` skips beam search.
    */
   filter?: string;
