@@ -28,6 +28,7 @@ import { runPipeline } from "../pipelines/run.ts";
 import { NonFiniteLossError } from "../train/trainer.ts";
 import {
   type ExperimentOptions,
+  ExperimentUsageError,
   type Method,
   parseMethod,
   parseOptions,
@@ -39,6 +40,7 @@ import {
   defaultBase,
   evalFigures,
   evaluateMetrics,
+  hashInputs,
   LABEL_SMOOTHING,
   methodSettings,
   num,
@@ -56,6 +58,7 @@ import {
   type FinalFigures,
   type FinalRun,
   pickLearningRates,
+  type SweepFigures,
   type SweepRun,
 } from "./nola_vs_lora_report.ts";
 import { writeResults } from "./nola_vs_lora_output.ts";
@@ -119,20 +122,9 @@ export async function main(
   });
   const slotError = evaluateMetrics().includes("slot_error");
   const trained = trainedMethods(options.methods);
-  const seeds = Array.from({ length: options.seeds }, (_, i) => i);
   const store = new RunStore(options.out);
   await Deno.mkdir(options.out, { recursive: true });
 
-  // Every run, in order: the whole sweep, then each method's seeds (at its pick, known later).
-  const sweepPlan = trained.flatMap((t) =>
-    options.sweepFactors.map((f) => ({ t, lr: roundLr(centre(options, t.method) * f) }))
-  );
-  const total = sweepPlan.length + trained.length * seeds.length;
-  const eta = new Eta();
-  let index = 0;
-  let [ran, skipped] = [0, 0];
-  const sweep: SweepRun[] = [];
-  const finals: FinalRun[] = [];
   const common = {
     experiment: "nola-vs-lora",
     version: 1,
@@ -144,117 +136,6 @@ export async function main(
     base: { path: inputs.base, sha256: inputs.baseHash },
     data: { path: inputs.data, sha256: inputs.dataHash },
   };
-  const remaining = (done: number) => {
-    const left: { kind: string; units: number }[] = [];
-    for (let i = done; i < total; i++) {
-      left.push(
-        i < sweepPlan.length
-          ? { kind: "sweep", units: options.sweepSteps }
-          : { kind: "final", units: options.steps },
-      );
-    }
-    return left;
-  };
-  const report = () =>
-    writeResults(options.out, {
-      options,
-      base: inputs.base,
-      testMrs: Math.min(options.testExamples ?? Infinity, inputs.testMrs),
-      validationMrs: inputs.validationMrs,
-      slotError,
-      command: ["deno task experiment nola-vs-lora", ...args].join(" "),
-      sweep,
-      finals,
-    });
-
-  say(
-    `nola-vs-lora: ${options.methods.map((m) => m.id).join(", ")}; base ${inputs.base}\n` +
-      `  sweep: ${sweepPlan.length} runs of ${options.sweepSteps} steps; final: ` +
-      `${total - sweepPlan.length} runs of ${options.steps} steps, each scored on ` +
-      `${Math.min(options.testExamples ?? Infinity, inputs.testMrs)} test meaning ` +
-      `representations; output in ${options.out}`,
-  );
-  using stop = new StopRequest(say);
-  using acquired = io.gpu ? undefined : await Gpu.acquire();
-  const gpu = io.gpu ?? acquired!;
-  const runOne = async <F extends object>(
-    kind: "sweep" | "final",
-    title: string,
-    settings: Record<string, unknown>,
-    stages: string,
-    read: (summary: Summary) => F,
-  ): Promise<{ figures: F | Diverged; seconds: number; folder: string } | undefined> => {
-    index++;
-    const name = `${kind}-${settings.method}-lr${
-      lrText(settings.lr as number)
-    }-seed${settings.seed}`;
-    const folder = await store.folder(name, settings);
-    const before = await store.done<Record<string, unknown>, F | Diverged>(folder, settings);
-    if (before) {
-      skipped++;
-      say(`[${index}/${total}] ${title}: done before (${folder})`);
-      return { figures: before.figures, seconds: before.seconds, folder };
-    }
-    say(`[${index}/${total}] ${title} ...`);
-    await Deno.mkdir(folder, { recursive: true });
-    const path = join(folder, "pipeline.yaml");
-    await Deno.writeTextFile(path, pipelineYaml(name, folder, settings, stages, inputs));
-    const start = performance.now();
-    let figures: F | Diverged;
-    try {
-      const result = await runPipeline(path, { gpu, say: (line) => say(indent(line)) });
-      if (result.interrupted) return undefined;
-      figures = read(JSON.parse(await Deno.readTextFile(join(folder, "summary.json"))));
-    } catch (e) {
-      // Too high a rate is a result of the sweep, not a failure of the experiment.
-      if (!(e instanceof NonFiniteLossError)) throw e;
-      figures = { diverged: e.message };
-    }
-    const seconds = (performance.now() - start) / 1000;
-    await store.save(folder, {
-      settings,
-      figures,
-      seconds,
-      finished: new Date().toISOString(),
-    });
-    ran++;
-    eta.record(kind, kind === "sweep" ? options.sweepSteps : options.steps, seconds);
-    const left = eta.estimate(remaining(index));
-    say(
-      `[${index}/${total}] ${title}: ${describe(figures)} (${formatDuration(seconds)})` +
-        (left === undefined || index === total ? "" : `; about ${formatDuration(left)} left`),
-    );
-    return { figures, seconds, folder };
-  };
-
-  for (const { t, lr } of sweepPlan) {
-    const settings = {
-      ...common,
-      ...methodSettings(t.method),
-      phase: "sweep",
-      lr,
-      seed: seeds[0],
-      steps: options.sweepSteps,
-    };
-    const title = `sweep ${t.method.label}, lr ${lrText(lr)}, ${options.sweepSteps} steps`;
-    const done = await runOne(
-      "sweep",
-      title,
-      settings,
-      trainStages(t.method, lr, options.sweepSteps, options.batchSize),
-      (s) => ({
-        valLoss: num(s, "train", "best_validation_loss"),
-        finalTrainLoss: num(s, "train", "final_train_loss"),
-        trainableParameters: num(s, "attach", "trainable_parameters"),
-      }),
-    );
-    if (!done) return stopped(options.out, ran, skipped, say);
-    sweep.push({ method: t.method.id, lr, seed: seeds[0], steps: options.sweepSteps, ...done });
-    await report();
-    if (stop.requested) return stopped(options.out, ran, skipped, say);
-  }
-
-  const picks = pickLearningRates(sweep);
   const evaluation = {
     metrics: ["bleu", "rouge_l", ...(slotError ? ["slot_error"] : [])],
     decoding: "beam",
@@ -264,34 +145,176 @@ export async function main(
     maxNewTokens: options.maxNewTokens,
     testExamples: options.testExamples ?? null,
   };
+  const job = async (kind: Job["kind"], t: Trained, lr: number, seed: number): Promise<Job> => {
+    const steps = kind === "sweep" ? options.sweepSteps : options.steps;
+    const settings: Record<string, unknown> = {
+      ...common,
+      ...methodSettings(t.method),
+      phase: kind,
+      lr,
+      seed,
+      steps,
+      ...(kind === "final" ? { ptqBits: t.ptq ? QUANT_BITS : null, evaluation } : {}),
+    };
+    const name = `${kind}-${t.method.id}-lr${lrText(lr)}-seed${seed}`;
+    const train = trainStages(t.method, lr, steps, options.batchSize);
+    const j: Job = {
+      kind,
+      method: t.method.id,
+      lr,
+      seed,
+      steps,
+      name,
+      settings,
+      folder: await store.folder(name, settings),
+      ...(kind === "sweep"
+        ? {
+          title: `sweep ${t.method.label}, lr ${lrText(lr)}, ${steps} steps`,
+          stages: train,
+          read: (s: Summary): SweepFigures => ({
+            valLoss: num(s, "train", "best_validation_loss"),
+            finalTrainLoss: num(s, "train", "final_train_loss"),
+            trainableParameters: num(s, "attach", "trainable_parameters"),
+          }),
+        }
+        : {
+          title: `${t.method.label}${t.ptq ? " (+ 4-bit PTQ)" : ""}, lr ${lrText(lr)}, ` +
+            `seed ${seed}, ${steps} steps`,
+          stages: train + scoreStages(options, evaluation.metrics, "") +
+            (t.ptq ? ptqStages(options, evaluation.metrics) : ""),
+          read: (s: Summary): FinalFigures => ({
+            trainableParameters: num(s, "attach", "trainable_parameters"),
+            ...evalFigures(s, "", num(s, "train", "best_validation_loss")),
+            ...(t.ptq ? { ptq: evalFigures(s, "_4bit", num(s, "val_4bit", "loss")) } : {}),
+          }),
+        }),
+    };
+    const before = await store.done<Record<string, unknown>, object>(j.folder, settings);
+    if (before) j.done = { figures: before.figures, seconds: before.seconds };
+    return j;
+  };
+
+  // Every run, in order: the whole sweep, then each method's seeds at its pick. Runs finished
+  // before are found first, so the files written along the way show all that is known.
+  const sweepJobs: Job[] = [];
   for (const t of trained) {
-    const lr = picks.get(t.method.id)!.lr;
-    for (const seed of seeds) {
-      const settings = {
-        ...common,
-        ...methodSettings(t.method),
-        phase: "final",
-        lr,
-        seed,
-        steps: options.steps,
-        ptqBits: t.ptq ? QUANT_BITS : null,
-        evaluation,
-      };
-      const title = `${t.method.label}${t.ptq ? " (+ 4-bit PTQ)" : ""}, lr ${lrText(lr)}, ` +
-        `seed ${seed}, ${options.steps} steps`;
-      const stages = trainStages(t.method, lr, options.steps, options.batchSize) +
-        scoreStages(options, evaluation.metrics, "") +
-        (t.ptq ? ptqStages(options, evaluation.metrics) : "");
-      const done = await runOne("final", title, settings, stages, (s): FinalFigures => ({
-        trainableParameters: num(s, "attach", "trainable_parameters"),
-        ...evalFigures(s, "", num(s, "train", "best_validation_loss")),
-        ...(t.ptq ? { ptq: evalFigures(s, "_4bit", num(s, "val_4bit", "loss")) } : {}),
-      }));
-      if (!done) return stopped(options.out, ran, skipped, say);
-      finals.push({ method: t.method.id, lr, seed, steps: options.steps, ...done });
-      await report();
-      if (stop.requested && index < total) return stopped(options.out, ran, skipped, say);
+    for (const f of options.sweepFactors) {
+      sweepJobs.push(await job("sweep", t, roundLr(centre(options, t.method) * f), 0));
     }
+  }
+  let finalJobs: Job[] = [];
+  const seeds = Array.from({ length: options.seeds }, (_, i) => i);
+  const planFinals = async () => {
+    const picks = pickLearningRates(runsOf(sweepJobs) as SweepRun[]);
+    finalJobs = [];
+    for (const t of trained) {
+      for (const seed of seeds) {
+        finalJobs.push(await job("final", t, picks.get(t.method.id)!.lr, seed));
+      }
+    }
+  };
+  if (sweepJobs.every((j) => j.done)) await planFinals();
+  const total = sweepJobs.length + trained.length * seeds.length;
+  const report = () =>
+    writeResults(options.out, {
+      options,
+      base: inputs.base,
+      testMrs: Math.min(options.testExamples ?? Infinity, inputs.testMrs),
+      validationMrs: inputs.validationMrs,
+      slotError,
+      command: ["deno task experiment nola-vs-lora", ...args].join(" "),
+      sweep: runsOf(sweepJobs) as SweepRun[],
+      finals: runsOf(finalJobs) as FinalRun[],
+    });
+
+  say(
+    `nola-vs-lora: ${options.methods.map((m) => m.id).join(", ")}; base ${inputs.base}\n` +
+      `  sweep: ${sweepJobs.length} runs of ${options.sweepSteps} steps; final: ` +
+      `${total - sweepJobs.length} runs of ${options.steps} steps, each scored on ` +
+      `${Math.min(options.testExamples ?? Infinity, inputs.testMrs)} test meaning ` +
+      `representations; output in ${options.out}`,
+  );
+  // Hours long, the experiment must not mix two bases (or data sets) under one key.
+  const unchanged = async () => {
+    const now = await hashInputs(inputs.base, inputs.data);
+    const changed = now.baseHash !== inputs.baseHash
+      ? `the base model folder "${inputs.base}"`
+      : now.dataHash !== inputs.dataHash
+      ? `the data folder "${inputs.data}"`
+      : undefined;
+    if (changed) {
+      throw new ExperimentUsageError(
+        `${changed[0].toUpperCase()}${changed.slice(1)} changed while the experiment ran: ` +
+          `finished runs are kept; give the command again to go on with the files as they are now`,
+      );
+    }
+  };
+  using stop = new StopRequest(say);
+  using acquired = io.gpu ? undefined : await Gpu.acquire();
+  const gpu = io.gpu ?? acquired!;
+  const eta = new Eta();
+  let [ran, skipped] = [0, 0];
+  const stopped = (): ExperimentOutcome => {
+    say(
+      `\nstopped: ${ran} runs done now, ${skipped} before; the same command continues ` +
+        `(finished runs are kept in ${join(options.out, "runs")})`,
+    );
+    return { out: options.out, ran, skipped, interrupted: true };
+  };
+  // Runs one job unless it finished before; false when it was interrupted.
+  const execute = async (j: Job, index: number): Promise<boolean> => {
+    if (j.done) {
+      skipped++;
+      say(`[${index}/${total}] ${j.title}: done before (${j.folder})`);
+      return true;
+    }
+    say(`[${index}/${total}] ${j.title} ...`);
+    await Deno.mkdir(j.folder, { recursive: true });
+    const path = join(j.folder, "pipeline.yaml");
+    await Deno.writeTextFile(path, pipelineYaml(j.name, j.folder, j.settings, j.stages, inputs));
+    await unchanged();
+    const start = performance.now();
+    let figures: object;
+    try {
+      const result = await runPipeline(path, { gpu, say: (line) => say(indent(line)) });
+      if (result.interrupted) return false;
+      figures = j.read(JSON.parse(await Deno.readTextFile(join(j.folder, "summary.json"))));
+    } catch (e) {
+      // Too high a rate is a result of the sweep, not a failure of the experiment.
+      if (!(e instanceof NonFiniteLossError)) throw e;
+      figures = { diverged: e.message } satisfies Diverged;
+    }
+    const seconds = (performance.now() - start) / 1000;
+    // A run that read files changed under it is not kept: it is keyed by the old ones.
+    await unchanged();
+    await store.save(j.folder, { settings: j.settings, figures, seconds, finished: now() });
+    j.done = { figures, seconds };
+    ran++;
+    await report();
+    eta.record(j.kind, j.steps, seconds);
+    const left = eta.estimate([
+      ...[...sweepJobs, ...finalJobs].filter((o) => !o.done)
+        .map((o) => ({ kind: o.kind, units: o.steps })),
+      // Final runs not planned yet (the sweep is not over).
+      ...Array.from({ length: total - sweepJobs.length - finalJobs.length }, () => ({
+        kind: "final",
+        units: options.steps,
+      })),
+    ]);
+    say(
+      `[${index}/${total}] ${j.title}: ${describe(figures)} (${formatDuration(seconds)})` +
+        (left === undefined || left === 0 ? "" : `; about ${formatDuration(left)} left`),
+    );
+    return true;
+  };
+
+  for (const [i, j] of sweepJobs.entries()) {
+    if (!await execute(j, i + 1) || stop.requested) return stopped();
+  }
+  await planFinals();
+  for (const [i, j] of finalJobs.entries()) {
+    if (!await execute(j, sweepJobs.length + i + 1)) return stopped();
+    if (stop.requested && i < finalJobs.length - 1) return stopped();
   }
   await report();
   say(
@@ -301,6 +324,44 @@ export async function main(
     }`,
   );
   return { out: options.out, ran, skipped, interrupted: false };
+}
+
+/** One run of the plan: its key, its pipeline's stages, and its result once it has one. */
+interface Job {
+  kind: "sweep" | "final";
+  method: string;
+  lr: number;
+  seed: number;
+  steps: number;
+  title: string;
+  /** The readable part of its folder's name. */
+  name: string;
+  /** Its full settings: the key it is stored under. */
+  settings: Record<string, unknown>;
+  /** The stages after load and data, as YAML. */
+  stages: string;
+  /** Its figures from the pipeline's summary. */
+  read: (summary: Summary) => object;
+  folder: string;
+  /** Its result, once finished (now or before). */
+  done?: { figures: object; seconds: number };
+}
+
+/** The finished jobs as rows of the results, in plan order. */
+function runsOf(jobs: readonly Job[]): (SweepRun | FinalRun)[] {
+  return jobs.filter((j) => j.done).map((j) => ({
+    method: j.method,
+    lr: j.lr,
+    seed: j.seed,
+    steps: j.steps,
+    figures: j.done!.figures as SweepRun["figures"] & FinalRun["figures"],
+    seconds: j.done!.seconds,
+    folder: j.folder,
+  }));
+}
+
+function now(): string {
+  return new Date().toISOString();
 }
 
 /** The training runs the methods need: PTQ rows ride on the NOLA runs of the same k. */
@@ -343,17 +404,4 @@ function describe(figures: object): string {
 
 function indent(line: string): string {
   return line.split("\n").map((l) => (l ? `    ${l}` : l)).join("\n");
-}
-
-function stopped(
-  out: string,
-  ran: number,
-  skipped: number,
-  say: (line: string) => void,
-): ExperimentOutcome {
-  say(
-    `\nstopped: ${ran} runs done now, ${skipped} before; the same command continues ` +
-      `(finished runs are kept in ${join(out, "runs")})`,
-  );
-  return { out, ran, skipped, interrupted: true };
 }

@@ -210,27 +210,48 @@ export async function checkInputs(
         `with --data DIR or NOLA_EXPERIMENT_DATA`,
     );
   }
-  const hashFiles = async (dir: string, names: string[]) =>
-    await sha256Hex(
-      (await Promise.all(
-        names.map(async (n) => `${n} ${await sha256Hex(await Deno.readFile(join(dir, n)))}`),
-      )).join("\n"),
-    );
   const mrs = async (split: string) => {
     const path = join(data, split);
     return groupReferences(parseE2e(await Deno.readTextFile(path), { file: path })).length;
   };
   return {
-    base,
-    baseHash: await hashFiles(base, [
-      ...weights,
-      "config.json",
-      ...(await exists(join(base, "tokenizer.json")) ? ["tokenizer.json"] : []),
-    ]),
-    data,
-    dataHash: await hashFiles(data, splits),
+    ...await hashInputs(base, data),
     testMrs: await mrs("test.csv"),
     validationMrs: await mrs("validation.csv"),
+  };
+}
+
+/**
+ * The hashes that key the runs: of the base folder's weights, config and tokenizer, and of the
+ * three split files.
+ *
+ * @param base The base model folder.
+ * @param data The data folder.
+ * @returns The folders and their hashes.
+ */
+export async function hashInputs(
+  base: string,
+  data: string,
+): Promise<Pick<Inputs, "base" | "baseHash" | "data" | "dataHash">> {
+  const names: string[] = [];
+  for await (const e of Deno.readDir(base)) {
+    if (
+      e.isFile && (e.name.endsWith(".safetensors") || /^(config|tokenizer)\.json$/.test(e.name))
+    ) {
+      names.push(e.name);
+    }
+  }
+  const hashFiles = async (dir: string, files: string[]) =>
+    await sha256Hex(
+      (await Promise.all(
+        files.sort().map(async (n) => `${n} ${await sha256Hex(await Deno.readFile(join(dir, n)))}`),
+      )).join("\n"),
+    );
+  return {
+    base,
+    baseHash: await hashFiles(base, names),
+    data,
+    dataHash: await hashFiles(data, ["train.csv", "validation.csv", "test.csv"]),
   };
 }
 

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { main } from "../../experiments/nola_vs_lora.ts";
+import { ExperimentUsageError } from "../../experiments/nola_vs_lora_options.ts";
 import { GPU_TEST, testGpu, withTempDir } from "../_util.ts";
 
 /** The first `n` records of a split of the fixture task, header kept. */
@@ -144,5 +145,24 @@ Deno.test({
       await Deno.remove(join(folder, "result.json"));
       const resumed = await main(args, { ...io, say: () => {} });
       assert.deepEqual(resumed, { out, ran: 1, skipped: 7, interrupted: false });
+
+      // A data file edited while a run trains: the run is not kept, the experiment says why.
+      const third = [...args, "--seeds", "3"];
+      const refused = await main(third, {
+        ...io,
+        say: (line) => {
+          if (/ seed 2, .*\.\.\.$/.test(line)) {
+            Deno.writeTextFileSync(join(data, "test.csv"), "\n", { append: true });
+          }
+        },
+      }).catch((e) => e);
+      assert.ok(refused instanceof ExperimentUsageError, String(refused));
+      assert.equal(
+        refused.message,
+        `The data folder "${data}" changed while the experiment ran: finished runs are kept; ` +
+          "give the command again to go on with the files as they are now",
+      );
+      const kept = JSON.parse(await Deno.readTextFile(join(out, "results.json")));
+      assert.equal(kept.runs.length, 4, "the seed-2 run was not recorded");
     }),
 });
