@@ -5,6 +5,7 @@
  *     deno task experiment                        # nola-vs-lora, the full run
  *     deno task experiment nola-vs-lora --quick   # a smoke run in a few minutes
  *     deno task experiment nola-vs-lora --help
+ *     deno task experiment vit-fewshot --quick    # the ViT few-shot table, a smoke run
  *
  * @module
  */
@@ -20,6 +21,10 @@ export const EXPERIMENTS: Record<
   "nola-vs-lora": {
     about: "LoRA r=1..8 against NOLA at several k, tuned rates, 3 seeds, 4-bit PTQ and QAT",
     run: async (args) => (await import("./nola_vs_lora.ts")).main(args),
+  },
+  "vit-fewshot": {
+    about: "5- and 10-shot ViT: head, full fine-tuning, LoRA r=1/4 on q/v, NOLA-MLP, 12 runs each",
+    run: async (args) => (await import("./vit_fewshot.ts")).main(args),
   },
 };
 
