@@ -302,9 +302,10 @@ export const save: StageRunner<SaveStage> = async (stage, state) => {
 export const merge: StageRunner<MergeStage> = async (stage, state) => {
   const model = need(state, "model");
   const out = outputPath(state, stage.out);
-  const packed = model.sites.some((s) => model.linearWeight(s.linear)?.packed);
+  // Every packed weight counts: a 16-bit embedding or head kept as stored next to f32 linears too.
+  const packed = (model.packed?.size ?? 0) > 0;
   if (packed) {
-    // Packed weights cannot change in place: the copy is the dequantized base plus the delta.
+    // Packed weights cannot change in place: the copy is the unpacked base plus the delta.
     await writeMergedFolder(model, state.modelFolder!, out);
   } else if (model.adapters.size === 0) {
     await model.save(out, { tokenizerFrom: state.modelFolder });
