@@ -29,5 +29,12 @@ Deno.test(
     // nf4 with double quantization: 4 bits a weight plus 8 bits an absmax a 64-weight block.
     assert(Math.abs(rows[3].linearBytes / linear - (0.5 + 1 / 64)) < 1e-3);
     assert(rows[3].ratio < rows[2].ratio && rows[2].ratio < rows[1].ratio && rows[1].ratio < 1);
+    // Packed rows: the 50,257 x 768 token table in 16 bits (768 columns: no row padding).
+    const table = 50_257 * C;
+    for (const row of rows.slice(1)) {
+      assert.equal(row.otherBytes, 4 * (124_439_808 - linear - table) + 2 * table);
+      assert.equal(row.ratio, row.bytes / (4 * 124_439_808));
+    }
+    assert(rows[3].ratio <= 0.3, `nf4 ratio ${rows[3].ratio}`);
   },
 );
