@@ -76,7 +76,7 @@ const SUITES: Record<string, Suite> = {
     const rows = models.length > 0 ? await benchMemory(gpu, { models }) : [];
     const mib = (b: number) => (b / 2 ** 20).toFixed(1);
     console.log(formatTable(
-      ["model", "precision", "linear MiB", "other MiB (f32)", "total MiB", "vs f32"],
+      ["model", "precision", "linear MiB", "other MiB", "total MiB", "vs f32"],
       rows.map((r) => [
         r.model,
         r.precision,
