@@ -71,7 +71,13 @@ export const VIT_BENCH_NOLA: VitBenchNola = { r: 1, k: 1024, l: 1024, loraAlpha:
 
 /** The suite's models. */
 export const VIT_BENCH_CASES: readonly VitBenchCase[] = [
-  { name: "tiny-vit (fixture)", model: "fixtures/tiny-vit", B: 16, reps: 5, inner: 4 },
+  {
+    name: "tiny-vit-fashion (fixture)",
+    model: "fixtures/tiny-vit-fashion",
+    B: 16,
+    reps: 5,
+    inner: 4,
+  },
   // Batch 1 and two repetitions: a training step of this shape takes seconds a side here.
   { name: "ViT-B/16 shape (random)", model: VIT_B16_SHAPE, B: 1, reps: 2, inner: 1 },
 ];
