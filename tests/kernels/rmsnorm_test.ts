@@ -56,7 +56,18 @@ async function exercise(gpu: Gpu, seed: number, shapes: readonly [number, number
     norm.backward({ dinp, dweight, dout, inp, weight, rstd });
     const grads = { dinp: Float64Array.from(starts[0]), dweight: Float64Array.from(starts[1]) };
     rmsNormBackwardRef(grads, { dout: g, inp: x, weight: w, rstd: await rstd.read() });
-    check(await dinp.read(), grads.dinp, what("dinp"));
+    // dinp = start + rstd·(w·g - x·rstd²·mean(w·g·x)): with one column or a few the two products
+    // cancel almost to zero, so the f32 error is measured against the size of the terms.
+    const r = await rstd.read();
+    const terms = starts[0].map((v, i) =>
+      Math.abs(v) + Math.abs(w[i % c] * g[i] * r[Math.floor(i / c)]) * 2
+    );
+    const gotDinp = await dinp.read();
+    assert.equal(firstNonFinite(gotDinp), -1, `${what("dinp")}: non-finite element`);
+    const norm2 = (v: ArrayLike<number>) => Math.sqrt(Array.from(v).reduce((a, x) => a + x * x, 0));
+    const diff = Array.from(gotDinp, (v, i) => v - grads.dinp[i]);
+    const dinpErr = norm2(diff) / norm2(terms);
+    assert(dinpErr < 1e-5, `${what("dinp")}: error ${dinpErr} of the terms' size`);
     check(await dweight.read(), grads.dweight, what("dweight"));
   }
 }
