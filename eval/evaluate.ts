@@ -81,6 +81,12 @@ export interface GenerationExample {
   prompt: string;
   /** The references a generation is scored against (at least one). */
   refs: string[];
+  /**
+   * The meaning representation the prompt was rendered from (`slot[value], ...`), when the
+   * record holds one in an `mr` field (E2E data); the slot error rate reads it from here, so a
+   * template may present the MR in any form.
+   */
+  mr?: string;
 }
 
 /** Options of {@link evaluateGenerations}. */

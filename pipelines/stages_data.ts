@@ -62,14 +62,16 @@ interface BuiltSplit {
  * Prompts with every reference written for them: examples are grouped by their prompt, so an
  * E2E meaning representation with three references is one example with three references.
  */
-function grouped(pairs: Iterable<{ prompt: string; ref: string }>): GenerationExample[] {
-  const groups = new Map<string, string[]>();
-  for (const { prompt, ref } of pairs) {
-    const refs = groups.get(prompt) ?? [];
-    refs.push(ref);
-    groups.set(prompt, refs);
+function grouped(
+  pairs: Iterable<{ prompt: string; ref: string; mr?: string }>,
+): GenerationExample[] {
+  const groups = new Map<string, GenerationExample>();
+  for (const { prompt, ref, mr } of pairs) {
+    const group = groups.get(prompt);
+    if (group) group.refs.push(ref);
+    else groups.set(prompt, { prompt, refs: [ref], ...(mr !== undefined ? { mr } : {}) });
   }
-  return [...groups].map(([prompt, refs]) => ({ prompt, refs }));
+  return [...groups.values()];
 }
 
 function splitSource(stage: DataStage, state: RunState): SplitSource {
@@ -106,6 +108,7 @@ async function templateSplits(
     split.map((record, index) => ({
       prompt: compiled.prompt.render(record, { index }),
       ref: compiled.completion.render(record, { index }).trim(),
+      ...(typeof record.mr === "string" ? { mr: record.mr } : {}),
     }));
   const out = {} as Record<SplitName, BuiltSplit>;
   for (const split of SPLITS) {

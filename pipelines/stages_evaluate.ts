@@ -223,17 +223,19 @@ async function onSplit(
   return figures;
 }
 
-// The meaning representation of every example, read from its prompt; one that is not there or
-// cannot be read is an error at the stage's metrics.
+// The meaning representation of every example: its record's `mr` field (E2E data), else read
+// from its prompt; one that is not there or cannot be read is an error at the stage's metrics.
 function splitMrs(state: RunState, examples: readonly GenerationExample[]): Slot[][] {
-  return examples.map(({ prompt }, i) => {
-    const mr = findMr(prompt);
-    const hint = 'render the mr into the prompt (prompt: "{{ mr }}\\n"), or drop slot_error';
+  return examples.map((example, i) => {
+    const { prompt } = example;
+    const mr = example.mr ?? findMr(prompt);
+    const hint = 'give records an mr field (format: e2e) or render the mr into the prompt ' +
+      '(prompt: "{{ mr }}\\n"), or drop slot_error';
     if (mr === undefined) {
       throw stageError(
         state,
         "metrics",
-        `slot_error needs a meaning representation (slot[value], ...) in each prompt, and ` +
+        `slot_error needs a meaning representation (slot[value], ...) for each example, and ` +
           `example ${i + 1}'s prompt ${JSON.stringify(prompt)} holds none`,
         hint,
       );

@@ -302,7 +302,7 @@ Deno.test("property: a reference realises its MR, and a slot's wording taken out
 
 const MODEL = "fixtures/tiny-gpt2-pretrained";
 
-async function writeData(dir: string): Promise<void> {
+async function writeData(dir: string, header = "mr,ref"): Promise<void> {
   // Names and places the story-trained fixture tends to write, so the scored outputs (the first
   // three) realise some slots, miss others and state a name of the unscored fourth.
   const test = [
@@ -313,12 +313,12 @@ async function writeData(dir: string): Promise<void> {
     ["name[Kate], area[riverside]", "Kate is by the riverside."],
   ];
   const csv = (rows: string[][]) =>
-    "mr,ref\n" + rows.map(([mr, ref]) => `"${mr}","${ref}"`).join("\n") + "\n";
+    `${header}\n` + rows.map(([mr, ref]) => `"${mr}","${ref}"`).join("\n") + "\n";
   await Deno.writeTextFile(`${dir}/train.csv`, csv(test.slice(0, 2)));
   await Deno.writeTextFile(`${dir}/test.csv`, csv(test));
 }
 
-function pipeline(dir: string, prompt: string): string {
+function pipeline(dir: string, prompt: string, format = "e2e"): string {
   return `version: 1
 name: slots
 out: ${dir}/run
@@ -326,7 +326,7 @@ stages:
   - kind: load
     model: ${Deno.cwd()}/${MODEL}
   - kind: data
-    format: e2e
+    format: ${format}
     train: train.csv
     test: test.csv
     prompt: "${prompt}"
@@ -347,7 +347,9 @@ Deno.test(
   async () => {
     await withTempDir("slot-run", async (dir) => {
       await writeData(dir);
-      await Deno.writeTextFile(`${dir}/p.yaml`, pipeline(dir, "Data: {{ mr }}\\n"));
+      // The prompt states the MR in another form: the slots are read from the records' mr.
+      const template = "Data: {{ mr | replace('[', ' = ') | replace(']', '') }}\\n";
+      await Deno.writeTextFile(`${dir}/p.yaml`, pipeline(dir, template));
       const lines: string[] = [];
       const result = await runPipeline(`${dir}/p.yaml`, { say: (l) => lines.push(l) });
       const figures = JSON.parse(await Deno.readTextFile(`${dir}/run/summary.json`)).slots;
@@ -358,7 +360,10 @@ Deno.test(
       const tokenizer = await Tokenizer.load(MODEL);
       const groups = groupReferences(parseE2e(await Deno.readTextFile(`${dir}/test.csv`)));
       // The template engine drops a template's final newline, as Jinja does.
-      const examples = groups.slice(0, 3).map((g) => ({ prompt: `Data: ${g.mr}`, refs: g.refs }));
+      const examples = groups.slice(0, 3).map((g) => ({
+        prompt: `Data: ${g.mr.replaceAll("[", " = ").replaceAll("]", "")}`,
+        refs: g.refs,
+      }));
       const g = await evaluateGenerations(model, tokenizer, examples, { maxNewTokens: 12 });
       const lexicon = SlotLexicon.fromMrs(groups.map((x) => x.mr));
       const r = slotErrorRate(g.generations, groups.slice(0, 3).map((x) => x.mr), { lexicon });
@@ -387,20 +392,20 @@ Deno.test(
 );
 
 Deno.test(
-  "slot_error on prompts without a meaning representation fails at metrics in one line",
+  "slot_error on records without an mr and prompts without one fails at metrics in one line",
   GPU_TEST,
   async () => {
     await withTempDir("slot-none", async (dir) => {
-      await writeData(dir);
-      await Deno.writeTextFile(`${dir}/p.yaml`, pipeline(dir, "Describe a place:\\n"));
+      await writeData(dir, "facts,ref");
+      await Deno.writeTextFile(`${dir}/p.yaml`, pipeline(dir, "Describe a place:\\n", "csv"));
       await assert.rejects(
         () => runPipeline(`${dir}/p.yaml`, { say: () => {} }),
         (e) =>
           e instanceof PipelineError &&
           e.message === `${dir}/p.yaml: stages[2].metrics: slot_error needs a meaning ` +
-              `representation (slot[value], ...) in each prompt, and example 1's prompt ` +
-              `"Describe a place:" holds none (line 17:14): render the mr into the prompt ` +
-              `(prompt: "{{ mr }}\\n"), or drop slot_error`,
+              `representation (slot[value], ...) for each example, and example 1's prompt ` +
+              `"Describe a place:" holds none (line 17:14): give records an mr field (format: ` +
+              `e2e) or render the mr into the prompt (prompt: "{{ mr }}\\n"), or drop slot_error`,
       );
     });
   },
