@@ -229,7 +229,7 @@ function splitMrs(state: RunState, examples: readonly GenerationExample[]): Slot
   return examples.map((example, i) => {
     const { prompt } = example;
     const mr = example.mr ?? findMr(prompt);
-    const hint = 'give records an mr field (format: e2e) or render the mr into the prompt ' +
+    const hint = "give records an mr field (format: e2e) or render the mr into the prompt " +
       '(prompt: "{{ mr }}\\n"), or drop slot_error';
     if (mr === undefined) {
       throw stageError(
