@@ -49,6 +49,7 @@ import {
   scoreStages,
   type Summary,
   TARGETS,
+  TEMPLATES,
   trainStages,
   WARMUP_RATIO,
 } from "./nola_vs_lora_pipeline.ts";
@@ -129,6 +130,7 @@ export async function main(
     experiment: "nola-vs-lora",
     version: 1,
     targets: TARGETS,
+    templates: TEMPLATES,
     batchSize: options.batchSize,
     seqLen: options.seqLen,
     schedule: { kind: "linear", warmupRatio: WARMUP_RATIO },

@@ -19,8 +19,17 @@ import {
 import type { EvalFigures } from "./nola_vs_lora_report.ts";
 import { canonicalJson, sha256Hex } from "./run_store.ts";
 
-/** The modules adapted, as in the default job. */
+/** The modules adapted: the query and value projections, as in the paper's GPT-2 runs. */
 export const TARGETS = ["h.*.attn.c_attn.q", "h.*.attn.c_attn.v"];
+/**
+ * The prompt and completion templates, the default job's (a test holds pipelines/default.yaml to
+ * them): the MR with each value after a colon and a space, so a value is spelt with the same
+ * tokens as in the sentence.
+ */
+export const TEMPLATES = {
+  prompt: "{{ mr | replace('[', ': ') | replace(']', '') }}",
+  completion: " {{ ref }}",
+} as const;
 /** Label smoothing of every run, as in the paper. */
 export const LABEL_SMOOTHING = 0.1;
 /** Warmup share of the linear schedule. */
@@ -108,8 +117,8 @@ stages:
     train: ${data("train")}
     validation: ${data("validation")}
     test: ${data("test")}
-    prompt: "{{ mr }}\\n"
-    completion: " {{ ref }}"
+    prompt: ${JSON.stringify(TEMPLATES.prompt)}
+    completion: ${JSON.stringify(TEMPLATES.completion)}
     seq_len: ${settings.seqLen}
     pack: true
 ${stages}`;

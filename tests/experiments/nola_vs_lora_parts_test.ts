@@ -8,12 +8,14 @@ import {
   ptqStages,
   scoreStages,
   TARGETS,
+  TEMPLATES,
   trainStages,
 } from "../../experiments/nola_vs_lora_pipeline.ts";
 import { writeResults } from "../../experiments/nola_vs_lora_output.ts";
-import { parsePipeline } from "../../pipelines/parse.ts";
+import { loadPipeline, parsePipeline } from "../../pipelines/parse.ts";
 import type {
   AttachStage,
+  DataStage,
   EvaluateStage,
   QuantizeStage,
   SaveStage,
@@ -37,6 +39,26 @@ import {
 } from "../../experiments/nola_vs_lora_report.ts";
 
 const noEnv = () => undefined;
+
+Deno.test("the experiment's runs read the data as the default job does", async () => {
+  const job = await loadPipeline("pipelines/default.yaml");
+  const data = job.stages.find((s) => s.kind === "data") as DataStage;
+  assert.deepEqual({ prompt: data.prompt, completion: data.completion }, { ...TEMPLATES });
+  const inputs = {
+    base: "fixtures/tiny-gpt2-english",
+    baseHash: "",
+    data: "fixtures/data-to-text",
+    dataHash: "",
+    testMrs: 80,
+    validationMrs: 80,
+  };
+  const run = parsePipeline(
+    pipelineYaml("final-x", "out/x", { seed: 0, seqLen: 128 }, "", inputs),
+    { file: "out/x/pipeline.yaml" },
+  );
+  const runData = run.stages.find((s) => s.kind === "data") as DataStage;
+  assert.deepEqual([runData.prompt, runData.completion], [data.prompt, data.completion]);
+});
 
 Deno.test("method names parse into rows; anything else is one line saying what to write", () => {
   assert.deepEqual(parseMethod("lora-r4"), {
