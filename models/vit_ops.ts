@@ -7,7 +7,7 @@
 import { AttentionFullKernels } from "../kernels/attention_full.ts";
 import { CrossEntropyKernels } from "../kernels/crossentropy.ts";
 import { EncoderKernels } from "../kernels/encoder.ts";
-import { GeluErfKernels } from "../kernels/gelu_erf.ts";
+import { GeluKernels } from "../kernels/gelu.ts";
 import type { Gpu } from "../kernels/gpu.ts";
 import { LayerNormKernels } from "../kernels/layernorm.ts";
 import { Matmul } from "../kernels/matmul.ts";
@@ -22,7 +22,7 @@ export class VitOps {
     readonly patches: PatchKernels,
     readonly layernorm: LayerNormKernels,
     readonly attention: AttentionFullKernels,
-    readonly gelu: GeluErfKernels,
+    readonly gelu: GeluKernels,
     readonly residual: ResidualKernels,
     readonly reduce: ReduceKernels,
     readonly crossentropy: CrossEntropyKernels,
@@ -42,7 +42,7 @@ export class VitOps {
       PatchKernels.load(gpu),
       LayerNormKernels.load(gpu),
       AttentionFullKernels.load(gpu),
-      GeluErfKernels.load(gpu),
+      GeluKernels.load(gpu, { variant: "erf" }),
       ResidualKernels.load(gpu),
       ReduceKernels.load(gpu),
       CrossEntropyKernels.load(gpu),
