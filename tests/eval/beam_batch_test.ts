@@ -1,48 +1,18 @@
 import assert from "node:assert/strict";
-import { AdapterSet } from "../../adapters/attach.ts";
 import {
   type BeamHypothesis,
   beamSearchBatch,
   beamSearchHypothesis,
   beamSearchMany,
 } from "../../eval/beam.ts";
-import type { Model } from "../../models/model.ts";
 import { loadModel } from "../../models/registry.ts";
-import { freshSeed, GPU_TEST, randomArray, rng, testGpu } from "../_util.ts";
+import { freshSeed, GPU_TEST, rng, testGpu } from "../_util.ts";
+import { attachRandomNola, DECODING_FIXTURES, randomPrompts } from "../_decoding.ts";
 
-const FIXTURES = [
-  ["fixtures/tiny-gpt2", ["h.*.attn.c_attn.q", "h.*.attn.c_attn.v"]],
-  ["fixtures/tiny-llama", ["layers.*.self_attn.q_proj", "layers.*.self_attn.v_proj"]],
-  ["fixtures/tiny-qwen2", ["layers.*.self_attn.k_proj", "layers.*.mlp.down_proj"]],
-] as const;
+// Basis seed and scratch rows of the adapter in the NOLA runs.
+const NOLA = { basisSeed: 5, maxRows: 64 };
 
-function prompts(seed: number, n: number, maxLen: number, vocab: number): number[][] {
-  const next = rng(seed);
-  return Array.from(
-    { length: n },
-    () => Array.from({ length: 1 + Math.floor(next() * maxLen) }, () => Math.floor(next() * vocab)),
-  );
-}
-
-async function withNola(model: Model, targets: readonly string[], seed: number) {
-  const set = await AdapterSet.attach(model, {
-    method: "nola",
-    targets: [...targets],
-    r: 4,
-    k: 16,
-    l: 16,
-    loraAlpha: 8,
-    seed: 5,
-  }, { maxRows: 64 });
-  for (const [i, m] of set.modules.entries()) {
-    model.gpu.write(m.nola!.alpha.buffer, randomArray(16, seed + 2 * i).map((x) => x * 0.5));
-    model.gpu.write(m.nola!.beta.buffer, randomArray(16, seed + 2 * i + 1).map((x) => x * 0.5));
-  }
-  set.prepareStep();
-  return set;
-}
-
-for (const [fixture, targets] of FIXTURES) {
+for (const [fixture, targets] of DECODING_FIXTURES) {
   Deno.test(
     `${fixture}: batched beam search equals one prompt at a time: tokens, scores within 1e-5`,
     GPU_TEST,
@@ -50,12 +20,12 @@ for (const [fixture, targets] of FIXTURES) {
       const gpu = await testGpu();
       using model = await loadModel(gpu, fixture);
       const seed = freshSeed();
-      const list = prompts(seed, 5, 15, model.outputs);
+      const list = randomPrompts(seed, 5, 15, model.outputs);
       // A tenth of the vocabulary ends a hypothesis, so that beams end at different steps.
       const next = rng(seed + 9);
       const eosIds = Array.from({ length: 30 }, () => Math.floor(next() * model.outputs));
       for (const adapted of [false, true]) {
-        using _set = adapted ? await withNola(model, targets, seed) : null;
+        using _set = adapted ? await attachRandomNola(model, targets, seed, NOLA) : null;
         const what = `${adapted ? "NOLA" : "base"} seed ${seed}`;
         const options = {
           beams: 4,

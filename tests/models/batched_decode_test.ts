@@ -1,46 +1,13 @@
 import assert from "node:assert/strict";
-import { AdapterSet } from "../../adapters/attach.ts";
 import { generateBatch, generateTokens } from "../../models/generate.ts";
-import type { Model } from "../../models/model.ts";
 import { loadModel } from "../../models/registry.ts";
-import { freshSeed, GPU_TEST, randomArray, relativeError, rng, testGpu } from "../_util.ts";
+import { freshSeed, GPU_TEST, relativeError, rng, testGpu } from "../_util.ts";
+import { attachRandomNola, DECODING_FIXTURES, randomPrompts } from "../_decoding.ts";
 
-// Each fixture with the sites a NOLA adapter goes on.
-const FIXTURES = [
-  ["fixtures/tiny-gpt2", ["h.*.attn.c_attn.q", "h.*.attn.c_attn.v"]],
-  ["fixtures/tiny-llama", ["layers.*.self_attn.q_proj", "layers.*.self_attn.v_proj"]],
-  ["fixtures/tiny-qwen2", ["layers.*.self_attn.k_proj", "layers.*.mlp.down_proj"]],
-] as const;
+// Basis seed and scratch rows of the adapter in the NOLA runs.
+const NOLA = { basisSeed: 11, maxRows: 256 };
 
-/** `n` prompts of lengths 1 .. maxLen, ids below `vocab`. */
-function prompts(seed: number, n: number, maxLen: number, vocab: number): number[][] {
-  const next = rng(seed);
-  return Array.from(
-    { length: n },
-    () => Array.from({ length: 1 + Math.floor(next() * maxLen) }, () => Math.floor(next() * vocab)),
-  );
-}
-
-/** Attaches NOLA with non-zero coefficients, so that the adapters change the logits. */
-async function withNola(model: Model, targets: readonly string[], seed: number) {
-  const set = await AdapterSet.attach(model, {
-    method: "nola",
-    targets: [...targets],
-    r: 4,
-    k: 16,
-    l: 16,
-    loraAlpha: 8,
-    seed: 11,
-  }, { maxRows: 256 });
-  for (const [i, m] of set.modules.entries()) {
-    model.gpu.write(m.nola!.alpha.buffer, randomArray(16, seed + 2 * i).map((x) => x * 0.5));
-    model.gpu.write(m.nola!.beta.buffer, randomArray(16, seed + 2 * i + 1).map((x) => x * 0.5));
-  }
-  set.prepareStep();
-  return set;
-}
-
-for (const [fixture, targets] of FIXTURES) {
+for (const [fixture, targets] of DECODING_FIXTURES) {
   Deno.test(
     `${fixture}: batched greedy and sampled generation equal one prompt at a time, with and without NOLA`,
     GPU_TEST,
@@ -48,9 +15,9 @@ for (const [fixture, targets] of FIXTURES) {
       const gpu = await testGpu();
       using model = await loadModel(gpu, fixture);
       const seed = freshSeed();
-      const list = prompts(seed, 11, 19, model.outputs);
+      const list = randomPrompts(seed, 11, 19, model.outputs);
       for (const adapted of [false, true]) {
-        using _set = adapted ? await withNola(model, targets, seed) : null;
+        using _set = adapted ? await attachRandomNola(model, targets, seed, NOLA) : null;
         const what = `${adapted ? "NOLA" : "base"} seed ${seed}`;
         const options = { maxNewTokens: 9, noRepeatNgram: adapted ? 2 : 0 };
         const one = [];
@@ -78,7 +45,7 @@ for (const [fixture, targets] of FIXTURES) {
       const gpu = await testGpu();
       using model = await loadModel(gpu, fixture);
       const seed = freshSeed();
-      const list = prompts(seed, 5, 13, model.outputs);
+      const list = randomPrompts(seed, 5, 13, model.outputs);
       const V = model.outputs;
       using cache = model.newBatchCache!(6, 20);
       // Rows 5, 3, 0, 1, 2 hold the prompts (row 4 stays empty): slots need not be in order.
