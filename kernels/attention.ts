@@ -1,8 +1,10 @@
 /**
- * Host wrapper of `attention.wgsl`: causal self-attention with grouped-query heads, forward
- * (training and KV-cached generation) and backward, without any [T, T] buffer. q, k and v are
- * matrix views (a buffer, a first element, a row stride), so one set of kernels serves GPT-2's
- * fused `[T, 3C]` projection and the separate q, k, v projections of Llama-style models.
+ * Host wrapper of `attention.wgsl`: self-attention with grouped-query heads, causal (GPT-2,
+ * Llama) or over every token (ViT; `causal: false` at load), forward (training and KV-cached
+ * generation) and backward, without any [T, T] buffer. q, k and v are matrix views (a buffer, a
+ * first element, a row stride), so one set of kernels serves a fused `[T, 3C]` projection
+ * (GPT-2's c_attn, timm's qkv) and separate q, k, v projections (Llama-style models, Hugging
+ * Face's ViT).
  *
  * @module
  */
@@ -45,8 +47,20 @@ const SIZES = new UniformStruct("Sizes", {
 // few enough rows to stay well under that, counting every loop iteration of the kernels.
 const LOOP_BUDGET = 48_000;
 
+/**
+ * The most tokens a call takes on any WebGPU device: the scalar kernels' grid has one workgroup
+ * per 16 query rows, and every device allows at least 65535 workgroups a dimension. Longer
+ * sequences stream in passes, so neither the head size nor llvmpipe's loop limit bounds T.
+ */
+export const ATTENTION_MAX_TOKENS = 65535 * WG;
+
 /** Options of {@link AttentionKernels.load}. */
 export interface AttentionLoadOptions {
+  /**
+   * Whether query row t sees only key rows `0 ..= t` (decoders; the default), or every key row
+   * (vision transformers, encoders). Compiled in: each setting is its own set of pipelines.
+   */
+  causal?: boolean;
   /**
    * Rows of the streamed side (keys in the forward and dq, queries in dk/dv, counted over all
    * the query heads of a kv head) per dispatch, a multiple of 16; by default as many as
@@ -142,8 +156,8 @@ interface Shape {
 }
 
 /**
- * The compiled attention kernels of one device. Methods only record work; the caller flushes or
- * reads. The head size is taken from `out` (`B * T * NH * hd` elements).
+ * The compiled attention kernels of one device, causal or not. Methods only record work; the
+ * caller flushes or reads. The head size is taken from `out` (`B * T * NH * hd` elements).
  *
  * @example GPT-2 style: 2 heads of size 4 over one fused `[B, T, 3C]` buffer
  * ```ts
@@ -185,10 +199,29 @@ interface Shape {
  * using lse = Tensor.empty(gpu, [B, NH, T]);
  * attention.forward({ out, lse, q, k, v, B, T, NH, KVH });
  * ```
+ *
+ * @example ViT style: every token sees every token, separate q, k and v
+ * ```ts
+ * import { Gpu } from "./kernels/gpu.ts";
+ * import { Tensor } from "./kernels/tensor.ts";
+ * import { AttentionKernels } from "./kernels/attention.ts";
+ * using gpu = await Gpu.acquire();
+ * const attention = await AttentionKernels.load(gpu, { causal: false });
+ * const [B, T, NH, hd] = [2, 10, 3, 8];
+ * const x = () => Tensor.from(gpu, new Float32Array(B * T * NH * hd).fill(0.1), [B, T, NH * hd]);
+ * using q = x();
+ * using k = x();
+ * using v = x();
+ * using out = Tensor.empty(gpu, [B, T, NH * hd]);
+ * using lse = Tensor.empty(gpu, [B, NH, T]);
+ * attention.forward({ out, lse, q, k, v, B, T, NH });
+ * ```
  */
 export class AttentionKernels {
   private constructor(
     readonly gpu: Gpu,
+    /** Whether query row t sees only key rows `0 ..= t`. */
+    readonly causal: boolean,
     readonly forwardKernel: Kernel,
     readonly dqKernel: Kernel,
     readonly dkvKernel: Kernel,
@@ -200,11 +233,11 @@ export class AttentionKernels {
    * Compiles the kernels (cached by the device).
    *
    * @param gpu The device.
-   * @param options Rows streamed per dispatch.
+   * @param options Causal or not, rows streamed per dispatch.
    * @returns The kernels.
    */
   static async load(gpu: Gpu, options: AttentionLoadOptions = {}): Promise<AttentionKernels> {
-    const { span } = options;
+    const { span, causal = true } = options;
     if (span !== undefined && (!Number.isSafeInteger(span) || span <= 0 || span % KB !== 0)) {
       throw new RangeError(`Attention span must be a positive multiple of ${KB}, got ${span}`);
     }
@@ -218,7 +251,13 @@ export class AttentionKernels {
     ];
     const [forwardBindings, backwardBindings] = [bindings(3), bindings(6)];
     const kernel = (entry: string, bindings: readonly BindingKind[], wg = WG) =>
-      gpu.kernel({ label: entry, code, entry, bindings, constants: { WG: wg, KB } });
+      gpu.kernel({
+        label: causal ? entry : entry.replace("attention_", "attention_full_"),
+        code,
+        entry,
+        bindings,
+        constants: { WG: wg, KB, CAUSAL: causal ? 1 : 0 },
+      });
     const [forward, dq, dkv, forward4, dq4, dkv4] = await Promise.all([
       kernel("attention_forward", forwardBindings),
       kernel("attention_backward_dq", backwardBindings),
@@ -228,13 +267,13 @@ export class AttentionKernels {
       kernel("attention_backward_dkv_vec4", backwardBindings, WG4),
     ]);
     const vec4 = { forward: forward4, dq: dq4, dkv: dkv4 };
-    return new AttentionKernels(gpu, forward, dq, dkv, vec4, span);
+    return new AttentionKernels(gpu, causal, forward, dq, dkv, vec4, span);
   }
 
   /**
-   * Records the forward: `out = softmax(q k^T / sqrt(hd) + causal mask) v` per query head (over
-   * its kv head), for query rows `past .. past + T - 1` over key rows `0 ..= t`, and the
-   * log-sum-exp of every row.
+   * Records the forward: `out = softmax(q k^T / sqrt(hd) + mask) v` per query head (over its kv
+   * head), for query rows `past .. past + T - 1` over key rows `0 ..= t` (causal) or all key rows
+   * `0 .. past + T - 1`, and the log-sum-exp of every row.
    *
    * @param options Outputs, inputs and sizes.
    * @throws {RangeError} On sizes that do not fit together or operands too small for them.

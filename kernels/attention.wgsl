@@ -1,7 +1,12 @@
-// Causal self-attention with grouped-query heads, flash-attention style: no [T, T] score matrix
-// is ever stored; each invocation owns one query row (forward, dq) or one key row (dk/dv) of one
-// (batch, head) and streams over rows [lo, hi) of the other side with an online softmax. The
-// `_vec4` entry points at the end do the same 4 rows an invocation, for hd % 4 == 0.
+// Self-attention with grouped-query heads, causal (decoders) or over every token (CAUSAL = false:
+// vision transformers, encoders), flash-attention style: no [T, T] score matrix is ever stored;
+// each invocation owns one query row (forward, dq) or one key row (dk/dv) of one (batch, head)
+// and streams over rows [lo, hi) of the other side with an online softmax. The `_vec4` entry
+// points at the end do the same 4 rows an invocation, for hd % 4 == 0.
+//
+// Causal: query row t sees key rows 0 ..= t. Not causal: every query row sees every key row
+// [0, past + T). Where this file says which rows see which, the CAUSAL case is described; the
+// other drops the bound, and then every row of a pass is written.
 //
 // NH query heads, KVH key/value heads (NH % KVH == 0): query head h reads kv head
 // h / (NH / KVH). scale = 1 / sqrt(hd). q, k and v are matrix views into their bindings: row n
@@ -69,6 +74,8 @@ struct Sizes {
 override WG: u32 = 16;
 // Keys scored per online-softmax step: the running sum and output are rescaled once a block.
 override KB: u32 = 16;
+// Whether query row t sees only key rows 0 ..= t (a pipeline constant: the masks fold away).
+override CAUSAL: bool = true;
 // Largest head size / 4: head vectors live in private arrays, which need a constant length.
 const HD4_MAX: u32 = 32u;
 const KB_MAX: u32 = 64u;
@@ -83,6 +90,15 @@ fn lanes(c: u32, hd: u32) -> vec4<bool> {
 // Element of head `h`'s channel 0 in row `row` of view `at` (first, ld).
 fn head_at(at: vec2u, row: u32, h: u32, hd: u32) -> u32 {
   return at.x + row * at.y + h * hd;
+}
+
+// Whether query row `t` sees key row `j`, one pair or four.
+fn sees(j: u32, t: u32) -> bool {
+  return !CAUSAL || j <= t;
+}
+
+fn sees4(j: vec4u, t: vec4u) -> vec4<bool> {
+  return vec4(!CAUSAL) | (j <= t);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -151,7 +167,7 @@ fn attention_forward(
   }
   var p: array<f32, KB_MAX>;
   // Keys lo ..= the workgroup's last query row, and below hi.
-  let end = min(s.hi, s.past + min(first + WG, s.T));
+  let end = min(s.hi, s.past + select(s.T, min(first + WG, s.T), CAUSAL));
   for (var j0 = s.lo; j0 < end; j0 += KB) {
     let n = min(KB, end - j0);
     var mb = m;
@@ -161,7 +177,7 @@ fn attention_forward(
       for (var c = 0u; c < h4; c++) {
         score += dot(q[c], fwd_k4(row + 4u * c, lanes(c, s.hd)));
       }
-      p[k] = select(NEG, score, j0 + k <= t);
+      p[k] = select(NEG, score, sees(j0 + k, t));
       mb = max(mb, p[k]);
     }
     let rescale = exp(m - mb);
@@ -179,7 +195,7 @@ fn attention_forward(
       }
     }
   }
-  if (first + lid < s.T && t >= s.lo) {
+  if (first + lid < s.T && (!CAUSAL || t >= s.lo)) {
     let inv = 1.0 / l;
     for (var c = 0u; c < h4; c++) {
       let o = acc[c] * inv;
@@ -256,7 +272,7 @@ fn attention_backward_dq(
     dq[c] = vec4f(0.0);
   }
   let lse = dq_lse[stat];
-  let end = min(s.hi, min(first + WG, s.T));
+  let end = min(s.hi, select(s.T, min(first + WG, s.T), CAUSAL));
   for (var j = s.lo; j < end; j++) {
     let krow = ko + j * s.k.y;
     let vrow = vo + j * s.v.y;
@@ -267,14 +283,14 @@ fn attention_backward_dq(
       score += dot(q[c], dq_k4(krow + 4u * c, keep));
       dp += dot(g[c], dq_v4(vrow + 4u * c, keep));
     }
-    let p = select(0.0, exp(score - lse), j <= i);
+    let p = select(0.0, exp(score - lse), sees(j, i));
     let ds = p * (dp - delta);
     for (var c = 0u; c < h4; c++) {
       dq[c] += ds * dq_k4(krow + 4u * c, lanes(c, s.hd));
     }
   }
   if (first + lid < s.T) {
-    if (i >= s.lo) {
+    if (!CAUSAL || i >= s.lo) {
       let at = head_at(s.dq, b * s.T + i, h, s.hd);
       for (var c = 0u; c < h4; c++) {
         let d = dq[c] * s.scale;
@@ -353,7 +369,7 @@ fn attention_backward_dkv(
     let gw = s.NH * s.hd;
     let stat = (b * s.NH + h) * s.T;
     // Query rows before the workgroup's first key row see none of its keys.
-    for (var i = max(s.lo, first); i < s.hi; i++) {
+    for (var i = select(s.lo, max(s.lo, first), CAUSAL); i < s.hi; i++) {
       let qrow = qo + i * s.q.y;
       let grow = go + i * gw;
       var score = 0.0;
@@ -363,7 +379,7 @@ fn attention_backward_dkv(
         score += dot(kv_q4(qrow + 4u * c, keep), k[c]);
         dp += dot(kv_dout4(grow + 4u * c, keep), v[c]);
       }
-      let p = select(0.0, exp(score - kv_lse[stat + i]), j <= i);
+      let p = select(0.0, exp(score - kv_lse[stat + i]), sees(j, i));
       let ds = p * (dp - kv_delta[stat + i]);
       for (var c = 0u; c < h4; c++) {
         let keep = lanes(c, s.hd);
@@ -372,7 +388,7 @@ fn attention_backward_dkv(
       }
     }
   }
-  if (first + lid < s.T && j < s.hi) {
+  if (first + lid < s.T && (!CAUSAL || j < s.hi)) {
     let dko = head_at(s.dk, b * s.T + j, kvh, s.hd);
     let dvo = head_at(s.dv, b * s.T + j, kvh, s.hd);
     for (var c = 0u; c < h4; c++) {
@@ -465,7 +481,7 @@ fn attention_forward_vec4(
   }
   // Keys lo ..= the last query row, below hi; loads clamp to end - 1 so that rows past
   // past + T (never written, maybe garbage) are not read.
-  let end = min(s.hi, t.w + 1u);
+  let end = min(s.hi, select(s.past + s.T, t.w + 1u, CAUSAL));
   for (var j0 = s.lo; j0 < end; j0 += 4u) {
     let j = vec4u(j0) + STEP;
     let kr = min(j, vec4u(end - 1u));
@@ -483,10 +499,10 @@ fn attention_forward_vec4(
     }
     // s_k[i]: key j0 + k against query row i.
     let hit = j < vec4u(s.hi);
-    s0 = select(vec4f(NEG), s0 * s.scale, (vec4u(j.x) <= t) & vec4(hit.x));
-    s1 = select(vec4f(NEG), s1 * s.scale, (vec4u(j.y) <= t) & vec4(hit.y));
-    s2 = select(vec4f(NEG), s2 * s.scale, (vec4u(j.z) <= t) & vec4(hit.z));
-    s3 = select(vec4f(NEG), s3 * s.scale, (vec4u(j.w) <= t) & vec4(hit.w));
+    s0 = select(vec4f(NEG), s0 * s.scale, sees4(vec4u(j.x), t) & vec4(hit.x));
+    s1 = select(vec4f(NEG), s1 * s.scale, sees4(vec4u(j.y), t) & vec4(hit.y));
+    s2 = select(vec4f(NEG), s2 * s.scale, sees4(vec4u(j.z), t) & vec4(hit.z));
+    s3 = select(vec4f(NEG), s3 * s.scale, sees4(vec4u(j.w), t) & vec4(hit.w));
     let mb = max(max(m, max(s0, s1)), max(s2, s3));
     let rescale = exp(m - mb);
     let p0 = exp(s0 - mb);
@@ -507,7 +523,7 @@ fn attention_forward_vec4(
     }
   }
   let inv = 1.0 / l;
-  let keep = (vec4u(first) + STEP < vec4u(s.T)) & (t >= vec4u(s.lo));
+  let keep = (vec4u(first) + STEP < vec4u(s.T)) & (vec4(!CAUSAL) | (t >= vec4u(s.lo)));
   for (var c = 0u; c < h4; c++) {
     if (keep.x) { v4_out[oo.x + c] = a0[c] * inv.x; }
     if (keep.y) { v4_out[oo.y + c] = a1[c] * inv.y; }
@@ -579,7 +595,7 @@ fn attention_backward_dq_vec4(
     d3[c] = vec4f(0.0);
   }
   let lse = vec4f(dq_lse[stat.x], dq_lse[stat.y], dq_lse[stat.z], dq_lse[stat.w]);
-  let end = min(s.hi, i.w + 1u);
+  let end = min(s.hi, select(s.T, i.w + 1u, CAUSAL));
   for (var j0 = s.lo; j0 < end; j0 += 4u) {
     let j = vec4u(j0) + STEP;
     let kr = min(j, vec4u(end - 1u));
@@ -607,10 +623,10 @@ fn attention_backward_dq_vec4(
     }
     // x_k[n]: key j0 + k against query row n; ds = p (dp - delta).
     let hit = j < vec4u(s.hi);
-    let p0 = select(vec4f(0.0), exp(s0 * s.scale - lse), (vec4u(j.x) <= i) & vec4(hit.x));
-    let p1 = select(vec4f(0.0), exp(s1 * s.scale - lse), (vec4u(j.y) <= i) & vec4(hit.y));
-    let p2 = select(vec4f(0.0), exp(s2 * s.scale - lse), (vec4u(j.z) <= i) & vec4(hit.z));
-    let p3 = select(vec4f(0.0), exp(s3 * s.scale - lse), (vec4u(j.w) <= i) & vec4(hit.w));
+    let p0 = select(vec4f(0.0), exp(s0 * s.scale - lse), sees4(vec4u(j.x), i) & vec4(hit.x));
+    let p1 = select(vec4f(0.0), exp(s1 * s.scale - lse), sees4(vec4u(j.y), i) & vec4(hit.y));
+    let p2 = select(vec4f(0.0), exp(s2 * s.scale - lse), sees4(vec4u(j.z), i) & vec4(hit.z));
+    let p3 = select(vec4f(0.0), exp(s3 * s.scale - lse), sees4(vec4u(j.w), i) & vec4(hit.w));
     let ds0 = p0 * (e0 - delta);
     let ds1 = p1 * (e1 - delta);
     let ds2 = p2 * (e2 - delta);
@@ -625,7 +641,7 @@ fn attention_backward_dq_vec4(
     }
   }
   let keep = vec4u(first) + STEP < vec4u(s.T);
-  let write = keep & (i >= vec4u(s.lo));
+  let write = keep & (vec4(!CAUSAL) | (i >= vec4u(s.lo)));
   let at = heads_at(s.dq, vec4u(b * s.T) + i, h, h4);
   for (var c = 0u; c < h4; c++) {
     if (write.x) { dq4_dq[at.x + c] += d0[c] * s.scale; }
@@ -698,7 +714,7 @@ fn attention_backward_dkv_vec4(
     let go = b * s.T * C4 + h * h4;
     let stat = (b * s.NH + h) * s.T;
     // Query rows before this invocation's first key row see none of its keys.
-    for (var i0 = max(s.lo, j.x); i0 < s.hi; i0 += 4u) {
+    for (var i0 = select(s.lo, max(s.lo, j.x), CAUSAL); i0 < s.hi; i0 += 4u) {
       let i = vec4u(i0) + STEP;
       let ir = min(i, vec4u(s.hi - 1u));
       let q = vec4u(qo) + ir * qld;
@@ -728,10 +744,10 @@ fn attention_backward_dkv_vec4(
       let lse = vec4f(kv_lse[at.x], kv_lse[at.y], kv_lse[at.z], kv_lse[at.w]);
       let delta = vec4f(kv_delta[at.x], kv_delta[at.y], kv_delta[at.z], kv_delta[at.w]);
       let seen = i < vec4u(s.hi);
-      let p0 = select(vec4f(0.0), exp(s0 * s.scale - lse), (vec4u(j.x) <= i) & seen);
-      let p1 = select(vec4f(0.0), exp(s1 * s.scale - lse), (vec4u(j.y) <= i) & seen);
-      let p2 = select(vec4f(0.0), exp(s2 * s.scale - lse), (vec4u(j.z) <= i) & seen);
-      let p3 = select(vec4f(0.0), exp(s3 * s.scale - lse), (vec4u(j.w) <= i) & seen);
+      let p0 = select(vec4f(0.0), exp(s0 * s.scale - lse), sees4(vec4u(j.x), i) & seen);
+      let p1 = select(vec4f(0.0), exp(s1 * s.scale - lse), sees4(vec4u(j.y), i) & seen);
+      let p2 = select(vec4f(0.0), exp(s2 * s.scale - lse), sees4(vec4u(j.z), i) & seen);
+      let p3 = select(vec4f(0.0), exp(s3 * s.scale - lse), sees4(vec4u(j.w), i) & seen);
       let ds0 = p0 * (e0 - delta);
       let ds1 = p1 * (e1 - delta);
       let ds2 = p2 * (e2 - delta);
@@ -750,7 +766,7 @@ fn attention_backward_dkv_vec4(
       }
     }
   }
-  let keep = (vec4u(first) + STEP < vec4u(s.T)) & (j < vec4u(s.hi));
+  let keep = (vec4u(first) + STEP < vec4u(s.T)) & (vec4(!CAUSAL) | (j < vec4u(s.hi)));
   let dko = heads_at(s.dk, vec4u(b * s.T) + j, kvh, h4);
   let dvo = heads_at(s.dv, vec4u(b * s.T) + j, kvh, h4);
   for (var c = 0u; c < h4; c++) {

@@ -1,7 +1,7 @@
 /**
- * Float64 CPU reference of causal self-attention with grouped-query heads (`attention.wgsl`):
- * plain loops over dense q, k and v that materialise every score row, independent of the GPU
- * kernels' online softmax and of how their operands are laid out.
+ * Float64 CPU reference of self-attention with grouped-query heads (`attention.wgsl`), causal or
+ * over every token: plain loops over dense q, k and v that materialise every score row,
+ * independent of the GPU kernels' online softmax and of how their operands are laid out.
  *
  * @module
  */
@@ -21,6 +21,10 @@ export interface AttentionRefSizes {
   past?: number;
   /** Rows per batch element of `k` and `v` (default `past + T`). */
   tMax?: number;
+  /**
+   * Whether query row t sees key rows `0 ..= t` only (default), or all of `0 .. past + T - 1`.
+   */
+  causal?: boolean;
 }
 
 /** Dense inputs of the reference: `q` `[B, T, NH * hd]`, `k` and `v` `[B, tMax, KVH * hd]`. */
@@ -57,6 +61,7 @@ export function attentionForwardRef(
   const KVH = sizes.KVH ?? NH;
   const past = sizes.past ?? 0;
   const tMax = sizes.tMax ?? past + T;
+  const causal = sizes.causal ?? true;
   const scale = 1 / Math.sqrt(hd);
   const out = new Float64Array(B * T * NH * hd);
   const lse = new Float64Array(B * NH * T);
@@ -67,18 +72,19 @@ export function attentionForwardRef(
     for (let h = 0; h < NH; h++) {
       const g = Math.floor(h / (NH / KVH));
       for (let r = 0; r < T; r++) {
-        const t = past + r;
+        // The last key row seen.
+        const last = causal ? past + r : past + T - 1;
         let max = -Infinity;
-        for (let j = 0; j <= t; j++) {
+        for (let j = 0; j <= last; j++) {
           let dot = 0;
           for (let d = 0; d < hd; d++) dot += q[qAt(b, r, h) + d] * k[kvAt(b, j, g) + d];
           scores[j] = dot * scale;
           max = Math.max(max, scores[j]);
         }
         let sum = 0;
-        for (let j = 0; j <= t; j++) sum += Math.exp(scores[j] - max);
+        for (let j = 0; j <= last; j++) sum += Math.exp(scores[j] - max);
         lse[(b * NH + h) * T + r] = max + Math.log(sum);
-        for (let j = 0; j <= t; j++) {
+        for (let j = 0; j <= last; j++) {
           const p = Math.exp(scores[j] - max) / sum;
           for (let d = 0; d < hd; d++) out[qAt(b, r, h) + d] += p * v[kvAt(b, j, g) + d];
         }
@@ -94,7 +100,7 @@ export function attentionForwardRef(
  * head's gradients sum over the query heads that read it.
  *
  * @param inputs `dout` `[B, T, NH * hd]` and the forward's dense q, k, v (`tMax = T`).
- * @param sizes Shape and heads.
+ * @param sizes Shape, heads, and whether causal.
  * @returns Fresh `dq` `[B, T, NH * hd]`, `dk` and `dv` `[B, T, KVH * hd]`.
  *
  * @example Gradient of one row that attends to itself: all of it flows into v
@@ -114,6 +120,7 @@ export function attentionBackwardRef(
   const { dout, q, k, v } = inputs;
   const { B, T, NH, hd } = sizes;
   const KVH = sizes.KVH ?? NH;
+  const causal = sizes.causal ?? true;
   const scale = 1 / Math.sqrt(hd);
   const dq = new Float64Array(B * T * NH * hd);
   const dk = new Float64Array(B * T * KVH * hd);
@@ -127,19 +134,21 @@ export function attentionBackwardRef(
       const g = Math.floor(h / (NH / KVH));
       for (let t = 0; t < T; t++) {
         const qt = qAt(b, t, h);
+        // The last key row seen.
+        const last = causal ? t : T - 1;
         let max = -Infinity;
-        for (let j = 0; j <= t; j++) {
+        for (let j = 0; j <= last; j++) {
           let dot = 0;
           for (let d = 0; d < hd; d++) dot += q[qt + d] * k[kvAt(b, j, g) + d];
           p[j] = dot * scale;
           max = Math.max(max, p[j]);
         }
         let sum = 0;
-        for (let j = 0; j <= t; j++) sum += p[j] = Math.exp(p[j] - max);
-        for (let j = 0; j <= t; j++) p[j] /= sum;
+        for (let j = 0; j <= last; j++) sum += p[j] = Math.exp(p[j] - max);
+        for (let j = 0; j <= last; j++) p[j] /= sum;
         // out_t = sum_j p_j v_j: dv_j += p_j dout_t, dp_j = dout_t . v_j
         let pdp = 0;
-        for (let j = 0; j <= t; j++) {
+        for (let j = 0; j <= last; j++) {
           const vj = kvAt(b, j, g);
           let dot = 0;
           for (let d = 0; d < hd; d++) {
@@ -150,7 +159,7 @@ export function attentionBackwardRef(
           pdp += p[j] * dot;
         }
         // Softmax: ds_j = p_j (dp_j - sum_i p_i dp_i); scores = scale * q_t . k_j.
-        for (let j = 0; j <= t; j++) {
+        for (let j = 0; j <= last; j++) {
           const ds = p[j] * (dp[j] - pdp) * scale;
           const kj = kvAt(b, j, g);
           for (let d = 0; d < hd; d++) {

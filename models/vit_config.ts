@@ -25,7 +25,7 @@
  */
 
 import { fnv1a64 } from "../kernels/basis_spec.ts";
-import { attentionFullMaxTokens } from "../kernels/attention_full.ts";
+import { ATTENTION_MAX_TOKENS } from "../kernels/attention.ts";
 import { readConfigJson } from "./config_file.ts";
 import { ModelConfigError } from "./model.ts";
 
@@ -482,11 +482,10 @@ function checkSizes(c: VitConfig, r: Reader): VitConfig {
     );
   }
   const tokens = vitTokens(c);
-  const max = attentionFullMaxTokens(hd);
-  if (tokens > max) {
+  if (tokens > ATTENTION_MAX_TOKENS) {
     r.fail(
       `${tokens} tokens (image ${c.imageHeight}x${c.imageWidth}, patch ${c.patchSize}) is more ` +
-        `than the attention kernel's ${max} at head size ${hd}`,
+        `than the attention kernel's ${ATTENTION_MAX_TOKENS}`,
       key("image_size", "img_size"),
     );
   }

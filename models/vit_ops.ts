@@ -4,7 +4,7 @@
  * @module
  */
 
-import { AttentionFullKernels } from "../kernels/attention_full.ts";
+import { AttentionKernels } from "../kernels/attention.ts";
 import { CrossEntropyKernels } from "../kernels/crossentropy.ts";
 import { EncoderKernels } from "../kernels/encoder.ts";
 import { GeluKernels } from "../kernels/gelu.ts";
@@ -21,7 +21,7 @@ export class VitOps {
     readonly matmul: Matmul,
     readonly patches: PatchKernels,
     readonly layernorm: LayerNormKernels,
-    readonly attention: AttentionFullKernels,
+    readonly attention: AttentionKernels,
     readonly gelu: GeluKernels,
     readonly residual: ResidualKernels,
     readonly reduce: ReduceKernels,
@@ -41,7 +41,7 @@ export class VitOps {
       Matmul.load(gpu),
       PatchKernels.load(gpu),
       LayerNormKernels.load(gpu),
-      AttentionFullKernels.load(gpu),
+      AttentionKernels.load(gpu, { causal: false }),
       GeluKernels.load(gpu, { variant: "erf" }),
       ResidualKernels.load(gpu),
       ReduceKernels.load(gpu),

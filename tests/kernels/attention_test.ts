@@ -27,6 +27,15 @@ const SHAPES: readonly Shape[] = [
   [1, 129, 3, 3, 5],
   [1, 33, 2, 2, 64],
 ];
+// Non-causal attention (ViT): one token, a head size of 1 and of 128 (the largest), and
+// ViT-B/16's 197 tokens of head size 64.
+const FULL_SHAPES: readonly Shape[] = [
+  [1, 1, 1, 1, 1],
+  [3, 17, 2, 2, 5],
+  [2, 10, 3, 3, 8],
+  [1, 5, 1, 1, 128],
+  [1, 197, 2, 2, 64],
+];
 const TOLERANCE = 1e-5;
 // q and k entries in [-QK, QK): scaled scores have a standard deviation of QK^2 / 3 = 2, so
 // the softmaxes are neither near-uniform nor one-hot.
@@ -172,12 +181,13 @@ function checkPath(ran: Set<string>, shape: Shape, layout: Layout, what: string)
 }
 
 Deno.test(
-  "the reference backward matches finite differences of the forward, with kv heads shared or not",
+  "the reference backward matches finite differences of the forward, causal or not, kv heads shared or not",
   () => {
     const seed = freshSeed();
-    for (const shape of [[2, 5, 4, 2, 3], [1, 4, 3, 1, 2], [1, 3, 2, 2, 2]] as const) {
+    const shapes = [[2, 5, 4, 2, 3], [1, 4, 3, 1, 2], [1, 3, 2, 2, 2]] as const;
+    for (const [shape, causal] of shapes.flatMap((s) => [[s, true], [s, false]] as const)) {
       const [B, T, NH, KVH, hd] = shape;
-      const sizes = { B, T, NH, KVH, hd };
+      const sizes = { B, T, NH, KVH, hd, causal };
       const x = randomQkv(seed, shape, T);
       const inputs = {
         q: Float64Array.from(x.q),
@@ -204,12 +214,18 @@ Deno.test(
           numeric[i] = (up - down) / (2 * h);
         }
         const err = relativeError(grad[`d${name}`], numeric);
-        assert(err < 1e-7, `d${name} relative error ${err}, shape (${shape}), seed ${seed}`);
-        assert(grad[`d${name}`].some((g) => g !== 0), `all-zero d${name}, seed ${seed}`);
+        const what = `shape (${shape}), causal ${causal}, seed ${seed}`;
+        assert(err < 1e-7, `d${name} relative error ${err}, ${what}`);
+        assert(grad[`d${name}`].some((g) => g !== 0), `all-zero d${name}, ${what}`);
       }
     }
   },
 );
+
+function describe(attention: AttentionKernels, what: string, seed: number): string {
+  const mode = attention.causal ? "causal" : "non-causal";
+  return `${what}, ${mode}, span ${attention.span ?? "auto"}, seed ${seed}`;
+}
 
 async function checkForward(
   attention: AttentionKernels,
@@ -220,9 +236,7 @@ async function checkForward(
   const { gpu } = attention;
   const [B, T, NH, KVH, hd] = shape;
   const x = randomQkv(seed + T, shape, T);
-  const what = `(B, T, NH, KVH, hd) = (${shape}), ${layout}, span ${
-    attention.span ?? "auto"
-  }, seed ${seed}`;
+  const what = describe(attention, `(B, T, NH, KVH, hd) = (${shape}), ${layout}`, seed);
   using qkv = Placed.upload(gpu, layout, [x.q, x.k, x.v], {
     widths: [NH * hd, KVH * hd, KVH * hd],
   });
@@ -231,7 +245,7 @@ async function checkForward(
   const [q, k, v] = [qkv.view(0), qkv.view(1), qkv.view(2)];
   const ran = entries(gpu, () => attention.forward({ out, lse, q, k, v, B, T, NH, KVH }));
   checkPath(ran, shape, layout, what);
-  const ref = attentionForwardRef(x, { B, T, NH, KVH, hd });
+  const ref = attentionForwardRef(x, { B, T, NH, KVH, hd, causal: attention.causal });
   const [gotOut, gotLse] = [await out.read(), await lse.read()];
   assert.equal(firstNonFinite(gotOut), -1, `unwritten out, ${what}`);
   assert.equal(firstNonFinite(gotLse), -1, `unwritten lse, ${what}`);
@@ -254,9 +268,7 @@ async function checkBackward(
   const widths = [NH * hd, KVH * hd, KVH * hd];
   // Small, so that subtracting it back off loses nothing of the gradient's precision.
   const start = widths.map((w, i) => randomArray(B * T * w, seed + T + 4 + i).map((s) => s * 0.1));
-  const what = `(B, T, NH, KVH, hd) = (${shape}), ${layout}, span ${
-    attention.span ?? "auto"
-  }, seed ${seed}`;
+  const what = describe(attention, `(B, T, NH, KVH, hd) = (${shape}), ${layout}`, seed);
   using qkv = Placed.upload(gpu, layout, [x.q, x.k, x.v], { widths });
   using grads = Placed.upload(gpu, layout, start, { widths, gap: UNTOUCHED });
   using gout = Tensor.from(gpu, dout, [B, T, NH * hd]);
@@ -282,7 +294,7 @@ async function checkBackward(
     }));
   checkPath(ran, shape, layout, what);
   const got = await grads.read();
-  const ref = attentionBackwardRef({ ...x, dout }, { B, T, NH, KVH, hd });
+  const ref = attentionBackwardRef({ ...x, dout }, { B, T, NH, KVH, hd, causal: attention.causal });
   for (const [i, name] of ["dq", "dk", "dv"].entries()) {
     const part = gather(got, grads.parts[i]);
     assert.equal(firstNonFinite(part), -1, `non-finite ${name}, ${what}`);
@@ -303,7 +315,7 @@ async function checkBackward(
 /**
  * Decodes `steps` positions at a time over a KV cache of `past + T + 2` rows (rows past the
  * filled ones poisoned, as are q of cached rows in the fused layout) and compares each step with
- * the same rows of one full forward and with the reference.
+ * the reference and, when causal, with the same rows of one full forward.
  */
 async function checkDecode(
   attention: AttentionKernels,
@@ -317,8 +329,11 @@ async function checkDecode(
   const shape = [B, N, NH, KVH, hd] as const;
   const x = randomQkv(seed + N, shape, N);
   const widths = [NH * hd, KVH * hd, KVH * hd];
-  const what = `(B, NH, KVH, hd) = (${B}, ${NH}, ${KVH}, ${hd}), steps ${steps}, ${layout}, ` +
-    `span ${attention.span ?? "auto"}, seed ${seed}`;
+  const what = describe(
+    attention,
+    `(B, NH, KVH, hd) = (${B}, ${NH}, ${KVH}, ${hd}), steps ${steps}, ${layout}`,
+    seed,
+  );
   using full = Placed.upload(gpu, layout, [x.q, x.k, x.v], { widths });
   using fullOut = Tensor.from(gpu, poisoned([B, N, NH * hd]), [B, N, NH * hd]);
   using fullLse = Tensor.from(gpu, poisoned([B, NH, N]), [B, NH, N]);
@@ -374,20 +389,25 @@ async function checkDecode(
     const at = `${what}, past ${past}, T ${T}`;
     assert.equal(firstNonFinite(gotOut), -1, `non-finite out, ${at}`);
     assert.equal(firstNonFinite(gotLse), -1, `non-finite lse, ${at}`);
-    const errOut = relativeError(gotOut, rows(allOut, NH * hd, { first: past, count: T }));
-    assert(errOut < 1e-6, `out differs from the full forward by ${errOut}, ${at}`);
-    const wantLse = new Float32Array(B * NH * T);
-    for (let bh = 0; bh < B * NH; bh++) {
-      wantLse.set(allLse.subarray(bh * N + past, bh * N + fill), bh * T);
+    // Without the mask, a step's rows see the keys cached so far, not all N of the full forward.
+    if (attention.causal) {
+      const errOut = relativeError(gotOut, rows(allOut, NH * hd, { first: past, count: T }));
+      assert(errOut < 1e-6, `out differs from the full forward by ${errOut}, ${at}`);
+      const wantLse = new Float32Array(B * NH * T);
+      for (let bh = 0; bh < B * NH; bh++) {
+        wantLse.set(allLse.subarray(bh * N + past, bh * N + fill), bh * T);
+      }
+      const errLse = relativeError(gotLse, wantLse);
+      assert(errLse < 1e-6, `lse differs from the full forward by ${errLse}, ${at}`);
     }
-    const errLse = relativeError(gotLse, wantLse);
-    assert(errLse < 1e-6, `lse differs from the full forward by ${errLse}, ${at}`);
     const ref = attentionForwardRef(
       { q: rows(x.q, NH * hd, { first: past, count: T }), k: x.k, v: x.v },
-      { B, T, NH, KVH, hd, past, tMax: N },
+      { B, T, NH, KVH, hd, past, tMax: N, causal: attention.causal },
     );
     const errRef = relativeError(gotOut, ref.out);
     assert(errRef < TOLERANCE, `out relative error ${errRef} to the reference, ${at}`);
+    const errRefLse = relativeError(gotLse, ref.lse);
+    assert(errRefLse < TOLERANCE, `lse relative error ${errRefLse} to the reference, ${at}`);
     past = fill;
   }
 }
@@ -455,6 +475,80 @@ Deno.test(
 );
 
 Deno.test(
+  "non-causal attention (ViT) matches the float64 reference forward and backward on every layout",
+  GPU_TEST,
+  async () => {
+    const attention = await AttentionKernels.load(await testGpu(), { causal: false });
+    assert.equal(attention.causal, false);
+    const seed = freshSeed();
+    for (const shape of FULL_SHAPES) {
+      for (const layout of LAYOUTS) {
+        await checkForward(attention, shape, layout, seed);
+        await checkBackward(attention, shape, layout, seed);
+      }
+    }
+  },
+);
+
+Deno.test(
+  "non-causal attention split into 16-row passes and over a KV cache matches the reference",
+  GPU_TEST,
+  async () => {
+    const attention = await AttentionKernels.load(await testGpu(), { causal: false, span: 16 });
+    const seed = freshSeed();
+    const shapes: Shape[] = [[2, 17, 3, 3, 5], [1, 64, 4, 2, 16], [1, 50, 2, 1, 64], [
+      1,
+      3,
+      4,
+      1,
+      3,
+    ]];
+    for (const shape of shapes) {
+      for (const layout of ["fused", "odd"] as const) {
+        await checkForward(attention, shape, layout, seed);
+        await checkBackward(attention, shape, layout, seed);
+      }
+    }
+    for (const [NH, KVH, hd] of [[3, 3, 5], [4, 2, 8]]) {
+      for (const layout of ["fused", "separate"] as const) {
+        const steps = [5, 10, 1, 14, 3];
+        await checkDecode(attention, { B: 1, NH, KVH, hd, layout, steps }, seed);
+      }
+    }
+  },
+);
+
+Deno.test(
+  "with all-zero queries a row averages the values it sees: rows 0 ..= t, or every row",
+  GPU_TEST,
+  async () => {
+    // Equal scores make the softmax uniform: causal row t is the mean of v rows 0 ..= t and its
+    // lse log(t + 1); without the mask every row is the mean of all T and its lse log(T).
+    const gpu = await testGpu();
+    const [T, hd] = [5, 4];
+    const v = Float32Array.from({ length: T * hd }, (_, i) => 2 ** (i % hd) * Math.floor(i / hd));
+    for (const causal of [true, false]) {
+      const attention = await AttentionKernels.load(gpu, { causal });
+      using q = Tensor.from(gpu, new Float32Array(T * hd), [1, T, hd]);
+      using k = Tensor.from(gpu, randomArray(T * hd, freshSeed()), [1, T, hd]);
+      using tv = Tensor.from(gpu, v, [1, T, hd]);
+      using out = Tensor.from(gpu, poisoned([1, T, hd]), [1, T, hd]);
+      using lse = Tensor.from(gpu, poisoned([1, 1, T]), [1, 1, T]);
+      attention.forward({ out, lse, q, k, v: tv, B: 1, T, NH: 1 });
+      const [gotOut, gotLse] = [await out.read(), await lse.read()];
+      for (let t = 0; t < T; t++) {
+        const seen = causal ? t + 1 : T;
+        // Rows 0 .. seen - 1 of v hold 0, 1, .. times (1, 2, 4, 8): their mean is (seen - 1) / 2.
+        const want = [1, 2, 4, 8].map((c) => (c * (seen - 1)) / 2);
+        const got = gotOut.subarray(t * hd, (t + 1) * hd);
+        assert(relativeError(got, want) < 1e-6, `causal ${causal}, row ${t}: ${got} vs ${want}`);
+        assert(Math.abs(gotLse[t] - Math.log(seen)) < 1e-6, `causal ${causal}, lse of row ${t}`);
+      }
+    }
+  },
+);
+
+Deno.test(
   "a 1024-token forward runs without a [T, T] buffer and matches the reference",
   GPU_TEST,
   async () => {
@@ -495,6 +589,19 @@ Deno.test(
     const seed = freshSeed();
     await checkForward(attention, [1, 1024, 4, 1, 128], "fused", seed);
     await checkBackward(attention, [1, 1024, 4, 1, 128], "fused", seed);
+  },
+);
+
+Deno.test(
+  "non-causal attention over 1536 tokens splits into passes by itself and matches the reference",
+  GPU_TEST,
+  async () => {
+    // The scalar kernels (the odd layout) at hd 64 stream 1312 rows a pass under llvmpipe's loop
+    // limit: every row of the other side is then walked in two passes.
+    const attention = await AttentionKernels.load(await testGpu(), { causal: false });
+    const seed = freshSeed();
+    await checkForward(attention, [1, 1536, 2, 1, 64], "odd", seed);
+    await checkBackward(attention, [1, 1536, 2, 1, 64], "odd", seed);
   },
 );
 
