@@ -14,7 +14,24 @@ import { AdapterSet, ALL_LINEAR } from "../adapters/attach.ts";
 import type { Gpu } from "../kernels/gpu.ts";
 import { generateTokens } from "../models/generate.ts";
 import type { Model } from "../models/model.ts";
-import { initModel, loadModel, parseModelConfig } from "../models/registry.ts";
+import {
+  agreementNote,
+  type BenchNola,
+  formatSpeedTable,
+  median,
+  ratios,
+  runTorchScript,
+  selectCases,
+  sideBySide,
+  type SideBySideCase,
+  type SideBySideOptions,
+  type SideBySideRow,
+  timeSamples,
+  type TorchBuild,
+  type TorchError,
+  torchNote,
+  weightsOf,
+} from "./_side_by_side.ts";
 import { formatTable } from "./table.ts";
 
 /** TinyLlama-1.1B's architecture (`config.json` keys), for a model with random weights. */
@@ -38,19 +55,11 @@ export const TINYLLAMA_1B_SHAPE: Readonly<Record<string, unknown>> = {
 };
 
 /** One model of the suite and the sizes it is measured at. */
-export interface LlamaBenchCase {
-  /** Name in the table; `--filter` matches it. */
-  name: string;
-  /** A model folder (its checkpoint), or a `config.json` object (random weights). */
-  model: string | Readonly<Record<string, unknown>>;
+export interface LlamaBenchCase extends SideBySideCase {
   /** Batch rows of the forward and training measures. */
   B: number;
   /** Positions a row. */
   T: number;
-  /** Timed repetitions of each measure (the median is reported). */
-  reps: number;
-  /** Forwards or training steps in one repetition. */
-  inner: number;
   /** Prompt length of the decoding measure. */
   promptTokens: number;
   /** New tokens each decoding repetition makes. */
@@ -60,16 +69,7 @@ export interface LlamaBenchCase {
 }
 
 /** NOLA's settings in the training measure: every linear of every layer, never the head. */
-export interface LlamaBenchNola {
-  /** Rank. */
-  r: number;
-  /** A bases a module. */
-  k: number;
-  /** B bases a module. */
-  l: number;
-  /** Output scale numerator (`lora_alpha / r`). */
-  loraAlpha: number;
-}
+export type LlamaBenchNola = BenchNola;
 
 /** The paper's LLaMA placement (every linear but the head); k = l scaled to fit 1.1B here. */
 export const LLAMA_BENCH_NOLA: LlamaBenchNola = { r: 16, k: 64, l: 64, loraAlpha: 4 };
@@ -113,13 +113,7 @@ export interface LlamaMeasures {
 }
 
 /** The PyTorch side of one model. */
-export interface LlamaTorchResult extends LlamaMeasures {
-  /** `torch.__version__`. */
-  version: string;
-  /** `torch.get_num_threads()`. */
-  threads: number;
-  /** The BLAS library torch's matrix products went through (Debian: the libblas.so.3 chosen). */
-  blas: string;
+export interface LlamaTorchResult extends LlamaMeasures, TorchBuild {
   /** Peak resident memory of the Python process, MiB. */
   peakRssMiB: number;
   /** Every repetition's tokens/s. */
@@ -149,62 +143,30 @@ export interface LlamaBenchMemory {
 }
 
 /** One model's figures. */
-export interface LlamaBenchRow {
-  model: string;
-  /** `checkpoint` (a folder's weights) or `random`. */
-  weights: "checkpoint" | "random";
+export interface LlamaBenchRow extends SideBySideRow<LlamaMeasures, LlamaTorchResult> {
+  /** Batch rows of the forward and training measures. */
   B: number;
+  /** Positions a row. */
   T: number;
+  /** Prompt length of the decoding measure. */
   promptTokens: number;
+  /** New tokens each decoding repetition made. */
   newTokens: number;
+  /** The adapter: its settings, modules and coefficients. */
   nola: LlamaBenchNola & { modules: number; coefficients: number };
-  ours: LlamaMeasures;
-  samples: Record<keyof LlamaMeasures, number[]>;
+  /** The tokens nola-gpu decoded. */
   generated: number[];
+  /** GPU bytes by kind. */
   memory: LlamaBenchMemory;
-  torch: LlamaTorchResult | { error: string };
-  /** nola-gpu tokens/s over PyTorch's, per measure. */
-  ratio?: LlamaMeasures;
   /** With a checkpoint on both sides: whether both decoded the same greedy tokens. */
   sameTokens?: boolean;
 }
 
-/** Options of {@link benchLlama}. */
-export interface LlamaBenchOptions {
-  /**
-   * Keeps the cases whose name contains this text (any case); text that matches none (meant for
-   * another suite) keeps them all.
-   */
-  filter?: string;
-  /** The models (default {@link LLAMA_BENCH_CASES}). */
-  cases?: readonly LlamaBenchCase[];
-  /** NOLA settings (default {@link LLAMA_BENCH_NOLA}). */
-  nola?: LlamaBenchNola;
-  /** Run the PyTorch side (default true). */
-  torch?: boolean;
-}
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
-
-/** Warms up once, then times `reps` runs; units per second each. */
-async function samples(
-  reps: number,
-  units: number,
-  run: () => Promise<void>,
-  warmUp: () => Promise<void> = run,
-): Promise<number[]> {
-  await warmUp();
-  const out: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const start = performance.now();
-    await run();
-    out.push(units / ((performance.now() - start) / 1000));
-  }
-  return out;
-}
+/**
+ * Options of {@link benchLlama}: the cases default to {@link LLAMA_BENCH_CASES}, NOLA to
+ * {@link LLAMA_BENCH_NOLA}.
+ */
+export type LlamaBenchOptions = SideBySideOptions<LlamaBenchCase, LlamaBenchNola>;
 
 /** Deterministic ids below `V`, different for each `salt`. */
 function ids(n: number, V: number, salt: number): Uint32Array {
@@ -216,7 +178,7 @@ async function measureOurs(gpu: Gpu, model: Model, c: LlamaBenchCase, nola: Llam
   const V = model.outputs;
   const batch = { B, T, tokens: ids(B * T, V, 0) };
   const targets = ids(B * T, V, 1);
-  const forward = await samples(c.reps, inner * B * T, async () => {
+  const forward = await timeSamples(c.reps, inner * B * T, async () => {
     let acts;
     for (let i = 0; i < inner; i++) acts = model.forward(batch);
     await gpu.read(acts!.logits.buffer, { byteLength: 4 });
@@ -247,7 +209,7 @@ async function measureOurs(gpu: Gpu, model: Model, c: LlamaBenchCase, nola: Llam
       await gpu.read(params[0].grad.buffer, { byteLength: 4 });
     };
     let base = 0;
-    train = await samples(c.reps, inner * B * T, run, async () => {
+    train = await timeSamples(c.reps, inner * B * T, run, async () => {
       await run();
       gpu.pool.resetPeak();
       base = gpu.pool.stats().inUse;
@@ -269,7 +231,7 @@ async function measureOurs(gpu: Gpu, model: Model, c: LlamaBenchCase, nola: Llam
   let generated: number[] = [];
   gpu.pool.resetPeak();
   const base = gpu.pool.stats().inUse;
-  const decode = await samples(c.decodeReps, c.newTokens, async () => {
+  const decode = await timeSamples(c.decodeReps, c.newTokens, async () => {
     generated = await generateTokens(model, prompt, { maxNewTokens: c.newTokens });
     if (generated.length !== c.newTokens) {
       throw new RangeError(`${c.name}: decoded ${generated.length} of ${c.newTokens} tokens`);
@@ -286,24 +248,17 @@ async function measureOurs(gpu: Gpu, model: Model, c: LlamaBenchCase, nola: Llam
   };
 }
 
-/** The first Python that imports torch, or why none does. */
-async function torchPython(): Promise<{ python: string } | { error: string }> {
-  let why = "";
-  // Debian's torch lives with Debian's python, which another python on PATH may shadow.
-  for (const python of ["python3", "/usr/bin/python3"]) {
-    try {
-      const out = await new Deno.Command(python, {
-        args: ["-c", "import torch"],
-        stdout: "null",
-        stderr: "piped",
-      }).output();
-      if (out.success) return { python };
-      why = new TextDecoder().decode(out.stderr).trim().split("\n").at(-1) ?? "";
-    } catch (e) {
-      why = (e as Error).message;
-    }
-  }
-  return { error: `PyTorch side not run (apt-get install python3-torch): ${why}` };
+/** The JSON line `bench/torch_llama.py` prints (the fields read here). */
+interface TorchLlamaLine {
+  forward_tokens_per_s: number;
+  train_tokens_per_s: number;
+  decode_tokens_per_s: number;
+  torch: string;
+  threads: number;
+  blas: string;
+  peak_rss_mib: number;
+  samples: Record<keyof LlamaMeasures, number[]>;
+  generated: number[];
 }
 
 async function measureTorch(
@@ -311,10 +266,7 @@ async function measureTorch(
   c: LlamaBenchCase,
   nola: LlamaBenchNola,
   prompt: number[],
-): Promise<LlamaTorchResult | { error: string }> {
-  const model = typeof c.model === "string"
-    ? [c.model]
-    : ["--config-json", JSON.stringify(c.model)];
+): Promise<LlamaTorchResult | TorchError> {
   const sizes = {
     batch: c.B,
     seq: c.T,
@@ -328,19 +280,11 @@ async function measureTorch(
     "decode-reps": c.decodeReps,
     threads: navigator.hardwareConcurrency,
   };
-  const args = [
-    "bench/torch_llama.py",
-    ...model,
-    ...Object.entries(sizes).flatMap(([key, value]) => [`--${key}`, String(value)]),
+  const r = await runTorchScript<TorchLlamaLine>(python, "bench/torch_llama.py", c, sizes, [
     "--prompt",
     prompt.join(","),
-  ];
-  const out = await new Deno.Command(python, { args, stdout: "piped", stderr: "piped" }).output();
-  if (!out.success) {
-    const last = new TextDecoder().decode(out.stderr).trim().split("\n").at(-1);
-    return { error: `bench/torch_llama.py failed on ${c.name}: ${last}` };
-  }
-  const r = JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!);
+  ]);
+  if ("error" in r) return r;
   return {
     forward: r.forward_tokens_per_s,
     train: r.train_tokens_per_s,
@@ -365,37 +309,17 @@ export async function benchLlama(
   gpu: Gpu,
   options: LlamaBenchOptions = {},
 ): Promise<LlamaBenchRow[]> {
-  const all = options.cases ?? LLAMA_BENCH_CASES;
   const nola = options.nola ?? LLAMA_BENCH_NOLA;
-  const filter = options.filter?.toLowerCase() ?? "";
-  const matching = all.filter((c) => c.name.toLowerCase().includes(filter));
-  // One --filter serves every suite run: text meant for matmul rows leaves this suite whole.
-  const cases = matching.length > 0 ? matching : all;
-  if (matching.length === 0) {
-    console.log(`(--filter "${options.filter}" matches no llama model: all are run)`);
-  }
-  const python = options.torch === false
-    ? { error: "PyTorch side not run (disabled)" }
-    : await torchPython();
-  const rows: LlamaBenchRow[] = [];
-  for (const c of cases) {
-    let start = performance.now();
-    const seconds = () => ((performance.now() - start) / 1000).toFixed(0);
-    let measured;
-    {
-      using model = typeof c.model === "string"
-        ? await loadModel(gpu, c.model)
-        : await initModel(gpu, parseModelConfig(c.model, c.name), { seed: 1 });
-      measured = await measureOurs(gpu, model, c, nola);
-    }
-    console.log(`${c.name}: nola-gpu side ${seconds()} s`);
-    start = performance.now();
-    const { prompt, ...side } = measured;
-    const torch = "python" in python
-      ? await measureTorch(python.python, c, nola, prompt)
-      : { error: python.error };
-    if ("python" in python) console.log(`${c.name}: PyTorch side ${seconds()} s`);
-    const weights = typeof c.model === "string" ? "checkpoint" : "random";
+  const cases = selectCases(options.cases ?? LLAMA_BENCH_CASES, options.filter, "llama");
+  const results = await sideBySide(
+    gpu,
+    cases,
+    options.torch !== false,
+    (model, c) => measureOurs(gpu, model, c, nola),
+    (python, c, measured) => measureTorch(python, c, nola, measured.prompt),
+  );
+  return results.map(({ c, ours: { prompt: _, ...side }, torch }) => {
+    const weights = weightsOf(c);
     const row: LlamaBenchRow = {
       model: c.name,
       weights,
@@ -407,19 +331,14 @@ export async function benchLlama(
       torch,
     };
     if (!("error" in torch)) {
-      row.ratio = {
-        forward: side.ours.forward / torch.forward,
-        train: side.ours.train / torch.train,
-        decode: side.ours.decode / torch.decode,
-      };
+      row.ratio = ratios(side.ours, torch, ["forward", "train", "decode"]);
       // Only the same weights on both sides can decode the same tokens.
       if (weights === "checkpoint") {
         row.sameTokens = torch.generated.join(",") === side.generated.join(",");
       }
     }
-    rows.push(row);
-  }
-  return rows;
+    return row;
+  });
 }
 
 const MEASURES: [keyof LlamaMeasures, string][] = [
@@ -438,22 +357,12 @@ const MEASURES: [keyof LlamaMeasures, string][] = [
 export function formatLlamaBench(rows: readonly LlamaBenchRow[]): string {
   // Three decimals below 1 MiB so the tiny model's adapters do not read as nothing.
   const mib = (b: number) => (b / 2 ** 20).toFixed(b < 2 ** 20 ? 3 : 1);
-  const speed = formatTable(
-    ["model", "measure", "tokens", "nola-gpu tok/s", "PyTorch tok/s", "ratio"],
-    rows.flatMap((r) =>
-      MEASURES.map(([key, label]) => {
-        const torch = "error" in r.torch ? undefined : r.torch;
-        return [
-          r.model,
-          label,
-          key === "decode" ? `${r.promptTokens} + ${r.newTokens}` : `${r.B} x ${r.T}`,
-          r.ours[key].toFixed(1),
-          torch ? torch[key].toFixed(1) : "-",
-          r.ratio ? r.ratio[key].toFixed(2) : "-",
-        ];
-      })
-    ),
-  );
+  const speed = formatSpeedTable(rows, MEASURES, {
+    size: "tokens",
+    sizeOf: (r, key) => key === "decode" ? `${r.promptTokens} + ${r.newTokens}` : `${r.B} x ${r.T}`,
+    unit: "tok/s",
+    digits: 1,
+  });
   const memory = formatTable(
     [
       "model (MiB)",
@@ -483,12 +392,8 @@ export function formatLlamaBench(rows: readonly LlamaBenchRow[]): string {
     const adapters = `NOLA on ${n.modules} modules (r ${n.r}, k = l = ${n.k}, lora_alpha ` +
       `${n.loraAlpha}: ${n.coefficients.toLocaleString("en-US")} coefficients)`;
     if ("error" in r.torch) return `${r.model}: ${adapters}; ${r.torch.error}`;
-    const t = r.torch;
-    const same = r.sameTokens === undefined
-      ? ""
-      : `; greedy tokens ${r.sameTokens ? "identical on both sides" : "DIFFER between the sides"}`;
-    return `${r.model}: ${adapters}; PyTorch ${t.version} CPU, ${t.threads} threads, BLAS ` +
-      `${t.blas}, peak RSS ${t.peakRssMiB.toFixed(0)} MiB${same}`;
+    return `${r.model}: ${adapters}; ${torchNote(r.torch)}, peak RSS ` +
+      `${r.torch.peakRssMiB.toFixed(0)} MiB${agreementNote(r.sameTokens, "greedy tokens")}`;
   });
   return [speed, "", memory, "", ...notes].join("\n");
 }

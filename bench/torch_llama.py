@@ -33,11 +33,11 @@ import json
 import math
 import os
 import statistics
-import struct
-import time
 
 import torch
 import torch.nn.functional as F
+
+from _torch_common import Nola, add_common_arguments, make_weights, peak_rss_mib, run_info, start, timed
 
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -88,43 +88,6 @@ class Arch:
         return out
 
 
-def read_safetensors_f32(path):
-    """The F32 tensors of a safetensors file by name, "model." prefix removed."""
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if info["dtype"] != "F32":
-            raise SystemExit(f"{path}: tensor {name} is {info['dtype']}, this script reads F32 only")
-        begin, end = info["data_offsets"]
-        t = torch.frombuffer(bytearray(data[begin:end]), dtype=torch.float32).reshape(info["shape"])
-        out[name.removeprefix("model.")] = t
-    return out
-
-
-def make_weights(arch, folder, gen):
-    if folder and os.path.exists(os.path.join(folder, "model.safetensors")):
-        w = read_safetensors_f32(os.path.join(folder, "model.safetensors"))
-        missing = [n for n, _ in arch.shapes() if n not in w]
-        if missing:
-            raise SystemExit(f"{folder}/model.safetensors: missing {missing[0]}")
-        return w, "checkpoint"
-    std = arch.c.get("initializer_range", 0.02)
-    w = {}
-    for name, shape in arch.shapes():
-        if name.endswith("norm.weight"):
-            w[name] = torch.ones(shape)
-        elif name.endswith(".bias"):
-            w[name] = torch.zeros(shape)
-        else:
-            w[name] = torch.empty(shape).normal_(0, std, generator=gen)
-    return w, "random"
-
-
 def inv_freq(arch):
     """Rotary inverse frequencies: HF's default, linear and llama3 rules, in float32."""
     c, hd = arch.c, arch.hd
@@ -153,30 +116,6 @@ def rotate(x, cos, sin):
 
 def rms_norm(x, w, eps):
     return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
-
-
-class Nola:
-    """One module's NOLA adapter with materialised bases (the "official" init: A0, zeros)."""
-
-    def __init__(self, out_f, in_f, r, k, l, scale, gen):
-        # Drawn in place: the 1.1B shape's bases are 3 GB, and a temporary copy would be another.
-        u = lambda scale, *shape: torch.empty(*shape).uniform_(-scale, scale, generator=gen)
-        self.a0 = u(1 / math.sqrt(in_f), r, in_f)
-        self.a_bases = u(1 / math.sqrt(k), k, r * in_f)  # [k, r*in]
-        self.b_bases = u(1 / math.sqrt(l), l, out_f * r)  # [l, out*r]
-        self.alpha = torch.zeros(k, requires_grad=True)
-        self.beta = torch.zeros(l, requires_grad=True)
-        self.shape = (out_f, in_f, r)
-        self.scale = scale
-        self.a = self.b = None
-
-    def combine(self):
-        out_f, in_f, r = self.shape
-        self.a = self.a0 + (self.alpha @ self.a_bases).view(r, in_f)
-        self.b = (self.beta @ self.b_bases).view(out_f, r)
-
-    def __call__(self, x):
-        return self.scale * ((x @ self.a.t()) @ self.b.t())
 
 
 class Model:
@@ -233,68 +172,26 @@ class Model:
         return x @ head.t()
 
 
-def blas_library():
-    """The BLAS shared library this process mapped: on Debian, whichever libblas.so.3 the
-    alternatives system points to (netlib's reference BLAS unless OpenBLAS or BLIS is installed),
-    which sets the speed of every large matrix product."""
-    with open("/proc/self/maps") as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) >= 6 and "blas" in os.path.basename(fields[5]).lower():
-                return fields[5]
-    return "built in"
-
-
-def peak_rss_mib():
-    """This process's peak resident memory. Not getrusage's ru_maxrss: Linux carries that over
-    exec, so under Deno it would report the Deno process's size at the fork."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def timed(fn, reps, inner, units, warm_up=None):
-    """Runs warm_up (default fn) once, then `reps` samples of `inner` calls of fn; units per second
-    each."""
-    (warm_up or fn)()
-    samples = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        samples.append(units * inner / (time.perf_counter() - start))
-    return samples
-
-
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("model", nargs="?", help="a Hugging Face folder (config.json, model.safetensors)")
-    ap.add_argument("--config-json", help="a config.json's text, for random weights")
-    ap.add_argument("--batch", type=int, default=1)
+    add_common_arguments(
+        ap, "a Hugging Face folder (config.json, model.safetensors)", r=16, k=64, l=64, lora_alpha=4.0
+    )
     ap.add_argument("--seq", type=int, default=64)
-    ap.add_argument("--r", type=int, default=16)
-    ap.add_argument("--k", type=int, default=64)
-    ap.add_argument("--l", type=int, default=64)
-    ap.add_argument("--lora-alpha", type=float, default=4.0)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--inner", type=int, default=1)
     ap.add_argument("--prompt", default="1,2,3,4", help="comma-separated prompt token ids")
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--decode-reps", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    if (args.model is None) == (args.config_json is None):
-        raise SystemExit("give a model folder or --config-json, not both")
-    torch.set_num_threads(args.threads)
-    gen = torch.Generator().manual_seed(args.seed)
-    c = json.loads(args.config_json) if args.config_json else json.load(
-        open(os.path.join(args.model, "config.json"))
-    )
+    c, gen = start(args)
     arch = Arch(c)
-    weights, source = make_weights(arch, args.model, gen)
+    # A folder without model.safetensors (a config alone) gets random weights.
+    folder = args.model
+    if folder and not os.path.exists(os.path.join(folder, "model.safetensors")):
+        folder = None
+    is_norm = lambda name: name.endswith("norm.weight")
+    weights, source = make_weights(
+        arch.shapes(), folder, gen, c.get("initializer_range", 0.02), is_norm, strip_prefix="model."
+    )
     model = Model(arch, weights)
     B, T, V = args.batch, args.seq, arch.V
 
@@ -350,10 +247,7 @@ def main():
     assert all(m.alpha.grad is not None and m.beta.grad is not None for m in adapters)
 
     print(json.dumps({
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "blas": blas_library(),
-        "weights": source,
+        **run_info(source),
         "forward_tokens_per_s": statistics.median(forward_samples),
         "train_tokens_per_s": statistics.median(train_samples),
         "decode_tokens_per_s": statistics.median(decode_samples),

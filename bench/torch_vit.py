@@ -30,14 +30,12 @@ not. With --config-json the weights are random, N(0, initializer_range), unit La
 
 import argparse
 import json
-import math
-import os
 import statistics
-import struct
-import time
 
 import torch
 import torch.nn.functional as F
+
+from _torch_common import Nola, add_common_arguments, make_weights, run_info, start, timed
 
 
 class Arch:
@@ -93,66 +91,6 @@ class Arch:
         return out
 
 
-def read_safetensors_f32(path):
-    """The F32 tensors of a safetensors file by name."""
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if info["dtype"] != "F32":
-            raise SystemExit(f"{path}: tensor {name} is {info['dtype']}, this script reads F32 only")
-        begin, end = info["data_offsets"]
-        t = torch.frombuffer(bytearray(data[begin:end]), dtype=torch.float32).reshape(info["shape"])
-        out[name] = t
-    return out
-
-
-def make_weights(arch, folder, gen):
-    if folder:
-        w = read_safetensors_f32(os.path.join(folder, "model.safetensors"))
-        missing = [n for n, _ in arch.shapes() if n not in w]
-        if missing:
-            raise SystemExit(f"{folder}/model.safetensors: missing {missing[0]}")
-        return w, "checkpoint"
-    std = arch.c.get("initializer_range", 0.02)
-    w = {}
-    for name, shape in arch.shapes():
-        if "layernorm" in name and name.endswith(".weight"):
-            w[name] = torch.ones(shape)
-        elif name.endswith(".bias"):
-            w[name] = torch.zeros(shape)
-        else:
-            w[name] = torch.empty(shape).normal_(0, std, generator=gen)
-    return w, "random"
-
-
-class Nola:
-    """One module's NOLA adapter with materialised bases (the "official" init: A0, zeros)."""
-
-    def __init__(self, out_f, in_f, r, k, l, scale, gen):
-        u = lambda scale, *shape: torch.empty(*shape).uniform_(-scale, scale, generator=gen)
-        self.a0 = u(1 / math.sqrt(in_f), r, in_f)
-        self.a_bases = u(1 / math.sqrt(k), k, r * in_f)  # [k, r*in]
-        self.b_bases = u(1 / math.sqrt(l), l, out_f * r)  # [l, out*r]
-        self.alpha = torch.zeros(k, requires_grad=True)
-        self.beta = torch.zeros(l, requires_grad=True)
-        self.shape = (out_f, in_f, r)
-        self.scale = scale
-        self.a = self.b = None
-
-    def combine(self):
-        out_f, in_f, r = self.shape
-        self.a = self.a0 + (self.alpha @ self.a_bases).view(r, in_f)
-        self.b = (self.beta @ self.b_bases).view(out_f, r)
-
-    def __call__(self, x):
-        return self.scale * ((x @ self.a.t()) @ self.b.t())
-
-
 class Model:
     def __init__(self, arch, weights):
         self.arch, self.w = arch, weights
@@ -196,52 +134,20 @@ class Model:
         return x[:, 0] @ self.head[0].t() + self.head[1]
 
 
-def blas_library():
-    """The BLAS shared library this process mapped (Debian: whichever libblas.so.3 is chosen)."""
-    with open("/proc/self/maps") as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) >= 6 and "blas" in os.path.basename(fields[5]).lower():
-                return fields[5]
-    return "built in"
-
-
-def timed(fn, reps, inner, units):
-    """Runs fn once, then `reps` samples of `inner` calls of fn; units per second each."""
-    fn()
-    samples = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        samples.append(units * inner / (time.perf_counter() - start))
-    return samples
-
-
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("model", nargs="?", help="a Hugging Face ViT folder (config.json, model.safetensors)")
-    ap.add_argument("--config-json", help="a config.json's text, for random weights")
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--r", type=int, default=1)
-    ap.add_argument("--k", type=int, default=1024)
-    ap.add_argument("--l", type=int, default=1024)
-    ap.add_argument("--lora-alpha", type=float, default=1.0)
-    ap.add_argument("--classes", type=int, default=10)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--inner", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    if (args.model is None) == (args.config_json is None):
-        raise SystemExit("give a model folder or --config-json, not both")
-    torch.set_num_threads(args.threads)
-    gen = torch.Generator().manual_seed(args.seed)
-    c = json.loads(args.config_json) if args.config_json else json.load(
-        open(os.path.join(args.model, "config.json"))
+    add_common_arguments(
+        ap, "a Hugging Face ViT folder (config.json, model.safetensors)", r=1, k=1024, l=1024,
+        lora_alpha=1.0,
     )
+    ap.add_argument("--classes", type=int, default=10)
+    args = ap.parse_args()
+    c, gen = start(args)
     arch = Arch(c)
-    weights, source = make_weights(arch, args.model, gen)
+    is_norm = lambda name: "layernorm" in name and name.endswith(".weight")
+    weights, source = make_weights(
+        arch.shapes(), args.model, gen, c.get("initializer_range", 0.02), is_norm
+    )
     model = Model(arch, weights)
     B = args.batch
     n = B * arch.C * arch.S * arch.S
@@ -282,10 +188,7 @@ def main():
     assert head_w.grad is not None
 
     print(json.dumps({
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "blas": blas_library(),
-        "weights": source,
+        **run_info(source),
         "forward_images_per_s": statistics.median(forward_samples),
         "train_images_per_s": statistics.median(train_samples),
         "samples": {"forward": forward_samples, "train": train_samples},

@@ -17,8 +17,24 @@ import { AdapterSet, MLP_TARGETS } from "../adapters/attach.ts";
 import { newHead } from "../adapters/head.ts";
 import type { Gpu } from "../kernels/gpu.ts";
 import type { Model } from "../models/model.ts";
-import { initModel, loadModel, parseModelConfig } from "../models/registry.ts";
-import { formatTable } from "./table.ts";
+import {
+  agreementNote,
+  type BenchNola,
+  formatSpeedTable,
+  median,
+  ratios,
+  runTorchScript,
+  selectCases,
+  sideBySide,
+  type SideBySideCase,
+  type SideBySideOptions,
+  type SideBySideRow,
+  timeSamples,
+  type TorchBuild,
+  type TorchError,
+  torchNote,
+  weightsOf,
+} from "./_side_by_side.ts";
 
 /** ViT-B/16's architecture (Hugging Face `config.json` keys), for a model with random weights. */
 export const VIT_B16_SHAPE: Readonly<Record<string, unknown>> = {
@@ -39,29 +55,13 @@ export const VIT_B16_SHAPE: Readonly<Record<string, unknown>> = {
 };
 
 /** One model of the suite and the sizes it is measured at. */
-export interface VitBenchCase {
-  /** Name in the table; `--filter` matches it. */
-  name: string;
-  /** A model folder (its checkpoint), or a `config.json` object (random weights). */
-  model: string | Readonly<Record<string, unknown>>;
+export interface VitBenchCase extends SideBySideCase {
   /** Images a batch. */
   B: number;
-  /** Timed repetitions of each measure (the median is reported). */
-  reps: number;
-  /** Forwards or training steps in one repetition. */
-  inner: number;
 }
 
 /** NOLA-MLP's settings in the training measure. */
-export interface VitBenchNola {
-  /** Rank. */
-  r: number;
-  /** A bases a module. */
-  k: number;
-  /** B bases a module. */
-  l: number;
-  /** Output scale numerator (`lora_alpha / r`). */
-  loraAlpha: number;
+export interface VitBenchNola extends BenchNola {
   /** Classes of the new head. */
   classes: number;
 }
@@ -91,13 +91,7 @@ export interface VitMeasures {
 }
 
 /** The PyTorch side of one model. */
-export interface VitTorchResult extends VitMeasures {
-  /** `torch.__version__`. */
-  version: string;
-  /** `torch.get_num_threads()`. */
-  threads: number;
-  /** The BLAS library torch's matrix products went through. */
-  blas: string;
+export interface VitTorchResult extends VitMeasures, TorchBuild {
   /** Every repetition's images/s. */
   samples: Record<keyof VitMeasures, number[]>;
   /** Each image's predicted class (the forward's argmax). */
@@ -105,40 +99,24 @@ export interface VitTorchResult extends VitMeasures {
 }
 
 /** One model's figures. */
-export interface VitBenchRow {
-  model: string;
-  /** `checkpoint` (a folder's weights) or `random`. */
-  weights: "checkpoint" | "random";
+export interface VitBenchRow extends SideBySideRow<VitMeasures, VitTorchResult> {
+  /** Images a batch. */
   B: number;
   /** Input side in pixels. */
   imageSize: number;
+  /** The adapter and head: settings, adapted modules and trainable numbers. */
   nola: VitBenchNola & { modules: number; trainable: number };
-  ours: VitMeasures;
-  samples: Record<keyof VitMeasures, number[]>;
+  /** Each image's class as nola-gpu predicted it (the forward's argmax). */
   classes: number[];
-  torch: VitTorchResult | { error: string };
-  /** nola-gpu images/s over PyTorch's, per measure. */
-  ratio?: VitMeasures;
   /** With a checkpoint on both sides: whether both picked the same class for every image. */
   sameClasses?: boolean;
 }
 
-/** Options of {@link benchVit}. */
-export interface VitBenchOptions {
-  /** Keeps the cases whose name contains this text (any case); none matching keeps them all. */
-  filter?: string;
-  /** The models (default {@link VIT_BENCH_CASES}). */
-  cases?: readonly VitBenchCase[];
-  /** NOLA settings (default {@link VIT_BENCH_NOLA}). */
-  nola?: VitBenchNola;
-  /** Run the PyTorch side (default true). */
-  torch?: boolean;
-}
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
+/**
+ * Options of {@link benchVit}: the cases default to {@link VIT_BENCH_CASES}, NOLA to
+ * {@link VIT_BENCH_NOLA}.
+ */
+export type VitBenchOptions = SideBySideOptions<VitBenchCase, VitBenchNola>;
 
 /**
  * The suite's input pixels, already normalised: the same formula on both sides (the Python side
@@ -149,17 +127,6 @@ const median = (xs: number[]) => {
  */
 export function benchPixels(n: number): Float32Array {
   return Float32Array.from({ length: n }, (_, i) => ((i * 7919) % 251) / 125 - 1);
-}
-
-async function samples(reps: number, units: number, run: () => Promise<void>): Promise<number[]> {
-  await run();
-  const out: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const start = performance.now();
-    await run();
-    out.push(units / ((performance.now() - start) / 1000));
-  }
-  return out;
 }
 
 function argmaxRows(logits: Float32Array, rows: number, classes: number): number[] {
@@ -189,7 +156,7 @@ async function measureOurs(
   };
   const classesBefore = model.classifierHead!.labels.length;
   let classes: number[] = [];
-  const forward = await samples(c.reps, inner * B, async () => {
+  const forward = await timeSamples(c.reps, inner * B, async () => {
     let acts;
     for (let i = 0; i < inner; i++) acts = model.forward(batch);
     const logits = new Float32Array(await gpu.read(acts!.logits.buffer));
@@ -209,7 +176,7 @@ async function measureOurs(
   set.setHead(newHead(model, labels, { seed: 0 }));
   const params = set.parameters();
   const targets = Uint32Array.from({ length: B }, (_, i) => i % nola.classes);
-  const train = await samples(c.reps, inner * B, async () => {
+  const train = await timeSamples(c.reps, inner * B, async () => {
     for (let i = 0; i < inner; i++) {
       set.zeroGrads();
       set.prepareStep();
@@ -232,34 +199,22 @@ async function measureOurs(
   };
 }
 
-/** The first Python that imports torch, or why none does. */
-async function torchPython(): Promise<{ python: string } | { error: string }> {
-  let why = "";
-  // Debian's torch lives with Debian's python, which another python on PATH may shadow.
-  for (const python of ["python3", "/usr/bin/python3"]) {
-    try {
-      const out = await new Deno.Command(python, {
-        args: ["-c", "import torch"],
-        stdout: "null",
-        stderr: "piped",
-      }).output();
-      if (out.success) return { python };
-      why = new TextDecoder().decode(out.stderr).trim().split("\n").at(-1) ?? "";
-    } catch (e) {
-      why = (e as Error).message;
-    }
-  }
-  return { error: `PyTorch side not run (apt-get install python3-torch): ${why}` };
+/** The JSON line `bench/torch_vit.py` prints (the fields read here). */
+interface TorchVitLine {
+  forward_images_per_s: number;
+  train_images_per_s: number;
+  torch: string;
+  threads: number;
+  blas: string;
+  samples: Record<keyof VitMeasures, number[]>;
+  classes: number[];
 }
 
 async function measureTorch(
   python: string,
   c: VitBenchCase,
   nola: VitBenchNola,
-): Promise<VitTorchResult | { error: string }> {
-  const model = typeof c.model === "string"
-    ? [c.model]
-    : ["--config-json", JSON.stringify(c.model)];
+): Promise<VitTorchResult | TorchError> {
   const sizes = {
     batch: c.B,
     r: nola.r,
@@ -271,17 +226,8 @@ async function measureTorch(
     inner: c.inner,
     threads: navigator.hardwareConcurrency,
   };
-  const args = [
-    "bench/torch_vit.py",
-    ...model,
-    ...Object.entries(sizes).flatMap(([key, value]) => [`--${key}`, String(value)]),
-  ];
-  const out = await new Deno.Command(python, { args, stdout: "piped", stderr: "piped" }).output();
-  if (!out.success) {
-    const last = new TextDecoder().decode(out.stderr).trim().split("\n").at(-1);
-    return { error: `bench/torch_vit.py failed on ${c.name}: ${last}` };
-  }
-  const r = JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!);
+  const r = await runTorchScript<TorchVitLine>(python, "bench/torch_vit.py", c, sizes);
+  if ("error" in r) return r;
   return {
     forward: r.forward_images_per_s,
     train: r.train_images_per_s,
@@ -318,37 +264,20 @@ export async function benchVit(
   gpu: Gpu,
   options: VitBenchOptions = {},
 ): Promise<VitBenchRow[]> {
-  const all = options.cases ?? VIT_BENCH_CASES;
   const nola = options.nola ?? VIT_BENCH_NOLA;
-  const filter = options.filter?.toLowerCase() ?? "";
-  const matching = all.filter((c) => c.name.toLowerCase().includes(filter));
-  // One --filter serves every suite run: text meant for another suite leaves this one whole.
-  const cases = matching.length > 0 ? matching : all;
-  if (matching.length === 0) {
-    console.log(`(--filter "${options.filter}" matches no vit model: all are run)`);
-  }
-  const python = options.torch === false
-    ? { error: "PyTorch side not run (disabled)" }
-    : await torchPython();
-  const rows: VitBenchRow[] = [];
-  for (const c of cases) {
-    const side = (await configOf(c)).image_size as number;
-    let start = performance.now();
-    const seconds = () => ((performance.now() - start) / 1000).toFixed(0);
-    let measured;
-    {
-      using model = typeof c.model === "string"
-        ? await loadModel(gpu, c.model)
-        : await initModel(gpu, parseModelConfig(c.model, c.name), { seed: 1 });
-      measured = await measureOurs(gpu, model, { ...c, side }, nola);
-    }
-    console.log(`${c.name}: nola-gpu side ${seconds()} s`);
-    start = performance.now();
-    const torch = "python" in python
-      ? await measureTorch(python.python, c, nola)
-      : { error: python.error };
-    if ("python" in python) console.log(`${c.name}: PyTorch side ${seconds()} s`);
-    const weights = typeof c.model === "string" ? "checkpoint" : "random";
+  const cases = selectCases(options.cases ?? VIT_BENCH_CASES, options.filter, "vit");
+  const results = await sideBySide(
+    gpu,
+    cases,
+    options.torch !== false,
+    async (model, c) => {
+      const side = (await configOf(c)).image_size as number;
+      return { side, ...await measureOurs(gpu, model, { ...c, side }, nola) };
+    },
+    (python, c) => measureTorch(python, c, nola),
+  );
+  return results.map(({ c, ours: { side, ...measured }, torch }) => {
+    const weights = weightsOf(c);
     const row: VitBenchRow = {
       model: c.name,
       weights,
@@ -358,18 +287,14 @@ export async function benchVit(
       torch,
     };
     if (!("error" in torch)) {
-      row.ratio = {
-        forward: measured.ours.forward / torch.forward,
-        train: measured.ours.train / torch.train,
-      };
+      row.ratio = ratios(measured.ours, torch, ["forward", "train"]);
       // Only the same weights on both sides can pick the same classes.
       if (weights === "checkpoint") {
         row.sameClasses = torch.classes.join(",") === measured.classes.join(",");
       }
     }
-    rows.push(row);
-  }
-  return rows;
+    return row;
+  });
 }
 
 const MEASURES: [keyof VitMeasures, string][] = [
@@ -385,35 +310,19 @@ const MEASURES: [keyof VitMeasures, string][] = [
  * @returns Text for the console.
  */
 export function formatVitBench(rows: readonly VitBenchRow[]): string {
-  const speed = formatTable(
-    ["model", "measure", "batch", "nola-gpu img/s", "PyTorch img/s", "ratio"],
-    rows.flatMap((r) =>
-      MEASURES.map(([key, label]) => {
-        const torch = "error" in r.torch ? undefined : r.torch;
-        return [
-          r.model,
-          label,
-          `${r.B} x ${r.imageSize}²`,
-          r.ours[key].toFixed(2),
-          torch ? torch[key].toFixed(2) : "-",
-          r.ratio ? r.ratio[key].toFixed(2) : "-",
-        ];
-      })
-    ),
-  );
+  const speed = formatSpeedTable(rows, MEASURES, {
+    size: "batch",
+    sizeOf: (r) => `${r.B} x ${r.imageSize}²`,
+    unit: "img/s",
+    digits: 2,
+  });
   const notes = rows.map((r) => {
     const n = r.nola;
     const adapters = `NOLA on ${n.modules} MLP linears (r ${n.r}, k = l = ${n.k}) and a new ` +
       `${n.classes}-class head: ${n.trainable.toLocaleString("en-US")} trainable numbers`;
     if ("error" in r.torch) return `${r.model}: ${adapters}; ${r.torch.error}`;
-    const t = r.torch;
-    const same = r.sameClasses === undefined
-      ? ""
-      : `; predicted classes ${
-        r.sameClasses ? "identical on both sides" : "DIFFER between the sides"
-      }`;
-    return `${r.model}: ${adapters}; PyTorch ${t.version} CPU, ${t.threads} threads, BLAS ` +
-      `${t.blas}${same}`;
+    return `${r.model}: ${adapters}; ${torchNote(r.torch)}` +
+      agreementNote(r.sameClasses, "predicted classes");
   });
   return [speed, "", ...notes].join("\n");
 }
