@@ -1,14 +1,16 @@
 /**
  * What the suites that time a model here and in PyTorch share (`bench/llama.ts`, `bench/vit.ts`):
- * picking the cases a `--filter` names, the timing loop, finding a Python that imports torch,
- * running a `bench/torch_*.py` script, the loop that measures each case on the GPU and then,
- * the model freed, on PyTorch, and the speed table and notes that report both sides.
+ * picking the cases a `--filter` names, the timing loop, an adapter training step, finding a
+ * Python that imports torch, running a `bench/torch_*.py` script, the loop that measures each
+ * case on the GPU and then, the model freed, on PyTorch, and the speed table and notes that
+ * report both sides.
  *
  * @module
  */
 
+import type { AdapterSet } from "../adapters/attach.ts";
 import type { Gpu } from "../kernels/gpu.ts";
-import type { Model } from "../models/model.ts";
+import type { LabelledInput, Model, TokenInput } from "../models/model.ts";
 import { initModel, loadModel, parseModelConfig } from "../models/registry.ts";
 import { formatTable } from "./table.ts";
 
@@ -113,6 +115,34 @@ export async function timeSamples(
     out.push(units / ((performance.now() - start) / 1000));
   }
   return out;
+}
+
+/**
+ * The trainer's step without the optimizer, `steps` times: adapter gradients zeroed, factors
+ * combined, forward, loss, backward, coefficient gradients from the factor gradients. It only
+ * queues the work: read a result back to wait for it.
+ *
+ * @param model The model, with `set` attached.
+ * @param set The adapters.
+ * @param input The batch.
+ * @param targets One target a loss row.
+ * @param steps Steps to queue.
+ */
+export function adapterSteps(
+  model: Model,
+  set: AdapterSet,
+  input: TokenInput | LabelledInput,
+  targets: Uint32Array,
+  steps: number,
+): void {
+  for (let i = 0; i < steps; i++) {
+    set.zeroGrads();
+    set.prepareStep();
+    model.forward(input);
+    model.loss({ targets }, { backward: true });
+    model.backward();
+    set.finishBackward();
+  }
 }
 
 /**

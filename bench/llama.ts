@@ -15,6 +15,7 @@ import type { Gpu } from "../kernels/gpu.ts";
 import { generateTokens } from "../models/generate.ts";
 import type { Model } from "../models/model.ts";
 import {
+  adapterSteps,
   agreementNote,
   type BenchNola,
   formatSpeedTable,
@@ -188,8 +189,6 @@ async function measureOurs(gpu: Gpu, model: Model, c: LlamaBenchCase, nola: Llam
   let train: number[];
   let adapted: LlamaBenchRow["nola"];
   {
-    // The trainer's NOLA step without the optimizer: coefficient and factor gradients zeroed,
-    // factors combined, forward, loss, backward, coefficient gradients from the factor gradients.
     using set = await AdapterSet.attach(model, {
       method: "nola",
       targets: [ALL_LINEAR],
@@ -198,14 +197,7 @@ async function measureOurs(gpu: Gpu, model: Model, c: LlamaBenchCase, nola: Llam
     }, { maxRows: B * T });
     const params = set.parameters();
     const run = async () => {
-      for (let i = 0; i < inner; i++) {
-        set.zeroGrads();
-        set.prepareStep();
-        model.forward(batch);
-        model.loss({ targets }, { backward: true });
-        model.backward();
-        set.finishBackward();
-      }
+      adapterSteps(model, set, batch, targets, inner);
       await gpu.read(params[0].grad.buffer, { byteLength: 4 });
     };
     let base = 0;

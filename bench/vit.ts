@@ -18,6 +18,7 @@ import { newHead } from "../adapters/head.ts";
 import type { Gpu } from "../kernels/gpu.ts";
 import type { Model } from "../models/model.ts";
 import {
+  adapterSteps,
   agreementNote,
   type BenchNola,
   formatSpeedTable,
@@ -177,14 +178,7 @@ async function measureOurs(
   const params = set.parameters();
   const targets = Uint32Array.from({ length: B }, (_, i) => i % nola.classes);
   const train = await timeSamples(c.reps, inner * B, async () => {
-    for (let i = 0; i < inner; i++) {
-      set.zeroGrads();
-      set.prepareStep();
-      model.forward(batch);
-      model.loss({ targets }, { backward: true });
-      model.backward();
-      set.finishBackward();
-    }
+    adapterSteps(model, set, batch, targets, inner);
     await gpu.read(params[0].grad.buffer, { byteLength: 4 });
   });
   return {
