@@ -48,7 +48,8 @@ export interface RandomNolaOptions {
  *
  * @param model The model; detach with `model.detachAll()` or dispose of the returned set.
  * @param targets Site patterns.
- * @param seed Seed of the coefficients (module i draws alpha from seed + 2i, beta from seed + 2i + 1).
+ * @param seed Seed of the coefficients: module i draws alpha from seed + 2i, beta from
+ *   seed + 2i + 1.
  * @param options The basis seed and the rows of scratch.
  * @returns The attached set.
  */
