@@ -109,6 +109,7 @@ export class Gpu implements Disposable {
   #encoder: GPUCommandEncoder | null = null;
   #pass: GPUComputePassEncoder | null = null;
   #timedPass = false;
+  #profile: { querySet: GPUQuerySet; labels: string[]; dropped: number } | null = null;
   #uniforms: UniformArena;
   #afterSubmit: (() => void)[] = [];
   #failure: Error | null = null;
@@ -288,10 +289,87 @@ export class Gpu implements Disposable {
       layout: kernel.layout,
       entries,
     });
+    const profile = this.#profile && !this.#timedPass ? this.#profile : null;
+    if (profile && profile.labels.length < PROFILE_DISPATCHES) {
+      // Its own pass, bracketed by timestamps.
+      const i = profile.labels.length;
+      profile.labels.push(`${kernel.key.label} ${x}x${y}x${z}`);
+      this.#pass?.end();
+      const pass = (this.#encoder ??= this.device.createCommandEncoder({ label: "nola-gpu batch" }))
+        .beginComputePass({
+          label: kernel.key.label,
+          timestampWrites: {
+            querySet: profile.querySet,
+            beginningOfPassWriteIndex: 2 * i,
+            endOfPassWriteIndex: 2 * i + 1,
+          },
+        });
+      pass.setPipeline(kernel.pipeline);
+      pass.setBindGroup(0, group);
+      pass.dispatchWorkgroups(x, y, z);
+      pass.end();
+      this.#pass = null;
+      return;
+    }
+    if (profile) profile.dropped++;
     const pass = this.#computePass();
     pass.setPipeline(kernel.pipeline);
     pass.setBindGroup(0, group);
     pass.dispatchWorkgroups(x, y, z);
+  }
+
+  /**
+   * Starts timing every dispatch on its own (each in a pass bracketed by GPU timestamps) until
+   * {@linkcode Gpu.stopProfile}: for finding where a step's time goes. Passes split per dispatch
+   * cost a little themselves, so use it to compare kernels, not to measure a whole step. Needs
+   * `timestamp-query`; up to 2,048 dispatches are timed, the rest counted.
+   *
+   * @throws {GpuError} Without `timestamp-query`, or when a profile is already running.
+   */
+  startProfile(): void {
+    if (!this.hasTimestamps) {
+      throw new GpuError("Profiling needs the timestamp-query feature, which this adapter lacks");
+    }
+    if (this.#profile) throw new GpuError("A profile is already running: stop it first");
+    const querySet = this.device.createQuerySet({
+      type: "timestamp",
+      count: 2 * PROFILE_DISPATCHES,
+    });
+    this.#profile = { querySet, labels: [], dropped: 0 };
+  }
+
+  /**
+   * Ends the profile begun by {@linkcode Gpu.startProfile}, waits for its work, and returns the
+   * GPU time and count of each kernel and workgroup grid (`matmul_wide_nn 64x8x1`), largest first.
+   *
+   * @returns One row a kernel and grid, and how many dispatches went untimed past the limit.
+   */
+  async stopProfile(): Promise<{
+    kernels: { label: string; ms: number; count: number }[];
+    untimed: number;
+  }> {
+    const profile = this.#profile;
+    if (!profile) throw new GpuError("No profile is running: call startProfile first");
+    this.#profile = null;
+    const n = profile.labels.length;
+    const kernels = new Map<string, { label: string; ms: number; count: number }>();
+    if (n > 0) {
+      const resolved = this.device.createBuffer({
+        size: 16 * n,
+        usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+      });
+      this.encoder().resolveQuerySet(profile.querySet, 0, 2 * n, resolved, 0);
+      const ticks = new BigUint64Array(await this.read(resolved));
+      resolved.destroy();
+      profile.labels.forEach((label, i) => {
+        const row = kernels.get(label) ?? { label, ms: 0, count: 0 };
+        row.ms += Number(ticks[2 * i + 1] - ticks[2 * i]) / 1e6;
+        row.count++;
+        kernels.set(label, row);
+      });
+    }
+    profile.querySet.destroy();
+    return { kernels: [...kernels.values()].sort((a, b) => b.ms - a.ms), untimed: profile.dropped };
   }
 
   /** The open command encoder, for copies; ends any open compute pass first. */
@@ -442,6 +520,9 @@ export class Gpu implements Disposable {
     return this.#pass = encoder.beginComputePass({ label: "nola-gpu compute" });
   }
 }
+
+// Dispatches one profile times (two timestamps each, within WebGPU's 4,096 queries a set).
+const PROFILE_DISPATCHES = 2048;
 
 /** Rounds `n` up to a multiple of `to`. */
 export function align(n: number, to: number): number {

@@ -101,6 +101,9 @@ const PARAMS = new UniformStruct("Params", {
 }, { wgsl: MATMUL_WGSL });
 const chosenVariants = new Map<string, MatmulVariant>();
 
+/** Fewest output columns the `wide` variant is used for; narrower products take `vec4`. */
+const WIDE_MIN_COLUMNS = 512;
+
 /** Workgroup shapes and the C tile each workgroup covers. */
 const GEOMETRY = {
   blocked: { constants: { WG_X: 8, WG_Y: 1 }, rows: 4, cols: 32 },
@@ -329,8 +332,15 @@ export class Matmul {
     const bind = (span: Span, vec4: boolean) => bindSpan(this.gpu, span, chunk, vec4);
     const layout = `${r.transA ? "t" : "n"}${r.transB ? "t" : "n"}` as const;
     let variant: MatmulVariant = r.variant;
-    // A 16-row tile on a few rows (decoding, small batches) wastes most of its work.
-    if (variant === "wide" && (!ENTRIES.wide[layout] || extent(chunk.i) <= 8)) variant = "vec4";
+    // A 16 x 256 tile on a few rows (decoding, small batches) or under 512 columns (a layer of a
+    // small model, an adapter's rank-r factor) wastes much of its work: on llvmpipe vec4's 8 x 64
+    // tile took 1.3-3.5x less time at 1024 rows and 8-384 columns, wide 1.1-1.3x less from 512.
+    if (
+      variant === "wide" &&
+      (!ENTRIES.wide[layout] || extent(chunk.i) <= 8 || extent(chunk.j) < WIDE_MIN_COLUMNS)
+    ) {
+      variant = "vec4";
+    }
     let vec4 = (variant === "vec4" || variant === "wide") && r.lda % 4 === 0 &&
       r.ldb % 4 === 0 && (extent(chunk.z) === 1 || (r.strideA % 4 === 0 && r.strideB % 4 === 0));
     let a = vec4 ? bind(spanA, true) : null;

@@ -149,6 +149,10 @@ Deno.test(
         const ldb = transB ? 24 : 20;
         await everyVariant({ m: 37, n: 19, k: 23, transA, transB, lda, ldb, ldc: 21 }, seed);
         await everyVariant({ m: 64, n: 72, k: 40, transA, transB }, seed);
+        // 512 columns and more: the wide variant runs its own kernels (narrower takes vec4's).
+        await everyVariant({ m: 37, n: 517, k: 23, transA, transB }, seed);
+        const pitches = { lda, ldb: transB ? 24 : 520, ldc: 521 };
+        await everyVariant({ m: 37, n: 517, k: 23, transA, transB, ...pitches }, seed);
       }
     }
   },
@@ -162,6 +166,10 @@ Deno.test("matmul adds bias, scales by alpha and accumulates", GPU_TEST, async (
     await everyVariant({ m: 33, n: 20, k: 16, transB, accumulate: true }, seed);
     await everyVariant(
       { m: 9, n: 44, k: 12, transB, bias: true, alpha: 2.5, accumulate: true },
+      seed,
+    );
+    await everyVariant(
+      { m: 21, n: 516, k: 12, transB, bias: true, alpha: 2.5, accumulate: true },
       seed,
     );
   }
