@@ -140,6 +140,45 @@ Deno.test("GPU timing returns a positive duration", GPU_TEST, async () => {
 });
 
 Deno.test(
+  "a profile times each dispatch by kernel and grid, and leaves the results unchanged",
+  GPU_TEST,
+  async (t) => {
+    const gpu = await testGpu();
+    if (!gpu.hasTimestamps) {
+      assert.throws(() => gpu.startProfile(), /timestamp-query/);
+      await t.step({ name: "(no timestamp-query: profiling refused)", fn: () => {} });
+      return;
+    }
+    const kernel = await gpu.kernel(scaleKernel());
+    const values = Float32Array.from({ length: 3000 }, (_, i) => i % 97 - 48);
+    using x = Tensor.from(gpu, values, [3000]);
+    using out = Tensor.empty(gpu, [3000]);
+    await assert.rejects(() => gpu.stopProfile(), /No profile is running/);
+    gpu.startProfile();
+    assert.throws(() => gpu.startProfile(), /already running/);
+    for (const [n, factor] of [[3000, 2], [3000, 3], [64, 5]] as const) {
+      gpu.dispatch(kernel, [out.buffer, x.buffer], {
+        uniforms: sizes(n, 0, factor),
+        workgroups: [Math.ceil(n / 64)],
+      });
+    }
+    const profile = await gpu.stopProfile();
+    assert.deepEqual(
+      profile.kernels.map((k) => [k.label, k.count]).sort(),
+      [["scale 1x1x1", 1], ["scale 47x1x1", 2]],
+    );
+    assert.ok(profile.kernels.every((k) => k.ms >= 0 && k.ms < 10_000));
+    assert.equal(profile.untimed, 0);
+    // The last dispatch scaled the first 64 values by 5, the rest kept the second's 3.
+    const got = await out.read();
+    for (let i = 0; i < 3000; i++) assert.equal(got[i], values[i] * (i < 64 ? 5 : 3));
+    // Work after the profile runs in the shared pass again.
+    gpu.dispatch(kernel, [out.buffer, x.buffer], { uniforms: sizes(3000, 0, 1), workgroups: [47] });
+    assert.deepEqual([...await out.read()], [...values]);
+  },
+);
+
+Deno.test(
   "a write between recorded dispatches lands in order without a submit of its own",
   GPU_TEST,
   async () => {
