@@ -12,13 +12,16 @@ import {
   testGpu,
 } from "../_util.ts";
 
-// [B, T, C]: odd sizes, non-multiples of the workgroup, more rows than one chunk, GPT-2's C.
+// [B, T, C]: odd sizes, non-multiples of the workgroup, more rows than one chunk, GPT-2's C, and
+// both sides of the channel count where the workgroup grows from 32 to 128 threads.
 const SHAPES: readonly [number, number, number][] = [
   [1, 1, 1],
   [1, 3, 3],
   [2, 17, 17],
   [3, 17, 64],
   [2, 3, 255],
+  [1, 7, 511],
+  [1, 7, 515],
   [1, 300, 768],
 ];
 
