@@ -2,12 +2,7 @@ import * as assert from "node:assert/strict";
 import { Random } from "../../data/batches.ts";
 import { tokenizerJson, trainBpe } from "../../data/bpe_train.ts";
 import { Tokenizer } from "../../models/tokenizer.ts";
-import {
-  detokenize,
-  freshNameDocuments,
-  guideDocuments,
-  recapDocuments,
-} from "../../fixtures/english-corpus/make_corpus.ts";
+import { detokenize, guideDocuments } from "../../fixtures/english-corpus/make_corpus.ts";
 
 const CORPUS = "fixtures/english-corpus/corpus.txt";
 
@@ -42,39 +37,6 @@ Deno.test("english-corpus/corpus.txt holds the script's guide documents and Brow
   assert.ok(!/\w\/(at|nn|vbd|in|jj|np)\b/.test(file), "a Brown tag left in the text");
   const bytes = new TextEncoder().encode(file).length;
   assert.ok(bytes > 2_000_000 && bytes < 3_500_000, `corpus is ${bytes} bytes`);
-});
-
-Deno.test("english-corpus/corpus-2.txt holds guide documents with made-up names and a fifth of the Brown text", async () => {
-  const file = await Deno.readTextFile("fixtures/english-corpus/corpus-2.txt");
-  const docs = file.split("\n");
-  assert.equal(docs.pop(), "");
-  const set = new Set(docs);
-  // The generator draws the guide documents, then the recaps.
-  const random = new Random(20261203, 0);
-  const guides = [...freshNameDocuments(3000, random), ...recapDocuments(4000, random)];
-  const missing = guides.filter((d) => !set.has(d));
-  assert.equal(missing.length, 0, `${missing.length} guide documents missing, e.g. ${missing[0]}`);
-  const brown = docs.length - guides.length;
-  assert.ok(brown > 200 && brown < 400, `${brown} Brown documents`);
-  assert.ok(!/\w\[[^\]]*\]/.test(file), "a meaning representation in the corpus");
-  // Directory headings name their venue; made-up names are too many to learn by heart, so the
-  // stage teaches copying a name from where it is first stated.
-  const directories = docs.filter((d) => /^(Where to eat|Places to eat in|Our pick of)/.test(d));
-  const headings = directories.flatMap((d) =>
-    [...d.matchAll(/(?:^|\. )([A-Z][\w' ]+): /g)].map((m) => m[1])
-  );
-  const names = new Set(headings);
-  assert.ok(headings.length > 1500, `${headings.length} directory headings`);
-  assert.ok(names.size > headings.length / 2, `${names.size} names in ${headings.length} headings`);
-  // A recap names its venues again, in the order it first listed them.
-  for (const doc of guides.slice(3000, 3050)) {
-    const listed = /: (.*?)\. |about (.*?)\. |at (.*?)\. /.exec(doc)!;
-    const again = [...doc.matchAll(/(?:First,|Then|Next,|After that,|Last,) ([^.]+)\./g)]
-      .map((m) => m[1]);
-    const spoken = `${again.slice(0, -1).join(", ")} and ${again.at(-1)}`;
-    assert.ok(again.length >= 3, doc);
-    assert.equal(spoken, listed[1] ?? listed[2] ?? listed[3], doc);
-  }
 });
 
 Deno.test("the committed tiny-gpt2-english tokenizer.json is trainBpe on the English corpus, 4,096 tokens", async () => {
