@@ -8,7 +8,10 @@
  *
  * The byte counts follow the allocations one for one (`GpuModel.memory`, the families' arenas,
  * `LowRankLinear`, `NolaFactors`, AdamW's moments); `tests/models/memory_estimate_test.ts` holds
- * them to the real allocation. What the estimate leaves out is small: the buffer pool's step
+ * them to the real allocation. The families: GPT-2, the Llama family, and ViT in either layout
+ * (Hugging Face or timm), whose loss rows are images (one row of class logits each, a new head's
+ * classes when {@link MemoryEstimateOptions.head} says so) and whose arena covers every token of
+ * an image whatever the sequence length asked. What the estimate leaves out is small: the buffer pool's step
  * temporaries, uniforms, scratch gradients of frozen norm weights, and evaluation arenas of other
  * shapes.
  *
@@ -21,15 +24,39 @@ import { gpt2Sites } from "./gpt2_config.ts";
 import { expectedGpt2Shapes, gpt2WeightNames } from "./gpt2_weights.ts";
 import { type LlamaConfig, llamaSites } from "./llama_config.ts";
 import { expectedLlamaShapes, llamaWeightNames } from "./llama_weights.ts";
+import { type VitConfig, vitPatches, vitTokens } from "./vit_config.ts";
+import { vitNames, vitSites } from "./vit_names.ts";
+import { expectedVitShapes, vitWeightNames } from "./vit_weights.ts";
 import { storedDtypes } from "./_base_weights.ts";
 import type { LinearSite, ModelOptions } from "./model.ts";
 import type { ModelConfig } from "./registry.ts";
 
-/** What a weight is, for the estimate's breakdown. */
-export type WeightKind = "linear" | "embedding" | "head" | "position" | "norm" | "bias";
+/**
+ * What a weight is, for the estimate's breakdown: `linear` (the blocks' linear layers, and a ViT
+ * `ViTModel`'s pooler), `embedding` (the token embedding; a ViT's class token), `patch` (a ViT's
+ * patch embedding, the convolution's weight and bias), `head` (the output layer: GPT-2 and Llama's
+ * `lm_head`, a ViT classifier's weight and bias), `position` (learned position embeddings),
+ * `norm` (norm weights), `bias` (every other bias: the linear layers' and the norms').
+ */
+export type WeightKind =
+  | "linear"
+  | "embedding"
+  | "patch"
+  | "head"
+  | "position"
+  | "norm"
+  | "bias";
 
 /** The kinds in the order the breakdown lists them. */
-const KINDS: readonly WeightKind[] = ["linear", "embedding", "head", "position", "norm", "bias"];
+const KINDS: readonly WeightKind[] = [
+  "linear",
+  "embedding",
+  "patch",
+  "head",
+  "position",
+  "norm",
+  "bias",
+];
 
 /** One adapted module, as the adapters' plan gives it (`adapters/attach.ts` `ModulePlan`). */
 export interface AdapterShape {
@@ -64,6 +91,13 @@ export interface MemoryEstimateOptions {
   adapters?: { modules: readonly AdapterShape[]; maxRows: number };
   /** The optimizer of the trainable tensors; absent: none. */
   optimizer?: { kind: "adamw" | "sgd"; momentum?: number };
+  /**
+   * A classifier's head as the attach stage leaves it: `classes`, the rows of a new head (the
+   * data's classes; absent: the config's), and whether it `trainable` beside the adapters (its
+   * gradients count under {@link MemoryEstimate.gradients} and its values under the optimizer's).
+   * Absent: the checkpoint's head, frozen. Only for a family with a classifier head (ViT).
+   */
+  head?: { classes?: number; trainable: boolean };
 }
 
 /** A buffer the run will allocate, and the part of it one storage binding must hold. */
@@ -84,7 +118,7 @@ export interface MemoryEstimate {
   weightsByKind: Partial<Record<WeightKind, number>>;
   /** All weights. */
   weights: number;
-  /** Weight gradients (full fine-tuning). */
+  /** Weight gradients: every weight's under full fine-tuning, else a trained head's. */
   gradients: number;
   /** Adapter factors, coefficients, their gradients and saved projections. */
   adapters: number;
@@ -102,19 +136,36 @@ export interface MemoryEstimate {
   widestBinding: EstimatedBuffer;
 }
 
+/**
+ * How `load` keeps a weight: `linear` follows the base format (packed int8 / nf4, or 16-bit
+ * `as-stored`), `half` stays 16-bit when the checkpoint stores it so and the base is not f32 (the
+ * token embedding and a text head), `f32` always f32.
+ */
+type Kept = "linear" | "half" | "f32";
+
 interface WeightSpec {
   name: string;
   shape: number[];
   kind: WeightKind;
+  kept: Kept;
 }
 
 interface EstimateFamily {
-  weights(config: unknown): WeightSpec[];
+  /** Every weight the load keeps; `stored` (the checkpoint's names) adds optional ones. */
+  weights(config: unknown, stored?: ReadonlyMap<string, string>): WeightSpec[];
   sites(config: unknown): readonly LinearSite[];
   layout: "conv1d" | "linear";
-  vocab(config: unknown): number;
+  /** Outputs of one loss row: the vocabulary, or a classifier's classes. */
+  outputs(config: unknown): number;
   positions(config: unknown): number;
   weightNames(names: readonly string[], config: unknown): Map<string, string | null>;
+  /**
+   * The arena a batch of B x T runs in: B x T, or (B, 1) for a family whose loss rows are whole
+   * inputs (a ViT's images); absent: B x T.
+   */
+  arenaShape?(B: number, T: number): { B: number; T: number };
+  /** The config with a new head of `classes` rows; absent: the family has no classifier head. */
+  relabel?(config: unknown, classes: number): unknown;
   /**
    * The arena's tensors at (B, T) with their gradients, as [names, count, elements of each,
    * elements a row].
@@ -122,26 +173,79 @@ interface EstimateFamily {
   arena(config: unknown, B: number, T: number): [string, number, number, number][];
 }
 
-function kindOf(name: string, linears: ReadonlySet<string>): WeightKind {
-  if (linears.has(name)) return "linear";
-  if (name === "wte.weight" || name === "embed_tokens.weight") return "embedding";
-  if (name === "lm_head.weight") return "head";
-  if (name === "wpe.weight") return "position";
-  if (name.endsWith(".bias")) return "bias";
-  return "norm";
+// A text family's weight kinds: the token embedding and the head stay 16-bit when stored so.
+function textSpec(
+  name: string,
+  shape: number[],
+  linears: ReadonlySet<string>,
+): WeightSpec {
+  const kind: WeightKind = linears.has(name)
+    ? "linear"
+    : name === "wte.weight" || name === "embed_tokens.weight"
+    ? "embedding"
+    : name === "lm_head.weight"
+    ? "head"
+    : name === "wpe.weight"
+    ? "position"
+    : name.endsWith(".bias")
+    ? "bias"
+    : "norm";
+  const kept: Kept = kind === "linear"
+    ? "linear"
+    : kind === "embedding" || kind === "head"
+    ? "half"
+    : "f32";
+  return { name, shape, kind, kept };
+}
+
+// The pooler a Hugging Face `ViTModel` checkpoint may store: loaded (and kept f32) when present.
+const VIT_POOLER = "pooler.dense";
+
+// A ViT's weights: the adaptable linears follow the base format, everything else stays f32 (the
+// loader packs no embedding or head of a ViT).
+function vitWeights(c: VitConfig, stored?: ReadonlyMap<string, string>): WeightSpec[] {
+  const n = vitNames(c.layout);
+  const linears = new Set(vitSites(c).map((s) => `${s.linear}.weight`));
+  const head = new Set([`${n.head}.weight`, `${n.head}.bias`]);
+  const patch = new Set([`${n.patch}.weight`, `${n.patch}.bias`]);
+  const shapes = expectedVitShapes(c);
+  if (c.layout === "hf" && stored?.has(`${VIT_POOLER}.weight`)) {
+    const D = c.hiddenSize;
+    shapes.push(
+      { name: `${VIT_POOLER}.weight`, shape: [D, D] },
+      { name: `${VIT_POOLER}.bias`, shape: [D] },
+    );
+  }
+  return shapes.map(({ name, shape }): WeightSpec => {
+    if (linears.has(name)) return { name, shape, kind: "linear", kept: "linear" };
+    const kind: WeightKind = name === n.cls
+      ? "embedding"
+      : name === n.pos
+      ? "position"
+      : patch.has(name)
+      ? "patch"
+      : head.has(name)
+      ? "head"
+      : name === `${VIT_POOLER}.weight`
+      ? "linear"
+      : name.endsWith(".bias")
+      ? "bias"
+      : "norm";
+    return { name, shape, kind, kept: "f32" };
+  });
 }
 
 const FAMILIES: Record<string, EstimateFamily> = {
   gpt2: {
     layout: "conv1d",
     sites: (c) => gpt2Sites(c as Gpt2Config),
-    vocab: (c) => (c as Gpt2Config).vocabSize,
+    outputs: (c) => (c as Gpt2Config).vocabSize,
     positions: (c) => (c as Gpt2Config).nPositions,
     weightNames: (names) => gpt2WeightNames(names),
     weights: (c) => {
       const linears = new Set(gpt2Sites(c as Gpt2Config).map((s) => `${s.linear}.weight`));
       return expectedGpt2Shapes(c as Gpt2Config)
-        .map(({ name, shape }) => ({ name, shape, kind: kindOf(name, linears) }));
+        .map(({ name, shape }) => textSpec(name, shape, linears));
     },
     arena: (config, B, T) => {
       const { nEmbd: C, nHead: NH, nInner: I, nLayer: L } = config as Gpt2Config;
@@ -163,13 +267,13 @@ const FAMILIES: Record<string, EstimateFamily> = {
   llama: {
     layout: "linear",
     sites: (c) => llamaSites(c as LlamaConfig),
-    vocab: (c) => (c as LlamaConfig).vocabSize,
+    outputs: (c) => (c as LlamaConfig).vocabSize,
     positions: (c) => (c as LlamaConfig).maxPositionEmbeddings,
     weightNames: (names, c) => llamaWeightNames(names, c as LlamaConfig),
     weights: (c) => {
       const linears = new Set(llamaSites(c as LlamaConfig).map((s) => `${s.linear}.weight`));
       return expectedLlamaShapes(c as LlamaConfig)
-        .map(({ name, shape }) => ({ name, shape, kind: kindOf(name, linears) }));
+        .map(({ name, shape }) => textSpec(name, shape, linears));
     },
     arena: (config, B, T) => {
       const c = config as LlamaConfig;
@@ -192,6 +296,51 @@ const FAMILIES: Record<string, EstimateFamily> = {
         ["gradients dk, dv", 2, BT * KV, KV],
         ["gradients dh, dgate, dup", 3, BT * I, I],
         ["gradient of the zero positions", 1, T * D, D],
+      ];
+    },
+  },
+  vit: {
+    layout: "linear",
+    sites: (c) => vitSites(c as VitConfig),
+    outputs: (c) => (c as VitConfig).numLabels,
+    // The tokens of an image: its patches and the class token.
+    positions: (c) => vitTokens(c as VitConfig),
+    weightNames: (names) => vitWeightNames(names),
+    // One loss row an image: the arena is (B, 1) whatever T the caller has.
+    arenaShape: (B) => ({ B, T: 1 }),
+    relabel: (c, classes) => ({
+      ...(c as VitConfig),
+      numLabels: classes,
+      labels: Array.from({ length: classes }, (_, i) => `LABEL_${i}`),
+    }),
+    weights: (c, stored) => vitWeights(c as VitConfig, stored),
+    // VitActivations: every tensor is counted whatever T is (an image is always N + 1 tokens).
+    arena: (config, B) => {
+      const c = config as VitConfig;
+      const { hiddenSize: D, intermediateSize: I, numLayers: L, numHeads: NH } = c;
+      const N = vitPatches(c);
+      const T = vitTokens(c);
+      const rows = B * T;
+      const K = c.numChannels * c.patchSize * c.patchSize;
+      // Hugging Face keeps q, k and v apart; timm's one fused projection is 3D wide.
+      const [qkvCount, qkvWidth] = c.layout === "hf" ? [3, D] : [1, 3 * D];
+      return [
+        ["pixels", 1, B * c.numChannels * c.imageHeight * c.imageWidth, c.imageWidth],
+        ["unfolded patches", 1, B * N * K, K],
+        ["embedded patches", 1, B * N * D, D],
+        ["encoded", 1, rows * D, D],
+        ["ln1, atty, attproj, residual2, ln2, fcproj, residual3", 7 * L, rows * D, D],
+        ["q, k, v", qkvCount * L, rows * qkvWidth, qkvWidth],
+        ["fch, fchGelu", 2 * L, rows * I, I],
+        ["layernorm means and rstds", 4 * L, rows, 1],
+        ["lse", L, B * NH * T, T],
+        ["class rows, their norm", 2, B * D, D],
+        ["final norm's mean and rstd, ones", 3, B, 1],
+        ["gradients dresidual, dln, datty", 3, rows * D, D],
+        ["gradients dq, dk, dv", qkvCount, rows * qkvWidth, qkvWidth],
+        ["gradients dfch, dfchGelu", 2, rows * I, I],
+        ["gradients dlnf, dcls", 2, B * D, D],
+        ["gradient dpatches", 1, B * N * D, D],
       ];
     },
   },
@@ -243,12 +392,11 @@ function keptAs(
   stored: string | undefined,
 ): BaseFormat | null {
   const format = model.baseFormat ?? "f32";
-  if (model.trainAll || format === "f32") return null;
+  if (model.trainAll || format === "f32" || spec.kept === "f32") return null;
   const half = stored === "F16" ? "f16" : stored === "BF16" ? "bf16" : null;
-  if (spec.kind === "linear") return format === "int8" || format === "nf4" ? format : half;
-  // The token embedding and the head stay in their stored 16 bits on any base but f32.
-  if (spec.kind === "embedding" || spec.kind === "head") return half;
-  return null;
+  if (spec.kept === "linear") return format === "int8" || format === "nf4" ? format : half;
+  // A text family's token embedding and head stay in their stored 16 bits on any base but f32.
+  return half;
 }
 
 /**
@@ -276,14 +424,32 @@ export function estimateTrainingMemory(
 ): MemoryEstimate {
   const family = familyOf(config);
   const model = options.model ?? {};
+  const head = options.head;
+  let c = config.config;
+  if (head) {
+    if (!family.relabel) {
+      throw new RangeError(
+        `Cannot estimate a classifier head for model_type "${config.family.modelType}": it has ` +
+          `no classifier head`,
+      );
+    }
+    if (head.classes !== undefined) {
+      if (!Number.isSafeInteger(head.classes) || head.classes < 1) {
+        throw new RangeError(`A head needs a positive number of classes, got ${head.classes}`);
+      }
+      c = family.relabel(c, head.classes);
+    }
+  }
   const buffers: EstimatedBuffer[] = [];
   const byPrecision: Record<string, number> = { f32: 0 };
   const byKind: Partial<Record<WeightKind, number>> = {};
   let weights = 0;
   let parameters = 0;
-  for (const spec of family.weights(config.config)) {
+  let headParameters = 0;
+  for (const spec of family.weights(c, options.storedDtypes)) {
     const numel = spec.shape.reduce((a, b) => a * b, 1);
     parameters += numel;
+    if (spec.kind === "head") headParameters += numel;
     const format = keptAs(spec, model, options.storedDtypes?.get(spec.name));
     let bytes: number;
     if (format === null) {
@@ -291,7 +457,7 @@ export function estimateTrainingMemory(
       buffers.push({ name: spec.name, bytes, bindingBytes: 4 * spec.shape.at(-1)! });
     } else {
       // Packed [out, in]: a conv1d linear is stored [in, out].
-      const [rows, cols] = spec.kind === "linear" && family.layout === "conv1d"
+      const [rows, cols] = spec.kept === "linear" && family.layout === "conv1d"
         ? [spec.shape[1], spec.shape[0]]
         : [spec.shape[0], spec.shape[1]];
       const layout = packedLayout(rows, cols, {
@@ -313,9 +479,11 @@ export function estimateTrainingMemory(
     byKind[spec.kind] = (byKind[spec.kind] ?? 0) + bytes;
     weights += bytes;
   }
-  const gradients = model.trainAll ? 4 * parameters : 0;
+  // A head trained beside the adapters has gradients of its own (with trainAll, among all).
+  const headTrains = !model.trainAll && head?.trainable === true;
+  const gradients = model.trainAll ? 4 * parameters : headTrains ? 4 * headParameters : 0;
   let adapters = 0;
-  let trainable = model.trainAll ? parameters : 0;
+  let trainable = model.trainAll ? parameters : headTrains ? headParameters : 0;
   for (const m of options.adapters?.modules ?? []) {
     const rows = options.adapters!.maxRows;
     // A, B, their gradients, and the saved x·Aᵀ and its gradient.
@@ -332,16 +500,17 @@ export function estimateTrainingMemory(
   const moments = !opt ? 0 : opt.kind === "adamw" ? 2 : (opt.momentum ?? 0) > 0 ? 1 : 0;
   // The moments, and the optimizer's gradient norm and scale.
   const optimizer = opt ? 4 * moments * trainable + 8 : 0;
-  const stride = Math.ceil(family.vocab(config.config) / 4) * 4;
+  const stride = Math.ceil(family.outputs(c) / 4) * 4;
+  const shapeOf = (s: { B: number; T: number }) => family.arenaShape?.(s.B, s.T) ?? s;
   // One arena's bytes at (B, T), with or without the activation gradients a backward adds.
   const arena = (shape: { B: number; T: number }, what: string, backward: boolean) => {
-    const { B, T } = shape;
+    const { B, T } = shapeOf(shape);
     const BT = B * T;
     const tensors: [string, number, number, number][] = [
-      // Logits, then per-token losses, token ids, targets and weights.
+      // Logits, then per-row losses, token ids, targets and weights.
       ["logits", 1, BT * stride, stride],
       ["losses, tokens, targets, weights", 4, BT, 1],
-      ...family.arena(config.config, B, T),
+      ...family.arena(c, B, T),
     ];
     let bytes = 0;
     for (const [name, count, elements, row] of tensors) {
@@ -353,8 +522,9 @@ export function estimateTrainingMemory(
   };
   const activations = options.batch ? arena(options.batch, "activations", true) : 0;
   // An evaluation of another shape keeps its own arena beside the training one.
-  const e = options.evaluation;
-  const same = e && options.batch && e.B === options.batch.B && e.T === options.batch.T;
+  const e = options.evaluation && shapeOf(options.evaluation);
+  const b = options.batch && shapeOf(options.batch);
+  const same = e && b && e.B === b.B && e.T === b.T;
   const evaluation = e && !same ? arena(e, "evaluation activations", false) : 0;
   const total = weights + gradients + adapters + optimizer + activations + evaluation;
   const most = (key: "bytes" | "bindingBytes") =>
