@@ -134,6 +134,11 @@ export interface MemoryEstimate {
   largest: EstimatedBuffer;
   /** The buffer whose one-binding part is largest. */
   widestBinding: EstimatedBuffer;
+  /**
+   * Whether every input has the same length whatever the data stage's `seq_len` (a ViT's image is
+   * always its patches and the class token): then only the batch size changes the activations.
+   */
+  fixedLength: boolean;
 }
 
 /**
@@ -543,6 +548,7 @@ export function estimateTrainingMemory(
     total,
     largest: most("bytes"),
     widestBinding: most("bindingBytes"),
+    fixedLength: family.arenaShape !== undefined,
   };
 }
 
@@ -566,13 +572,21 @@ export interface MemoryProblem {
 
 const n = (x: number) => Math.round(x).toLocaleString("en-US");
 
-function fixFor(name: string): string {
+// What to lower for the activations: the batch, and the sequence when inputs have no fixed length.
+function lower(fixedLength: boolean): string {
+  return fixedLength
+    ? "lower the train stage's batch_size (an image's tokens are fixed by the model's image and " +
+      "patch sizes)"
+    : "lower the train stage's batch_size or the data stage's seq_len";
+}
+
+function fixFor(name: string, fixedLength: boolean): string {
   if (name.startsWith("evaluation")) {
-    return "lower the data stage's seq_len (the evaluate stage's loss runs 8 rows at a time)";
+    return fixedLength
+      ? "use a smaller model (the evaluate stage runs 8 images at a time)"
+      : "lower the data stage's seq_len (the evaluate stage's loss runs 8 rows at a time)";
   }
-  if (name.startsWith("activations")) {
-    return "lower the train stage's batch_size or the data stage's seq_len";
-  }
+  if (name.startsWith("activations")) return lower(fixedLength);
   if (name === "adapter factor") return "lower the attach stage's r";
   return "quantize the base (load stage quantize_base: nf4, or a larger block_size) or use a " +
     "smaller model";
@@ -600,7 +614,7 @@ export function memoryProblem(
     return {
       message: `"${largest.name}" would take ${n(largest.bytes)} bytes in one buffer, over this ` +
         `adapter's maxBufferSize of ${n(limits.maxBufferSize)}`,
-      hint: fixFor(largest.name),
+      hint: fixFor(largest.name, estimate.fixedLength),
     };
   }
   if (widestBinding.bindingBytes > limits.maxStorageBufferBindingSize) {
@@ -608,7 +622,7 @@ export function memoryProblem(
       message: `"${widestBinding.name}" needs ${n(widestBinding.bindingBytes)} bytes in one ` +
         `storage binding, over this adapter's maxStorageBufferBindingSize of ` +
         `${n(limits.maxStorageBufferBindingSize)}`,
-      hint: fixFor(widestBinding.name),
+      hint: fixFor(widestBinding.name, estimate.fixedLength),
     };
   }
   if (limits.maxMemory !== undefined && estimate.total > limits.maxMemory) {
@@ -618,7 +632,7 @@ export function memoryProblem(
       hint: estimate.weights >= estimate.activations + estimate.evaluation
         ? "quantize the base (load stage quantize_base: nf4), use a smaller model or raise " +
           "--max-memory"
-        : "lower the train stage's batch_size or the data stage's seq_len, or raise --max-memory",
+        : `${lower(estimate.fixedLength)}, or raise --max-memory`,
     };
   }
   return undefined;

@@ -520,3 +520,28 @@ Deno.test("memory estimate refuses a head for a family without one, and a head o
     /^RangeError: A head needs a positive number of classes, got 0$/,
   );
 });
+
+Deno.test("memoryProblem on a ViT asks for a smaller batch, never a shorter seq_len", () => {
+  const config = parseModelConfig(VIT_B16, "<vit-b16>");
+  const roomy = { maxBufferSize: 2 ** 31 - 1, maxStorageBufferBindingSize: 2 ** 30 };
+  const e = estimateTrainingMemory(config, {
+    model: { baseFormat: "nf4" },
+    batch: { B: 64, T: 197 },
+    evaluation: { B: 8, T: 197 },
+  });
+  assert.equal(e.fixedLength, true);
+  const over = memoryProblem(e, { ...roomy, maxMemory: 1e6 })!;
+  assert.match(over.message, /^training needs about [\d,]+ bytes of GPU memory \(weights /);
+  assert.equal(
+    over.hint,
+    "lower the train stage's batch_size (an image's tokens are fixed by the model's image and " +
+      "patch sizes), or raise --max-memory",
+  );
+  // 64 images x 197 tokens x 3072 of one block's fc1 output: 155 MB in one buffer.
+  const big = memoryProblem(e, { ...roomy, maxBufferSize: 2 ** 27 })!;
+  assert.match(big.message, /^"activations fch, fchGelu" would take 154,927,104 bytes/);
+  assert.doesNotMatch(big.hint, /seq_len/);
+  for (const p of [over, big]) assert(!p.message.includes("\n"));
+  const text = estimateTrainingMemory(parseModelConfig(LLAMA_2_7B, "<7b>"));
+  assert.equal(text.fixedLength, false);
+});
