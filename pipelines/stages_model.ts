@@ -22,6 +22,7 @@ import {
   formatEstimate,
   type MemoryEstimate,
   memoryProblem,
+  modelPositions,
 } from "../models/memory_estimate.ts";
 import { initModel, type ModelConfig, modelShape, readModelConfig } from "../models/registry.ts";
 import { Tokenizer } from "../models/tokenizer.ts";
@@ -119,7 +120,8 @@ async function checkTrainingMemory(
   const data = later.find((s): s is DataStage => s.kind === "data");
   const attach = later.find((s): s is AttachStage => s.kind === "attach");
   const evaluates = later.some((s) => s.kind === "evaluate" && s.metrics.includes("loss"));
-  const T = data?.seqLen;
+  // Image data has no token length: a classifier's forward covers its positions an image.
+  let T = data?.seqLen;
   const B = Math.max(0, ...trains.map((s) => s.batchSize));
   let modules: ModulePlan[] = [];
   if (attach) {
@@ -130,8 +132,16 @@ async function checkTrainingMemory(
       if (!(e instanceof RangeError)) throw e;
     }
   }
+  // A new head has the data's classes where the data stage names them (else the config's).
+  const head = attach?.head === "new" || attach?.head === "train"
+    ? {
+      classes: attach.head === "new" ? data?.classIds?.length ?? data?.classes?.length : undefined,
+      trainable: true,
+    }
+    : undefined;
   let estimate: MemoryEstimate;
   try {
+    if (data?.format === "images") T = modelPositions(config);
     estimate = estimateTrainingMemory(config, {
       model: load.options,
       storedDtypes: load.random ? undefined : await checkpointDtypes(load.folder, config),
@@ -142,6 +152,7 @@ async function checkTrainingMemory(
       optimizer: trains[0]
         ? { kind: trains[0].optimizer, momentum: trains[0].momentum }
         : undefined,
+      head,
     });
   } catch (e) {
     if (!(e instanceof RangeError)) throw e;
