@@ -17,14 +17,16 @@ import { Checkpoint, writeSafetensors } from "../../formats/safetensors.ts";
 import {
   checkpointDtypes,
   estimateTrainingMemory,
+  formatEstimate,
   memoryProblem,
   parseByteSize,
 } from "../../models/memory_estimate.ts";
 import type { Model, ModelOptions } from "../../models/model.ts";
-import { parseModelConfig, readModelConfig } from "../../models/registry.ts";
+import { modelShape, parseModelConfig, readModelConfig } from "../../models/registry.ts";
 import type { VitConfig } from "../../models/vit_config.ts";
+import { runPipeline } from "../../pipelines/run.ts";
 import { Optimizer, type ParamGroup } from "../../train/optimizer.ts";
-import { freshSeed, GPU_TEST, randomArray, testGpu, withTempDir } from "../_util.ts";
+import { freshSeed, GPU_TEST, randomArray, tempDir, testGpu, withTempDir } from "../_util.ts";
 
 /**
  * A copy of a fixture with every tensor stored as `dtype`; `backbone` turns a Hugging Face ViT
@@ -545,3 +547,78 @@ Deno.test("memoryProblem on a ViT asks for a smaller batch, never a shorter seq_
   const text = estimateTrainingMemory(parseModelConfig(LLAMA_2_7B, "<7b>"));
   assert.equal(text.fixedLength, false);
 });
+
+Deno.test(
+  "the load stage estimates a ViT few-shot run: images of the model's tokens, the data's classes",
+  GPU_TEST,
+  async () => {
+    const dir = await tempDir("vit-estimate");
+    try {
+      const path = `${dir}/p.yaml`;
+      await Deno.writeTextFile(
+        path,
+        `version: 1
+name: vit-estimate
+out: ${dir}/run
+stages:
+  - kind: load
+    model: ../../../fixtures/tiny-vit
+  - kind: data
+    format: images
+    train: ../../../fixtures/fashion-fewshot/train-images-idx3-ubyte.gz
+    test: ../../../fixtures/fashion-fewshot/t10k-images-idx3-ubyte.gz
+    class_ids: [5, 7, 9]
+    shots: 2
+  - kind: attach
+    method: nola
+    targets: [mlp]
+    r: 1
+    k: 16
+    l: 8
+    head: new
+  - kind: train
+    steps: 1
+    batch_size: 3
+    lr: 1.0e-2
+  - kind: evaluate
+    split: test
+    metrics: [loss]
+    max_examples: 16
+`,
+      );
+      const lines: string[] = [];
+      await runPipeline(path, { say: (l) => lines.push(l) });
+      const config = await readModelConfig("fixtures/tiny-vit");
+      // What the attach stage allocates: rows of max(8, batch) images of 10 tokens (9 patches and
+      // the class token), and a new head of the data's 3 classes, trained.
+      const plan = planAdapters(modelShape(config), {
+        method: "nola",
+        targets: ["mlp"],
+        r: 1,
+        k: 16,
+        l: 8,
+        loraAlpha: 1,
+        seed: 0,
+      });
+      const want = estimateTrainingMemory(config, {
+        model: { baseFormat: "f32", trainAll: false },
+        storedDtypes: await checkpointDtypes("fixtures/tiny-vit", config),
+        batch: { B: 3, T: 10 },
+        evaluation: { B: 8, T: 10 },
+        adapters: { modules: plan, maxRows: 8 * 10 },
+        optimizer: { kind: "adamw" },
+        head: { classes: 3, trainable: true },
+      });
+      assert(
+        lines.includes(`GPU memory estimate, batch 3 x 10: ${formatEstimate(want)}`),
+        lines[0],
+      );
+      assert(want.gradients === 4 * 3 * 25 && want.evaluation > 0);
+      const summary = JSON.parse(await Deno.readTextFile(`${dir}/run/summary.json`));
+      assert.equal(summary.load.estimate_bytes, want.total);
+      assert.equal(summary.load.estimate_adapter_bytes, want.adapters);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
