@@ -13,26 +13,11 @@ its fastest, not the authors' regenerate-every-step code. Only speed is compared
 import argparse
 import json
 import math
-import struct
 import time
 
 import torch
 import torch.nn.functional as F
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__" or info["dtype"] != "F32":
-            continue
-        begin, end = info["data_offsets"]
-        t = torch.frombuffer(bytearray(data[begin:end]), dtype=torch.float32)
-        tensors[name.removeprefix("transformer.")] = t.reshape(info["shape"])
-    return tensors
+from _torch_common import read_safetensors_f32
 
 
 def main():
@@ -50,7 +35,7 @@ def main():
     cfg = json.load(open(f"{args.model}/config.json"))
     L, H, C, V = cfg["n_layer"], cfg["n_head"], cfg["n_embd"], cfg["vocab_size"]
     eps = cfg.get("layer_norm_epsilon", 1e-5)
-    w = read_safetensors(f"{args.model}/model.safetensors")
+    w = read_safetensors_f32(f"{args.model}/model.safetensors", "transformer.")
     r, k = args.r, args.k
     scale = 1.0  # lora_alpha / r with lora_alpha = r
 
