@@ -265,10 +265,10 @@ Deno.test(
       const steps = 40;
       await train({
         model,
-        groups: [{ kind: "adamw", lr: 0.05, params: set.parameters() }],
+        groups: [{ kind: "adamw", lr: 0.02, params: set.parameters() }],
         hooks: set,
         batches: imageTrainBatches(images, { B: 6, seed: 5, steps }),
-        schedule: { kind: "constant", lr: 0.05, totalSteps: steps },
+        schedule: { kind: "constant", lr: 0.02, totalSteps: steps },
         log,
         logEvery: 10,
         checkpointEvery: 0,
