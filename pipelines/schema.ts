@@ -1258,7 +1258,9 @@ export const STAGES: readonly StageSchema[] = [
         default: ["loss"],
         doc: "`loss` (and perplexity), `bleu`, `rouge_l`, `exact_match` (generations), " +
           "`slot_error` (generations against the E2E meaning representation " +
-          "`slot[value], ...` in each prompt: its slots left out, `slot_missing`, plus values " +
+          "`slot[value], ...`, taken from each record's `mr` field, else from the prompt, so a " +
+          "template may restate it as `name: The Mill, food: Italian`: its slots left out, " +
+          "`slot_missing`, plus values " +
           "stated that it does not hold, `slot_hallucinated`, in percent of its slots), " +
           "`accuracy` (classifiers: the share of images whose top class is right, with a " +
           "confusion matrix drawn in `report.md`), `top5_accuracy` (classifiers of more than " +
