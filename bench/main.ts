@@ -219,6 +219,19 @@ const SUITES: Record<string, Suite> = {
     console.log(
       torch ? `nola-gpu / PyTorch: ${r.ratio!.toFixed(2)}` : (r.torch as { error: string }).error,
     );
+    if (r.profile) {
+      const total = r.profile.reduce((sum, k) => sum + k.ms, 0);
+      console.log(`one step by kernel and grid (GPU time, each dispatch timed alone):`);
+      console.log(formatTable(
+        ["kernel and grid", "dispatches", "ms", "share"],
+        r.profile.slice(0, 12).map((k) => [
+          k.label,
+          String(k.count),
+          k.ms.toFixed(1),
+          `${(100 * k.ms / total).toFixed(1)}%`,
+        ]),
+      ));
+    }
     return { ...r };
   },
 };

@@ -26,6 +26,12 @@ export interface TrainBench {
   torch?: { tokensPerS: number; version: string; threads: number } | { error: string };
   /** nola-gpu tokens/s over PyTorch's. */
   ratio?: number;
+  /**
+   * One step's GPU time by kernel and grid, largest first (absent without `timestamp-query`):
+   * every dispatch timed in a pass of its own, which costs a little, so the total is above a
+   * step's and the rows are for comparing kernels.
+   */
+  profile?: { label: string; ms: number; count: number }[];
 }
 
 /** Runs `steps` NOLA training steps on the fixture, then the PyTorch script on the same sizes. */
@@ -73,6 +79,11 @@ export async function benchTrain(
   const seconds = await run(steps);
   const tokensPerS = (B * T * steps) / seconds;
   const result: TrainBench = { model: fixture, B, T, r, k, steps, tokensPerS };
+  if (gpu.hasTimestamps) {
+    gpu.startProfile();
+    await run(1);
+    result.profile = (await gpu.stopProfile()).kernels;
+  }
   const args = [fixture, ...["--batch", B, "--seq", T, "--r", r, "--k", k, "--steps", steps]];
   let error = "";
   // Debian's torch lives with Debian's python, which another python on PATH may shadow.
