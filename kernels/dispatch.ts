@@ -356,3 +356,20 @@ export function* stridedWindows(
     };
   }
 }
+
+/** Workgroup sizes of the kernels that reduce one row a workgroup (the normalizations). */
+export const ROW_WORKGROUPS = [32, 128] as const;
+/** One of {@link ROW_WORKGROUPS}. */
+export type RowWorkgroup = (typeof ROW_WORKGROUPS)[number];
+
+/**
+ * The workgroup size for reducing rows of `channels` values, one row a workgroup: 32 threads under
+ * 512 channels, 128 from there. Each step of a tree reduction is a barrier, which a CPU rasterizer
+ * pays per thread: on llvmpipe 128-channel rows normalized 3x faster with 32 threads.
+ *
+ * @param channels Values a row.
+ * @returns The threads of the workgroup.
+ */
+export function rowWorkgroup(channels: number): RowWorkgroup {
+  return channels < 512 ? 32 : 128;
+}

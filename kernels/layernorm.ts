@@ -7,19 +7,19 @@
  * @module
  */
 
-import { chunkRows, grid, windows } from "./dispatch.ts";
+import {
+  chunkRows,
+  grid,
+  ROW_WORKGROUPS,
+  type RowWorkgroup,
+  rowWorkgroup,
+  windows,
+} from "./dispatch.ts";
 import type { BufferBinding, Gpu, Kernel } from "./gpu.ts";
 import type { Tensor } from "./tensor.ts";
 import { UniformStruct } from "./uniform_struct.ts";
 import code from "./layernorm.wgsl" with { type: "text" };
 
-/**
- * Threads of the workgroup that normalizes one row (powers of two): rows of fewer than
- * `NARROW_BELOW` channels take the small one. Each step of the tree reduction is a barrier, which
- * a CPU rasterizer pays per thread: on llvmpipe 128-channel rows ran 3x faster with 32 threads.
- */
-const WG = { narrow: 32, wide: 128 } as const;
-const NARROW_BELOW = 512;
 /** Threads (channels) of a workgroup of the parameter-gradient passes. */
 const PARAM_WG = 64;
 /** Rows one invocation of the parameter-gradient pass sums. */
@@ -107,10 +107,9 @@ export interface LayerNormBackwardOptions {
 export class LayerNormKernels {
   private constructor(
     readonly gpu: Gpu,
-    readonly kernels: Record<
-      "forward" | "backward" | "narrowForward" | "narrowBackward" | "params" | "finish",
-      Kernel
-    >,
+    readonly kernels:
+      & Record<"forward" | "backward", Record<RowWorkgroup, Kernel>>
+      & Record<"params" | "finish", Kernel>,
   ) {}
 
   /** Compiles the kernels (cached by the device). */
@@ -118,22 +117,17 @@ export class LayerNormKernels {
     const load = (entry: string, wg: number, bindings: ("storage" | "read" | "uniform")[]) =>
       gpu.kernel({ label: entry, code, entry, bindings, constants: { WG: wg } });
     const s = "storage", r = "read", u = "uniform";
-    const [forward, backward, narrowForward, narrowBackward, params, finish] = await Promise.all([
-      load("layernorm_forward", WG.wide, [s, s, s, r, r, r, u]),
-      load("layernorm_backward", WG.wide, [s, r, r, r, r, r, u]),
-      load("layernorm_forward", WG.narrow, [s, s, s, r, r, r, u]),
-      load("layernorm_backward", WG.narrow, [s, r, r, r, r, r, u]),
+    const bySize = async (entry: string, bindings: ("storage" | "read" | "uniform")[]) =>
+      Object.fromEntries(
+        await Promise.all(ROW_WORKGROUPS.map(async (wg) => [wg, await load(entry, wg, bindings)])),
+      ) as Record<RowWorkgroup, Kernel>;
+    const [forward, backward, params, finish] = await Promise.all([
+      bySize("layernorm_forward", [s, s, s, r, r, r, u]),
+      bySize("layernorm_backward", [s, r, r, r, r, r, u]),
       load("layernorm_backward_params", PARAM_WG, [s, r, r, r, r, u]),
       load("layernorm_backward_finish", PARAM_WG, [s, s, r, u]),
     ]);
-    return new LayerNormKernels(gpu, {
-      forward,
-      backward,
-      narrowForward,
-      narrowBackward,
-      params,
-      finish,
-    });
+    return new LayerNormKernels(gpu, { forward, backward, params, finish });
   }
 
   /** Records `out = (inp - mean) * rstd * weight + bias` row by row, saving `mean` and `rstd`. */
@@ -143,8 +137,7 @@ export class LayerNormKernels {
     const { rows, channels } = this.#check(label, { out, inp, mean, rstd }, { weight, bias });
     if (!(eps >= 0)) throw new RangeError(`Cannot run ${label}: eps ${eps} is negative`);
     for (const b of this.#blocks(label, { rows, channels, inp, out, mean, rstd, eps })) {
-      const kernel = channels < NARROW_BELOW ? this.kernels.narrowForward : this.kernels.forward;
-      this.gpu.dispatch(kernel, [
+      this.gpu.dispatch(this.kernels.forward[rowWorkgroup(channels)], [
         b.out,
         b.mean,
         b.rstd,
@@ -173,7 +166,7 @@ export class LayerNormKernels {
     const partial = gpu.buffer(partialBytes, { label: "layernorm partial" });
     const groups = Math.ceil(channels / PARAM_WG);
     for (const b of blocks) {
-      const kernel = channels < NARROW_BELOW ? this.kernels.narrowBackward : this.kernels.backward;
+      const kernel = this.kernels.backward[rowWorkgroup(channels)];
       gpu.dispatch(kernel, [b.out, b.inp, weight.buffer, b.mean, b.rstd, b.dout], {
         uniforms: b.uniforms,
         workgroups: grid(gpu, b.count),

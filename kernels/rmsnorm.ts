@@ -8,14 +8,19 @@
  * @module
  */
 
-import { chunkRows, grid, windows } from "./dispatch.ts";
+import {
+  chunkRows,
+  grid,
+  ROW_WORKGROUPS,
+  type RowWorkgroup,
+  rowWorkgroup,
+  windows,
+} from "./dispatch.ts";
 import type { BufferBinding, Gpu, Kernel } from "./gpu.ts";
 import type { Tensor } from "./tensor.ts";
 import { UniformStruct } from "./uniform_struct.ts";
 import code from "./rmsnorm.wgsl" with { type: "text" };
 
-/** Threads of the workgroup that normalizes one row (a power of two). */
-const WG = 128;
 /** Threads (channels) of a workgroup of the weight-gradient passes. */
 const PARAM_WG = 64;
 /** Rows one invocation of the weight-gradient pass sums. */
@@ -92,7 +97,9 @@ export interface RmsNormBackwardOptions {
 export class RmsNormKernels {
   private constructor(
     readonly gpu: Gpu,
-    readonly kernels: Record<"forward" | "backward" | "params" | "finish", Kernel>,
+    readonly kernels:
+      & Record<"forward" | "backward", Record<RowWorkgroup, Kernel>>
+      & Record<"params" | "finish", Kernel>,
   ) {}
 
   /** Compiles the kernels (cached by the device). */
@@ -100,9 +107,13 @@ export class RmsNormKernels {
     const load = (entry: string, wg: number, bindings: ("storage" | "read" | "uniform")[]) =>
       gpu.kernel({ label: entry, code, entry, bindings, constants: { WG: wg } });
     const s = "storage", r = "read", u = "uniform";
+    const bySize = async (entry: string, bindings: ("storage" | "read" | "uniform")[]) =>
+      Object.fromEntries(
+        await Promise.all(ROW_WORKGROUPS.map(async (wg) => [wg, await load(entry, wg, bindings)])),
+      ) as Record<RowWorkgroup, Kernel>;
     const [forward, backward, params, finish] = await Promise.all([
-      load("rmsnorm_forward", WG, [s, s, r, r, u]),
-      load("rmsnorm_backward", WG, [s, r, r, r, r, u]),
+      bySize("rmsnorm_forward", [s, s, r, r, u]),
+      bySize("rmsnorm_backward", [s, r, r, r, r, u]),
       load("rmsnorm_backward_params", PARAM_WG, [s, r, r, r, u]),
       load("rmsnorm_backward_finish", PARAM_WG, [s, r, u]),
     ]);
@@ -116,7 +127,8 @@ export class RmsNormKernels {
     const { rows, channels } = this.#check(label, { out, inp, rstd }, { weight });
     if (!(eps >= 0)) throw new RangeError(`Cannot run ${label}: eps ${eps} is negative`);
     for (const b of this.#blocks(label, { rows, channels, inp, out, rstd, eps })) {
-      this.gpu.dispatch(this.kernels.forward, [b.out, b.rstd, b.inp, weight.buffer], {
+      const kernel = this.kernels.forward[rowWorkgroup(channels)];
+      this.gpu.dispatch(kernel, [b.out, b.rstd, b.inp, weight.buffer], {
         uniforms: b.uniforms,
         workgroups: grid(this.gpu, b.count),
       });
@@ -137,7 +149,8 @@ export class RmsNormKernels {
     const partial = gpu.buffer(partialBytes, { label: "rmsnorm partial" });
     const groups = Math.ceil(channels / PARAM_WG);
     for (const b of blocks) {
-      gpu.dispatch(this.kernels.backward, [b.out, b.inp, weight.buffer, b.rstd, b.dout], {
+      const kernel = this.kernels.backward[rowWorkgroup(channels)];
+      gpu.dispatch(kernel, [b.out, b.inp, weight.buffer, b.rstd, b.dout], {
         uniforms: b.uniforms,
         workgroups: grid(gpu, b.count),
       });
