@@ -373,3 +373,19 @@ export type RowWorkgroup = (typeof ROW_WORKGROUPS)[number];
 export function rowWorkgroup(channels: number): RowWorkgroup {
   return channels < 512 ? 32 : 128;
 }
+
+/**
+ * Compiles a row-reducing kernel once for each of {@link ROW_WORKGROUPS}.
+ *
+ * @param load Compiles the kernel at one workgroup size.
+ * @returns The kernels by workgroup size; pick one with {@link rowWorkgroup}.
+ */
+export async function loadRowKernels<K>(
+  load: (wg: RowWorkgroup) => Promise<K>,
+): Promise<Record<RowWorkgroup, K>> {
+  const kernels = await Promise.all(ROW_WORKGROUPS.map(load));
+  return Object.fromEntries(ROW_WORKGROUPS.map((wg, i) => [wg, kernels[i]])) as Record<
+    RowWorkgroup,
+    K
+  >;
+}

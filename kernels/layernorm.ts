@@ -10,7 +10,7 @@
 import {
   chunkRows,
   grid,
-  ROW_WORKGROUPS,
+  loadRowKernels,
   type RowWorkgroup,
   rowWorkgroup,
   windows,
@@ -117,10 +117,8 @@ export class LayerNormKernels {
     const load = (entry: string, wg: number, bindings: ("storage" | "read" | "uniform")[]) =>
       gpu.kernel({ label: entry, code, entry, bindings, constants: { WG: wg } });
     const s = "storage", r = "read", u = "uniform";
-    const bySize = async (entry: string, bindings: ("storage" | "read" | "uniform")[]) =>
-      Object.fromEntries(
-        await Promise.all(ROW_WORKGROUPS.map(async (wg) => [wg, await load(entry, wg, bindings)])),
-      ) as Record<RowWorkgroup, Kernel>;
+    const bySize = (entry: string, bindings: ("storage" | "read" | "uniform")[]) =>
+      loadRowKernels((wg) => load(entry, wg, bindings));
     const [forward, backward, params, finish] = await Promise.all([
       bySize("layernorm_forward", [s, s, s, r, r, r, u]),
       bySize("layernorm_backward", [s, r, r, r, r, r, u]),

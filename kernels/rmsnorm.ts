@@ -11,7 +11,7 @@
 import {
   chunkRows,
   grid,
-  ROW_WORKGROUPS,
+  loadRowKernels,
   type RowWorkgroup,
   rowWorkgroup,
   windows,
@@ -107,10 +107,8 @@ export class RmsNormKernels {
     const load = (entry: string, wg: number, bindings: ("storage" | "read" | "uniform")[]) =>
       gpu.kernel({ label: entry, code, entry, bindings, constants: { WG: wg } });
     const s = "storage", r = "read", u = "uniform";
-    const bySize = async (entry: string, bindings: ("storage" | "read" | "uniform")[]) =>
-      Object.fromEntries(
-        await Promise.all(ROW_WORKGROUPS.map(async (wg) => [wg, await load(entry, wg, bindings)])),
-      ) as Record<RowWorkgroup, Kernel>;
+    const bySize = (entry: string, bindings: ("storage" | "read" | "uniform")[]) =>
+      loadRowKernels((wg) => load(entry, wg, bindings));
     const [forward, backward, params, finish] = await Promise.all([
       bySize("rmsnorm_forward", [s, s, r, r, u]),
       bySize("rmsnorm_backward", [s, r, r, r, r, u]),
