@@ -17,7 +17,7 @@ import {
   QUANT_BITS,
 } from "./nola_vs_lora_options.ts";
 import type { EvalFigures } from "./nola_vs_lora_report.ts";
-import { canonicalJson, sha256Hex } from "./run_store.ts";
+import { runPipelineHead, sha256Hex } from "./run_store.ts";
 
 /** The modules adapted: the query and value projections, as in the paper's GPT-2 runs. */
 export const TARGETS = ["h.*.attn.c_attn.q", "h.*.attn.c_attn.v"];
@@ -103,16 +103,13 @@ export function pipelineYaml(
   inputs: Inputs,
 ): string {
   const data = (split: string) => JSON.stringify(resolve(inputs.data, `${split}.csv`));
-  return `# Written by experiments/nola_vs_lora.ts; the settings it is keyed by:
-# ${canonicalJson(settings)}
-version: 1
-name: ${name}
-seed: ${settings.seed}
-out: ${JSON.stringify(resolve(folder))}
-stages:
-  - kind: load
-    model: ${JSON.stringify(resolve(inputs.base))}
-  - kind: data
+  return runPipelineHead("experiments/nola_vs_lora.ts", {
+    name,
+    settings,
+    folder,
+    base: inputs.base,
+  }) +
+    `  - kind: data
     format: e2e
     train: ${data("train")}
     validation: ${data("validation")}

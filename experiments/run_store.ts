@@ -7,7 +7,7 @@
  * @module
  */
 
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { writeTextFileAtomic } from "../formats/atomic.ts";
 
 /** A finished run as stored: what it ran with and what it measured. */
@@ -43,6 +43,31 @@ export function canonicalJson(value: unknown): string {
         ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, v[k]]))
         : v,
   );
+}
+
+/**
+ * The opening of a run's pipeline file, up to its load stage: a comment naming the script that
+ * wrote it and the settings the run is keyed by, then the name, seed, output folder and base
+ * model (paths made absolute). The caller appends the data stage and the rest.
+ *
+ * @param writer The script, e.g. `experiments/vit_fewshot.ts`.
+ * @param run The run's name, settings (their `seed` is the pipeline's), folder and base model.
+ * @returns YAML text ending after the load stage's model line.
+ */
+export function runPipelineHead(
+  writer: string,
+  run: { name: string; settings: Record<string, unknown>; folder: string; base: string },
+): string {
+  return `# Written by ${writer}; the settings it is keyed by:
+# ${canonicalJson(run.settings)}
+version: 1
+name: ${run.name}
+seed: ${run.settings.seed}
+out: ${JSON.stringify(resolve(run.folder))}
+stages:
+  - kind: load
+    model: ${JSON.stringify(resolve(run.base))}
+`;
 }
 
 /**

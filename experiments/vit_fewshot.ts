@@ -22,9 +22,9 @@ import { Gpu } from "../kernels/gpu.ts";
 import { runPipeline } from "../pipelines/run.ts";
 import { ExperimentUsageError } from "./nola_vs_lora_options.ts";
 import {
-  canonicalJson,
   Eta,
   formatDuration,
+  runPipelineHead,
   RunStore,
   sha256Hex,
   StopRequest,
@@ -143,16 +143,13 @@ export function fewShotYaml(
   options: { base: string; data: string; stages: string },
 ): string {
   const data = (f: string) => JSON.stringify(resolve(options.data, f));
-  return `# Written by experiments/vit_fewshot.ts; the settings it is keyed by:
-# ${canonicalJson(settings)}
-version: 1
-name: ${name}
-seed: ${settings.seed}
-out: ${JSON.stringify(resolve(folder))}
-stages:
-  - kind: load
-    model: ${JSON.stringify(resolve(options.base))}
-  - kind: data
+  return runPipelineHead("experiments/vit_fewshot.ts", {
+    name,
+    settings,
+    folder,
+    base: options.base,
+  }) +
+    `  - kind: data
     format: images
     train: ${data("train-images-idx3-ubyte.gz")}
     test: ${data("t10k-images-idx3-ubyte.gz")}
