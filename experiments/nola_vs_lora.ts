@@ -133,6 +133,7 @@ export async function main(
     templates: TEMPLATES,
     batchSize: options.batchSize,
     seqLen: options.seqLen,
+    pack: false,
     schedule: { kind: "linear", warmupRatio: WARMUP_RATIO },
     labelSmoothing: LABEL_SMOOTHING,
     base: { path: inputs.base, sha256: inputs.baseHash },

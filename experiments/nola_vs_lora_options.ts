@@ -138,7 +138,7 @@ const FULL = {
   "lr-lora": "5e-3",
   "lr-nola": "3e-2",
   batch: "8",
-  "seq-len": "128",
+  "seq-len": "80",
   beams: "10",
   "length-penalty": "0.8",
   "no-repeat-ngram": "4",
@@ -190,7 +190,7 @@ options (defaults in brackets):
   --lr-lora X             LoRA's centre [${FULL["lr-lora"]}]
   --lr-nola X             NOLA's centre, QAT's too [${FULL["lr-nola"]}]
   --batch N               rows per step [${FULL.batch}]
-  --seq-len N             tokens per row [${FULL["seq-len"]}]
+  --seq-len N             tokens per row, one example a row [${FULL["seq-len"]}]
   --test-examples N       score only the first N test meaning representations [all]
   --beams N               beam width [${FULL.beams}]
   --length-penalty X      beam length penalty [${FULL["length-penalty"]}]

@@ -201,7 +201,7 @@ function markdown(
     `Base \`${data.base}\`, data \`${o.data}\`.`,
     "Adapters on the q and v parts of every `c_attn`; NOLA at r = 8; lora_alpha = r (scale 1).",
     `AdamW, linear schedule with 10% warmup, label smoothing 0.1, batch ${o.batchSize} x ` +
-    `${o.seqLen} tokens (packed rows).`,
+    `${o.seqLen} tokens (one example a row, padded: packed rows would attend across examples).`,
     `**Every final run trains ${steps(o.steps)}** (the equal budget), seeds ` +
     `${seedList(o.seeds)}, at the rate its method's sweep picked.`,
     `Sweep: ${steps(o.sweepSteps)}, seed 0, lr = centre x {${o.sweepFactors.join(", ")}} ` +
