@@ -908,7 +908,15 @@ export const STAGES: readonly StageSchema[] = [
         aliases: ["T", "max_length", "max_seq_length", "block_size", "context_length"],
         doc: "Tokens per row (T), at most the model's context.",
       },
-      { key: "pack", type: bool, default: false, doc: "Pack several examples per row." },
+      {
+        key: "pack",
+        type: bool,
+        default: false,
+        doc: "Pack several examples per row. A packed example attends to the earlier ones of its " +
+          "row and starts at a later position (there is no per-example mask): fine for " +
+          "pretraining text; for short prompt-to-completion tasks one example a row trains what " +
+          "generation sees.",
+      },
       {
         key: "eos",
         type: bool,
