@@ -89,9 +89,10 @@ Deno.test("options: the full run's defaults, --quick, and flags over variables o
   const full = parseOptions([], noEnv);
   assert.ok(full !== "help");
   assert.deepEqual(full.methods.map((m) => m.id), DEFAULT_METHODS);
-  assert.equal(full.steps, 300);
+  assert.equal(full.steps, 150);
+  assert.equal(full.sweepSteps, 50);
   assert.equal(full.seeds, 3);
-  assert.deepEqual(full.sweepFactors, [0.4, 1, 2.5]);
+  assert.deepEqual(full.sweepFactors, [0.4, 1, 2.5, 6.25, 15.625]);
   assert.deepEqual(
     [full.beams, full.lengthPenalty, full.noRepeatNgram],
     [10, 0.8, 4],
