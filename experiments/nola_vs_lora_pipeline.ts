@@ -117,7 +117,7 @@ export function pipelineYaml(
     prompt: ${JSON.stringify(TEMPLATES.prompt)}
     completion: ${JSON.stringify(TEMPLATES.completion)}
     seq_len: ${settings.seqLen}
-    pack: false
+    pack: ${settings.pack}
 ${stages}`;
 }
 

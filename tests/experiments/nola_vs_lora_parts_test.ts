@@ -53,7 +53,7 @@ Deno.test("the experiment's runs read the data as the default job does", async (
     validationMrs: 80,
   };
   const run = parsePipeline(
-    pipelineYaml("final-x", "out/x", { seed: 0, seqLen: 128 }, "", inputs),
+    pipelineYaml("final-x", "out/x", { seed: 0, seqLen: 128, pack: false }, "", inputs),
     { file: "out/x/pipeline.yaml" },
   );
   const runData = run.stages.find((s) => s.kind === "data") as DataStage;
@@ -298,7 +298,7 @@ Deno.test("each run's pipeline parses with the project's parser and says what th
   const metrics = ["bleu", "rouge_l"];
   const parse = (id: string, ptq: boolean) => {
     const m = parseMethod(id);
-    const settings = { ...methodSettings(m), seed: 2, seqLen: 128 };
+    const settings = { ...methodSettings(m), seed: 2, seqLen: 128, pack: false };
     const stages = trainStages(m, 0.03, 300, 8) + scoreStages(options, metrics, "") +
       (ptq ? ptqStages(options, metrics) : "");
     const text = pipelineYaml(`final-${id}`, "out/x", settings, stages, inputs);
